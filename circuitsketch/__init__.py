@@ -9,7 +9,7 @@ from circuitsketch.grad import grad, gradients
 from circuitsketch.ir import Circuit, IRError, Op
 from circuitsketch.optim import SGD, Adam
 from circuitsketch.program import Program, build_output_circuit, build_step_circuit
-from circuitsketch.trace import (
+from circuitsketch.tracing import (
     Input,
     Traced,
     TracingError,
@@ -32,8 +32,33 @@ from circuitsketch.trace import (
 )
 
 __all__ = [
-    "SGD", "Adam", "Circuit", "IRError", "Input", "Op", "Program", "Traced", "TracingError",
-    "build_output_circuit", "build_step_circuit", "concat", "erf", "exp", "gather", "grad",
-    "gradients", "log", "matmul", "one_hot", "pad", "power", "rsqrt", "scatter_add",
-    "shift_max", "sqrt", "stack", "trace", "where",
+    "SGD",
+    "Adam",
+    "Circuit",
+    "IRError",
+    "Input",
+    "Op",
+    "Program",
+    "Traced",
+    "TracingError",
+    "build_output_circuit",
+    "build_step_circuit",
+    "concat",
+    "erf",
+    "exp",
+    "gather",
+    "grad",
+    "gradients",
+    "log",
+    "matmul",
+    "one_hot",
+    "pad",
+    "power",
+    "rsqrt",
+    "scatter_add",
+    "shift_max",
+    "sqrt",
+    "stack",
+    "trace",
+    "where",
 ]

@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-from circuitsketch import trace as T
+from circuitsketch import tracing as T
 from circuitsketch.ir import Circuit, IRError, Node, Op, rebuild
-from circuitsketch.trace import Traced
+from circuitsketch.tracing import Traced
 
 VjpRule = Callable[[Traced, Node, list[Traced], Traced], list[Traced | None]]
 
@@ -37,7 +37,7 @@ def _vjp_matmul(g, node, ins, out):
 def _vjp_sum(g, node, ins, out):
     (x,) = ins
     ax = node.attrs[0]
-    return [T.broadcast_to(g.reshape(x.shape[:ax] + (1,) + x.shape[ax + 1 :]), x.shape)]
+    return [T.broadcast_to(g.reshape((*x.shape[:ax], 1, *x.shape[ax + 1 :])), x.shape)]
 
 
 def _vjp_concat(g, node, ins, out):
@@ -96,7 +96,9 @@ VJP: dict[Op, VjpRule] = {
     Op.CONCAT: _vjp_concat,
     Op.BROADCAST: lambda g, n, ins, out: [_sum_to(g, ins[0].shape)],
     Op.WHERE: lambda g, n, ins, out: [
-        None, T.where(ins[0], g, _zeros_like(g)), T.where(ins[0], _zeros_like(g), g)
+        None,
+        T.where(ins[0], g, _zeros_like(g)),
+        T.where(ins[0], _zeros_like(g), g),
     ],
 }
 
@@ -158,8 +160,6 @@ def grad(c: Circuit, output: str, wrt: Sequence[str], prefix: str = "grad_") -> 
         out.set_output(prefix + name, g.id)
     out.verify()
     return out
-
-
 
 
 def gradients(out: Traced, wrt: Sequence[Traced]) -> list[Traced]:

@@ -27,7 +27,7 @@ def _eval_erf(x: np.ndarray) -> np.ndarray:
 
 
 def _scatter_add(vals: np.ndarray, idx: np.ndarray, rows: int) -> np.ndarray:
-    out = np.zeros((rows,) + vals.shape[1:], dtype=vals.dtype)
+    out = np.zeros((rows, *vals.shape[1:]), dtype=vals.dtype)
     np.add.at(out, idx, vals)
     return out
 
@@ -85,11 +85,15 @@ def check_inputs(c: Circuit, inputs: Mapping[str, object], series_degree: int | 
         if series_degree is not None and node.dtype == "float" and value.shape != node.shape:
             shape = value.shape[1:]
             if value.shape[:1] != (series_degree + 1,):
-                raise IRError(f"input {name!r}: series of shape {value.shape}, "
-                              f"expected ({series_degree + 1}, *{node.shape}) or {node.shape}")
+                raise IRError(
+                    f"input {name!r}: series of shape {value.shape}, "
+                    f"expected ({series_degree + 1}, *{node.shape}) or {node.shape}"
+                )
         if shape != node.shape:
             raise IRError(f"input {name!r}: shape {value.shape}, expected {node.shape}")
-        if node.dtype != "float" and value.dtype.kind not in ("b" if node.dtype == "bool" else "iu"):
+        if node.dtype != "float" and value.dtype.kind not in (
+            "b" if node.dtype == "bool" else "iu"
+        ):
             raise IRError(f"input {name!r}: dtype {value.dtype}, expected {node.dtype}")
         out[name] = value
     return out

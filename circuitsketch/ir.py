@@ -67,8 +67,19 @@ FAMILY: dict[Op, Family] = {
     **{
         op: Family.LINEAR
         for op in (
-            Op.ADD, Op.SUB, Op.NEG, Op.SUM, Op.GATHER, Op.SCATTER_ADD, Op.RESHAPE,
-            Op.TRANSPOSE, Op.SLICE, Op.PAD, Op.CONCAT, Op.BROADCAST, Op.WHERE,
+            Op.ADD,
+            Op.SUB,
+            Op.NEG,
+            Op.SUM,
+            Op.GATHER,
+            Op.SCATTER_ADD,
+            Op.RESHAPE,
+            Op.TRANSPOSE,
+            Op.SLICE,
+            Op.PAD,
+            Op.CONCAT,
+            Op.BROADCAST,
+            Op.WHERE,
         )
     },
     Op.MUL: Family.BILINEAR,
@@ -155,7 +166,7 @@ def _rule_scatter_add(op: Op, shapes, dtypes, attrs):
     vals, idx = shapes
     if len(idx) != 1 or not vals or vals[0] != idx[0]:
         raise IRError(f"scatter_add: values {vals} with indices {idx}")
-    return (attrs[0],) + vals[1:], "float"
+    return (attrs[0], *vals[1:]), "float"
 
 
 def _rule_reshape(op: Op, shapes, dtypes, attrs):
@@ -199,7 +210,7 @@ def _rule_concat(op: Op, shapes, dtypes, attrs):
     for s in shapes:
         if len(s) != len(shapes[0]) or s[:ax] + s[ax + 1 :] != shapes[0][:ax] + shapes[0][ax + 1 :]:
             raise IRError(f"concat: shapes {list(shapes)} differ off axis {ax}")
-    return shapes[0][:ax] + (sum(s[ax] for s in shapes),) + shapes[0][ax + 1 :], "float"
+    return (*shapes[0][:ax], sum(s[ax] for s in shapes), *shapes[0][ax + 1 :]), "float"
 
 
 def _rule_broadcast(op: Op, shapes, dtypes, attrs):
@@ -244,8 +255,13 @@ SHAPE_RULES: dict[Op, Callable] = {
 }
 
 ARITY: dict[Op, int | None] = {
-    Op.INPUT: 0, Op.CONST: 0, Op.CONCAT: None, Op.WHERE: 3,
-    Op.MATMUL: 2, Op.GATHER: 2, Op.SCATTER_ADD: 2,
+    Op.INPUT: 0,
+    Op.CONST: 0,
+    Op.CONCAT: None,
+    Op.WHERE: 3,
+    Op.MATMUL: 2,
+    Op.GATHER: 2,
+    Op.SCATTER_ADD: 2,
     **{op: 2 for op in ELEMENTWISE_BINARY},
 }
 
@@ -293,7 +309,9 @@ class Circuit:
         inputs = tuple(int(i) for i in inputs)
         n = arity(op)
         if (n is not None and len(inputs) != n) or (n is None and not inputs):
-            raise IRError(f"{op.value}: takes {n if n is not None else '1+'} inputs, got {len(inputs)}")
+            raise IRError(
+                f"{op.value}: takes {n if n is not None else '1+'} inputs, got {len(inputs)}"
+            )
         for i in inputs:
             if not 0 <= i < len(self.nodes):
                 raise IRError(f"{op.value}: input %{i} does not exist")
@@ -366,10 +384,16 @@ class Circuit:
     def format_node(self, i: int) -> str:
         node = self.nodes[i]
         args = " ".join(f"%{j}" for j in node.inputs)
-        attrs = "" if not node.attrs else " " + repr(node.attrs if node.op is not Op.CONST else node.attrs[0])
+        attrs = (
+            ""
+            if not node.attrs
+            else " " + repr(node.attrs if node.op is not Op.CONST else node.attrs[0])
+        )
         shape = ",".join(str(s) for s in node.shape)
         scope = f"  # {self.scopes[i]}" if self.scopes[i] else ""
-        return f"%{i} = {node.op.value} {args}{attrs} : {node.dtype}[{shape}]{scope}".replace("  :", " :")
+        return f"%{i} = {node.op.value} {args}{attrs} : {node.dtype}[{shape}]{scope}".replace(
+            "  :", " :"
+        )
 
     def __str__(self) -> str:
         lines = [self.format_node(i) for i in range(len(self.nodes))]
@@ -397,11 +421,12 @@ class Circuit:
                 raise IRError(f"%{i} {node.op.value}: uses a node that is not defined before it")
             shapes = [self.nodes[j].shape for j in node.inputs]
             dtypes = [self.nodes[j].dtype for j in node.inputs]
-            if SHAPE_RULES[node.op](node.op, shapes, dtypes, node.attrs) != (node.shape, node.dtype):
-                raise IRError(f"%{i} {node.op.value}: recorded shape/dtype disagree with its rule")
-            if node.op is Op.CONST and (
-                i not in self.consts or self.consts[i].shape != node.shape
+            if SHAPE_RULES[node.op](node.op, shapes, dtypes, node.attrs) != (
+                node.shape,
+                node.dtype,
             ):
+                raise IRError(f"%{i} {node.op.value}: recorded shape/dtype disagree with its rule")
+            if node.op is Op.CONST and (i not in self.consts or self.consts[i].shape != node.shape):
                 raise IRError(f"%{i} const: value missing or of the wrong shape")
         for name, nid in self.inputs.items():
             if self.nodes[nid].op is not Op.INPUT or self.nodes[nid].attrs[0] != name:

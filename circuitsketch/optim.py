@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from circuitsketch import trace as T
-from circuitsketch.trace import Traced
+from circuitsketch import tracing as T
+from circuitsketch.tracing import Traced
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import numpy as np
 from circuitsketch import interpret
 from circuitsketch.grad import gradients
 from circuitsketch.ir import Circuit
-from circuitsketch.trace import Input, Traced, input_value, lift
+from circuitsketch.tracing import Input, Traced, input_value, lift
 
 WEIGHT = "w"
 LOSS = "loss"

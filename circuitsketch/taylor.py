@@ -21,7 +21,7 @@ SeriesRule = Callable[[list[np.ndarray], Node, int], np.ndarray]
 
 
 def constant_series(value: np.ndarray, degree: int) -> np.ndarray:
-    out = np.zeros((degree + 1,) + np.shape(value), dtype=np.complex128)
+    out = np.zeros((degree + 1, *np.shape(value)), dtype=np.complex128)
     out[0] = value
     return out
 
@@ -31,10 +31,12 @@ def _coefficientwise(op: Op) -> SeriesRule:
 
     def rule(ins: list[np.ndarray], node: Node, degree: int) -> np.ndarray:
         mask = _series_mask(node, ins)
-        return np.stack([
-            EVAL[op]([x[r] if s else x for x, s in zip(ins, mask, strict=True)], node)
-            for r in range(degree + 1)
-        ])
+        return np.stack(
+            [
+                EVAL[op]([x[r] if s else x for x, s in zip(ins, mask, strict=True)], node)
+                for r in range(degree + 1)
+            ]
+        )
 
     return rule
 

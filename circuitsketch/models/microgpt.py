@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-import circuitsketch.trace as T
+import circuitsketch.tracing as T
 from circuitsketch.optim import Adam, init_buffers
 from circuitsketch.program import Program, Step, build_output_circuit, build_step_circuit
-from circuitsketch.trace import Input, Traced
+from circuitsketch.tracing import Input, Traced
 
 N_EMBD, N_HEAD, HEAD_DIM, BLOCK_SIZE, MLP_DIM = 16, 4, 4, 16, 64
 INIT_STD = 0.08
@@ -107,9 +107,13 @@ def load_params(path: str | Path, vocab_size: int = 27) -> dict[str, np.ndarray]
         if name not in arrays:
             raise ValueError(f"init file {str(path)!r}: missing key {name!r}")
         if arrays[name].shape != shape:
-            raise ValueError(f"init file {str(path)!r}: key {name!r} has shape "
-                             f"{arrays[name].shape}, expected {shape}")
-        if not np.issubdtype(arrays[name].dtype, np.floating) or not np.all(np.isfinite(arrays[name])):
+            raise ValueError(
+                f"init file {str(path)!r}: key {name!r} has shape "
+                f"{arrays[name].shape}, expected {shape}"
+            )
+        if not np.issubdtype(arrays[name].dtype, np.floating) or not np.all(
+            np.isfinite(arrays[name])
+        ):
             raise ValueError(f"init file {str(path)!r}: key {name!r} must hold finite floats")
     extra = sorted(set(arrays) - set(shapes))
     if extra:
@@ -214,8 +218,11 @@ def build(
     opt = Adam()
 
     def data_specs(length: int) -> dict[str, Input]:
-        return {"tokens": Input((length,), "int"), "targets": Input((length,), "int"),
-                "n_positions": Input(())}
+        return {
+            "tokens": Input((length,), "int"),
+            "targets": Input((length,), "int"),
+            "n_positions": Input(()),
+        }
 
     sched = []
     for s in range(num_steps):
@@ -231,10 +238,19 @@ def build(
         key = bucket_of(min(BLOCK_SIZE, len(toks) - 1), buckets)
         return key, encode_padded(toks, key, tok.bos)
 
-    state = {**{n: np.array(v, dtype=np.float64) for n, v in params.items()},
-             **init_buffers(opt, params)}
+    state = {
+        **{n: np.array(v, dtype=np.float64) for n, v in params.items()},
+        **init_buffers(opt, params),
+    }
     return Program(
-        name="microgpt", init_state=state, params=tuple(shapes), step_circuits=step_circuits,
-        output_circuits=output_circuits, steps=sched, num_docs=len(docs), optimizer=opt,
-        encode_test=encode_test, meta={"buckets": buckets, "seed": seed},
+        name="microgpt",
+        init_state=state,
+        params=tuple(shapes),
+        step_circuits=step_circuits,
+        output_circuits=output_circuits,
+        steps=sched,
+        num_docs=len(docs),
+        optimizer=opt,
+        encode_test=encode_test,
+        meta={"buckets": buckets, "seed": seed},
     )

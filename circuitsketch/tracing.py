@@ -76,17 +76,23 @@ class Traced:
 
     # -- things the IR cannot record
     def __bool__(self) -> bool:
-        raise _fail("Python control flow (if/while/and/or/bool) on a traced value is not supported; "
-                    "use circuitsketch.where with a constant mask")
+        raise _fail(
+            "Python control flow (if/while/and/or/bool) on a traced value is not supported; "
+            "use circuitsketch.where with a constant mask"
+        )
 
     def __float__(self) -> float:
-        raise _fail("float() of a traced value is not supported: its value is not known while tracing")
+        raise _fail(
+            "float() of a traced value is not supported: its value is not known while tracing"
+        )
 
     __int__ = __index__ = __float__
 
     def __setitem__(self, key, value) -> None:
-        raise _fail("in-place mutation of a traced array (x[...] = v) is not supported; "
-                    "build a new array with concat/pad/where")
+        raise _fail(
+            "in-place mutation of a traced array (x[...] = v) is not supported; "
+            "build a new array with concat/pad/where"
+        )
 
     def __iadd__(self, other):
         return self + other
@@ -139,7 +145,9 @@ class Traced:
 
     def __pow__(self, p):
         if isinstance(p, Traced):
-            raise _fail("x ** y with a traced exponent is not supported; the exponent must be a constant")
+            raise _fail(
+                "x ** y with a traced exponent is not supported; the exponent must be a constant"
+            )
         return power(self, float(p))
 
     def __matmul__(self, o):
@@ -210,7 +218,9 @@ def lift(c: Circuit, x: Any) -> Traced:
         return x
     if isinstance(x, complex) or np.iscomplexobj(x):
         raise _fail("complex constants are not supported in circuits")
-    return Traced(c, c.add_const(np.asarray(x, dtype=np.float64) if isinstance(x, float | int) else x))
+    return Traced(
+        c, c.add_const(np.asarray(x, dtype=np.float64) if isinstance(x, float | int) else x)
+    )
 
 
 def broadcast_to(x: Traced, shape: Shape) -> Traced:
@@ -231,7 +241,9 @@ def _binary(op: Op, a, b) -> Traced:
     return a._new(op, [a, b])
 
 
-def reduce_sum(x: Traced, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Traced:
+def reduce_sum(
+    x: Traced, axis: int | Sequence[int] | None = None, keepdims: bool = False
+) -> Traced:
     axes = range(x.ndim) if axis is None else ([axis] if isinstance(axis, int) else axis)
     axes = sorted({a % x.ndim for a in axes}, reverse=True)
     out = x
@@ -354,7 +366,7 @@ def shift_max(x: Traced, axis: int = -1, keepdims: bool = True) -> Traced:
     ax = axis % x.ndim
     out = x._new(Op.SHIFT_MAX, [x], (ax,))
     if keepdims:
-        out = out.reshape(x.shape[:ax] + (1,) + x.shape[ax + 1 :])
+        out = out.reshape((*x.shape[:ax], 1, *x.shape[ax + 1 :]))
     return out
 
 
@@ -373,7 +385,7 @@ def pad(x: Traced, before: Sequence[int], after: Sequence[int]) -> Traced:
 def stack(xs: Sequence[Traced], axis: int = 0) -> Traced:
     xs = list(xs)
     ax = axis % (xs[0].ndim + 1)
-    expanded = [x.reshape(x.shape[:ax] + (1,) + x.shape[ax:]) for x in xs]
+    expanded = [x.reshape((*x.shape[:ax], 1, *x.shape[ax:])) for x in xs]
     return concat(expanded, ax)
 
 

@@ -1,0 +1,427 @@
+"""A Program compiled to Numba at degree K: fast training, series training, outputs.
+
+The whole training loop runs inside compiled code (``run``), stepping through
+a packed schedule; the state lives in two flat buffers used in turn, so a
+step reads one and writes the other.  Degree 0 is the real trainer (float64);
+degree K >= 1 propagates series of the data weights in B directions at once,
+with the order-0 run computed once per batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+import numpy as np
+
+from circuitsketch.ir import Circuit
+from circuitsketch.program import WEIGHT, Program
+from compiler import cache
+from compiler.diagnose import NonFiniteError, locate_nonfinite
+from compiler.emit import Interface, Tables, emit_function
+from compiler.passes import Activity, activity, simplify
+
+
+@dataclass
+class Compiled:
+    """One simplified circuit with its activity and interface."""
+
+    circuit: Circuit
+    act: Activity
+    iface: Interface
+
+
+def _data_layout(c: Circuit, exclude: set[str]):
+    ints, floats = {}, {}
+    io, fo = 0, 0
+    for name, nid in c.inputs.items():
+        if name in exclude:
+            continue
+        node = c.nodes[nid]
+        if node.dtype == "float":
+            floats[name] = (fo, node.size)
+            fo += node.size
+        else:
+            ints[name] = (io, node.size)
+            io += node.size
+    return ints, floats
+
+
+def pack(values: dict, layout: dict, size: int, dtype) -> np.ndarray:
+    out = np.zeros(max(size, 1), dtype=dtype)
+    for name, (off, n) in layout.items():
+        out[off : off + n] = np.asarray(values[name]).ravel()
+    return out
+
+
+class CompiledProgram:
+    """Program -> generated Numba module at a fixed degree (0: real training)."""
+
+    def __init__(self, program: Program, degree: int = 0):
+        if degree < 0:
+            raise ValueError(f"degree must be >= 0, got {degree}")
+        t0 = time.perf_counter()
+        self.program = program
+        self.degree = degree
+        self.series = degree >= 1
+        names = list(program.init_state)
+        self.state_layout: dict[str, tuple[int, int]] = {}
+        off = 0
+        for n in names:
+            size = int(np.asarray(program.init_state[n]).size)
+            self.state_layout[n] = (off, size)
+            off += size
+        self.state_size = off
+        self.step_keys: list[Hashable] = sorted(program.step_circuits, key=repr)
+        self.out_keys: list[Hashable] = sorted(program.output_circuits, key=repr)
+        state_names = set(names)
+        self.steps_c: dict[Hashable, Compiled] = {}
+        for key in self.step_keys:
+            c = simplify(program.step_circuits[key])
+            ints, floats = _data_layout(c, state_names | {WEIGHT})
+            self.steps_c[key] = Compiled(
+                c,
+                activity(c, [n for n in c.inputs if n in state_names or n == WEIGHT]),
+                Interface(self.state_layout, ints, floats, WEIGHT),
+            )
+        self.outs_c: dict[Hashable, Compiled] = {}
+        for key in self.out_keys:
+            c = simplify(program.output_circuits[key])
+            ints, floats = _data_layout(c, state_names)
+            self.outs_c[key] = Compiled(
+                c,
+                activity(c, [n for n in c.inputs if n in state_names]),
+                Interface(self.state_layout, ints, floats, None),
+            )
+        self.source, self.tables = self._generate()
+        self.instr, self.tab, self.cst = self.tables.arrays()
+        self.t_generate = time.perf_counter() - t0
+        self.module = cache.load_module(self.source)
+        self._pack_schedule()
+        self.ws_size = max(getattr(self.module, f"{f}_WS") for f in self._function_names())
+        self.wh_size = max(getattr(self.module, f"{f}_WH") for f in self._function_names())
+        self.t_load = time.perf_counter() - t0 - self.t_generate
+        self._compiled_once = False
+
+    # ---------------------------------------------------------------- codegen
+    def _function_names(self) -> list[str]:
+        return [f"step_{i}" for i in range(len(self.step_keys))] + [
+            f"output_{i}" for i in range(len(self.out_keys))
+        ]
+
+    def _generate(self) -> tuple[str, Tables]:
+        tables = Tables()
+        parts = [
+            f'"""Generated for program {self.program.name!r}, degree {self.degree}.',
+            "",
+            "Do not edit: regenerated from the circuits; named by a hash of this text.",
+            '"""',
+            "import numpy as np",
+            "from numba import njit",
+            "",
+            "from compiler import kernels as k",
+            "",
+            f"K = {max(self.degree, 1)}",
+            "",
+        ]
+        for i, key in enumerate(self.step_keys):
+            cp = self.steps_c[key]
+            parts.append(f"# step circuit for key {key!r}: fingerprint {cp.circuit.fingerprint()}")
+            parts.append(
+                emit_function(
+                    f"step_{i}",
+                    cp.circuit,
+                    cp.act,
+                    cp.iface,
+                    tables,
+                    self.series,
+                    state_outputs=True,
+                )
+            )
+        for i, key in enumerate(self.out_keys):
+            cp = self.outs_c[key]
+            parts.append(
+                f"# output circuit for key {key!r}: fingerprint {cp.circuit.fingerprint()}"
+            )
+            parts.append(
+                emit_function(
+                    f"output_{i}",
+                    cp.circuit,
+                    cp.act,
+                    cp.iface,
+                    tables,
+                    self.series,
+                    state_outputs=False,
+                )
+            )
+        parts.append(self._emit_run())
+        return "\n".join(parts), tables
+
+    def _emit_run(self) -> str:
+        if self.series:
+            args = (
+                "start, stop, keys, docs, II, FF, W0, PSI, sa, sb, ha, hb, ws, wh, tab, cst, "
+                "losses, res0, resh, code, B, K"
+            )
+            call = (
+                "sa, sb, ha, hb, ws, wh, tab, cst, II[s], FF[s], W0[d], PSI[d], res0, resh, "
+                "code, B, K"
+            )
+            swap = ["sa, sb = sb, sa", "ha, hb = hb, ha"]
+        else:
+            args = "start, stop, keys, docs, II, FF, W0, sa, sb, ws, tab, cst, losses, res0, code"
+            call = "sa, sb, ws, tab, cst, II[s], FF[s], W0[d], res0, code"
+            swap = ["sa, sb = sb, sa"]
+        lines = [
+            "@njit(cache=True, nogil=True, error_model='numpy')",
+            f"def run({args}):",
+            "    for s in range(start, stop):",
+            "        key = keys[s]",
+            "        d = docs[s]",
+            "        ok = False",
+        ]
+        for i in range(len(self.step_keys)):
+            lines.append(f"        {'if' if i == 0 else 'elif'} key == {i}:")
+            lines.append(f"            ok = step_{i}({call})")
+        lines += ["        losses[s] = res0[0]", "        if not ok:", "            return s"]
+        lines += ["        " + s for s in swap]
+        lines += ["    return -1", ""]
+        return "\n".join(lines)
+
+    def _pack_schedule(self) -> None:
+        prog = self.program
+        T = prog.num_steps
+        key_index = {k: i for i, k in enumerate(self.step_keys)}
+        isz = max(
+            (sum(n for _, n in cp.iface.ints.values()) for cp in self.steps_c.values()), default=1
+        )
+        fsz = max(
+            (sum(n for _, n in cp.iface.floats.values()) for cp in self.steps_c.values()), default=1
+        )
+        self.keys = np.empty(T, np.int64)
+        self.docs = np.empty(T, np.int64)
+        self.II = np.zeros((T, max(isz, 1)), np.int64)
+        self.FF = np.zeros((T, max(fsz, 1)), np.float64)
+        for s in range(T):
+            _circuit, inputs = prog.step_inputs(s)
+            key = prog.steps[s].key
+            cp = self.steps_c[key]
+            self.keys[s] = key_index[key]
+            self.docs[s] = prog.steps[s].doc
+            self.II[s, :] = pack(inputs, cp.iface.ints, self.II.shape[1], np.int64)
+            self.FF[s, :] = pack(inputs, cp.iface.floats, self.FF.shape[1], np.float64)
+
+    # ---------------------------------------------------------------- state
+    def initial_state(self) -> np.ndarray:
+        vec = np.empty(self.state_size)
+        for n, (off, size) in self.state_layout.items():
+            vec[off : off + size] = np.asarray(self.program.init_state[n]).ravel()
+        return vec
+
+    def unpack_state(self, vec: np.ndarray) -> dict[str, np.ndarray]:
+        """Flat state (..., S) -> name -> array (..., *shape)."""
+        lead = vec.shape[:-1]
+        return {
+            n: vec[..., off : off + size].reshape(lead + np.shape(self.program.init_state[n]))
+            for n, (off, size) in self.state_layout.items()
+        }
+
+    def unpack_hi(self, hi: np.ndarray, B: int) -> dict[str, np.ndarray]:
+        """Flat higher orders -> name -> (B, K, *shape) coefficients of orders 1..K."""
+        K = self.degree
+        return {
+            n: hi[B * K * off : B * K * (off + size)].reshape(
+                (B, K, *np.shape(self.program.init_state[n]))
+            )
+            for n, (off, size) in self.state_layout.items()
+        }
+
+    # ---------------------------------------------------------------- running
+    def _weights(self, weights) -> np.ndarray:
+        w = np.zeros(self.program.num_docs) if weights is None else np.asarray(weights, np.float64)
+        if w.shape != (self.program.num_docs,):
+            raise ValueError(f"weights: shape {w.shape}, expected ({self.program.num_docs},)")
+        return w
+
+    def train(
+        self, weights=None, state: np.ndarray | None = None, start: int = 0, stop: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Real training (degree 0 module) from `state` at step `start` to `stop`.
+
+        Returns the flat final state and the per-step losses of the steps run.
+        """
+        if self.series:
+            raise ValueError("train() needs a degree-0 CompiledProgram; use train_series")
+        stop = self.program.num_steps if stop is None else stop
+        w = self._weights(weights)
+        sa = self.initial_state() if state is None else np.array(state, np.float64)
+        sb = np.empty_like(sa)
+        ws = np.empty(max(self.ws_size, 1))
+        losses = np.zeros(self.program.num_steps)
+        res0 = np.zeros(1)
+        bad = self.module.run(
+            start,
+            stop,
+            self.keys,
+            self.docs,
+            self.II,
+            self.FF,
+            w,
+            sa,
+            sb,
+            ws,
+            self.tab,
+            self.cst,
+            losses,
+            res0,
+            self.instr,
+        )
+        if bad >= 0:
+            before = sa if (bad - start) % 2 == 0 else sb
+            self._raise_nonfinite(bad, before, None, w, None)
+        final = sa if (stop - start) % 2 == 0 else sb
+        return final, losses[start:stop]
+
+    def train_series(
+        self, directions, weights=None, state=None, hi=None, start: int = 0, stop: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Series training along B directions (rows of a (B, N) complex array).
+
+        The data weight of document i is weights[i] + z * directions[b, i].
+        Returns (order-0 state (S,), higher orders as a flat block vector (see
+        ``unpack_hi``), per-step losses).
+        """
+        if not self.series:
+            raise ValueError("train_series() needs a CompiledProgram of degree >= 1")
+        psi = np.asarray(directions)
+        if psi.ndim != 2 or psi.shape[1] != self.program.num_docs:
+            raise ValueError(
+                f"directions: shape {psi.shape}, expected (B, {self.program.num_docs})"
+            )
+        B, K = psi.shape[0], self.degree
+        psi_t = np.ascontiguousarray(psi.T, dtype=np.complex128)
+        stop = self.program.num_steps if stop is None else stop
+        w = self._weights(weights)
+        sa = self.initial_state() if state is None else np.array(state, np.float64)
+        sb = np.empty_like(sa)
+        ha = (
+            np.zeros(B * K * self.state_size, np.complex128)
+            if hi is None
+            else np.array(hi, np.complex128).reshape(-1)
+        )
+        if ha.size != B * K * self.state_size:
+            raise ValueError(f"hi: {ha.size} coefficients, expected {B * K * self.state_size}")
+        hb = np.empty_like(ha)
+        ws = np.empty(max(self.ws_size, 1))
+        wh = np.empty(max(B * K * self.wh_size, 1), np.complex128)
+        losses = np.zeros(self.program.num_steps)
+        res0, resh = np.zeros(1), np.zeros(B * K, np.complex128)
+        bad = self.module.run(
+            start,
+            stop,
+            self.keys,
+            self.docs,
+            self.II,
+            self.FF,
+            w,
+            psi_t,
+            sa,
+            sb,
+            ha,
+            hb,
+            ws,
+            wh,
+            self.tab,
+            self.cst,
+            losses,
+            res0,
+            resh,
+            self.instr,
+            B,
+            K,
+        )
+        if bad >= 0:
+            even = (bad - start) % 2 == 0
+            self._raise_nonfinite(bad, sa if even else sb, ha if even else hb, w, psi)
+        even = (stop - start) % 2 == 0
+        return (sa if even else sb), (ha if even else hb), losses[start:stop]
+
+    def output(self, state: np.ndarray, test, hi: np.ndarray | None = None) -> np.ndarray:
+        """The output on one test input: a float (degree 0) or coefficients (B, K+1)."""
+        key, inputs = self.program.encode_test(test)
+        i = self.out_keys.index(key)
+        cp = self.outs_c[key]
+        ii = pack(inputs, cp.iface.ints, sum(n for _, n in cp.iface.ints.values()), np.int64)
+        ff = pack(inputs, cp.iface.floats, sum(n for _, n in cp.iface.floats.values()), np.float64)
+        fn = getattr(self.module, f"output_{i}")
+        ws = np.empty(max(self.ws_size, 1))
+        res0 = np.zeros(1)
+        state = np.ascontiguousarray(state, np.float64)
+        if not self.series:
+            fn(state, state, ws, self.tab, self.cst, ii, ff, 0.0, res0, self.instr)
+            return res0[0]
+        if hi is None:
+            raise ValueError("output() of a series program needs the higher orders `hi`")
+        K = self.degree
+        hi = np.ascontiguousarray(hi, np.complex128).reshape(-1)
+        B = hi.size // (K * self.state_size)
+        if B * K * self.state_size != hi.size or B < 1:
+            raise ValueError(f"hi: {hi.size} coefficients do not fit B x {K} x {self.state_size}")
+        wh = np.empty(max(B * K * self.wh_size, 1), np.complex128)
+        resh = np.zeros(B * K, np.complex128)
+        fn(
+            state,
+            state,
+            hi,
+            hi,
+            ws,
+            wh,
+            self.tab,
+            self.cst,
+            ii,
+            ff,
+            0.0,
+            np.zeros(B, np.complex128),
+            res0,
+            resh,
+            self.instr,
+            B,
+            K,
+        )
+        out = np.empty((B, K + 1), np.complex128)
+        out[:, 0] = res0[0]
+        out[:, 1:] = resh.reshape(B, K)
+        return out
+
+    # ---------------------------------------------------------------- errors
+    def _raise_nonfinite(self, step: int, s0, hi, w, psi) -> None:
+        prog = self.program
+        circuit, inputs = prog.step_inputs(step)
+        doc = prog.steps[step].doc
+        state = self.unpack_state(s0)
+        if hi is None:
+            where = locate_nonfinite(circuit, {**state, **inputs, WEIGHT: w[doc]}, None)
+        else:
+            K = self.degree
+            his = self.unpack_hi(hi, psi.shape[0])
+            bad_b = next(
+                (
+                    b
+                    for b in range(psi.shape[0])
+                    if not all(np.all(np.isfinite(v[b])) for v in his.values())
+                ),
+                0,
+            )
+            series_state = {n: np.concatenate([v[None], his[n][bad_b]]) for n, v in state.items()}
+            wser = np.zeros(K + 1, np.complex128)
+            wser[0], wser[1] = w[doc], psi[bad_b, doc]
+            where = locate_nonfinite(circuit, {**series_state, **inputs, WEIGHT: wser}, K)
+        raise NonFiniteError(f"non-finite value at training step {step} (document {doc}): {where}")
+
+
+def compile_program(program: Program, degree: int = 0) -> CompiledProgram:
+    return CompiledProgram(program, degree)
+
+
+__all__ = ["CompiledProgram", "NonFiniteError", "compile_program"]

@@ -1,0 +1,129 @@
+"""Compile a single circuit into a callable, for tests and for user circuits.
+
+Float inputs and outputs all live in one flat state layout (inputs read from
+s_in, outputs written to s_out); the inputs named in ``series`` carry
+higher orders.  Used to test every generated kernel against the interpreter,
+op by op and on whole circuits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from circuitsketch.ir import Circuit, IRError
+from compiler import cache
+from compiler.emit import Interface, Tables, emit_function
+from compiler.passes import activity, simplify
+
+
+class CompiledCircuit:
+    """c compiled at degree K (0: real) with the given inputs as series."""
+
+    def __init__(
+        self, c: Circuit, degree: int = 0, series: Iterable[str] = (), optimize: bool = True
+    ):
+        if "loss" in c.outputs:
+            raise IRError("CompiledCircuit: rename the output 'loss' (reserved for step circuits)")
+        self.circuit = simplify(c) if optimize else c
+        self.degree = degree
+        self.series_inputs = tuple(series)
+        cc = self.circuit
+        self.layout: dict[str, tuple[int, int]] = {}
+        off = 0
+        ints: dict[str, tuple[int, int]] = {}
+        ioff = 0
+        for name, nid in list(cc.inputs.items()):
+            node = cc.nodes[nid]
+            if node.dtype == "float":
+                self.layout[name] = (off, node.size)
+                off += node.size
+            else:
+                ints[name] = (ioff, node.size)
+                ioff += node.size
+        for name, nid in cc.outputs.items():
+            self.layout[name] = (off, cc.nodes[nid].size)
+            off += cc.nodes[nid].size
+        self.size, self.int_size = off, ioff
+        self.ints = ints
+        self.act = activity(cc, self.series_inputs)
+        tables = Tables()
+        src = emit_function(
+            "f",
+            cc,
+            self.act,
+            Interface(self.layout, ints, {}, None),
+            tables,
+            degree >= 1,
+            state_outputs=True,
+        )
+        header = (
+            "import numpy as np\nfrom numba import njit\n\nfrom compiler import kernels as k\n\n"
+        )
+        self.source = header + src
+        self.instr, self.tab, self.cst = tables.arrays()
+        self.module = cache.load_module(self.source)
+
+    def __call__(self, inputs: Mapping[str, np.ndarray], directions: int = 1):
+        """Real mode: name -> array.  Series mode: inputs in `series` may be given
+        as (B, K+1, *shape) coefficient arrays; outputs come back as (B, K+1, *shape)."""
+        cc, K = self.circuit, self.degree
+        s_in = np.zeros(max(self.size, 1))
+        ii = np.zeros(max(self.int_size, 1), np.int64)
+        B = directions
+        h_in = np.zeros(max(B * K * self.size, 1), np.complex128)
+        for name, nid in cc.inputs.items():
+            node = cc.nodes[nid]
+            v = np.asarray(inputs[name])
+            if node.dtype != "float":
+                off, n = self.ints[name]
+                ii[off : off + n] = v.ravel()
+                continue
+            off, n = self.layout[name]
+            if K and name in self.series_inputs and v.shape != node.shape:
+                s_in[off : off + n] = v[0, 0].real.ravel()
+                h_in[B * K * off : B * K * (off + n)] = v[:, 1:].reshape(-1)
+            else:
+                s_in[off : off + n] = v.ravel()
+        s_out = s_in.copy()
+        h_out = h_in.copy()
+        ws = np.zeros(max(self.module.f_WS, 1))
+        res0 = np.zeros(1)
+        if K:
+            wh = np.zeros(max(B * K * self.module.f_WH, 1), np.complex128)
+            self.module.f(
+                s_in,
+                s_out,
+                h_in,
+                h_out,
+                ws,
+                wh,
+                self.tab,
+                self.cst,
+                ii,
+                np.zeros(1),
+                0.0,
+                np.zeros(B, np.complex128),
+                res0,
+                np.zeros(B * K, np.complex128),
+                self.instr,
+                B,
+                K,
+            )
+        else:
+            self.module.f(
+                s_in, s_out, ws, self.tab, self.cst, ii, np.zeros(1), 0.0, res0, self.instr
+            )
+        out = {}
+        for name, nid in cc.outputs.items():
+            off, n = self.layout[name]
+            shape = cc.nodes[nid].shape
+            if not K:
+                out[name] = s_out[off : off + n].reshape(shape)
+                continue
+            series = np.empty((B, K + 1, n), np.complex128)
+            series[:, 0] = s_out[off : off + n]
+            series[:, 1:] = h_out[B * K * off : B * K * (off + n)].reshape(B, K, n)
+            out[name] = series.reshape((B, K + 1, *shape))
+        return out

@@ -1,0 +1,10 @@
+"""Columns of the instruction table that generated code hands to every kernel.
+
+Row r describes one equation: the offsets of its operands' order-0 values
+(A, BB, C), of its own (O), of the operands' and its own higher orders
+(HA, HB, HC, HO; -1 when that operand is not a series), its size N, and up to
+four op-specific integers E0..E3 (index-map offsets, matmul dims, row lengths).
+"""
+
+A, BB, C, OUT, HA, HB, HC, HO, N, E0, E1, E2, E3 = range(13)
+WIDTH = 13

@@ -1,0 +1,139 @@
+"""Passes over the circuit IR: each a small function Circuit -> Circuit (or -> facts).
+
+- ``dce``: drop equations no output depends on (inputs stay: they are the interface).
+- ``cse``: merge equal equations (re-interning every node does it).
+- ``fold_constants``: evaluate equations whose operands are all constants.
+- ``lower_concat``: concat -> pad + add, so the code generator needs no concat.
+- ``activity``: which nodes are series (depend on a series input) and which of
+  those need their higher-order coefficients at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from circuitsketch.interpret import EVAL
+from circuitsketch.ir import FAMILY, Circuit, Family, Node, Op, rebuild
+
+
+def dce(c: Circuit) -> Circuit:
+    live = [False] * len(c.nodes)
+    for nid in c.outputs.values():
+        live[nid] = True
+    for i in range(len(c.nodes) - 1, -1, -1):
+        if live[i]:
+            for j in c.nodes[i].inputs:
+                live[j] = True
+    return rebuild(c, keep=lambda i, node: live[i] or node.op is Op.INPUT)
+
+
+def cse(c: Circuit) -> Circuit:
+    return rebuild(c)
+
+
+def fold_constants(c: Circuit) -> Circuit:
+    """Replace every equation whose operands are all constants by its value."""
+    out = Circuit()
+    remap: dict[int, int] = {}
+    for i, node in c:
+        out._scope_stack[:] = [c.scopes[i]] if c.scopes[i] else []
+        if node.op is Op.INPUT:
+            remap[i] = out.add_input(node.attrs[0], node.shape, node.dtype)
+        elif node.op is Op.CONST:
+            remap[i] = out.add_const(c.consts[i])
+        else:
+            ins = [remap[j] for j in node.inputs]
+            if all(out.nodes[j].op is Op.CONST for j in ins):
+                value = np.asarray(EVAL[node.op]([out.consts[j] for j in ins], node))
+                remap[i] = out.add_const(value.astype(value.dtype, copy=False))
+            else:
+                remap[i] = out.add(node.op, ins, node.attrs)
+    out._scope_stack.clear()
+    for name, nid in c.outputs.items():
+        out.set_output(name, remap[nid])
+    return out
+
+
+def lower_concat(c: Circuit) -> Circuit:
+    out = Circuit()
+    remap: dict[int, int] = {}
+    for i, node in c:
+        out._scope_stack[:] = [c.scopes[i]] if c.scopes[i] else []
+        if node.op is Op.INPUT:
+            remap[i] = out.add_input(node.attrs[0], node.shape, node.dtype)
+        elif node.op is Op.CONST:
+            remap[i] = out.add_const(c.consts[i])
+        elif node.op is Op.CONCAT:
+            ax, start, total = node.attrs[0], 0, None
+            for j in node.inputs:
+                shape = c.nodes[j].shape
+                before = tuple(start if a == ax else 0 for a in range(len(shape)))
+                after = tuple(
+                    node.shape[ax] - start - shape[ax] if a == ax else 0 for a in range(len(shape))
+                )
+                padded = out.add(Op.PAD, [remap[j]], (before, after))
+                total = padded if total is None else out.add(Op.ADD, [total, padded])
+                start += shape[ax]
+            remap[i] = total
+        else:
+            remap[i] = out.add(node.op, [remap[j] for j in node.inputs], node.attrs)
+    out._scope_stack.clear()
+    for name, nid in c.outputs.items():
+        out.set_output(name, remap[nid])
+    return out
+
+
+@dataclass(frozen=True)
+class Activity:
+    """active[i]: node i is a series; hi[i]: its orders >= 1 are needed."""
+
+    active: tuple[bool, ...]
+    hi: tuple[bool, ...]
+
+    def summary(self, c: Circuit) -> dict[str, int]:
+        return {
+            "nodes": len(c.nodes),
+            "series": sum(self.hi),
+            "order0_only_series": sum(
+                a and not h for a, h in zip(self.active, self.hi, strict=True)
+            ),
+            "real": sum(not a for a in self.active),
+        }
+
+
+def _reads_hi(node: Node, operand: int) -> bool:
+    """Does the op's series rule read the higher orders of this operand?"""
+    return FAMILY[node.op] not in (Family.SHIFT, Family.INDEX) and not (
+        node.op is Op.WHERE and operand == 0
+    )
+
+
+def activity(c: Circuit, series_inputs: Iterable[str]) -> Activity:
+    series = set(series_inputs)
+    unknown = series - set(c.inputs)
+    if unknown:
+        raise ValueError(f"activity: no input named {sorted(unknown)[0]!r}")
+    active = [False] * len(c.nodes)
+    for i, node in c:
+        if node.op is Op.INPUT:
+            active[i] = node.attrs[0] in series and node.dtype == "float"
+        elif FAMILY[node.op] not in (Family.SOURCE, Family.SHIFT, Family.INDEX):
+            active[i] = any(active[j] for j in node.inputs)
+    hi = [False] * len(c.nodes)
+    for nid in c.outputs.values():
+        hi[nid] = active[nid]
+    for i in range(len(c.nodes) - 1, -1, -1):
+        if hi[i]:
+            node = c.nodes[i]
+            for pos, j in enumerate(node.inputs):
+                if active[j] and _reads_hi(node, pos):
+                    hi[j] = True
+    return Activity(tuple(active), tuple(hi))
+
+
+def simplify(c: Circuit) -> Circuit:
+    """The standard pipeline before code generation."""
+    return dce(fold_constants(lower_concat(cse(c))))
