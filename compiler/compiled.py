@@ -425,3 +425,44 @@ def compile_program(program: Program, degree: int = 0) -> CompiledProgram:
 
 
 __all__ = ["CompiledProgram", "NonFiniteError", "compile_program"]
+
+
+def _param_slices(cp: CompiledProgram) -> list[tuple[int, int]]:
+    return [cp.state_layout[p] for p in cp.program.params]
+
+
+def params_of(
+    cp: CompiledProgram, state: np.ndarray, hi: np.ndarray | None = None, directions: int = 1
+):
+    """The parameters only: order 0 (P,) and, for series, orders 1..K as (B, K, P).
+
+    P is the total parameter size in ``program.params`` order: what a sketch
+    stores per direction (the optimizer's buffers are not needed afterwards).
+    """
+    p0 = np.concatenate([state[off : off + n] for off, n in _param_slices(cp)])
+    if hi is None:
+        return p0, None
+    B, K = directions, cp.degree
+    blocks = [hi[B * K * off : B * K * (off + n)].reshape(B, K, n) for off, n in _param_slices(cp)]
+    return p0, np.concatenate(blocks, axis=2)
+
+
+def output_from_params(cp: CompiledProgram, p0: np.ndarray, phi: np.ndarray | None, test):
+    """The output on one test input from parameters as returned by ``params_of``."""
+    state = np.zeros(cp.state_size)
+    pos = 0
+    slices = _param_slices(cp)
+    for off, n in slices:
+        state[off : off + n] = p0[pos : pos + n]
+        pos += n
+    if phi is None:
+        return cp.output(state, test)
+    B, K = phi.shape[0], cp.degree
+    if phi.shape[1:] != (K, p0.size):
+        raise ValueError(f"parameter series of shape {phi.shape}, expected (B, {K}, {p0.size})")
+    hi = np.zeros(B * K * cp.state_size, np.complex128)
+    pos = 0
+    for off, n in slices:
+        hi[B * K * off : B * K * (off + n)] = phi[:, :, pos : pos + n].reshape(-1)
+        pos += n
+    return cp.output(state, test, hi)
