@@ -167,3 +167,44 @@ def gradients(out: Traced, wrt: Sequence[Traced]) -> list[Traced]:
     if out.shape != ():
         raise IRError(f"gradients: the output must be a scalar, got shape {out.shape}")
     return vjp(out.circuit, out.id, [x.id for x in wrt])
+
+
+def reverse_step(c: Circuit, state: Sequence[str], weight: str, prefix: str = "fwd.") -> Circuit:
+    """The transpose of a training step, for reverse mode through a whole run.
+
+    Inputs: the forward state of the step as ``<prefix><name>``, the step's
+    other inputs unchanged, and the cotangent of each new state entry under
+    the entry's own name.  Outputs: the cotangent of each old state entry
+    (under its own name, so the reverse run is again a loop over a state) and
+    ``loss`` = the cotangent of the data weight, i.e. this step's share of
+    dF/dw[doc].
+    """
+    missing = [n for n in (*state, weight) if n not in c.inputs]
+    if missing:
+        raise IRError(f"reverse_step: the step circuit has no input {missing[0]!r}")
+    out = Circuit()
+    remap: dict[int, int] = {}
+    for i, node in c:
+        out._scope_stack[:] = [c.scopes[i]] if c.scopes[i] else []
+        if node.op is Op.INPUT:
+            name = node.attrs[0]
+            new_name = prefix + name if name in state else name
+            remap[i] = out.add_input(new_name, node.shape, node.dtype)
+        elif node.op is Op.CONST:
+            remap[i] = out.add_const(c.consts[i])
+        else:
+            remap[i] = out.add(node.op, [remap[j] for j in node.inputs], node.attrs)
+    out._scope_stack[:] = ["reverse"]
+    total = None
+    for name in state:
+        ct = Traced(out, out.add_input(name, c.nodes[c.outputs[name]].shape))
+        term = T.reduce_sum(ct * Traced(out, remap[c.outputs[name]]))
+        total = term if total is None else total + term
+    wrt = [remap[c.inputs[n]] for n in (*state, weight)]
+    grads = vjp(out, total.id, wrt)
+    out._scope_stack.clear()
+    for name, g in zip(state, grads, strict=False):
+        out.set_output(name, g.id)
+    out.set_output("loss", grads[-1].id)
+    out.verify()
+    return out

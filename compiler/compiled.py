@@ -170,13 +170,21 @@ class CompiledProgram:
             )
             swap = ["sa, sb = sb, sa", "ha, hb = hb, ha"]
         else:
-            args = "start, stop, keys, docs, II, FF, W0, sa, sb, ws, tab, cst, losses, res0, code"
+            args = (
+                "start, stop, keys, docs, II, FF, W0, sa, sb, ws, tab, cst, losses, res0, code, "
+                "traj"
+            )
             call = "sa, sb, ws, tab, cst, II[s], FF[s], W0[d], res0, code"
             swap = ["sa, sb = sb, sa"]
         lines = [
             "@njit(cache=True, nogil=True, error_model='numpy')",
             f"def run({args}):",
             "    for s in range(start, stop):",
+            *(
+                []
+                if self.series
+                else ["        if traj.shape[0] > 0:", "            traj[s - start] = sa"]
+            ),
             "        key = keys[s]",
             "        d = docs[s]",
             "        ok = False",
@@ -245,11 +253,18 @@ class CompiledProgram:
         return w
 
     def train(
-        self, weights=None, state: np.ndarray | None = None, start: int = 0, stop: int | None = None
+        self,
+        weights=None,
+        state: np.ndarray | None = None,
+        start: int = 0,
+        stop: int | None = None,
+        trajectory: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Real training (degree 0 module) from `state` at step `start` to `stop`.
 
         Returns the flat final state and the per-step losses of the steps run.
+        If `trajectory` (stop - start, S) is given, row s - start receives the
+        state that step s reads.
         """
         if self.series:
             raise ValueError("train() needs a degree-0 CompiledProgram; use train_series")
@@ -276,6 +291,7 @@ class CompiledProgram:
             losses,
             res0,
             self.instr,
+            np.zeros((0, self.state_size)) if trajectory is None else trajectory,
         )
         if bad >= 0:
             before = sa if (bad - start) % 2 == 0 else sb
