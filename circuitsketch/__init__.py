@@ -8,7 +8,12 @@ push truncated power series along random directions over the data weights.
 from circuitsketch.grad import grad, gradients
 from circuitsketch.ir import Circuit, IRError, Op
 from circuitsketch.optim import SGD, Adam
-from circuitsketch.program import Program, build_output_circuit, build_step_circuit
+from circuitsketch.program import (
+    Program,
+    build_output_circuit,
+    build_step_circuit,
+    training_program,
+)
 from circuitsketch.tracing import (
     Input,
     Traced,
@@ -60,5 +65,6 @@ __all__ = [
     "sqrt",
     "stack",
     "trace",
+    "training_program",
     "where",
 ]

@@ -67,6 +67,12 @@ def build_step_circuit(
     scope: str = "model",
 ) -> Circuit:
     """Trace one training step: weighted loss, its gradient, the optimizer update."""
+    reserved = {WEIGHT, *optimizer.schedule(0, 1)}
+    taken = [*param_shapes, *data_inputs]
+    clash = sorted(reserved.intersection(taken))
+    if clash:
+        raise ValueError(f"name {clash[0]!r} is reserved for the step's own inputs "
+                         f"({', '.join(sorted(reserved))}); rename that parameter or input")
     c = Circuit()
     params = {n: input_value(c, n, Input(s)) for n, s in param_shapes.items()}
     bufs = {
@@ -160,3 +166,76 @@ def output(program: Program, state: Mapping[str, np.ndarray], test: Any, degree:
     if degree is None:
         return interpret.evaluate(circuit, {**params, **inputs})[LOSS]
     return interpret.evaluate_series(circuit, {**params, **inputs}, degree)[LOSS]
+
+
+def _signature(data: Mapping[str, Any]) -> tuple:
+    """Which step circuit a document needs: the names, shapes and dtypes of its arrays."""
+    from circuitsketch.ir import ir_dtype
+
+    return tuple(sorted((k, np.shape(v), ir_dtype(np.asarray(v))) for k, v in data.items()))
+
+
+def training_program(
+    *,
+    name: str,
+    params: Mapping[str, np.ndarray],
+    loss: Callable[..., Traced],
+    docs: list[Mapping[str, Any]],
+    optimizer: Any,
+    steps: int | None = None,
+    output: Callable[..., Traced] | None = None,
+) -> Program:
+    """A sketchable training program from a traced loss, documents and an optimizer.
+
+    ``loss(params, **doc)`` returns the scalar loss of one document, where
+    ``params`` maps names to traced arrays and ``doc`` holds the document's
+    arrays (floats, or ints such as labels).  Step s trains on document
+    s mod N with its loss times (1 - w[doc]).  ``output(params, **test)``
+    (default: ``loss``) is what queries ask about; a test input is a dict of
+    arrays shaped like some training document's.
+
+    Example::
+
+        import numpy as np, circuitsketch as cs
+        X = np.random.default_rng(0).normal(size=(20, 3)); y = X @ [1.0, -2.0, 0.5]
+        prog = cs.training_program(
+            name="linreg", params={"theta": np.zeros(3)},
+            loss=lambda p, x, t: ((p["theta"] * x).sum() - t) ** 2,
+            docs=[{"x": X[i], "t": y[i]} for i in range(20)],
+            optimizer=cs.SGD(lr=0.05, momentum=0.0))
+    """
+    if not docs:
+        raise ValueError("training_program: no documents")
+    num_steps = len(docs) if steps is None else int(steps)
+    if num_steps < 1:
+        raise ValueError(f"training_program: steps must be >= 1, got {num_steps}")
+    shapes = {k: tuple(np.shape(v)) for k, v in params.items()}
+    keys = [_signature(d) for d in docs]
+    specs = {key: {k: Input(shape, dtype) for k, shape, dtype in key}
+             for key in dict.fromkeys(keys)}
+    step_circuits = {key: build_step_circuit(loss, shapes, spec, optimizer)
+                     for key, spec in specs.items()}
+    output_circuits = {key: build_output_circuit(output or loss, shapes, spec)
+                       for key, spec in specs.items()}
+    sched = [Step(keys[s % len(docs)], s % len(docs),
+                  {k: np.asarray(v) for k, v in docs[s % len(docs)].items()})
+             for s in range(num_steps)]
+
+    def encode_test(test: Mapping[str, Any]):
+        key = _signature(test)
+        if key not in output_circuits:
+            raise ValueError(f"test input with arrays {[(k, s, d) for k, s, d in key]} matches "
+                             "no training document's names, shapes and dtypes")
+        return key, {k: np.asarray(v) for k, v in test.items()}
+
+    state = {**{k: np.array(v, dtype=np.float64) for k, v in params.items()},
+             **_init_buffers(optimizer, params)}
+    return Program(name=name, init_state=state, params=tuple(shapes), step_circuits=step_circuits,
+                   output_circuits=output_circuits, steps=sched, num_docs=len(docs),
+                   optimizer=optimizer, encode_test=encode_test)
+
+
+def _init_buffers(optimizer: Any, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    from circuitsketch.optim import init_buffers
+
+    return init_buffers(optimizer, {k: np.asarray(v, np.float64) for k, v in params.items()})
