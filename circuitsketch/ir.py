@@ -26,6 +26,8 @@ class IRError(ValueError):
 
 
 class Op(enum.Enum):
+    """Every operation a circuit can hold; FAMILY groups them by how series pass through."""
+
     INPUT = "input"
     CONST = "const"
     ADD = "add"

@@ -88,6 +88,14 @@ class Traced:
 
     __int__ = __index__ = __float__
 
+    def __lt__(self, other):
+        raise _fail(
+            "comparing a traced value (<, <=, >, >=, min/max) is not supported: its value is "
+            "not known while tracing; use circuitsketch.where with a constant mask"
+        )
+
+    __le__ = __gt__ = __ge__ = __lt__
+
     def __setitem__(self, key, value) -> None:
         raise _fail(
             "in-place mutation of a traced array (x[...] = v) is not supported; "
@@ -289,28 +297,34 @@ def _getitem(x: Traced, key) -> Traced:
 
 # ---------------------------------------------------------------- public ops
 def exp(x: Traced) -> Traced:
+    """Elementwise e**x (series rule: the exp recurrence)."""
     return x._new(Op.EXP, [x])
 
 
 def log(x: Traced) -> Traced:
+    """Elementwise natural log; needs a nonzero order-0 part."""
     return x._new(Op.LOG, [x])
 
 
 def erf(x: Traced) -> Traced:
+    """Elementwise error function (GELU is built from it)."""
     return x._new(Op.ERF, [x])
 
 
 def power(x: Traced, p: float) -> Traced:
+    """x ** p for a constant real p (sqrt and rsqrt are p = 0.5 and -0.5)."""
     if p == 1.0:
         return x
     return x._new(Op.POW, [x], (float(p),))
 
 
 def sqrt(x: Traced) -> Traced:
+    """Elementwise square root, as power(x, 0.5)."""
     return power(x, 0.5)
 
 
 def rsqrt(x: Traced) -> Traced:
+    """Elementwise 1/sqrt(x), as power(x, -0.5) (rmsnorm uses it)."""
     return power(x, -0.5)
 
 
@@ -319,6 +333,7 @@ def square(x: Traced) -> Traced:
 
 
 def matmul(a, b) -> Traced:
+    """a @ b for 2-D or batched 3-D arrays (1-D operands as vectors)."""
     c = _circuit_of(a, b)
     a, b = lift(c, a), lift(c, b)
     if a.ndim == 1 and b.ndim == 2:
@@ -371,6 +386,7 @@ def shift_max(x: Traced, axis: int = -1, keepdims: bool = True) -> Traced:
 
 
 def concat(xs: Sequence[Traced], axis: int = 0) -> Traced:
+    """Join arrays along an existing axis."""
     c = _circuit_of(*xs)
     xs = [lift(c, x) for x in xs]
     if len(xs) == 1:
@@ -379,10 +395,12 @@ def concat(xs: Sequence[Traced], axis: int = 0) -> Traced:
 
 
 def pad(x: Traced, before: Sequence[int], after: Sequence[int]) -> Traced:
+    """Zero-pad each axis by before[i] and after[i] elements."""
     return x._new(Op.PAD, [x], (tuple(int(b) for b in before), tuple(int(a) for a in after)))
 
 
 def stack(xs: Sequence[Traced], axis: int = 0) -> Traced:
+    """Join arrays along a new axis."""
     xs = list(xs)
     ax = axis % (xs[0].ndim + 1)
     expanded = [x.reshape((*x.shape[:ax], 1, *x.shape[ax:])) for x in xs]
