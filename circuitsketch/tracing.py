@@ -355,6 +355,8 @@ def scatter_add(values: Traced, indices: Traced, num_rows: int) -> Traced:
 
 def one_hot(indices: Traced, depth: int) -> Traced:
     """Float one-hot rows of integer ids; an id outside 0..depth-1 gives a zero row."""
+    if not isinstance(indices, Traced):
+        raise _fail("one_hot of constant indices: build the one-hot array with numpy instead")
     return indices._new(Op.ONE_HOT, [indices], (int(depth),))
 
 

@@ -113,7 +113,8 @@ class CompiledProgram:
     def _generate(self) -> tuple[str, Tables]:
         tables = Tables()
         parts = [
-            f'"""Generated for program {self.program.name!r}, degree {self.degree}.',
+            f'"""Generated for program {self.program.name!r}, '
+            f"{'series (any degree: K is a run-time argument)' if self.series else 'real'} mode.",
             "",
             "Do not edit: regenerated from the circuits; named by a hash of this text.",
             '"""',
@@ -121,8 +122,6 @@ class CompiledProgram:
             "from numba import njit",
             "",
             "from compiler import kernels as k",
-            "",
-            f"K = {max(self.degree, 1)}",
             "",
         ]
         for i, key in enumerate(self.step_keys):

@@ -52,14 +52,14 @@ def locate_nonfinite(c: Circuit, inputs: Mapping[str, object], degree: int | Non
                     else TAYLOR[node.op](ins, node, degree)
                 )
             except (ValueError, ZeroDivisionError) as e:
-                return f"node %{i} ({c.format_node(i)}) failed: {e}"
+                return f"node {c.format_node(i)} failed: {e}"
             out = np.asarray(out)
             env.append(out)
             if FAMILY[node.op] is not Family.SOURCE and not _finite(out) and all(map(_finite, ins)):
                 bad = np.argwhere(~np.isfinite(out))[0]
                 where = "coefficient of order " + str(bad[0]) if degree is not None else "element"
                 return (
-                    f"node %{i} `{c.format_node(i)}` produced a non-finite value "
+                    f"node {c.format_node(i)} produced a non-finite value "
                     f"({where}, index {tuple(int(b) for b in bad)})"
                 )
     return "no single node produced it from finite operands (state may already be non-finite)"

@@ -14,6 +14,7 @@ import numpy as np
 
 from circuitsketch.ir import Circuit, IRError
 from compiler import cache
+from compiler.diagnose import NonFiniteError, locate_nonfinite
 from compiler.emit import Interface, Tables, emit_function
 from compiler.passes import activity, simplify
 
@@ -92,7 +93,7 @@ class CompiledCircuit:
         res0 = np.zeros(1)
         if K:
             wh = np.zeros(max(B * K * self.module.f_WH, 1), np.complex128)
-            self.module.f(
+            ok = self.module.f(
                 s_in,
                 s_out,
                 h_in,
@@ -112,9 +113,12 @@ class CompiledCircuit:
                 K,
             )
         else:
-            self.module.f(
+            ok = self.module.f(
                 s_in, s_out, ws, self.tab, self.cst, ii, np.zeros(1), 0.0, res0, self.instr
             )
+        if not ok:
+            where = locate_nonfinite(cc, self._series_inputs_for_diagnosis(inputs, B), K or None)
+            raise NonFiniteError(f"non-finite value: {where}")
         out = {}
         for name, nid in cc.outputs.items():
             off, n = self.layout[name]
@@ -126,4 +130,15 @@ class CompiledCircuit:
             series[:, 0] = s_out[off : off + n]
             series[:, 1:] = h_out[B * K * off : B * K * (off + n)].reshape(B, K, n)
             out[name] = series.reshape((B, K + 1, *shape))
+        return out
+
+    def _series_inputs_for_diagnosis(self, inputs: Mapping[str, np.ndarray], B: int) -> dict:
+        """Direction 0's inputs in the interpreter's form (series as (K+1, *shape))."""
+        out = {}
+        for name, v in inputs.items():
+            v = np.asarray(v)
+            node = self.circuit.nodes[self.circuit.inputs[name]]
+            out[name] = (
+                v[0] if self.degree and v.shape != node.shape and node.dtype == "float" else v
+            )
         return out

@@ -1,0 +1,219 @@
+"""Each compiler pass on its own: what it removes or rewrites, and that values are preserved
+(the interpreter before and after must agree)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import circuitsketch as cs
+from circuitsketch.interpret import evaluate, evaluate_series
+from circuitsketch.ir import Circuit, Node, Op
+from compiler.passes import activity, cse, dce, fold_constants, lower_concat, simplify
+from tests.conftest import WEIGHTS, assert_rel
+
+
+def _ops(c: Circuit) -> list[Op]:
+    return [n.op for n in c.nodes]
+
+
+def _same_values(a: Circuit, b: Circuit, inputs: dict, tol: float = 0.0) -> None:
+    va, vb = evaluate(a, inputs), evaluate(b, inputs)
+    assert set(va) == set(vb), "outputs differ"
+    for name in va:
+        if tol == 0.0:
+            np.testing.assert_array_equal(vb[name], va[name], err_msg=name)
+        else:
+            assert_rel(vb[name], va[name], tol, f"output {name} ({tol:.0e})")
+
+
+# ---------------------------------------------------------------- dce
+def test_dce_removes_unused_nodes_and_keeps_inputs():
+    def f(x, y, unused):
+        cs.log(cs.exp(x) + 3.0)  # computed, never used
+        return {"a": x * y, "b": (x * y).sum()}
+
+    c = cs.trace(f, x=cs.Input((3,)), y=cs.Input((3,)), unused=cs.Input((2,)))
+    d = dce(c)
+    d.verify()
+    assert Op.EXP in _ops(c) and Op.LOG in _ops(c)
+    assert Op.EXP not in _ops(d) and Op.LOG not in _ops(d)
+    assert set(d.inputs) == {"x", "y", "unused"}, "dce must keep every input (the interface)"
+    assert d.outputs.keys() == c.outputs.keys()
+    assert len(d.nodes) == 3 + 2  # three inputs, mul, sum
+    x = {"x": np.array([1.0, 2, 3]), "y": np.array([0.5, -1, 2]), "unused": np.zeros(2)}
+    _same_values(c, d, x)
+    assert len(dce(d).nodes) == len(d.nodes), "dce is idempotent"
+
+
+# ---------------------------------------------------------------- cse
+def _with_duplicates() -> tuple[Circuit, dict]:
+    """exp(x*y) + exp(x*y) built with duplicate nodes appended directly (bypassing interning)."""
+    c = Circuit()
+    x = c.add_input("x", (3,))
+    y = c.add_input("y", (3,))
+    two = c.add_const(np.full(3, 2.0))
+    nodes = [
+        Node(Op.MUL, (x, y), (3,), "float"),  # 3
+        Node(Op.MUL, (x, y), (3,), "float"),  # 4 duplicate of 3
+        Node(Op.EXP, (3,), (3,), "float"),  # 5
+        Node(Op.EXP, (4,), (3,), "float"),  # 6 duplicate after merging 3/4
+        Node(Op.ADD, (5, 6), (3,), "float"),  # 7
+        Node(Op.MUL, (7, two), (3,), "float"),  # 8
+        Node(Op.MUL, (6, two), (3,), "float"),  # 9
+    ]
+    for node in nodes:
+        c.nodes.append(node)
+        c.scopes.append("")
+    c.set_output("out", 8)
+    c.set_output("other", 9)
+    c.verify()
+    return c, {"x": np.array([0.1, -0.4, 0.9]), "y": np.array([1.5, 0.3, -0.2])}
+
+
+def test_cse_merges_duplicate_nodes():
+    c, x = _with_duplicates()
+    m = cse(c)
+    m.verify()
+    keys = [(n.op, n.inputs, n.attrs) for n in m.nodes]
+    assert len(keys) == len(set(keys)), "cse left duplicate equations"
+    assert _ops(m).count(Op.MUL) == 3 and _ops(m).count(Op.EXP) == 1
+    assert len(m.nodes) == len(c.nodes) - 2
+    _same_values(c, m, x)
+
+
+# ---------------------------------------------------------------- fold_constants
+def test_fold_constants_replaces_constant_subexpressions():
+    k = np.array([[0.5, -1.0, 2.0]])
+
+    def f(x):
+        scale = cs.exp(cs.tracing.constant(x.circuit, k)) * 3.0 + 1.0  # constants only
+        idx = cs.tracing.constant(x.circuit, np.array([2, 0]))
+        picked = cs.gather(cs.tracing.constant(x.circuit, np.eye(3)), idx)  # constant gather
+        return {"y": x * scale, "z": picked @ x.T}
+
+    c = cs.trace(f, x=cs.Input((1, 3)))
+    folded = fold_constants(c)
+    folded.verify()
+    assert Op.EXP in _ops(c) and Op.GATHER in _ops(c)
+    for i, node in folded:
+        if node.op not in (Op.INPUT, Op.CONST):
+            assert any(folded.nodes[j].op is not Op.CONST for j in node.inputs), (
+                f"%{i} {node.op.value} has constant operands only"
+            )
+    assert Op.EXP not in _ops(folded) and Op.GATHER not in _ops(folded)
+    assert set(_ops(dce(folded))) == {Op.INPUT, Op.CONST, Op.MUL, Op.MATMUL, Op.TRANSPOSE}
+    x = {"x": np.array([[0.3, -1.2, 2.0]])}
+    _same_values(c, folded, x)
+    want = x["x"] * (np.exp(k) * 3.0 + 1.0)
+    np.testing.assert_allclose(evaluate(folded, x)["y"], want, rtol=1e-15)
+
+
+def test_fold_constants_keeps_input_dependent_nodes():
+    c = cs.trace(lambda x: cs.exp(x) * 2.0, x=cs.Input((2,)))
+    assert Op.BROADCAST in _ops(c)  # of the scalar 2.0: constant, so it folds
+    assert _ops(dce(fold_constants(c))) == [Op.INPUT, Op.EXP, Op.CONST, Op.MUL]
+    _same_values(c, fold_constants(c), {"x": np.array([0.5, -2.0])})
+
+
+# ---------------------------------------------------------------- lower_concat
+def test_lower_concat_preserves_values():
+    def f(x, y, z):
+        return {
+            "a": cs.concat([x, y], axis=1),
+            "b": cs.concat([x, z, x], axis=0) * 2.0,
+            "c": cs.stack([x, x * x], axis=2),
+        }
+
+    c = cs.trace(f, x=cs.Input((2, 3)), y=cs.Input((2, 4)), z=cs.Input((1, 3)))
+    low = lower_concat(c)
+    low.verify()
+    assert Op.CONCAT in _ops(c) and Op.CONCAT not in _ops(low)
+    assert Op.PAD in _ops(low)
+    rng = np.random.default_rng(0)
+    x = {"x": rng.normal(size=(2, 3)), "y": rng.normal(size=(2, 4)), "z": rng.normal(size=(1, 3))}
+    _same_values(c, low, x)  # padding with zeros and adding is exact
+    g = cs.grad(
+        cs.trace(
+            lambda x, y: (cs.concat([x, y], 1) ** 2).sum(), x=cs.Input((2, 3)), y=cs.Input((2, 4))
+        ),
+        "out",
+        ["x", "y"],
+    )
+    _same_values(g, lower_concat(g), {"x": x["x"], "y": x["y"]})
+
+
+# ---------------------------------------------------------------- activity
+def test_activity_marks_series_and_higher_orders():
+    def f(x, y, t):
+        only_shift = x * 3.0  # active, but only shift_max reads it: no higher orders needed
+        m = cs.shift_max(only_shift, axis=0)  # a constant
+        e = cs.exp(x) - m  # active, needs its series
+        oh = cs.one_hot(t, 4)  # a constant
+        plain = y * oh.sum(axis=0)  # depends on no series input
+        mask = cs.where(np.array([True, False, True, False]), e, plain)  # active
+        return {"e": e, "plain": plain, "mixed": mask, "m": m}
+
+    c = cs.trace(f, x=cs.Input((4,)), y=cs.Input((4,)), t=cs.Input((2,), "int"))
+    act = activity(c, ["x"])
+    by = {}
+    for i, node in c:
+        by.setdefault(node.op, []).append(i)
+    (x, y, t) = (c.inputs[n] for n in ("x", "y", "t"))
+    assert act.active[x] and act.hi[x]
+    assert not act.active[y] and not act.active[t]
+    (shift,) = by[Op.SHIFT_MAX]
+    (onehot,) = by[Op.ONE_HOT]
+    (only_shift,) = c.nodes[shift].inputs
+    assert c.nodes[only_shift].op is Op.MUL
+    assert act.active[only_shift] and not act.hi[only_shift], "feeds only shift_max"
+    assert not act.active[shift] and not act.hi[shift]
+    assert not act.active[onehot] and not act.hi[onehot]
+    assert act.active[c.outputs["e"]] and act.hi[c.outputs["e"]]
+    assert act.active[c.outputs["mixed"]] and act.hi[c.outputs["mixed"]]
+    assert not act.active[c.outputs["plain"]] and not act.active[c.outputs["m"]]
+    # hi implies active; every node on a path from x to an active output needs hi except
+    # those read only by shift_max
+    assert all(a or not h for a, h in zip(act.active, act.hi, strict=True))
+    s = act.summary(c)
+    assert s["nodes"] == len(c) and s["order0_only_series"] >= 1
+    assert s["series"] + s["order0_only_series"] + s["real"] == len(c)
+    with pytest.raises(ValueError, match="no input named 'q'"):
+        activity(c, ["q"])
+    # no series input: nothing is active
+    assert not any(activity(c, []).active)
+
+
+def test_activity_agrees_with_series_evaluation(program):
+    """On microgpt's step: nodes marked inactive have zero higher orders when the data
+    weight is a series, and hi-less active nodes are never read beyond order 0."""
+    c = simplify(program.step_circuits[8])
+    state = program.init_state
+    act = activity(c, [*state, "w"])
+    assert sum(act.hi) > 0 and sum(not a for a in act.active) > 0
+    assert sum(a and not h for a, h in zip(act.active, act.hi, strict=True)) > 0
+    _, inputs = program.step_inputs(0)
+    w = np.array([0.0, 0.7 - 0.2j])
+    env = _series_env(c, {**state, **inputs, "w": w}, 1)
+    for i, node in c:
+        if node.dtype == "float" and not act.active[i]:
+            assert not np.any(env[i][1:]), f"%{i} {node.op.value} inactive but has a series"
+    assert any(np.any(env[i][1:]) for i in range(len(c)) if act.hi[i])
+
+
+def _series_env(c: Circuit, inputs: dict, degree: int) -> list:
+    """Every node's series value (the interpreter run with all nodes as outputs)."""
+    probe = Circuit(c.nodes, c.consts, c.inputs, {f"n{i}": i for i in range(len(c))}, c.scopes)
+    out = evaluate_series(probe, inputs, degree)
+    return [out[f"n{i}"] for i in range(len(c))]
+
+
+# ---------------------------------------------------------------- the pipeline
+def test_simplify_preserves_microgpt_step(program):
+    for key, c in program.step_circuits.items():
+        s = simplify(c)
+        s.verify()
+        assert len(s) < len(c) and Op.CONCAT not in _ops(s)
+        _, inputs = program.step_inputs(0 if key == 8 else 5)
+        vals = {**program.init_state, **inputs, "w": WEIGHTS[1]}
+        _same_values(c, s, vals, tol=1e-14)
