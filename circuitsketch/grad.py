@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Sequence
 
 from circuitsketch import tracing as T
-from circuitsketch.ir import Circuit, IRError, Node, Op, rebuild
+from circuitsketch.ir import Circuit, IRError, Node, Op, rebuild, replay
 from circuitsketch.tracing import Traced
 
 VjpRule = Callable[[Traced, Node, list[Traced], Traced], list[Traced | None]]
@@ -182,18 +182,13 @@ def reverse_step(c: Circuit, state: Sequence[str], weight: str, prefix: str = "f
     missing = [n for n in (*state, weight) if n not in c.inputs]
     if missing:
         raise IRError(f"reverse_step: the step circuit has no input {missing[0]!r}")
+    def rename(out: Circuit, i: int, node: Node, ins: list[int]) -> int | None:
+        if node.op is Op.INPUT and node.attrs[0] in state:
+            return out.add_input(prefix + node.attrs[0], node.shape, node.dtype)
+        return None
+
     out = Circuit()
-    remap: dict[int, int] = {}
-    for i, node in c:
-        out._scope_stack[:] = [c.scopes[i]] if c.scopes[i] else []
-        if node.op is Op.INPUT:
-            name = node.attrs[0]
-            new_name = prefix + name if name in state else name
-            remap[i] = out.add_input(new_name, node.shape, node.dtype)
-        elif node.op is Op.CONST:
-            remap[i] = out.add_const(c.consts[i])
-        else:
-            remap[i] = out.add(node.op, [remap[j] for j in node.inputs], node.attrs)
+    remap = replay(c, out, rewrite=rename)
     out._scope_stack[:] = ["reverse"]
     total = None
     for name in state:

@@ -449,21 +449,48 @@ class _Scope:
         self.circuit._scope_stack.pop()
 
 
-def rebuild(circuit: Circuit, keep: Callable[[int, Node], bool] | None = None) -> Circuit:
-    """Copy a circuit node by node (re-interning), optionally dropping nodes."""
-    out = Circuit()
+Rewrite = Callable[["Circuit", int, Node, list[int]], "int | None"]
+
+
+def replay(
+    source: Circuit,
+    out: Circuit,
+    keep: Callable[[int, Node], bool] | None = None,
+    rewrite: Rewrite | None = None,
+) -> dict[int, int]:
+    """Copy source's equations into out (re-interning); returns old id -> new id.
+
+    ``rewrite(out, i, node, new_inputs)`` may return the id of a replacement
+    built in ``out`` (or None to copy the node as it is): the one loop that
+    every node-by-node pass is written with.
+    """
     remap: dict[int, int] = {}
-    for i, node in circuit:
+    for i, node in source:
         if keep is not None and not keep(i, node):
             continue
-        out._scope_stack[:] = [circuit.scopes[i]] if circuit.scopes[i] else []
-        if node.op is Op.INPUT:
+        out._scope_stack[:] = [source.scopes[i]] if source.scopes[i] else []
+        ins = [remap[j] for j in node.inputs]
+        new = rewrite(out, i, node, ins) if rewrite is not None else None
+        if new is not None:
+            remap[i] = new
+        elif node.op is Op.INPUT:
             remap[i] = out.add_input(node.attrs[0], node.shape, node.dtype)
         elif node.op is Op.CONST:
-            remap[i] = out.add_const(circuit.consts[i])
+            remap[i] = out.add_const(source.consts[i])
         else:
-            remap[i] = out.add(node.op, [remap[j] for j in node.inputs], node.attrs)
+            remap[i] = out.add(node.op, ins, node.attrs)
     out._scope_stack.clear()
+    return remap
+
+
+def rebuild(
+    circuit: Circuit,
+    keep: Callable[[int, Node], bool] | None = None,
+    rewrite: Rewrite | None = None,
+) -> Circuit:
+    """A copy of a circuit with the same outputs, optionally dropping or rewriting nodes."""
+    out = Circuit()
+    remap = replay(circuit, out, keep, rewrite)
     for name, nid in circuit.outputs.items():
         out.set_output(name, remap[nid])
     return out

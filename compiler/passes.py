@@ -36,54 +36,34 @@ def cse(c: Circuit) -> Circuit:
 
 def fold_constants(c: Circuit) -> Circuit:
     """Replace every equation whose operands are all constants by its value."""
-    out = Circuit()
-    remap: dict[int, int] = {}
-    for i, node in c:
-        out._scope_stack[:] = [c.scopes[i]] if c.scopes[i] else []
-        if node.op is Op.INPUT:
-            remap[i] = out.add_input(node.attrs[0], node.shape, node.dtype)
-        elif node.op is Op.CONST:
-            remap[i] = out.add_const(c.consts[i])
-        else:
-            ins = [remap[j] for j in node.inputs]
-            if all(out.nodes[j].op is Op.CONST for j in ins):
-                value = np.asarray(EVAL[node.op]([out.consts[j] for j in ins], node))
-                remap[i] = out.add_const(value.astype(value.dtype, copy=False))
-            else:
-                remap[i] = out.add(node.op, ins, node.attrs)
-    out._scope_stack.clear()
-    for name, nid in c.outputs.items():
-        out.set_output(name, remap[nid])
-    return out
+
+    def fold(out: Circuit, i: int, node: Node, ins: list[int]) -> int | None:
+        if node.op in (Op.INPUT, Op.CONST) or not all(out.nodes[j].op is Op.CONST for j in ins):
+            return None
+        return out.add_const(np.asarray(EVAL[node.op]([out.consts[j] for j in ins], node)))
+
+    return rebuild(c, rewrite=fold)
 
 
 def lower_concat(c: Circuit) -> Circuit:
-    out = Circuit()
-    remap: dict[int, int] = {}
-    for i, node in c:
-        out._scope_stack[:] = [c.scopes[i]] if c.scopes[i] else []
-        if node.op is Op.INPUT:
-            remap[i] = out.add_input(node.attrs[0], node.shape, node.dtype)
-        elif node.op is Op.CONST:
-            remap[i] = out.add_const(c.consts[i])
-        elif node.op is Op.CONCAT:
-            ax, start, total = node.attrs[0], 0, None
-            for j in node.inputs:
-                shape = c.nodes[j].shape
-                before = tuple(start if a == ax else 0 for a in range(len(shape)))
-                after = tuple(
-                    node.shape[ax] - start - shape[ax] if a == ax else 0 for a in range(len(shape))
-                )
-                padded = out.add(Op.PAD, [remap[j]], (before, after))
-                total = padded if total is None else out.add(Op.ADD, [total, padded])
-                start += shape[ax]
-            remap[i] = total
-        else:
-            remap[i] = out.add(node.op, [remap[j] for j in node.inputs], node.attrs)
-    out._scope_stack.clear()
-    for name, nid in c.outputs.items():
-        out.set_output(name, remap[nid])
-    return out
+    """concat -> a sum of zero-padded operands."""
+
+    def lower(out: Circuit, i: int, node: Node, ins: list[int]) -> int | None:
+        if node.op is not Op.CONCAT:
+            return None
+        ax, start, total = node.attrs[0], 0, None
+        for j in ins:
+            shape = out.nodes[j].shape
+            before = tuple(start if a == ax else 0 for a in range(len(shape)))
+            after = tuple(
+                node.shape[ax] - start - shape[ax] if a == ax else 0 for a in range(len(shape))
+            )
+            padded = out.add(Op.PAD, [j], (before, after))
+            total = padded if total is None else out.add(Op.ADD, [total, padded])
+            start += shape[ax]
+        return total
+
+    return rebuild(c, rewrite=lower)
 
 
 @dataclass(frozen=True)
