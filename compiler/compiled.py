@@ -251,6 +251,16 @@ class CompiledProgram:
             raise ValueError(f"weights: shape {w.shape}, expected ({self.program.num_docs},)")
         return w
 
+    def _buffers(self, weights, state, stop):
+        """Checked weights, the two state buffers, workspace, loss and result arrays."""
+        stop = self.program.num_steps if stop is None else stop
+        sa = self.initial_state() if state is None else np.array(state, np.float64)
+        if sa.shape != (self.state_size,):
+            raise ValueError(f"state: shape {sa.shape}, expected ({self.state_size},)")
+        ws = np.empty(max(self.ws_size, 1))
+        losses = np.zeros(self.program.num_steps)
+        return stop, self._weights(weights), sa, np.empty_like(sa), ws, losses, np.zeros(1)
+
     def train(
         self,
         weights=None,
@@ -267,13 +277,7 @@ class CompiledProgram:
         """
         if self.series:
             raise ValueError("train() needs a degree-0 CompiledProgram; use train_series")
-        stop = self.program.num_steps if stop is None else stop
-        w = self._weights(weights)
-        sa = self.initial_state() if state is None else np.array(state, np.float64)
-        sb = np.empty_like(sa)
-        ws = np.empty(max(self.ws_size, 1))
-        losses = np.zeros(self.program.num_steps)
-        res0 = np.zeros(1)
+        stop, w, sa, sb, ws, losses, res0 = self._buffers(weights, state, stop)
         bad = self.module.run(
             start,
             stop,
@@ -316,10 +320,7 @@ class CompiledProgram:
             )
         B, K = psi.shape[0], self.degree
         psi_t = np.ascontiguousarray(psi.T, dtype=np.complex128)
-        stop = self.program.num_steps if stop is None else stop
-        w = self._weights(weights)
-        sa = self.initial_state() if state is None else np.array(state, np.float64)
-        sb = np.empty_like(sa)
+        stop, w, sa, sb, ws, losses, res0 = self._buffers(weights, state, stop)
         ha = (
             np.zeros(B * K * self.state_size, np.complex128)
             if hi is None
@@ -328,10 +329,8 @@ class CompiledProgram:
         if ha.size != B * K * self.state_size:
             raise ValueError(f"hi: {ha.size} coefficients, expected {B * K * self.state_size}")
         hb = np.empty_like(ha)
-        ws = np.empty(max(self.ws_size, 1))
         wh = np.empty(max(B * K * self.wh_size, 1), np.complex128)
-        losses = np.zeros(self.program.num_steps)
-        res0, resh = np.zeros(1), np.zeros(B * K, np.complex128)
+        resh = np.zeros(B * K, np.complex128)
         bad = self.module.run(
             start,
             stop,
