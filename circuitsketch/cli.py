@@ -14,6 +14,7 @@ trace) prints one line ``error: ...`` on stderr and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -88,6 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(e).split())  # one line, whatever the message holds
         print(f"error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C outside a command that handles it itself
+        print("interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # stdout closed early (e.g. piped into head): not our error
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # keep the interpreter's final flush quiet
@@ -317,4 +321,713 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         _write("DOT", args.dot, lambda: insp.write_dot(c, args.dot, coarse))
     if args.png:
         _write("PNG", args.png, lambda: insp.write_png(c, args.png, args.coarse))
+    return 0
+
+
+# ================================================================ runtime commands
+# compile / query / coefficients / retrain / influence / stability / verify / demo.
+# Their work lives in runtime/ (imported inside the runners); these functions only
+# parse options, turn expected failures into one-line errors, and print.
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _degree(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer degree K >= 1, got {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"the degree K must be >= 1, got {value}")
+    return value
+
+
+def _count(what: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a number of {what} >= 1, got {text!r}"
+            ) from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"the number of {what} must be >= 1, got {value}")
+        return value
+
+    return parse
+
+
+def _unit_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a weight in [0, 1] (1 = delete), got {value}")
+    return value
+
+
+class _user_errors:
+    """Turn the runtime's expected failures into CLIError (one line, exit status 2)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, etype: Any, exc: Any, tb: Any) -> bool:
+        if exc is None:
+            return False
+        from compiler.diagnose import NonFiniteError
+
+        if isinstance(exc, (ValueError, NonFiniteError)):
+            raise CLIError(str(exc)) from None
+        if isinstance(exc, OSError):
+            where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
+            raise CLIError(f"{exc.strerror or exc}{where}") from None
+        return False
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN and infinities as null: strict JSON."""
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(_json_safe(obj), indent=2))
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {' '.join(message.split())}", file=sys.stderr)
+
+
+def _add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+
+
+def _add_training(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training run")
+    g.add_argument("--docs", metavar="FILE", required=True, help="training documents, one per line")
+    g.add_argument(
+        "--steps",
+        type=_positive_int,
+        metavar="T",
+        help="training steps (default: the number of documents)",
+    )
+    g.add_argument(
+        "--init", metavar="INIT.npz", help="initial parameters (default: drawn from --seed)"
+    )
+    g.add_argument(
+        "--seed",
+        type=_nonnegative_int,
+        default=0,
+        metavar="S",
+        help="seed of the initial parameters (without --init) and of the directions (default 0)",
+    )
+
+
+def _add_deletion(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("documents to delete (exactly one)")
+    x = g.add_mutually_exclusive_group(required=True)
+    x.add_argument(
+        "--delete-indices", metavar="I,J,..", help="0-based indices, ranges like 3-7 allowed"
+    )
+    x.add_argument(
+        "--delete-file",
+        metavar="F",
+        help="a file of indices, or of document texts (every equal training document is deleted)",
+    )
+    x.add_argument("--delete-contains", metavar="SUBSTR", help="every document containing SUBSTR")
+    g.add_argument(
+        "--weight",
+        type=_unit_float,
+        default=1.0,
+        metavar="W",
+        help="down-weight in [0, 1] given to the selected documents (default 1: deleted)",
+    )
+
+
+def _add_docs(p: argparse.ArgumentParser, many: bool = True) -> None:
+    p.add_argument(
+        "--doc",
+        action="append" if many else "store",
+        required=True,
+        metavar="TEXT",
+        help="test document" + (" (repeatable)" if many else ""),
+    )
+
+
+def _training_spec(args: argparse.Namespace):
+    from runtime.spec import TrainingSpec, load_init, read_training_docs
+
+    docs, docs_sha = read_training_docs(args.docs)
+    init, init_sha = (None, None) if args.init is None else load_init(args.init)
+    steps = args.steps if args.steps is not None else len(docs)
+    return TrainingSpec(tuple(docs), steps, seed=args.seed, init=init), docs_sha, init_sha
+
+
+def _open_sketch(path: str):
+    from runtime.store import Sketch
+
+    return Sketch.open(path)
+
+
+def _one_or_list(items: list[dict]) -> Any:
+    return items[0] if len(items) == 1 else items
+
+
+def _fmt_pm(value: float, err: float) -> str:
+    import math
+
+    return f"{value:+.6f}" + (f" ± {err:.6f}" if math.isfinite(err) else " ± ?")
+
+
+# ---------------------------------------------------------------- compile
+def _configure_compile(p: argparse.ArgumentParser) -> None:
+    _add_training(p)
+    g = p.add_argument_group("sketch")
+    g.add_argument(
+        "--degree", type=_degree, required=True, metavar="K", help="series degree K >= 1"
+    )
+    g.add_argument(
+        "--directions",
+        type=_count("directions"),
+        metavar="M",
+        help="number of random directions (required unless --directions-file)",
+    )
+    g.add_argument(
+        "--directions-file",
+        metavar="DIRS.npy",
+        help="complex128 array (M, N) of directions, used exactly as given",
+    )
+    g.add_argument(
+        "--out", metavar="SKETCH", required=True, help="sketch directory (created or resumed)"
+    )
+    g.add_argument(
+        "--chunk-size",
+        type=_positive_int,
+        default=None,
+        metavar="B",
+        help="directions per unit of work and per stored chunk (default 8)",
+    )
+    r = p.add_argument_group("where to run")
+    r.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        metavar="W",
+        help="local worker processes (default: the number of CPUs)",
+    )
+    r.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="send the work to an existing Dask cluster, e.g. tcp://127.0.0.1:8786",
+    )
+    r.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show a progress bar (default: when stderr is a terminal)",
+    )
+    _add_json(p)
+
+
+def _install_sigterm() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+@command(
+    "compile",
+    "Precompute a sketch: series training along random directions (resumable, parallel).",
+    _configure_compile,
+)
+def cmd_compile(args: argparse.Namespace) -> int:
+    if args.directions is None and args.directions_file is None:
+        raise CLIError("give the number of directions with --directions M (or a --directions-file)")
+    with _user_errors():
+        from runtime.parallel import default_workers
+        from runtime.precompute import DEFAULT_CHUNK_SIZE, precompute
+        from runtime.store import Sketch
+
+        spec, docs_sha, init_sha = _training_spec(args)
+        workers = args.workers or default_workers()
+        info = {
+            "docs_file": os.path.abspath(args.docs),
+            "init_file": None if args.init is None else os.path.abspath(args.init),
+            "directions_file": None
+            if args.directions_file is None
+            else os.path.abspath(args.directions_file),
+        }
+        chunk = args.chunk_size or DEFAULT_CHUNK_SIZE
+        if args.chunk_size is None and os.path.isfile(os.path.join(args.out, "manifest.json")):
+            # resuming: keep the stored chunk size unless one is asked for
+            with contextlib.suppress(ValueError):
+                chunk = Sketch.open(args.out, require_complete=False).chunk_size
+        _install_sigterm()
+        try:
+            report = precompute(
+                args.out,
+                spec,
+                args.degree,
+                num_directions=args.directions,
+                seed=args.seed,
+                directions_file=args.directions_file,
+                workers=workers,
+                scheduler=args.scheduler,
+                chunk_size=chunk,
+                docs_sha256=docs_sha,
+                init_sha256=init_sha,
+                info=info,
+                progress=args.progress,
+                warn=_warn,
+            )
+        except KeyboardInterrupt:
+            saved = "no"
+            try:
+                sk = Sketch.open(args.out, require_complete=False)
+                saved = str(sum(b - a for a, b in map(sk.chunk_bounds, sk.done_chunks())))
+            except ValueError:
+                pass
+            print(
+                f"interrupted: {saved} directions are saved in {args.out}; "
+                "rerun the same command to resume",
+                file=sys.stderr,
+            )
+            return 130
+    sk = report.sketch
+    per_dir = report.seconds / report.directions_computed if report.directions_computed else None
+    summary = {
+        "sketch": os.path.abspath(args.out),
+        "num_docs": sk.num_docs,
+        "steps": sk.steps,
+        "degree": sk.degree,
+        "directions": sk.num_directions,
+        "chunks_computed": report.computed,
+        "chunks_reused": report.reused,
+        "directions_computed": report.directions_computed,
+        "seconds": report.seconds,
+        "seconds_per_direction": per_dir,
+        "workers": None if args.scheduler else workers,
+        "scheduler": args.scheduler,
+    }
+    if args.json:
+        _print_json(summary)
+    else:
+        how = f"Dask scheduler {args.scheduler}" if args.scheduler else f"{workers} worker(s)"
+        print(
+            f"sketch {args.out}: {sk.num_docs} docs, T = {sk.steps}, K = {sk.degree}, "
+            f"M = {sk.num_directions} directions"
+        )
+        print(
+            f"computed {report.directions_computed} directions ({report.computed} chunks, "
+            f"{report.reused} already done) in {report.seconds:.1f} s with {how}"
+            + (f", {per_dir:.2f} s per direction" if per_dir else "")
+        )
+    return 0
+
+
+# ---------------------------------------------------------------- query
+def _configure_query(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sketch", metavar="SKETCH", help="sketch directory made by compile")
+    _add_docs(p)
+    _add_deletion(p)
+    p.add_argument(
+        "--degree", type=_degree, metavar="k", help="use terms up to degree k (default: all of K)"
+    )
+    p.add_argument(
+        "--groups",
+        type=_positive_int,
+        metavar="G",
+        help="median-of-means groups (default: M/4, between 1 and 9)",
+    )
+    _add_json(p)
+
+
+def _deletion(args: argparse.Namespace, docs: list[str]):
+    from runtime.query import deletion_weights
+
+    return deletion_weights(
+        docs,
+        indices=args.delete_indices,
+        file=args.delete_file,
+        contains=args.delete_contains,
+        weight=args.weight,
+    )
+
+
+@command(
+    "query",
+    "Predict the test loss of documents if some training documents were deleted.",
+    _configure_query,
+)
+def cmd_query(args: argparse.Namespace) -> int:
+    with _user_errors():
+        from runtime.query import predict
+        from runtime.spec import check_test_docs
+
+        check_test_docs(args.doc)
+        sk = _open_sketch(args.sketch)
+        w, sel, what = _deletion(args, sk.docs())
+        results = predict(sk, args.doc, w, args.degree, args.groups, warn=_warn)
+    if sk.config.get("directions", {}).get("source") == "file":
+        _warn(
+            "this sketch's directions come from a file: the estimator assumes random unit "
+            "directions (see `coefficients` for the raw series)"
+        )
+    for r in results:
+        r.update(n_deleted=len(sel), weight=args.weight, degree=args.degree or sk.degree)
+        r["warning"] = None
+        if not r["reliable"]:
+            r["warning"] = (
+                f"the prediction for {r['doc']!r} is unreliable: estimated error "
+                f"±{r['estimated_error']:.4g} against a predicted change of "
+                f"{r['prediction'] - r['c0']:+.4g} when deleting {len(sel)} documents "
+                "(use more directions, a lower --degree, or fewer documents)"
+            )
+            _warn(r["warning"])
+    if args.json:
+        _print_json(_one_or_list(results))
+        return 0
+    print(
+        f"sketch {args.sketch}: N = {sk.num_docs} docs, T = {sk.steps}, K = {sk.degree}, "
+        f"M = {sk.num_directions} directions"
+    )
+    print(f"deleting {len(sel)} {what} (weight {args.weight:g})")
+    for r in results:
+        print()
+        print(f"test document {r['doc']!r}")
+        print(f"  undeleted loss c0   {r['c0']:.6f}")
+        for i, (t, e) in enumerate(zip(r["terms"], r["stderr"]["terms"], strict=True)):
+            print(f"  term r = {i + 1}          {_fmt_pm(t, e)}")
+        print(f"  predicted change    {_fmt_pm(r['prediction'] - r['c0'], r['stderr']['total'])}")
+        print(f"  predicted loss      {r['prediction']:.6f}")
+        print(f"  median of means     {r['median_of_means']:.6f} ({r['groups']} groups)")
+    return 0
+
+
+# ---------------------------------------------------------------- coefficients
+def _configure_coefficients(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sketch", metavar="SKETCH", help="sketch directory made by compile")
+    _add_docs(p)
+    _add_json(p)
+
+
+@command(
+    "coefficients",
+    "Every direction's raw series coefficients c_0..c_K of a test document's loss.",
+    _configure_coefficients,
+)
+def cmd_coefficients(args: argparse.Namespace) -> int:
+    with _user_errors():
+        from runtime.query import coefficients
+        from runtime.spec import check_test_docs
+
+        check_test_docs(args.doc)
+        sk = _open_sketch(args.sketch)
+        coefs = coefficients(sk, args.doc, warn=_warn)
+    results = [
+        {
+            "doc": d,
+            "coefficients": [[[float(c.real), float(c.imag)] for c in row] for row in coefs[d]],
+            "value_at_1": [[float(s.real), float(s.imag)] for s in coefs[d].sum(axis=1)],
+        }
+        for d in args.doc
+    ]
+    if args.json:
+        _print_json(_one_or_list(results))
+        return 0
+    k = sk.degree
+    for d in args.doc:
+        print(f"test document {d!r}: c_0 = {coefs[d][0, 0].real:.10g}")
+        head = "  dir " + "".join(f"{'c_' + str(r):>32}" for r in range(1, k + 1))
+        print(head)
+        for j, row in enumerate(coefs[d]):
+            cells = "".join(f"{c.real:>+16.6e}{c.imag:>+15.6e}j" for c in row[1:])
+            print(f"  {j:>3} {cells}")
+    return 0
+
+
+# ---------------------------------------------------------------- retrain
+def _configure_retrain(p: argparse.ArgumentParser) -> None:
+    _add_training(p)
+    _add_deletion(p)
+    _add_docs(p)
+    _add_json(p)
+
+
+@command(
+    "retrain",
+    "Exact ground truth: compiled real training without (or down-weighting) some documents.",
+    _configure_retrain,
+)
+def cmd_retrain(args: argparse.Namespace) -> int:
+    import time
+
+    with _user_errors():
+        from runtime.retrain import retrain
+        from runtime.spec import check_test_docs
+
+        check_test_docs(args.doc)
+        spec, _, _ = _training_spec(args)
+        w, sel, what = _deletion(args, list(spec.docs))
+        t0 = time.perf_counter()
+        losses, _ = retrain(spec, w, args.doc)
+        seconds = time.perf_counter() - t0
+    results = [
+        {"doc": d, "loss": v, "n_deleted": len(sel), "weight": args.weight, "steps": spec.steps}
+        for d, v in zip(args.doc, losses, strict=True)
+    ]
+    if args.json:
+        _print_json(_one_or_list(results))
+        return 0
+    print(
+        f"retrained {spec.steps} steps on {spec.num_docs} docs without {len(sel)} {what} "
+        f"(weight {args.weight:g}) in {seconds:.1f} s"
+    )
+    for r in results:
+        print(f"  {r['doc']!r}: test loss {r['loss']:.6f}")
+    return 0
+
+
+# ---------------------------------------------------------------- influence
+def _configure_influence(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sketch", metavar="SKETCH", help="sketch directory made by compile")
+    _add_docs(p, many=False)
+    p.add_argument(
+        "--top",
+        type=_nonnegative_int,
+        default=20,
+        metavar="N",
+        help="show the N largest effects (0: all; default 20)",
+    )
+    p.add_argument(
+        "--degree", type=_degree, metavar="k", help="use terms up to degree k (default: all of K)"
+    )
+    p.add_argument("--groups", type=_positive_int, metavar="G", help="median-of-means groups")
+    _add_json(p)
+
+
+@command(
+    "influence",
+    "Predicted effect of deleting each single training document (all at once), sorted.",
+    _configure_influence,
+)
+def cmd_influence(args: argparse.Namespace) -> int:
+    import time
+
+    import numpy as np
+
+    with _user_errors():
+        from runtime import estimate as est
+        from runtime.query import coefficients
+        from runtime.spec import check_test_docs
+
+        check_test_docs([args.doc])
+        sk = _open_sketch(args.sketch)
+        if args.degree is not None and args.degree > sk.degree:
+            raise ValueError(f"--degree must be between 1 and the sketch's degree {sk.degree}")
+        coefs = coefficients(sk, [args.doc], warn=_warn)[args.doc]
+        docs = sk.docs()
+        t0 = time.perf_counter()
+        e = est.influence(coefs, sk.directions(), args.degree, args.groups)
+        seconds = time.perf_counter() - t0
+    effect = e.prediction - e.c0
+    order = np.argsort(-effect, kind="stable")
+    if args.top:
+        order = order[: args.top]
+    rows = [
+        {
+            "index": int(i),
+            "doc": docs[i],
+            "effect": float(effect[i]),
+            "stderr": float(e.stderr[i]),
+            "prediction": float(e.prediction[i]),
+            "terms": [float(t) for t in e.terms[:, i]],
+        }
+        for i in order
+    ]
+    if args.json:
+        _print_json(
+            {
+                "doc": args.doc,
+                "c0": e.c0,
+                "num_docs": len(docs),
+                "seconds": seconds,
+                "influence": rows,
+            }
+        )
+        return 0
+    print(
+        f"test document {args.doc!r}: undeleted loss {e.c0:.6f}; effect of deleting one "
+        f"document ({len(docs)} evaluated in {seconds * 1e3:.1f} ms), largest first"
+    )
+    print(f"  {'index':>6}  {'document':<16} {'effect on loss':>26}")
+    for r in rows:
+        print(f"  {r['index']:>6}  {r['doc']:<16} {_fmt_pm(r['effect'], r['stderr']):>26}")
+    return 0
+
+
+# ---------------------------------------------------------------- stability
+def _configure_stability(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sketch", metavar="SKETCH", help="sketch directory made by compile")
+    _add_docs(p, many=False)
+    p.add_argument("--plot", metavar="FILE.png", help="draw the curves into a PNG picture")
+    _add_json(p)
+
+
+def _plot_stability(path: str, doc: str, vals: Any, mean: Any) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    r = np.arange(vals.shape[1])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row in vals:
+        ax.plot(r, row, color="0.7", lw=0.8)
+    ax.plot(r, mean, color="C0", lw=2.5, marker="o", label="mean over directions")
+    ax.set_xlabel("degree r")
+    ax.set_ylabel("log2( sqrt(binom(N+r-1, r)) |c_r| )")
+    ax.set_title(f"stability of the series for {doc!r}")
+    ax.set_xticks(r)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+@command(
+    "stability",
+    "The spec's stability curve log2(sqrt(binom(N+r-1,r)) |c_r|) per direction and averaged.",
+    _configure_stability,
+)
+def cmd_stability(args: argparse.Namespace) -> int:
+    with _user_errors():
+        from runtime import estimate as est
+        from runtime.query import coefficients
+        from runtime.spec import check_test_docs
+
+        check_test_docs([args.doc])
+        sk = _open_sketch(args.sketch)
+        coefs = coefficients(sk, [args.doc], warn=_warn)[args.doc]
+        vals, mean = est.stability(coefs, sk.num_docs)
+    if args.plot:
+        _write(
+            "stability plot", args.plot, lambda: _plot_stability(args.plot, args.doc, vals, mean)
+        )
+    if args.json:
+        _print_json(
+            {
+                "doc": args.doc,
+                "num_docs": sk.num_docs,
+                "degrees": list(range(vals.shape[1])),
+                "mean": [float(v) for v in mean],
+                "per_direction": [[float(v) for v in row] for row in vals],
+            }
+        )
+        return 0
+    k = vals.shape[1] - 1
+    print(f"test document {args.doc!r}: log2(sqrt(binom(N+r-1, r)) |c_r|), N = {sk.num_docs}")
+    print("  " + f"{'':>6}" + "".join(f"{'r=' + str(r):>9}" for r in range(k + 1)))
+    print("  " + f"{'mean':>6}" + "".join(f"{v:>9.2f}" for v in mean))
+    for j, row in enumerate(vals):
+        print("  " + f"{j:>6}" + "".join(f"{v:>9.2f}" for v in row))
+    return 0
+
+
+# ---------------------------------------------------------------- verify
+def _configure_verify(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sketch", metavar="SKETCH", help="sketch directory made by compile")
+    _add_json(p)
+
+
+@command(
+    "verify", "Check a sketch's manifest and the checksum of every array file.", _configure_verify
+)
+def cmd_verify(args: argparse.Namespace) -> int:
+    with _user_errors():
+        sk = _open_sketch(args.sketch)
+        sk.verify_all()
+    files = len(sk.manifest["files"])
+    if args.json:
+        _print_json({"sketch": args.sketch, "ok": True, "files": files, "config": sk.config})
+    else:
+        print(f"sketch {args.sketch}: ok ({files} array files verified)")
+    return 0
+
+
+# ---------------------------------------------------------------- demo
+def _configure_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="keep the documents and the sketch in DIR (default: a temporary directory)",
+    )
+    p.add_argument(
+        "--num-docs",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="training names (default 250)",
+    )
+    p.add_argument("--directions", type=_count("directions"), default=None, metavar="M")
+    p.add_argument("--degree", type=_degree, default=None, metavar="K")
+    p.add_argument("--letter", default=None, help="delete the names containing this letter")
+    p.add_argument("--test", default=None, metavar="NAME", help="test name whose loss is predicted")
+    p.add_argument("--workers", type=_positive_int, default=None, metavar="W")
+    p.add_argument("--seed", type=_nonnegative_int, default=0, metavar="S")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    _add_json(p)
+
+
+@command(
+    "demo",
+    "End to end: sketch a few hundred names, predict a deletion, retrain, compare.",
+    _configure_demo,
+)
+def cmd_demo(args: argparse.Namespace) -> int:
+    with _user_errors():
+        from runtime import demo
+
+        result = demo.run(
+            out=args.out,
+            num_docs=args.num_docs,
+            directions=args.directions,
+            degree=args.degree,
+            letter=args.letter,
+            test=args.test,
+            workers=args.workers,
+            seed=args.seed,
+            progress=args.progress,
+            log=None if args.json else (lambda s: print(s, file=sys.stderr)),
+            warn=_warn,
+        )
+    if args.json:
+        _print_json(result)
+    else:
+        print(demo.format_result(result))
     return 0

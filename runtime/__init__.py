@@ -1,0 +1,19 @@
+"""The runtime: precompute sketches, store them safely, answer deletion queries.
+
+Modules (import them directly; this package imports nothing on its own):
+
+* ``spec``        TrainingSpec (documents, steps, init), reading inputs, the
+                  per-process cache of CompiledPrograms, circuit fingerprints.
+* ``directions``  reproducible complex Gaussian unit directions; --directions-file.
+* ``store``       the sketch directory: manifest.json + .npy arrays, atomic
+                  writes, checksums, resume, refusal of corrupt/mismatched sketches.
+* ``parallel``    run independent tasks inline, in local worker processes or on
+                  a Dask cluster.
+* ``precompute``  the chunked, resumable series training that fills a sketch.
+* ``estimate``    the spec's estimator, error bars, median-of-means, influence
+                  of every single deletion, the stability curve.
+* ``query``       coefficients of test documents (cached per document),
+                  deletion sets, predictions.
+* ``retrain``     exact ground truth by compiled real training.
+* ``demo``        the README's end-to-end run.
+"""

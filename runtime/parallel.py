@@ -1,0 +1,138 @@
+"""Run independent tasks inline, in local worker processes, or on a Dask cluster.
+
+``run_tasks(fn, tasks, on_result, workers=W, scheduler=ADDRESS)`` calls
+``fn(task)`` for every task and hands each result to ``on_result(task,
+result)`` in the calling process, as soon as it is ready (in completion
+order).  ``fn`` must be a module-level function so workers can import it.
+
+* ``scheduler`` given: an existing Dask distributed cluster
+  (``distributed.Client(address)``); its workers need this project importable.
+* ``workers == 1``: inline in this process (no pool).
+* otherwise: a ``ProcessPoolExecutor`` of W processes started with the
+  'spawn' context (no fork of a process holding Numba/threads).  Workers
+  ignore SIGINT (Ctrl-C is handled once, by the caller) and exit on their
+  own if the calling process dies.
+
+On any exception, KeyboardInterrupt included, outstanding tasks are
+cancelled, local workers are terminated, and the exception propagates;
+results already handed to ``on_result`` are kept by the caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+__all__ = ["SchedulerError", "default_workers", "run_tasks"]
+
+
+class SchedulerError(ValueError):
+    """The Dask scheduler cannot be reached or a worker pool broke."""
+
+
+def default_workers() -> int:
+    """Worker processes used when none are asked for: the CPUs this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def _worker_init(parent: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def run_tasks(
+    fn: Callable[[Any], Any],
+    tasks: Sequence[Any],
+    on_result: Callable[[Any, Any], None],
+    workers: int = 1,
+    scheduler: str | None = None,
+) -> None:
+    if not tasks:
+        return
+    if scheduler:
+        _run_dask(fn, tasks, on_result, scheduler)
+    elif workers <= 1 or len(tasks) == 1:
+        for t in tasks:
+            on_result(t, fn(t))
+    else:
+        _run_pool(fn, tasks, on_result, min(workers, len(tasks)))
+
+
+def _run_pool(fn, tasks, on_result, workers: int) -> None:
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    ex = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_init,
+        initargs=(os.getpid(),),
+    )
+    ok = False
+    try:
+        pending = {ex.submit(fn, t): t for t in tasks}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                t = pending.pop(fut)
+                try:
+                    result = fut.result()
+                except BrokenProcessPool:
+                    raise SchedulerError(
+                        "a worker process died (killed or out of memory); finished work is "
+                        "saved: rerun the same command to resume"
+                    ) from None
+                on_result(t, result)
+        ok = True
+    finally:
+        if ok:
+            ex.shutdown(wait=True)
+        else:
+            procs = list(getattr(ex, "_processes", {}).values())
+            ex.shutdown(wait=False, cancel_futures=True)
+            for p in procs:  # do not wait for running tasks to finish
+                with contextlib.suppress(OSError, ValueError, AttributeError):  # already gone
+                    p.terminate()
+            for p in procs:
+                with contextlib.suppress(OSError, ValueError, AttributeError):
+                    p.join(timeout=5)
+
+
+def _run_dask(fn, tasks, on_result, address: str) -> None:
+    try:
+        from distributed import Client, as_completed
+    except ImportError:  # pragma: no cover - dask is a dependency
+        raise SchedulerError("--scheduler needs dask[distributed] installed") from None
+    try:
+        client = Client(address, timeout="15s", set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as e:
+        raise SchedulerError(f"cannot connect to the Dask scheduler at {address!r}: {e}") from None
+    futures = []
+    try:
+        futures = [client.submit(fn, t, pure=False) for t in tasks]
+        index = {f.key: t for f, t in zip(futures, tasks, strict=True)}
+        for fut in as_completed(futures, loop=client.loop):
+            on_result(index[fut.key], fut.result())
+    finally:
+        try:
+            pending = [f for f in futures if not f.done()]
+            if pending:
+                client.cancel(pending)
+        finally:
+            client.close()

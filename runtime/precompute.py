@@ -1,0 +1,228 @@
+"""Precompute a sketch: series training along every direction, chunk by chunk.
+
+Directions are cut into fixed chunks of ``chunk_size`` consecutive indices.
+``compute_chunk`` is a pure function of (training spec, degree, direction
+rows): it trains in degree-K series arithmetic along those rows and returns
+the order-0 parameters, their orders 1..K and the per-step losses.  A
+direction's result does not depend on the other rows of its chunk, so the
+sketch is bit-identical whatever the number of workers or the scheduler.
+Each finished chunk is written to the sketch at once; rerunning the same
+command after an interruption computes only the chunks still missing.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime import parallel
+from runtime.directions import gaussian_directions, load_directions_file
+from runtime.spec import (
+    PROGRAM,
+    TrainingSpec,
+    compiled,
+    fingerprints,
+    hyperparameters,
+    sha256_file,
+)
+from runtime.store import Sketch, SketchWriter, chunk_bounds, num_chunks
+
+__all__ = ["DEFAULT_CHUNK_SIZE", "ChunkJob", "CompileReport", "compute_chunk", "precompute"]
+
+DEFAULT_CHUNK_SIZE = 8
+
+
+@dataclass
+class ChunkJob:
+    """One unit of work: chunk `index` = directions [start, start + len(rows))."""
+
+    spec: TrainingSpec
+    degree: int
+    index: int
+    start: int
+    rows: np.ndarray  # (B, N) complex128
+
+
+def compute_chunk(job: ChunkJob) -> dict[str, Any]:
+    """Series training along the job's directions (runs in a worker process).
+
+    Returns {"index", "phi" (B, K, P) complex128, "p0" (P,), "losses" (T,), "module"}.
+    """
+    from compiler.compiled import params_of
+
+    cp = compiled(job.spec, job.degree)  # built once per worker process
+    rows = np.ascontiguousarray(job.rows, np.complex128)
+    s0, hi, losses = cp.train_series(rows)
+    p0, phi = params_of(cp, s0, hi, rows.shape[0])
+    return {
+        "index": job.index,
+        "phi": np.ascontiguousarray(phi),
+        "p0": np.ascontiguousarray(p0),
+        "losses": np.array(losses, np.float64),
+        "module": fingerprints(cp)["module"],
+    }
+
+
+@dataclass
+class CompileReport:
+    sketch: Sketch
+    computed: int  # chunks computed by this call
+    reused: int  # chunks found already finished
+    seconds: float
+    directions_computed: int
+
+
+def precompute(
+    out: str | Path,
+    spec: TrainingSpec,
+    degree: int,
+    num_directions: int | None = None,
+    seed: int = 0,
+    directions_file: str | Path | None = None,
+    workers: int = 1,
+    scheduler: str | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    docs_sha256: str | None = None,
+    init_sha256: str | None = None,
+    info: dict[str, Any] | None = None,
+    progress: bool | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> CompileReport:
+    """Compile (or resume) the sketch of `spec` at `degree` into directory `out`.
+
+    Directions: `num_directions` Gaussian unit directions of `seed`, or the rows of
+    `directions_file` exactly as given.  `docs_sha256` / `init_sha256` are the
+    checksums recorded for the documents and init files (default: of the
+    documents' text and of the init vector).  `progress`: a tqdm bar on stderr
+    (None: only when stderr is a terminal).  Raises ValueError subclasses on bad
+    input; KeyboardInterrupt leaves every finished chunk saved.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
+    if degree < 1:
+        raise ValueError(f"--degree must be >= 1, got {degree}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk size must be >= 1, got {chunk_size}")
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    n = spec.num_docs
+    if directions_file is not None:
+        psi = load_directions_file(directions_file, n)
+        if num_directions is not None and num_directions != psi.shape[0]:
+            raise ValueError(
+                f"--directions {num_directions} but {str(directions_file)!r} holds "
+                f"{psi.shape[0]} directions"
+            )
+        m = psi.shape[0]
+        dir_config = {"source": "file", "sha256": sha256_file(directions_file)}
+    else:
+        if num_directions is None or num_directions < 1:
+            raise ValueError(f"--directions must be >= 1, got {num_directions}")
+        if seed < 0:
+            raise ValueError(f"--seed must be >= 0, got {seed}")
+        m = num_directions
+        psi = gaussian_directions(seed, 0, m, n)
+        dir_config = {"source": "seed", "seed": seed, "kind": "complex-gaussian-unit"}
+
+    cp = compiled(spec, degree)  # generated code only; Numba compiles on first use
+    config = {
+        "program": PROGRAM,
+        "hyperparameters": hyperparameters(cp.program),
+        "degree": int(degree),
+        "num_directions": int(m),
+        "num_docs": int(n),
+        "steps": int(spec.steps),
+        "seed": int(seed),
+        "chunk_size": int(chunk_size),
+        "docs_sha256": docs_sha256 or _docs_sha(spec),
+        "init": {"seed": spec.seed}
+        if spec.init is None
+        else {"sha256": init_sha256 or _init_sha(spec)},
+        "directions": dir_config,
+        "fingerprints": fingerprints(cp),
+    }
+    with SketchWriter(out, config, info=info, warn=warn) as w:
+        w.ensure("directions.npy", psi)
+        w.ensure("docs.npy", np.array(spec.docs, dtype=str))
+        done = w.done_chunks()
+        total = num_chunks(m, chunk_size)
+        jobs = []
+        for c in range(total):
+            if c in done:
+                continue
+            a, b = chunk_bounds(c, chunk_size, m)
+            jobs.append(ChunkJob(spec, int(degree), c, a, psi[a:b]))
+        done_dirs = sum(
+            chunk_bounds(c, chunk_size, m)[1] - chunk_bounds(c, chunk_size, m)[0] for c in done
+        )
+        bar = _progress_bar(m, done_dirs, progress)
+        module = config["fingerprints"]["module"]
+
+        def store(job: ChunkJob, result: dict[str, Any]) -> None:
+            if result["module"] != module:
+                raise ValueError(
+                    f"chunk {job.index} was computed by another generated module "
+                    f"({result['module']} instead of {module}): workers run other code"
+                )
+            w.add_chunk(job.index, result["phi"], result["p0"], result["losses"])
+            if bar is not None:
+                bar.update(job.rows.shape[0])
+
+        try:
+            parallel.run_tasks(compute_chunk, jobs, store, workers=workers, scheduler=scheduler)
+        finally:
+            if bar is not None:
+                bar.close()
+        w.finish()
+    sketch = Sketch.open(out)
+    return CompileReport(
+        sketch,
+        computed=len(jobs),
+        reused=len(done),
+        seconds=time.perf_counter() - t0,
+        directions_computed=sum(j.rows.shape[0] for j in jobs),
+    )
+
+
+def _docs_sha(spec: TrainingSpec) -> str:
+    from runtime.spec import sha256_bytes
+
+    return sha256_bytes(("\n".join(spec.docs) + "\n").encode())
+
+
+def _init_sha(spec: TrainingSpec) -> str:
+    from runtime.spec import sha256_bytes
+
+    assert spec.init is not None
+    return sha256_bytes(spec.init.tobytes())
+
+
+def _progress_bar(total: int, initial: int, progress: bool | None):
+    if progress is False:
+        return None
+    if progress is None and not sys.stderr.isatty():
+        return None
+    import shutil
+
+    from tqdm import tqdm
+
+    size = shutil.get_terminal_size((100, 20))
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="dir",
+        desc="directions",
+        file=sys.stderr,
+        # shutil falls back to 100 x 20 where a terminal reports a size of 0 (tqdm would
+        # then draw nothing)
+        ncols=min(size.columns, 120),
+        nrows=max(size.lines, 2),
+        smoothing=0.1,
+    )

@@ -1,0 +1,238 @@
+"""Answer questions from a sketch: coefficients of test documents, deletion predictions.
+
+``coefficients(sketch, docs)`` evaluates the compiled output circuit (degree
+K) on the stored parameter series of every direction, chunk by chunk, and
+caches the (M, K+1) result per test document in ``SKETCH/cache/`` (named by
+the sha256 of the document's text, written atomically, with a JSON sidecar
+holding the array's checksum and the sketch's identity).  A repeated query
+reads only the cache and the directions.
+
+``deletion_weights`` turns --delete-indices / --delete-file / --delete-contains
+and --weight into the weight vector w in [0, 1]^N of the spec.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from runtime import estimate as est
+from runtime.spec import TrainingSpec, check_test_docs, compiled, fingerprints, sha256_bytes
+from runtime.store import (
+    Sketch,
+    SketchError,
+    atomic_save,
+    atomic_write_json,
+    chunk_name,
+    load_verified,
+)
+
+__all__ = [
+    "CACHE_DIR",
+    "coefficients",
+    "deletion_weights",
+    "parse_indices",
+    "predict",
+    "sketch_program",
+]
+
+CACHE_DIR = "cache"
+OUTPUT_BATCH = 64  # directions evaluated per call of the output circuit (bounds memory)
+
+
+def sketch_program(sketch: Sketch):
+    """The compiled degree-K program of a sketch, checked against the manifest's fingerprints."""
+    spec = TrainingSpec(tuple(sketch.docs()), sketch.steps, seed=sketch.seed)
+    cp = compiled(spec, sketch.degree)
+    sketch.check_compiled(fingerprints(cp))
+    return cp
+
+
+def _cache_paths(sketch: Sketch, doc: str) -> tuple[Path, Path]:
+    h = sha256_bytes(doc.encode("utf-8"))[:40]
+    d = sketch.path / CACHE_DIR
+    return d / f"{h}.npy", d / f"{h}.json"
+
+
+def _read_cache(sketch: Sketch, doc: str, warn: Callable[[str], None]) -> np.ndarray | None:
+    npy, side = _cache_paths(sketch, doc)
+    if not side.is_file():
+        return None
+    try:
+        entry = json.loads(side.read_text(encoding="utf-8"))
+        if entry.get("doc") != doc or entry.get("sketch") != sketch.sketch_id:
+            return None  # another document with a colliding prefix, or a stale sketch
+        arr = load_verified(npy, entry, f"cached coefficients {str(npy)!r}")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        warn(f"{e}; recomputing them")
+        return None
+    if arr.shape != (sketch.num_directions, sketch.degree + 1) or arr.dtype != np.complex128:
+        warn(f"cached coefficients {str(npy)!r} have the wrong shape; recomputing them")
+        return None
+    return arr
+
+
+def _write_cache(sketch: Sketch, doc: str, arr: np.ndarray, warn: Callable[[str], None]) -> None:
+    npy, side = _cache_paths(sketch, doc)
+    try:
+        npy.parent.mkdir(exist_ok=True)
+        entry = atomic_save(npy, arr)
+        atomic_write_json(side, {**entry, "doc": doc, "sketch": sketch.sketch_id})
+    except OSError as e:  # a read-only sketch still answers queries, just without a cache
+        warn(f"cannot cache coefficients in {str(npy.parent)!r}: {e.strerror or e}")
+
+
+def coefficients(
+    sketch: Sketch,
+    docs: Sequence[str],
+    use_cache: bool = True,
+    warn: Callable[[str], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """doc -> (M, K+1) complex128 coefficients c_0..c_K of its test loss, per direction."""
+    warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
+    check_test_docs(docs)
+    out: dict[str, np.ndarray] = {}
+    for d in docs:
+        if d not in out and use_cache:
+            hit = _read_cache(sketch, d, warn)
+            if hit is not None:
+                out[d] = hit
+    todo = list(dict.fromkeys(d for d in docs if d not in out))
+    if not todo:
+        return out
+    from compiler.compiled import output_from_params
+
+    cp = sketch_program(sketch)
+    p0 = sketch.params0()
+    m, k = sketch.num_directions, sketch.degree
+    res = {d: np.empty((m, k + 1), np.complex128) for d in todo}
+    for c in range(sketch.num_chunks):
+        a, b = sketch.chunk_bounds(c)
+        phi = sketch.chunk(c)
+        if phi.shape != (b - a, k, p0.size):
+            raise SketchError(
+                f"sketch {str(sketch.path)!r}: chunk {c} holds {phi.shape}, expected "
+                f"{(b - a, k, p0.size)}"
+            )
+        for s in range(0, b - a, OUTPUT_BATCH):
+            part = np.ascontiguousarray(phi[s : s + OUTPUT_BATCH])
+            for d in todo:
+                res[d][a + s : a + s + part.shape[0]] = output_from_params(cp, p0, part, d)
+        sketch._arrays.pop(chunk_name(c), None)  # keep memory flat for big sketches
+    for d in todo:
+        out[d] = res[d]
+        if use_cache:
+            _write_cache(sketch, d, res[d], warn)
+    return out
+
+
+# ---------------------------------------------------------------- deletion sets
+def parse_indices(text: str, n: int, what: str = "--delete-indices") -> list[int]:
+    """'3,5,10-12' -> [3, 5, 10, 11, 12]; each index must be in 0..n-1."""
+    out: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        lo, dash, hi = part.partition("-")
+        try:
+            a = int(lo)
+            b = int(hi) if dash else a
+        except ValueError:
+            raise ValueError(f"{what}: {part!r} is not an index or a range like 10-12") from None
+        if b < a:
+            raise ValueError(f"{what}: empty range {part!r}")
+        for i in (a, b):
+            if not 0 <= i < n:
+                raise ValueError(
+                    f"{what}: index {i} is out of range: there are {n} training documents "
+                    f"(indices 0..{n - 1})"
+                )
+        out.extend(range(a, b + 1))
+    if not out:
+        raise ValueError(f"{what}: no index given")
+    return sorted(set(out))
+
+
+def deletion_weights(
+    docs: Sequence[str],
+    indices: str | None = None,
+    file: str | Path | None = None,
+    contains: str | None = None,
+    weight: float = 1.0,
+) -> tuple[np.ndarray, list[int], str]:
+    """(w (N,), selected indices, a description) for exactly one selection option.
+
+    --delete-file holds either indices (every non-blank line an integer or a
+    range) or document texts (every training document equal to a line is
+    selected; a line matching none is an error).
+    """
+    n = len(docs)
+    given = [x is not None for x in (indices, file, contains)]
+    if sum(given) != 1:
+        raise ValueError(
+            "choose the documents to delete with exactly one of --delete-indices, "
+            "--delete-file or --delete-contains"
+        )
+    if not (0.0 <= weight <= 1.0) or not np.isfinite(weight):
+        raise ValueError(f"--weight must be in [0, 1] (1 = delete), got {weight}")
+    if indices is not None:
+        sel = parse_indices(indices, n)
+        what = f"documents {indices}"
+    elif file is not None:
+        p = Path(file)
+        if not p.is_file():
+            raise ValueError(f"--delete-file {str(p)!r} does not exist")
+        lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()]
+        lines = [ln for ln in lines if ln]
+        if not lines:
+            raise ValueError(f"--delete-file {str(p)!r} lists no documents")
+        if all(ln.replace("-", "").isdigit() for ln in lines):
+            sel = parse_indices(",".join(lines), n, f"--delete-file {str(p)!r}")
+        else:
+            where: dict[str, list[int]] = {}
+            for i, d in enumerate(docs):
+                where.setdefault(d, []).append(i)
+            sel_set: set[int] = set()
+            for ln in lines:
+                if ln not in where:
+                    raise ValueError(
+                        f"--delete-file {str(p)!r}: {ln!r} is not one of the training documents"
+                    )
+                sel_set.update(where[ln])
+            sel = sorted(sel_set)
+        what = f"documents listed in {str(p)!r}"
+    else:
+        assert contains is not None
+        if not contains:
+            raise ValueError("--delete-contains: empty substring")
+        sel = [i for i, d in enumerate(docs) if contains in d]
+        if not sel:
+            raise ValueError(f"--delete-contains: no training document contains {contains!r}")
+        what = f"documents containing {contains!r}"
+    w = np.zeros(n)
+    w[sel] = weight
+    return w, sel, what
+
+
+def predict(
+    sketch: Sketch,
+    docs: Sequence[str],
+    weights: np.ndarray,
+    degree: int | None = None,
+    groups: int | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """One result dict per test doc: prediction, c0, terms, stderr, median_of_means, ..."""
+    if degree is not None and not 1 <= degree <= sketch.degree:
+        raise ValueError(f"--degree must be between 1 and the sketch's degree {sketch.degree}")
+    coefs = coefficients(sketch, docs, warn=warn)
+    psi = sketch.directions()
+    out = []
+    for d in docs:
+        e = est.estimate(coefs[d], psi, weights, degree, groups)
+        out.append({"doc": d, **e.one(0)})
+    return out
