@@ -227,6 +227,19 @@ def _configure_inspect(p: argparse.ArgumentParser) -> None:
     )
     out = p.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print the summary as JSON")
+    out.add_argument(
+        "--generated",
+        action="store_true",
+        help="print the Numba source the compiler generates for the circuit "
+        "(after its passes) instead of the summary",
+    )
+    out.add_argument(
+        "--degree",
+        type=_nonnegative_int_arg,
+        default=1,
+        metavar="K",
+        help="with --generated: 0 for the real trainer, >= 1 for series code (default 1)",
+    )
     out.add_argument("--graphml", metavar="FILE", help="write the graph as GraphML")
     out.add_argument("--dot", metavar="FILE", help="write the graph as Graphviz DOT")
     out.add_argument("--png", metavar="FILE", help="draw the graph as a PNG picture")
@@ -284,6 +297,56 @@ def _function_circuit(spec: str, input_specs: Sequence[str]) -> tuple[Any, str]:
     return c, f"traced {spec}"
 
 
+def _nonnegative_int_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def generated_source(c: Any, degree: int) -> str:
+    """The kernel-call source the compiler emits for c (series in every float input)."""
+    from compiler.emit import Interface, Tables, emit_function
+    from compiler.passes import activity, simplify
+
+    s = simplify(c)
+    floats = [n for n, i in s.inputs.items() if s.nodes[i].dtype == "float"]
+    ints = [n for n, i in s.inputs.items() if s.nodes[i].dtype != "float"]
+    layout: dict[str, tuple[int, int]] = {}
+    off = 0
+    for name in [*floats, *s.outputs]:
+        nid = s.inputs[name] if name in s.inputs else s.outputs[name]
+        layout.setdefault(name, (off, s.nodes[nid].size))
+        off += s.nodes[nid].size
+    ioff, int_layout = 0, {}
+    for name in ints:
+        int_layout[name] = (ioff, s.nodes[s.inputs[name]].size)
+        ioff += s.nodes[s.inputs[name]].size
+    # a step circuit's series are its state (inputs that are also outputs) and the
+    # data weight; anything else traced is taken as series in every float input
+    state = [n for n in floats if n in s.outputs or n == "w"] if "w" in s.inputs else floats
+    act = activity(s, state if degree else [])
+    summary = act.summary(s)
+    head = (
+        f"# {len(c)} traced equations -> {len(s)} after cse, constant folding, concat lowering"
+        f" and dce;\n# activity: {summary['series']} series nodes, "
+        f"{summary['order0_only_series']} series used only at order 0, {summary['real']} real\n"
+    )
+    src = emit_function(
+        "circuit",
+        s,
+        act,
+        Interface(layout, int_layout, {}, None),
+        Tables(),
+        degree >= 1,
+        state_outputs="loss" not in s.outputs,
+    )
+    return head + src
+
+
 @command(
     "inspect",
     "Print the op table and cost of a circuit; export it as GraphML, DOT or PNG.",
@@ -307,6 +370,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         c, source = load_program_circuit(
             args.program or "microgpt", args.circuit or "step", args.length or 8, args.docs
         )
+    if args.generated:
+        print(generated_source(c, args.degree))
+        return 0
     summ = insp.summary(c)
     if args.json:
         print(json.dumps({"source": source, **summ}, indent=2))

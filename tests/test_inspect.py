@@ -288,3 +288,14 @@ def test_python_dash_m():
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["nodes"] > 0
+
+
+def test_inspect_generated_prints_kernel_calls(capsys):
+    from circuitsketch.cli import main
+
+    assert main(["inspect", "--generated"]) == 0
+    out = capsys.readouterr().out
+    assert "def circuit(" in out and "k.h_matmul(" in out and "# activity:" in out
+    assert main(["inspect", "--generated", "--degree", "0"]) == 0
+    real = capsys.readouterr().out
+    assert "k.matmul(" in real and "k.h_" not in real
