@@ -189,9 +189,10 @@ def _configure_inspect(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("which circuit")
     src.add_argument(
         "--program",
-        choices=["microgpt"],
         default=None,
-        help="training program to build (default: microgpt)",
+        metavar="microgpt|FILE.py:FN",
+        help="training program to build: microgpt (the default) or a user program, "
+        "FN() in FILE returning a circuitsketch Program",
     )
     src.add_argument(
         "--circuit",
@@ -260,7 +261,7 @@ def load_program_circuit(
 ) -> tuple[Any, str]:
     """Build a shipped program and return (circuit, description); CLIError on bad values."""
     if program != "microgpt":
-        raise CLIError(f"unknown program {program!r} (choose from microgpt)")
+        return _user_program_circuit(program, circuit, length, docs_file)
     from circuitsketch.models import microgpt
 
     try:
@@ -283,6 +284,31 @@ def load_program_circuit(
             f"there is no step circuit for it (have {', '.join(map(str, table))})"
         )
     return table[length], f"{program} {circuit} circuit, length bucket {length}, {len(docs)} docs"
+
+
+def _user_program_circuit(
+    ref: str, circuit: str, length: int | None, docs_file: str | None
+) -> tuple[Any, str]:
+    """The step or output circuit of a user program FILE.py:FN (its first document shape)."""
+    from runtime.spec import ProgramError, UserProgramSpec, parse_program_ref
+
+    if ":" not in ref:
+        raise CLIError(f"--program {ref!r}: expected microgpt or FILE.py:FUNCTION")
+    if docs_file is not None:
+        raise CLIError("--docs applies to microgpt; a user program holds its own documents")
+    if length is not None:
+        raise CLIError("--length selects a microgpt length bucket; it does not apply to --program")
+    try:
+        path, fn = parse_program_ref(ref)
+        prog = UserProgramSpec.load(path, fn).program()
+    except ProgramError as e:
+        raise CLIError(str(e)) from None
+    table = prog.step_circuits if circuit == "step" else prog.output_circuits
+    keys = sorted(table, key=repr)
+    which = ""
+    if len(keys) > 1:
+        which = f", the first of {len(keys)} document shapes"
+    return table[keys[0]], f"{ref} ({prog.name}) {circuit} circuit{which}, {prog.num_docs} docs"
 
 
 def _function_circuit(spec: str, input_specs: Sequence[str]) -> tuple[Any, str]:
@@ -367,9 +393,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     else:
         if args.input:
             raise CLIError("--input only applies to --function")
-        c, source = load_program_circuit(
-            args.program or "microgpt", args.circuit or "step", args.length or 8, args.docs
-        )
+        if _is_user_program(args.program):
+            c, source = _user_program_circuit(
+                args.program, args.circuit or "step", args.length, args.docs
+            )
+        else:
+            c, source = load_program_circuit(
+                "microgpt", args.circuit or "step", args.length or 8, args.docs
+            )
     if args.generated:
         print(generated_source(c, args.degree))
         return 0
@@ -486,8 +517,14 @@ def _add_json(p: argparse.ArgumentParser) -> None:
 
 
 def _add_training(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("training run")
-    g.add_argument("--docs", metavar="FILE", required=True, help="training documents, one per line")
+    g = p.add_argument_group("training run (microgpt with --docs, or a user program)")
+    g.add_argument("--docs", metavar="FILE", help="microgpt's training documents, one per line")
+    g.add_argument(
+        "--program",
+        metavar="FILE.py:FN",
+        help="a user program: FN() in FILE returns a circuitsketch Program (see docs/api.md); "
+        "its documents, steps and initial parameters are its own",
+    )
     g.add_argument(
         "--steps",
         type=_positive_int,
@@ -503,6 +540,19 @@ def _add_training(p: argparse.ArgumentParser) -> None:
         default=0,
         metavar="S",
         help="seed of the initial parameters (without --init) and of the directions (default 0)",
+    )
+
+
+def _is_user_program(ref: str | None) -> bool:
+    return ref is not None and ref != "microgpt"
+
+
+def _add_sketch_program(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--program",
+        metavar="FILE.py:FN",
+        help="a user program's sketch: where its file is now (default: the path recorded "
+        "when it was compiled; a file whose content changed is refused)",
     )
 
 
@@ -528,28 +578,152 @@ def _add_deletion(p: argparse.ArgumentParser) -> None:
 
 
 def _add_docs(p: argparse.ArgumentParser, many: bool = True) -> None:
-    p.add_argument(
+    rep = " (repeatable)" if many else ""
+    g = p.add_argument_group(
+        "test input (microgpt: --doc; a user program: --test-npz / --test-index)"
+    )
+    g.add_argument(
         "--doc",
         action="append" if many else "store",
-        required=True,
         metavar="TEXT",
-        help="test document" + (" (repeatable)" if many else ""),
+        help="microgpt test document" + rep,
+    )
+    g.add_argument(
+        "--test-npz",
+        dest="user_tests",
+        action="append",
+        type=lambda text: ("npz", text),
+        metavar="FILE.npz",
+        help="a user program's test input: arrays named and shaped like a training "
+        "document's" + rep,
+    )
+    g.add_argument(
+        "--test-index",
+        dest="user_tests",
+        action="append",
+        type=lambda text: ("index", _nonnegative_int(text)),
+        metavar="I",
+        help="a user program's test input: the arrays of training document I" + rep,
     )
 
 
-def _training_spec(args: argparse.Namespace):
-    from runtime.spec import TrainingSpec, load_init, read_training_docs
+def _load_npz(path: str) -> dict[str, Any]:
+    import zipfile
 
+    import numpy as np
+
+    if not os.path.isfile(path):
+        raise CLIError(f"--test-npz {path!r} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise CLIError(
+            f"--test-npz {path!r} is not an .npz archive (write one with "
+            "numpy.savez(FILE, name=array, ...), names as in a training document)"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if not hasattr(z, "files"):
+                raise ValueError("holds a single array, not named arrays (save it with np.savez)")
+            arrays = {name: np.asarray(z[name]) for name in z.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise CLIError(f"--test-npz {path!r} is not a readable .npz file: {e}") from None
+    if not arrays:
+        raise CLIError(f"--test-npz {path!r} holds no arrays")
+    return arrays
+
+
+def _test_inputs(args: argparse.Namespace, user_spec: Any, many: bool = True) -> list[Any]:
+    """The command's test inputs: texts (microgpt) or TestInputs of arrays (`user_spec`)."""
+    from runtime.spec import as_test_input
+
+    docs = args.doc if isinstance(args.doc, list) else ([] if args.doc is None else [args.doc])
+    user = args.user_tests or []
+    if user_spec is None:
+        if user:
+            raise CLIError(
+                "--test-npz and --test-index give a user program's test input; microgpt's "
+                "test documents are texts: use --doc"
+            )
+        if not docs:
+            raise CLIError("give a test document with --doc")
+        return docs
+    if docs:
+        raise CLIError(
+            "--doc takes a microgpt text; this is a user program: give its test input with "
+            "--test-npz FILE.npz or --test-index I"
+        )
+    if not user:
+        raise CLIError(
+            "give the user program's test input with --test-npz FILE.npz or --test-index I"
+        )
+    if not many and len(user) > 1:
+        raise CLIError("this command takes one test input (one --test-npz or --test-index)")
+    out = []
+    for kind, value in user:
+        if kind == "npz":
+            out.append(as_test_input(_load_npz(value), label=os.path.basename(value)))
+        else:
+            out.append(as_test_input(user_spec.training_doc(value), f"training document {value}"))
+    return out
+
+
+def _training_spec(args: argparse.Namespace):
+    """(spec, docs sha256, init sha256) of --docs (microgpt) or --program FILE.py:FN."""
+    from runtime.spec import (
+        TrainingSpec,
+        UserProgramSpec,
+        load_init,
+        parse_program_ref,
+        read_training_docs,
+    )
+
+    if _is_user_program(args.program):
+        clash = [f"--{k}" for k in ("docs", "init", "steps") if getattr(args, k) is not None]
+        if clash:
+            raise CLIError(
+                f"{', '.join(clash)} cannot be combined with --program: a user program "
+                "defines its own documents, steps and initial parameters"
+            )
+        path, fn = parse_program_ref(args.program)
+        return UserProgramSpec.load(path, fn), None, None
+    if args.docs is None:
+        raise CLIError(
+            "give the training documents with --docs FILE (microgpt) or a user program with "
+            "--program FILE.py:FN"
+        )
     docs, docs_sha = read_training_docs(args.docs)
     init, init_sha = (None, None) if args.init is None else load_init(args.init)
     steps = args.steps if args.steps is not None else len(docs)
     return TrainingSpec(tuple(docs), steps, seed=args.seed, init=init), docs_sha, init_sha
 
 
-def _open_sketch(path: str):
+def _open_sketch(path: str, program: str | None = None):
+    """Open a sketch; --program FILE.py:FN says where a user program's file is now."""
+    from runtime.query import is_user_sketch
+    from runtime.spec import parse_program_ref
     from runtime.store import Sketch
 
-    return Sketch.open(path)
+    sk = Sketch.open(path)
+    if program is None:
+        return sk
+    if not is_user_sketch(sk):
+        if program == "microgpt":
+            return sk
+        raise CLIError(f"--program {program}: sketch {path!r} is of microgpt, not a user program")
+    file, fn = parse_program_ref(program)
+    if fn != sk.config.get("function"):
+        raise CLIError(
+            f"--program {program}: sketch {path!r} was compiled from function "
+            f"{sk.config.get('function')!r}, not {fn!r}"
+        )
+    sk.program_file = file
+    return sk
+
+
+def _sketch_user_spec(sk: Any) -> Any:
+    """The UserProgramSpec of a user program's sketch (loaded and checked), else None."""
+    from runtime.query import is_user_sketch, sketch_spec
+
+    return sketch_spec(sk) if is_user_sketch(sk) else None
 
 
 def _one_or_list(items: list[dict]) -> Any:
@@ -641,7 +815,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         spec, docs_sha, init_sha = _training_spec(args)
         workers = args.workers or default_workers()
         info = {
-            "docs_file": os.path.abspath(args.docs),
+            "docs_file": None if args.docs is None else os.path.abspath(args.docs),
             "init_file": None if args.init is None else os.path.abspath(args.init),
             "directions_file": None
             if args.directions_file is None
@@ -719,6 +893,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 def _configure_query(p: argparse.ArgumentParser) -> None:
     p.add_argument("sketch", metavar="SKETCH", help="sketch directory made by compile")
     _add_docs(p)
+    _add_sketch_program(p)
     _add_deletion(p)
     p.add_argument(
         "--degree", type=_degree, metavar="k", help="use terms up to degree k (default: all of K)"
@@ -729,10 +904,19 @@ def _configure_query(p: argparse.ArgumentParser) -> None:
         metavar="G",
         help="median-of-means groups (default: M/4, between 1 and 9)",
     )
+    p.add_argument(
+        "--hybrid",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="exact first-order term <g, w> from the metagradient g (computed once per test "
+        "input and stored in SKETCH/metagrad) plus the sketched orders >= 2, whose spread "
+        "alone makes the error bars; default: hybrid for test inputs whose metagradient is "
+        "already stored; --no-hybrid: the pure sketch",
+    )
     _add_json(p)
 
 
-def _deletion(args: argparse.Namespace, docs: list[str]):
+def _deletion(args: argparse.Namespace, docs: list[str], text_docs: bool = True):
     from runtime.query import deletion_weights
 
     return deletion_weights(
@@ -741,6 +925,7 @@ def _deletion(args: argparse.Namespace, docs: list[str]):
         file=args.delete_file,
         contains=args.delete_contains,
         weight=args.weight,
+        text_docs=text_docs,
     )
 
 
@@ -751,13 +936,20 @@ def _deletion(args: argparse.Namespace, docs: list[str]):
 )
 def cmd_query(args: argparse.Namespace) -> int:
     with _user_errors():
-        from runtime.query import predict
-        from runtime.spec import check_test_docs
+        from runtime.metagrad import sketch_metagradients
+        from runtime.query import check_tests, predict
 
-        check_test_docs(args.doc)
-        sk = _open_sketch(args.sketch)
-        w, sel, what = _deletion(args, sk.docs())
-        results = predict(sk, args.doc, w, args.degree, args.groups, warn=_warn)
+        sk = _open_sketch(args.sketch, args.program)
+        user_spec = _sketch_user_spec(sk)
+        tests = check_tests(sk, _test_inputs(args, user_spec))
+        w, sel, what = _deletion(args, sk.docs(), text_docs=user_spec is None)
+        first_order = None
+        if args.hybrid is not False:  # --hybrid computes what is missing; default: stored only
+            mgs = sketch_metagradients(sk, tests, compute=bool(args.hybrid), warn=_warn)
+            first_order = {k: r.g for k, r in mgs.items() if r is not None}
+        results = predict(
+            sk, tests, w, args.degree, args.groups, warn=_warn, first_order=first_order
+        )
     if sk.config.get("directions", {}).get("source") == "file":
         _warn(
             "this sketch's directions come from a file: the estimator assumes random unit "
@@ -784,10 +976,12 @@ def cmd_query(args: argparse.Namespace) -> int:
     print(f"deleting {len(sel)} {what} (weight {args.weight:g})")
     for r in results:
         print()
-        print(f"test document {r['doc']!r}")
+        print(f"test document {r['doc']!r} ({r['estimator']} estimator)")
         print(f"  undeleted loss c0   {r['c0']:.6f}")
         for i, (t, e) in enumerate(zip(r["terms"], r["stderr"]["terms"], strict=True)):
-            print(f"  term r = {i + 1}          {_fmt_pm(t, e)}")
+            exact = i == 0 and r["estimator"] == "hybrid"
+            cell = f"{t:+.6f} (exact)" if exact else _fmt_pm(t, e)
+            print(f"  term r = {i + 1}          {cell}")
         print(f"  predicted change    {_fmt_pm(r['prediction'] - r['c0'], r['stderr']['total'])}")
         print(f"  predicted loss      {r['prediction']:.6f}")
         print(f"  median of means     {r['median_of_means']:.6f} ({r['groups']} groups)")
@@ -798,6 +992,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 def _configure_coefficients(p: argparse.ArgumentParser) -> None:
     p.add_argument("sketch", metavar="SKETCH", help="sketch directory made by compile")
     _add_docs(p)
+    _add_sketch_program(p)
     _add_json(p)
 
 
@@ -808,29 +1003,30 @@ def _configure_coefficients(p: argparse.ArgumentParser) -> None:
 )
 def cmd_coefficients(args: argparse.Namespace) -> int:
     with _user_errors():
-        from runtime.query import coefficients
-        from runtime.spec import check_test_docs
+        from runtime.query import check_tests, coefficients
 
-        check_test_docs(args.doc)
-        sk = _open_sketch(args.sketch)
-        coefs = coefficients(sk, args.doc, warn=_warn)
+        sk = _open_sketch(args.sketch, args.program)
+        tests = check_tests(sk, _test_inputs(args, _sketch_user_spec(sk)))
+        coefs = coefficients(sk, tests, warn=_warn)
     results = [
         {
-            "doc": d,
-            "coefficients": [[[float(c.real), float(c.imag)] for c in row] for row in coefs[d]],
-            "value_at_1": [[float(s.real), float(s.imag)] for s in coefs[d].sum(axis=1)],
+            "doc": t.label,
+            "coefficients": [
+                [[float(c.real), float(c.imag)] for c in row] for row in coefs[t.key]
+            ],
+            "value_at_1": [[float(s.real), float(s.imag)] for s in coefs[t.key].sum(axis=1)],
         }
-        for d in args.doc
+        for t in tests
     ]
     if args.json:
         _print_json(_one_or_list(results))
         return 0
     k = sk.degree
-    for d in args.doc:
-        print(f"test document {d!r}: c_0 = {coefs[d][0, 0].real:.10g}")
+    for t in tests:
+        print(f"test document {t.label!r}: c_0 = {coefs[t.key][0, 0].real:.10g}")
         head = "  dir " + "".join(f"{'c_' + str(r):>32}" for r in range(1, k + 1))
         print(head)
-        for j, row in enumerate(coefs[d]):
+        for j, row in enumerate(coefs[t.key]):
             cells = "".join(f"{c.real:>+16.6e}{c.imag:>+15.6e}j" for c in row[1:])
             print(f"  {j:>3} {cells}")
     return 0
@@ -854,17 +1050,23 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
     with _user_errors():
         from runtime.retrain import retrain
-        from runtime.spec import check_test_docs
+        from runtime.spec import UserProgramSpec, as_test_input, check_test_docs
 
-        check_test_docs(args.doc)
+        user = _is_user_program(args.program)
+        if not user:
+            _test_inputs(args, None)  # the test documents' errors before the training files'
+            check_test_docs(args.doc)
         spec, _, _ = _training_spec(args)
-        w, sel, what = _deletion(args, list(spec.docs))
+        user_spec = spec if isinstance(spec, UserProgramSpec) else None
+        tests = [as_test_input(t) for t in _test_inputs(args, user_spec)]
+        w, sel, what = _deletion(args, list(spec.docs), text_docs=not user)
         t0 = time.perf_counter()
-        losses, _ = retrain(spec, w, args.doc)
+        losses, _ = retrain(spec, w, tests)
         seconds = time.perf_counter() - t0
     results = [
-        {"doc": d, "loss": v, "n_deleted": len(sel), "weight": args.weight, "steps": spec.steps}
-        for d, v in zip(args.doc, losses, strict=True)
+        {"doc": t.label, "loss": v, "n_deleted": len(sel), "weight": args.weight,
+         "steps": spec.steps}
+        for t, v in zip(tests, losses, strict=True)
     ]
     if args.json:
         _print_json(_one_or_list(results))
@@ -882,6 +1084,13 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 def _configure_influence(p: argparse.ArgumentParser) -> None:
     p.add_argument("sketch", metavar="SKETCH", help="sketch directory made by compile")
     _add_docs(p, many=False)
+    _add_sketch_program(p)
+    p.add_argument(
+        "--exact-first-order",
+        action="store_true",
+        help="rank by the exact metagradient g_i (computed once and stored in SKETCH/metagrad) "
+        "plus the sketched orders >= 2; error bars from orders >= 2 only",
+    )
     p.add_argument(
         "--top",
         type=_nonnegative_int,
@@ -908,18 +1117,24 @@ def cmd_influence(args: argparse.Namespace) -> int:
 
     with _user_errors():
         from runtime import estimate as est
-        from runtime.query import coefficients
-        from runtime.spec import check_test_docs
+        from runtime.metagrad import sketch_metagradients
+        from runtime.query import check_tests, coefficients
 
-        check_test_docs([args.doc])
-        sk = _open_sketch(args.sketch)
+        sk = _open_sketch(args.sketch, args.program)
+        (test,) = check_tests(sk, _test_inputs(args, _sketch_user_spec(sk), many=False))
         if args.degree is not None and args.degree > sk.degree:
             raise ValueError(f"--degree must be between 1 and the sketch's degree {sk.degree}")
-        coefs = coefficients(sk, [args.doc], warn=_warn)[args.doc]
+        coefs = coefficients(sk, [test], warn=_warn)[test.key]
+        g = None
+        if args.exact_first_order:
+            mg = sketch_metagradients(sk, [test], warn=_warn)[test.key]
+            assert mg is not None
+            g = mg.g
         docs = sk.docs()
         t0 = time.perf_counter()
-        e = est.influence(coefs, sk.directions(), args.degree, args.groups)
+        e = est.influence(coefs, sk.directions(), args.degree, args.groups, first_order=g)
         seconds = time.perf_counter() - t0
+    label = test.label
     effect = e.prediction - e.c0
     order = np.argsort(-effect, kind="stable")
     if args.top:
@@ -935,20 +1150,26 @@ def cmd_influence(args: argparse.Namespace) -> int:
         }
         for i in order
     ]
+    if g is not None:
+        for r in rows:
+            r["first_order_exact"] = float(g[r["index"]])
+    estimator = "sketch" if g is None else "hybrid"
     if args.json:
         _print_json(
             {
-                "doc": args.doc,
+                "doc": label,
                 "c0": e.c0,
                 "num_docs": len(docs),
                 "seconds": seconds,
+                "estimator": estimator,
                 "influence": rows,
             }
         )
         return 0
+    how = "exact first order + sketched orders >= 2" if g is not None else "sketch"
     print(
-        f"test document {args.doc!r}: undeleted loss {e.c0:.6f}; effect of deleting one "
-        f"document ({len(docs)} evaluated in {seconds * 1e3:.1f} ms), largest first"
+        f"test document {label!r}: undeleted loss {e.c0:.6f}; effect of deleting one "
+        f"document ({len(docs)} evaluated in {seconds * 1e3:.1f} ms, {how}), largest first"
     )
     print(f"  {'index':>6}  {'document':<16} {'effect on loss':>26}")
     for r in rows:
@@ -956,10 +1177,138 @@ def cmd_influence(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- metagrad
+def _configure_metagrad(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "sketch",
+        nargs="?",
+        metavar="SKETCH",
+        help="a sketch directory: use its training run, and store g beside it "
+        "(SKETCH/metagrad; computed once per test input, then read back); with a user "
+        "program's sketch, --program FILE.py:FN says where its file is now",
+    )
+    _add_training(p)
+    p.set_defaults(seed=None)
+    _add_docs(p)
+    p.add_argument(
+        "--out", metavar="FILE.npy", help="write g: (N,) for one test input, (Q, N) for several"
+    )
+    p.add_argument(
+        "--top",
+        type=_nonnegative_int,
+        default=10,
+        metavar="N",
+        help="show the N documents with the largest |g_i| (0: all; default 10)",
+    )
+    p.add_argument(
+        "--recompute",
+        action="store_true",
+        help="with SKETCH: compute again and overwrite what is stored",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print JSON on stdout, with the full vector g"
+    )
+
+
+@command(
+    "metagrad",
+    "Exact first-order effects dF/dw of every training document (reverse mode through training).",
+    _configure_metagrad,
+)
+def cmd_metagrad(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    with _user_errors():
+        from runtime.metagrad import compute_metagradients, sketch_metagradients
+        from runtime.query import check_arrays, check_tests
+        from runtime.spec import UserProgramSpec, as_test_input, build_program, check_test_docs
+
+        if args.sketch is not None:
+            clash = [f"--{k}" for k in ("docs", "init", "steps", "seed")
+                     if getattr(args, k) is not None]
+            if clash:
+                raise CLIError(
+                    f"{', '.join(clash)} cannot be combined with SKETCH: the metagradient is "
+                    "taken for the sketch's own training run"
+                )
+            sk = _open_sketch(args.sketch, args.program)
+            tests = check_tests(sk, _test_inputs(args, _sketch_user_spec(sk)))
+            stored = sketch_metagradients(sk, tests, recompute=args.recompute, warn=_warn)
+            results = [stored[t.key] for t in tests]
+            docs = sk.docs()
+        else:
+            if args.recompute:
+                raise CLIError("--recompute applies to a SKETCH's stored metagradients")
+            args.seed = 0 if args.seed is None else args.seed
+            if not _is_user_program(args.program):
+                _test_inputs(args, None)
+                check_test_docs(args.doc)
+            spec, _, _ = _training_spec(args)
+            user_spec = spec if isinstance(spec, UserProgramSpec) else None
+            tests = [as_test_input(t) for t in _test_inputs(args, user_spec)]
+            program = build_program(spec)
+            if user_spec is not None:
+                for t in tests:
+                    check_arrays(program, t)
+            results = compute_metagradients(program, tests)
+            docs = list(spec.docs)
+    if args.out:
+        arr = np.stack([r.g for r in results]) if len(results) > 1 else results[0].g
+
+        def save() -> None:
+            with open(args.out, "wb") as f:
+                np.save(f, arr, allow_pickle=False)
+
+        _write("metagradient", args.out, save)
+    out = []
+    for r in results:
+        order = np.argsort(-np.abs(r.g), kind="stable")
+        if args.top:
+            order = order[: args.top]
+        out.append(
+            {
+                "doc": r.label,
+                "num_docs": len(docs),
+                "computed": r.computed,
+                "seconds": r.seconds,
+                "train_seconds": r.train_seconds,
+                "setup_seconds": r.setup_seconds,
+                "cost_training_runs": r.cost,
+                "stored": r.path,
+                "top": [{"index": int(i), "doc": docs[i], "g": float(r.g[i])} for i in order],
+                "metagradient": [float(v) for v in r.g],
+            }
+        )
+    if args.json:
+        _print_json(_one_or_list(out))
+        return 0
+    for r, o in zip(results, out, strict=True):
+        print(f"test document {r.label!r}: metagradient dF/dw over {len(docs)} training documents")
+        cost = f" = {r.cost:.1f} training runs" if r.cost is not None else ""
+        run = f"one training run {r.train_seconds:.3g} s" if r.train_seconds else ""
+        setup = (
+            f"; once: forward pass with trajectory, reverse program {r.setup_seconds:.2f} s"
+            if r.setup_seconds is not None
+            else ""
+        )
+        if r.computed:
+            print(f"  computed in {r.seconds:.3g} s{cost} ({run}{setup})")
+        else:
+            print(f"  read from {r.path} (computed earlier in {r.seconds:.3g} s{cost})")
+        if r.computed and r.path:
+            print(f"  stored in {r.path}")
+        print("  g_i ~ change of the test loss when document i is deleted, to first order")
+        print(f"  {'index':>6}  {'document':<16} {'g_i':>14}")
+        for row in o["top"]:
+            print(f"  {row['index']:>6}  {row['doc']:<16} {row['g']:>+14.6e}")
+    return 0
+
+
 # ---------------------------------------------------------------- stability
 def _configure_stability(p: argparse.ArgumentParser) -> None:
     p.add_argument("sketch", metavar="SKETCH", help="sketch directory made by compile")
     _add_docs(p, many=False)
+    _add_sketch_program(p)
     p.add_argument("--plot", metavar="FILE.png", help="draw the curves into a PNG picture")
     _add_json(p)
 
@@ -994,21 +1343,19 @@ def _plot_stability(path: str, doc: str, vals: Any, mean: Any) -> None:
 def cmd_stability(args: argparse.Namespace) -> int:
     with _user_errors():
         from runtime import estimate as est
-        from runtime.query import coefficients
-        from runtime.spec import check_test_docs
+        from runtime.query import check_tests, coefficients
 
-        check_test_docs([args.doc])
-        sk = _open_sketch(args.sketch)
-        coefs = coefficients(sk, [args.doc], warn=_warn)[args.doc]
+        sk = _open_sketch(args.sketch, args.program)
+        (test,) = check_tests(sk, _test_inputs(args, _sketch_user_spec(sk), many=False))
+        coefs = coefficients(sk, [test], warn=_warn)[test.key]
         vals, mean = est.stability(coefs, sk.num_docs)
+    label = test.label
     if args.plot:
-        _write(
-            "stability plot", args.plot, lambda: _plot_stability(args.plot, args.doc, vals, mean)
-        )
+        _write("stability plot", args.plot, lambda: _plot_stability(args.plot, label, vals, mean))
     if args.json:
         _print_json(
             {
-                "doc": args.doc,
+                "doc": label,
                 "num_docs": sk.num_docs,
                 "degrees": list(range(vals.shape[1])),
                 "mean": [float(v) for v in mean],
@@ -1017,7 +1364,7 @@ def cmd_stability(args: argparse.Namespace) -> int:
         )
         return 0
     k = vals.shape[1] - 1
-    print(f"test document {args.doc!r}: log2(sqrt(binom(N+r-1, r)) |c_r|), N = {sk.num_docs}")
+    print(f"test document {label!r}: log2(sqrt(binom(N+r-1, r)) |c_r|), N = {sk.num_docs}")
     print("  " + f"{'':>6}" + "".join(f"{'r=' + str(r):>9}" for r in range(k + 1)))
     print("  " + f"{'mean':>6}" + "".join(f"{v:>9.2f}" for v in mean))
     for j, row in enumerate(vals):

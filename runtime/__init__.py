@@ -2,7 +2,8 @@
 
 Modules (import them directly; this package imports nothing on its own):
 
-* ``spec``        TrainingSpec (documents, steps, init), reading inputs, the
+* ``spec``        TrainingSpec (documents, steps, init), UserProgramSpec
+                  (--program FILE.py:FN), test inputs, reading inputs, the
                   per-process cache of CompiledPrograms, circuit fingerprints.
 * ``directions``  reproducible complex Gaussian unit directions; --directions-file.
 * ``store``       the sketch directory: manifest.json + .npy arrays, atomic
@@ -15,5 +16,7 @@ Modules (import them directly; this package imports nothing on its own):
 * ``query``       coefficients of test documents (cached per document),
                   deletion sets, predictions.
 * ``retrain``     exact ground truth by compiled real training.
+* ``metagrad``    the exact first order g = dF/dw by reverse mode through
+                  training; stored beside a sketch for the hybrid estimator.
 * ``demo``        the README's end-to-end run.
 """

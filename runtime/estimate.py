@@ -26,6 +26,16 @@ i.e. when the error bar is larger than half the predicted effect and also
 larger than 1% of the undeleted output.  Small effects that are known to be
 small (tiny error) stay reliable; large deletion sets, whose u_j^r and hence
 T_r spread grows like |D|^(r/2), are flagged with their estimated error.
+
+Hybrid estimator (``exact1``): when the exact first-order term <g, w> is known
+(g = dF/dw at 0, ``runtime.metagrad``), it replaces the sketched mean of T_1:
+
+    prediction = c_0 + <g, w> + sum_{r=2..k} mean_j T_r,j
+
+and every error bar comes from orders >= 2 only: the total's standard error is
+std_j(sum_{r>=2} T_r,j) / sqrt(M) (zero for k = 1), the first term's is 0, the
+median-of-means is c_0 + <g, w> + median over groups of the r >= 2 sums, and
+the reliability rule above is applied unchanged to these numbers.
 """
 
 from __future__ import annotations
@@ -134,9 +144,18 @@ def _std_err(x: np.ndarray) -> np.ndarray:
 
 
 def estimate_from_u(
-    coeffs: np.ndarray, u: np.ndarray, n: int, degree: int | None = None, groups: int | None = None
+    coeffs: np.ndarray,
+    u: np.ndarray,
+    n: int,
+    degree: int | None = None,
+    groups: int | None = None,
+    exact1: np.ndarray | None = None,
 ) -> Estimate:
-    """The estimator for Q deletion vectors given u (M, Q) = conj(psi) @ w for each."""
+    """The estimator for Q deletion vectors given u (M, Q) = conj(psi) @ w for each.
+
+    `exact1` (Q,): the exact first-order terms <g, w>; gives the hybrid estimator
+    (module docstring), whose error bars come from orders >= 2 only.
+    """
     coeffs = np.asarray(coeffs)
     m, kp1 = coeffs.shape
     k = kp1 - 1 if degree is None else int(degree)
@@ -149,18 +168,30 @@ def estimate_from_u(
     if u.ndim == 1:
         u = u[:, None]
     c0 = float(np.mean(coeffs[:, 0].real))
+    q = u.shape[1]
     t = term_samples(coeffs, u, n, k)  # (k, M, Q)
-    total = t.sum(axis=0)  # (M, Q)
     means = t.mean(axis=1)  # (k, Q)
+    term_se = np.stack([_std_err(t[r]) for r in range(k)]) if k else np.zeros((0, q))
+    if exact1 is not None and k >= 1:
+        exact1 = np.broadcast_to(np.asarray(exact1, np.float64), (q,))
+        rest = t[1:].sum(axis=0)  # (M, Q): orders >= 2 (zeros for k = 1)
+        means[0] = exact1
+        term_se[0] = 0.0
+        se = _std_err(rest) if k >= 2 else np.zeros(q)
+        shift = exact1  # the exact part, added to every group's mean of `rest`
+        sampled = rest
+    else:
+        sampled = t.sum(axis=0)  # (M, Q)
+        se = _std_err(sampled) if k else np.zeros(q)
+        shift = np.zeros(q)
     prediction = c0 + means.sum(axis=0)
-    term_se = np.stack([_std_err(t[r]) for r in range(k)]) if k else np.zeros((0, u.shape[1]))
-    se = _std_err(total) if k else np.zeros(u.shape[1])
-    group_means = np.stack([total[idx].mean(axis=0) for idx in np.array_split(np.arange(m), g)])
-    mom = c0 + np.median(group_means, axis=0)
-    last = np.abs(means[-1]) if k >= 2 else np.zeros(u.shape[1])
+    group_means = np.stack([sampled[idx].mean(axis=0) for idx in np.array_split(np.arange(m), g)])
+    mom = c0 + shift + np.median(group_means, axis=0)
+    last = np.abs(means[-1]) if k >= 2 else np.zeros(q)
     se_or_zero = np.where(np.isnan(se), 0.0, se)
     error = np.sqrt(se_or_zero**2 + last**2)
-    if m < 2 and k >= 1:
+    sampled_orders = k >= 2 if exact1 is not None else k >= 1
+    if m < 2 and sampled_orders:
         error = np.full_like(error, np.inf)  # no spread to measure: never claim reliability
     bound = np.maximum(RELATIVE_TOLERANCE * np.abs(prediction - c0), ABSOLUTE_TOLERANCE * abs(c0))
     return Estimate(c0, prediction, means, term_se, se, mom, g, error, error <= bound)
@@ -172,8 +203,13 @@ def estimate(
     weights: np.ndarray,
     degree: int | None = None,
     groups: int | None = None,
+    first_order: np.ndarray | None = None,
 ) -> Estimate:
-    """Prediction for deletion weights (N,) or (Q, N) from coeffs (M, K+1) and psi (M, N)."""
+    """Prediction for deletion weights (N,) or (Q, N) from coeffs (M, K+1) and psi (M, N).
+
+    `first_order` (N,): the exact metagradient g; the first-order term is then
+    <g, w> exactly (the hybrid estimator, see the module docstring).
+    """
     psi = np.asarray(psi)
     w = np.asarray(weights, np.float64)
     if w.ndim == 1:
@@ -183,7 +219,13 @@ def estimate(
     # u = conj(psi) @ w for real w, as two real products (a complex-by-real matmul takes
     # numpy's slow path: ~200x slower at M = 16, N = 1000)
     u = (psi.real @ w.T) - 1j * (psi.imag @ w.T)  # (M, Q)
-    return estimate_from_u(coeffs, u, psi.shape[1], degree, groups)
+    exact1 = None
+    if first_order is not None:
+        g = np.asarray(first_order, np.float64)
+        if g.shape != (psi.shape[1],):
+            raise ValueError(f"metagradient has shape {g.shape}, expected ({psi.shape[1]},)")
+        exact1 = w @ g
+    return estimate_from_u(coeffs, u, psi.shape[1], degree, groups, exact1)
 
 
 def influence(
@@ -192,12 +234,29 @@ def influence(
     degree: int | None = None,
     groups: int | None = None,
     block: int = 4096,
+    first_order: np.ndarray | None = None,
 ) -> Estimate:
-    """Every single-document deletion at once: u = conj(psi) (M, N), in column blocks."""
+    """Every single-document deletion at once: u = conj(psi) (M, N), in column blocks.
+
+    `first_order` (N,): the exact metagradient g, so that document i's
+    first-order term is g_i exactly (hybrid; errors from orders >= 2 only).
+    """
     psi = np.asarray(psi)
     n = psi.shape[1]
+    g = None
+    if first_order is not None:
+        g = np.asarray(first_order, np.float64)
+        if g.shape != (n,):
+            raise ValueError(f"metagradient has shape {g.shape}, expected ({n},)")
     parts = [
-        estimate_from_u(coeffs, np.conj(psi[:, a : a + block]), n, degree, groups)
+        estimate_from_u(
+            coeffs,
+            np.conj(psi[:, a : a + block]),
+            n,
+            degree,
+            groups,
+            None if g is None else g[a : a + block],
+        )
         for a in range(0, n, block)
     ]
     first = parts[0]

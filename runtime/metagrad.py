@@ -6,11 +6,28 @@ through the transposed step circuit (``grad.reverse_step``), and each step
 adds its weight cotangent to g[doc].  Memory: the forward trajectory is
 stored whole (T states of S floats; 100 MB for microgpt at T = 1000), not
 recomputed from checkpoints.  Both loops run in compiled code (degree 0).
+
+Stored beside a sketch (``sketch_metagradients``)::
+
+    SKETCH/metagrad/<sha256(key)>.npy   (N,) float64, g for one test input
+    SKETCH/metagrad/<sha256(key)>.json  its checksum, the test input, the sketch's id,
+                                        and the time it took
+
+written atomically, so each test input's g is computed once.  A stored g
+whose sidecar names another sketch (or whose bytes fail the checksum) is
+refused with a SketchError, never silently used or replaced; ``recompute``
+overwrites it.  Before storing anything, the training run rebuilt from the
+sketch's spec must reproduce the sketch's undeleted parameters.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -108,3 +125,177 @@ class Metagradient:
 def metagradient(program: Program, test, weights=None) -> np.ndarray:
     """dF/dw (N,) at the given weights (default 0) for the test loss F on `test`."""
     return Metagradient(program, weights)(test)
+
+
+# ---------------------------------------------------------------- stored beside a sketch
+METAGRAD_DIR = "metagrad"
+
+
+@dataclass
+class MetagradResult:
+    """g for one test input, and where it came from."""
+
+    label: str
+    key: str
+    g: np.ndarray  # (N,)
+    computed: bool  # False: read from the sketch's store
+    seconds: float  # the reverse pass that produced it (when it was computed)
+    train_seconds: float | None  # one plain training run, for the cost ratio
+    setup_seconds: float | None  # forward pass with trajectory and compiled reverse program
+    path: str | None = None  # where it is stored
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cost(self) -> float | None:
+        """The reverse pass's time as a multiple of one training run."""
+        if not self.train_seconds:
+            return None
+        return self.seconds / self.train_seconds
+
+
+def _paths(sketch, key: str) -> tuple[Path, Path]:
+    from runtime.spec import sha256_bytes
+
+    h = sha256_bytes(key.encode("utf-8"))[:40]
+    d = Path(sketch.path) / METAGRAD_DIR
+    return d / f"{h}.npy", d / f"{h}.json"
+
+
+def stored_metagradient(sketch, test) -> MetagradResult | None:
+    """The stored g of `test` (a text or TestInput), None if there is none.
+
+    SketchError when a stored one does not belong to this sketch and test
+    input, or fails its checksum.
+    """
+    from runtime.spec import as_test_input
+    from runtime.store import SketchError, load_verified
+
+    t = as_test_input(test)
+    npy, side = _paths(sketch, t.key)
+    if not side.exists() and not npy.exists():
+        return None
+    label = f"stored metagradient {str(npy)!r} for {t.label!r}"
+    fix = f"delete {str(npy.parent)!r} or recompute it (`circuitsketch metagrad ... --recompute`)"
+    try:
+        entry = json.loads(side.read_text(encoding="utf-8"))
+        if not isinstance(entry, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as e:
+        raise SketchError(f"{label}: its sidecar {side.name} is missing or unreadable "
+                          f"({e}): {fix}") from None
+    if entry.get("doc") != t.key:
+        raise SketchError(f"{label} was computed for another test input: {fix}")
+    if entry.get("sketch") != sketch.sketch_id:
+        raise SketchError(
+            f"{label} was computed for another sketch (or this sketch changed since): {fix}"
+        )
+    try:
+        g = load_verified(npy, entry, label)
+    except (SketchError, KeyError, TypeError) as e:
+        msg = str(e).replace("the manifest says", "its sidecar says")
+        raise SketchError(f"{msg}: {fix}") from None
+    if g.shape != (sketch.num_docs,) or g.dtype != np.float64:
+        raise SketchError(
+            f"{label} holds {g.dtype} {g.shape}, expected float64 ({sketch.num_docs},): {fix}"
+        )
+    return MetagradResult(
+        t.label,
+        t.key,
+        g,
+        computed=False,
+        seconds=float(entry.get("seconds", float("nan"))),
+        train_seconds=entry.get("train_seconds"),
+        setup_seconds=entry.get("setup_seconds"),
+        path=str(npy),
+        info=entry,
+    )
+
+
+def compute_metagradients(
+    program: Program, tests: Sequence[Any], reference_params: np.ndarray | None = None
+) -> list[MetagradResult]:
+    """g for each test input (texts or TestInputs) of one training program, timed.
+
+    With `reference_params`, the forward run must reproduce them (the sketch's
+    undeleted parameters): ValueError otherwise.
+    """
+    from compiler.compiled import params_of
+    from runtime.spec import as_test_input
+
+    items = [as_test_input(t) for t in tests]
+    t0 = time.perf_counter()
+    mg = Metagradient(program)
+    # load (or JIT-compile) the reverse run's compiled loop with one step, so that the
+    # per-input time below is the reverse pass itself
+    mg.reverse.train(mg.weights, state=np.zeros(mg.reverse.state_size), stop=1)
+    setup = time.perf_counter() - t0
+    if reference_params is not None:
+        p0, _ = params_of(mg.forward, mg.traj[-1])
+        ref = np.asarray(reference_params)
+        diff = float(np.max(np.abs(p0 - ref))) if p0.shape == ref.shape else np.inf
+        if not diff <= 1e-9 * max(float(np.max(np.abs(ref))), 1e-300):
+            raise ValueError(
+                "the training run rebuilt from the sketch does not reproduce its undeleted "
+                f"parameters (max difference {diff:.3g}): the program or its inputs changed"
+            )
+    t1 = time.perf_counter()
+    mg.forward.train()  # one plain training run: the unit of the cost
+    train_seconds = time.perf_counter() - t1
+    out = []
+    for t in items:
+        t2 = time.perf_counter()
+        g = mg(t.value)
+        out.append(
+            MetagradResult(t.label, t.key, g, True, time.perf_counter() - t2, train_seconds, setup)
+        )
+    return out
+
+
+def sketch_metagradients(
+    sketch,
+    tests: Sequence[Any],
+    compute: bool = True,
+    recompute: bool = False,
+    warn: Callable[[str], None] | None = None,
+) -> dict[str, MetagradResult | None]:
+    """key -> g of each test input for the sketch's training run, computed once and stored.
+
+    A stored g is read (and checked); the others are computed when `compute`
+    (else None) and written to ``SKETCH/metagrad``.  `recompute` ignores and
+    overwrites what is stored.
+    """
+    from runtime.query import check_tests, sketch_spec
+    from runtime.spec import build_program
+    from runtime.store import atomic_save, atomic_write_json
+
+    warn = warn or (lambda msg: None)
+    items = {t.key: t for t in check_tests(sketch, tests)}
+    out: dict[str, MetagradResult | None] = {}
+    for k, t in items.items():
+        out[k] = None if recompute else stored_metagradient(sketch, t)
+    todo = [t for k, t in items.items() if out[k] is None]
+    if not todo or not compute:
+        return out
+    spec = sketch_spec(sketch, full=True)
+    program = build_program(spec)
+    for r in compute_metagradients(program, todo, reference_params=sketch.params0()):
+        npy, side = _paths(sketch, r.key)
+        try:
+            npy.parent.mkdir(exist_ok=True)
+            entry = atomic_save(npy, r.g)
+            r.info = {
+                **entry,
+                "doc": r.key,
+                "label": r.label,
+                "sketch": sketch.sketch_id,
+                "spec": spec.key,
+                "seconds": r.seconds,
+                "train_seconds": r.train_seconds,
+                "setup_seconds": r.setup_seconds,
+            }
+            atomic_write_json(side, r.info)
+            r.path = str(npy)
+        except OSError as e:  # a read-only sketch: still answer, just without storing
+            warn(f"cannot store the metagradient in {str(npy.parent)!r}: {e.strerror or e}")
+        out[r.key] = r
+    return out

@@ -24,7 +24,9 @@ from runtime import parallel
 from runtime.directions import gaussian_directions, load_directions_file
 from runtime.spec import (
     PROGRAM,
+    USER_PROGRAM,
     TrainingSpec,
+    UserProgramSpec,
     compiled,
     fingerprints,
     hyperparameters,
@@ -41,7 +43,7 @@ DEFAULT_CHUNK_SIZE = 8
 class ChunkJob:
     """One unit of work: chunk `index` = directions [start, start + len(rows))."""
 
-    spec: TrainingSpec
+    spec: TrainingSpec | UserProgramSpec
     degree: int
     index: int
     start: int
@@ -79,7 +81,7 @@ class CompileReport:
 
 def precompute(
     out: str | Path,
-    spec: TrainingSpec,
+    spec: TrainingSpec | UserProgramSpec,
     degree: int,
     num_directions: int | None = None,
     seed: int = 0,
@@ -148,9 +150,23 @@ def precompute(
         "directions": dir_config,
         "fingerprints": fingerprints(cp),
     }
+    if isinstance(spec, UserProgramSpec):
+        # a user's program: its file (by content) and function; its documents and initial
+        # state by the hash of every array the program holds
+        data_sha = spec.data_sha256()
+        config.update(
+            program=USER_PROGRAM,
+            program_sha256=spec.sha256,
+            function=spec.function,
+            docs_sha256=data_sha,
+            init={"sha256": data_sha},
+        )
+        info = {"program_file": spec.file, **(info or {})}
     with SketchWriter(out, config, info=info, warn=warn) as w:
         w.ensure("directions.npy", psi)
         w.ensure("docs.npy", np.array(spec.docs, dtype=str))
+        if isinstance(spec, TrainingSpec) and spec.init is not None:
+            w.ensure("init.npy", spec.init)  # lets `metagrad SKETCH` rebuild the training run
         done = w.done_chunks()
         total = num_chunks(m, chunk_size)
         jobs = []

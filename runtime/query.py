@@ -9,6 +9,12 @@ reads only the cache and the directions.
 
 ``deletion_weights`` turns --delete-indices / --delete-file / --delete-contains
 and --weight into the weight vector w in [0, 1]^N of the spec.
+
+Test inputs are microgpt texts (plain strings) or, for a user program's sketch
+(``compile --program FILE.py:FN``), ``runtime.spec.TestInput`` values holding
+a dict of arrays; results are keyed by the input's ``key`` (a text's key is
+the text itself).  ``sketch_spec`` rebuilds the training run a sketch was made
+from (loading a user program's file, refused if its content changed).
 """
 
 from __future__ import annotations
@@ -17,11 +23,24 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from runtime import estimate as est
-from runtime.spec import TrainingSpec, check_test_docs, compiled, fingerprints, sha256_bytes
+from runtime.spec import (
+    USER_PROGRAM,
+    TestInput,
+    TrainingSpec,
+    UserProgramSpec,
+    as_test_input,
+    check_test_docs,
+    compiled,
+    fingerprints,
+    load_init,
+    sha256_bytes,
+    sha256_file,
+)
 from runtime.store import (
     Sketch,
     SketchError,
@@ -33,23 +52,138 @@ from runtime.store import (
 
 __all__ = [
     "CACHE_DIR",
+    "check_tests",
     "coefficients",
     "deletion_weights",
+    "is_user_sketch",
     "parse_indices",
     "predict",
     "sketch_program",
+    "sketch_spec",
 ]
 
 CACHE_DIR = "cache"
 OUTPUT_BATCH = 64  # directions evaluated per call of the output circuit (bounds memory)
 
 
+def is_user_sketch(sketch: Sketch) -> bool:
+    return sketch.config.get("program") == USER_PROGRAM
+
+
+def sketch_spec(sketch: Sketch, full: bool = False) -> TrainingSpec | UserProgramSpec:
+    """The training run a sketch was made from.
+
+    A user program is loaded from ``sketch.program_file`` (set from --program)
+    or the file recorded at compile time; a changed file, another function or
+    a program that now builds other data is refused.  For microgpt, `full`
+    asks for the exact initial parameters (needed to retrain, e.g. for the
+    metagradient); without it only the circuits matter (coefficients).
+    """
+    cfg = sketch.config
+    where = f"sketch {str(sketch.path)!r}"
+    if is_user_sketch(sketch):
+        path = sketch.program_file or sketch.manifest.get("info", {}).get("program_file")
+        if not path:
+            raise SketchError(f"{where} records no program file: give it with --program FILE:FN")
+        if sketch.program_file is None and not Path(path).is_file():
+            raise SketchError(
+                f"{where}: its program file {path!r} does not exist any more: give its new "
+                "place with --program FILE.py:FN"
+            )
+        cached = getattr(sketch, "_user_spec", None)
+        if cached is not None and cached[0] == path:
+            return cached[1]  # loaded and checked once per opened sketch
+        spec = UserProgramSpec.load(path, cfg["function"], expect_sha256=cfg["program_sha256"])
+        if spec.data_sha256() != cfg["docs_sha256"]:
+            raise SketchError(
+                f"{where}: program {spec.ref} now builds other documents or initial parameters "
+                "than when the sketch was made (is its data generated without a fixed seed?)"
+            )
+        if spec.num_docs != sketch.num_docs or spec.steps != sketch.steps:
+            raise SketchError(f"{where}: program {spec.ref} builds another training run")
+        sketch._user_spec = (path, spec)
+        return spec
+    docs, init = tuple(sketch.docs()), cfg.get("init", {})
+    if "seed" in init:
+        return TrainingSpec(docs, sketch.steps, seed=int(init["seed"]))
+    if "init.npy" in sketch.manifest["files"]:
+        return TrainingSpec(docs, sketch.steps, init=sketch.load("init.npy"))
+    init_file = sketch.manifest.get("info", {}).get("init_file")
+    if init_file and Path(init_file).is_file() and sha256_file(init_file) == init.get("sha256"):
+        return TrainingSpec(docs, sketch.steps, init=load_init(init_file)[0])
+    if full:
+        raise SketchError(
+            f"{where} was compiled with an --init file that is no longer at "
+            f"{init_file!r} (or has changed): cannot rebuild its training run"
+        )
+    return TrainingSpec(docs, sketch.steps, seed=sketch.seed)  # the same circuits
+
+
 def sketch_program(sketch: Sketch):
     """The compiled degree-K program of a sketch, checked against the manifest's fingerprints."""
-    spec = TrainingSpec(tuple(sketch.docs()), sketch.steps, seed=sketch.seed)
+    if is_user_sketch(sketch):
+        spec: TrainingSpec | UserProgramSpec = sketch_spec(sketch)
+    else:  # only the circuits matter here: no need for the init file
+        spec = TrainingSpec(tuple(sketch.docs()), sketch.steps, seed=sketch.seed)
     cp = compiled(spec, sketch.degree)
     sketch.check_compiled(fingerprints(cp))
     return cp
+
+
+def check_tests(sketch: Sketch, tests: Sequence[str | TestInput]) -> list[TestInput]:
+    """The test inputs as TestInputs, checked against the sketch's program (ValueError)."""
+    if not tests:
+        raise ValueError(
+            "give a test input with --test-npz FILE.npz or --test-index I"
+            if is_user_sketch(sketch)
+            else "give at least one test document with --doc"
+        )
+    items = [as_test_input(t) for t in tests]
+    if not is_user_sketch(sketch):
+        if any(not isinstance(t.value, str) for t in items):
+            raise ValueError(
+                "this sketch's program is microgpt: its test inputs are texts (--doc), "
+                "not arrays"
+            )
+        check_test_docs([t.value for t in items])
+        return items
+    if any(not isinstance(t.value, dict) for t in items):
+        raise ValueError(
+            "this sketch's program is a user program: give its test inputs with "
+            "--test-npz FILE.npz or --test-index I (--doc takes microgpt text)"
+        )
+    program = sketch_spec(sketch).program()
+    for t in items:
+        check_arrays(program, t)
+    return items
+
+
+def _describe_signature(key: Any) -> str | None:
+    """'label () int, x (4,) float' for a training_program signature key, else None."""
+    try:
+        return ", ".join(f"{n} {tuple(shape)} {dtype}" for n, shape, dtype in key)
+    except (TypeError, ValueError):
+        return None
+
+
+def check_arrays(program, t: TestInput) -> None:
+    """ValueError (naming the input) unless `program` can evaluate test input `t`."""
+    try:
+        program.encode_test(t.value)
+    except Exception as e:  # the program's own check: names, shapes and dtypes
+        from circuitsketch.program import _signature
+
+        want = [_describe_signature(k) for k in sorted(program.output_circuits, key=repr)]
+        try:
+            got = _describe_signature(_signature(t.value))
+        except Exception:
+            got = None
+        if got is None or any(w is None for w in want):
+            raise ValueError(f"test input {t.label}: {e}") from None
+        raise ValueError(
+            f"test input {t.label} has arrays {got}, which match no training document's "
+            f"names, shapes and dtypes ({' | '.join(want)})"
+        ) from None
 
 
 def _cache_paths(sketch: Sketch, doc: str) -> tuple[Path, Path]:
@@ -88,20 +222,23 @@ def _write_cache(sketch: Sketch, doc: str, arr: np.ndarray, warn: Callable[[str]
 
 def coefficients(
     sketch: Sketch,
-    docs: Sequence[str],
+    docs: Sequence[str | TestInput],
     use_cache: bool = True,
     warn: Callable[[str], None] | None = None,
 ) -> dict[str, np.ndarray]:
-    """doc -> (M, K+1) complex128 coefficients c_0..c_K of its test loss, per direction."""
+    """key -> (M, K+1) complex128 coefficients c_0..c_K of its test loss, per direction.
+
+    The key of a text is the text; of a TestInput, its ``key``.
+    """
     warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
-    check_test_docs(docs)
+    tests = {t.key: t for t in check_tests(sketch, docs)}
     out: dict[str, np.ndarray] = {}
-    for d in docs:
-        if d not in out and use_cache:
+    for d in tests:
+        if use_cache:
             hit = _read_cache(sketch, d, warn)
             if hit is not None:
                 out[d] = hit
-    todo = list(dict.fromkeys(d for d in docs if d not in out))
+    todo = [d for d in tests if d not in out]
     if not todo:
         return out
     from compiler.compiled import output_from_params
@@ -121,7 +258,9 @@ def coefficients(
         for s in range(0, b - a, OUTPUT_BATCH):
             part = np.ascontiguousarray(phi[s : s + OUTPUT_BATCH])
             for d in todo:
-                res[d][a + s : a + s + part.shape[0]] = output_from_params(cp, p0, part, d)
+                res[d][a + s : a + s + part.shape[0]] = output_from_params(
+                    cp, p0, part, tests[d].value
+                )
         sketch._arrays.pop(chunk_name(c), None)  # keep memory flat for big sketches
     for d in todo:
         out[d] = res[d]
@@ -163,12 +302,14 @@ def deletion_weights(
     file: str | Path | None = None,
     contains: str | None = None,
     weight: float = 1.0,
+    text_docs: bool = True,
 ) -> tuple[np.ndarray, list[int], str]:
     """(w (N,), selected indices, a description) for exactly one selection option.
 
     --delete-file holds either indices (every non-blank line an integer or a
     range) or document texts (every training document equal to a line is
-    selected; a line matching none is an error).
+    selected; a line matching none is an error).  Without `text_docs` (a user
+    program's documents are arrays) only indices are accepted.
     """
     n = len(docs)
     given = [x is not None for x in (indices, file, contains)]
@@ -176,6 +317,11 @@ def deletion_weights(
         raise ValueError(
             "choose the documents to delete with exactly one of --delete-indices, "
             "--delete-file or --delete-contains"
+        )
+    if not text_docs and contains is not None:
+        raise ValueError(
+            "--delete-contains selects text documents, but this program's documents are "
+            "arrays: choose them by index with --delete-indices or --delete-file"
         )
     if not (0.0 <= weight <= 1.0) or not np.isfinite(weight):
         raise ValueError(f"--weight must be in [0, 1] (1 = delete), got {weight}")
@@ -192,6 +338,12 @@ def deletion_weights(
             raise ValueError(f"--delete-file {str(p)!r} lists no documents")
         if all(ln.replace("-", "").isdigit() for ln in lines):
             sel = parse_indices(",".join(lines), n, f"--delete-file {str(p)!r}")
+        elif not text_docs:
+            bad = next(ln for ln in lines if not ln.replace("-", "").isdigit())
+            raise ValueError(
+                f"--delete-file {str(p)!r}: {bad!r} is not an index or a range like 10-12 "
+                "(this program's documents are arrays: list their indices)"
+            )
         else:
             where: dict[str, list[int]] = {}
             for i, d in enumerate(docs):
@@ -220,19 +372,32 @@ def deletion_weights(
 
 def predict(
     sketch: Sketch,
-    docs: Sequence[str],
+    docs: Sequence[str | TestInput],
     weights: np.ndarray,
     degree: int | None = None,
     groups: int | None = None,
     warn: Callable[[str], None] | None = None,
+    first_order: dict[str, np.ndarray | None] | None = None,
 ) -> list[dict]:
-    """One result dict per test doc: prediction, c0, terms, stderr, median_of_means, ..."""
+    """One result dict per test doc: prediction, c0, terms, stderr, median_of_means, ...
+
+    `first_order` maps a test input's key to its exact metagradient g (N,):
+    those inputs get the hybrid estimator (exact <g, w>, errors from orders
+    >= 2).  Each result says which ("estimator": "hybrid" | "sketch") and,
+    for hybrid, holds "first_order_exact" = <g, w>.
+    """
     if degree is not None and not 1 <= degree <= sketch.degree:
         raise ValueError(f"--degree must be between 1 and the sketch's degree {sketch.degree}")
-    coefs = coefficients(sketch, docs, warn=warn)
+    tests = check_tests(sketch, docs)
+    coefs = coefficients(sketch, tests, warn=warn)
     psi = sketch.directions()
+    w = np.asarray(weights, np.float64)
     out = []
-    for d in docs:
-        e = est.estimate(coefs[d], psi, weights, degree, groups)
-        out.append({"doc": d, **e.one(0)})
+    for t in tests:
+        g = (first_order or {}).get(t.key)
+        e = est.estimate(coefs[t.key], psi, w, degree, groups, first_order=g)
+        r = {"doc": t.label, **e.one(0), "estimator": "sketch" if g is None else "hybrid"}
+        # <g, w> as the estimator used it (None: the first order is sketched)
+        r["first_order_exact"] = None if g is None else r["terms"][0]
+        out.append(r)
     return out

@@ -9,8 +9,10 @@ builds the ``CompiledProgram`` of a (spec, degree) pair once and keeps it
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,19 +23,30 @@ import numpy as np
 
 __all__ = [
     "PROGRAM",
+    "USER_PROGRAM",
+    "ProgramError",
+    "TestInput",
     "TrainingSpec",
+    "UserProgramSpec",
+    "arrays_key",
+    "as_test_input",
     "build_program",
     "check_test_docs",
     "compiled",
+    "doc_labels",
     "fingerprints",
     "hyperparameters",
     "load_init",
+    "load_user_program",
+    "parse_program_ref",
+    "program_data_sha256",
     "read_training_docs",
     "sha256_bytes",
     "sha256_file",
 ]
 
 PROGRAM = "microgpt"
+USER_PROGRAM = "user"
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -153,7 +166,9 @@ class TrainingSpec:
         return out
 
 
-def build_program(spec: TrainingSpec):
+def build_program(spec: TrainingSpec | UserProgramSpec):
+    if isinstance(spec, UserProgramSpec):
+        return spec.program()
     from circuitsketch.models import microgpt
 
     return microgpt.build(
@@ -165,7 +180,7 @@ _COMPILED: dict[tuple[str, int], Any] = {}
 _LOCK = threading.Lock()
 
 
-def compiled(spec: TrainingSpec, degree: int):
+def compiled(spec: TrainingSpec | UserProgramSpec, degree: int):
     """The CompiledProgram of (spec, degree), built once per process and reused."""
     key = (spec.key, int(degree))
     with _LOCK:
@@ -197,6 +212,18 @@ def hyperparameters(program) -> dict[str, Any]:
     from circuitsketch.models import microgpt
 
     opt = program.optimizer
+    if program.name != PROGRAM:  # a user program: its parameters and optimizer
+        return {
+            "name": program.name,
+            "params": {p: list(np.shape(program.init_state[p])) for p in program.params},
+            "optimizer": {
+                "name": type(opt).__name__,
+                **(asdict(opt) if is_dataclass(opt) else {}),
+            },
+            "num_params": int(
+                sum(np.prod(np.shape(program.init_state[p])) for p in program.params)
+            ),
+        }
     return {
         "n_layer": 1,
         "n_embd": microgpt.N_EMBD,
@@ -210,3 +237,267 @@ def hyperparameters(program) -> dict[str, Any]:
         "optimizer": {"name": type(opt).__name__, **(asdict(opt) if is_dataclass(opt) else {})},
         "num_params": int(sum(np.prod(np.shape(program.init_state[p])) for p in program.params)),
     }
+
+
+# ---------------------------------------------------------------- user programs
+class ProgramError(ValueError):
+    """A user program that cannot be loaded, built or traced (one-line message)."""
+
+
+def parse_program_ref(ref: str) -> tuple[str, str]:
+    """'path/to/file.py:build' -> (path, 'build'); ProgramError when malformed."""
+    target, sep, fn = ref.rpartition(":")
+    if not sep or not target or not fn:
+        raise ProgramError(f"--program {ref!r}: expected FILE.py:FUNCTION, e.g. myprog.py:build")
+    if not fn.isidentifier():
+        raise ProgramError(f"--program {ref!r}: {fn!r} is not a Python function name")
+    return target, fn
+
+
+def _user_line(exc: BaseException, path: str) -> str:
+    """' (at file:line)' of the innermost traceback frame in the user's file, if any."""
+    import traceback
+
+    if "(at " in str(exc):  # TracingError and friends already name the place
+        return ""
+    target = os.path.realpath(path)
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if os.path.realpath(f.filename) == target
+    ]
+    return f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+
+
+def load_user_program(path: str | Path, function: str, expect_sha256: str | None = None):
+    """Run FILE (exactly the bytes whose sha256 is returned) and call FUNCTION() -> Program.
+
+    Returns (program, sha256 of the file).  Any failure (missing file or
+    function, an exception while importing or building, a construct the
+    tracer refuses) is a ProgramError naming the file and, where known, the
+    line of the user's file.  With `expect_sha256`, a file whose content
+    changed is refused.
+    """
+    import importlib.util
+    import sys
+
+    from circuitsketch.program import Program
+
+    ref = f"{path}:{function}"
+    p = Path(path)
+    if not p.is_file():
+        raise ProgramError(f"program file {str(p)!r} does not exist")
+    try:
+        source = p.read_bytes()
+    except OSError as e:
+        raise ProgramError(f"cannot read program file {str(p)!r}: {e.strerror or e}") from None
+    sha = sha256_bytes(source)
+    if expect_sha256 is not None and sha != expect_sha256:
+        raise ProgramError(
+            f"program file {str(p)!r} changed since the sketch was made (sha256 {sha[:12]}..., "
+            f"the sketch records {expect_sha256[:12]}...): restore it or recompile the sketch"
+        )
+    name = f"_circuitsketch_program_{sha[:16]}"
+    spec = importlib.util.spec_from_file_location(name, p)
+    if spec is None:
+        raise ProgramError(f"cannot load {str(p)!r} as a Python file")
+    module = importlib.util.module_from_spec(spec)
+    folder = str(p.resolve().parent)
+    sys.modules[name] = module  # dataclasses and pickling look their module up here
+    sys.path.insert(0, folder)  # the user's file may import its neighbours
+    try:
+        try:
+            code = compile(source, str(p), "exec")
+            exec(code, module.__dict__)
+        except SyntaxError as e:
+            raise ProgramError(
+                f"program file {str(p)!r} does not parse: {e.msg} (at {p}:{e.lineno})"
+            ) from None
+        except Exception as e:
+            raise ProgramError(
+                f"cannot import program file {str(p)!r}: {type(e).__name__}: {e}"
+                f"{_user_line(e, str(p))}"
+            ) from None
+        fn = getattr(module, function, None)
+        if not callable(fn):
+            raise ProgramError(f"program file {str(p)!r} has no function {function!r}")
+        try:
+            program = fn()
+        except Exception as e:
+            what = "tracing" if type(e).__name__ == "TracingError" else "building"
+            raise ProgramError(
+                f"{what} the program {ref} failed: {type(e).__name__}: {e}{_user_line(e, str(p))}"
+            ) from None
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(folder)
+    if not isinstance(program, Program):
+        raise ProgramError(
+            f"{ref} returned {type(program).__name__}, not a circuitsketch Program "
+            "(build it with circuitsketch.training_program)"
+        )
+    if program.name == PROGRAM:
+        program.name = f"user.{PROGRAM}"  # keep the name free for the shipped program
+    return program, sha
+
+
+def program_data_sha256(program) -> str:
+    """sha256 over a program's initial state, schedule and every step's data arrays."""
+    h = hashlib.sha256()
+
+    def arr(a: Any) -> None:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape};".encode())
+        h.update(a.tobytes())
+
+    h.update(f"{program.name};docs={program.num_docs};steps={program.num_steps};".encode())
+    for n in sorted(program.init_state):
+        h.update(f"state:{n};".encode())
+        arr(program.init_state[n])
+    for st in program.steps:
+        h.update(f"step:{st.doc};{st.key!r};".encode())
+        for k in sorted(st.data):
+            h.update(f"{k};".encode())
+            arr(st.data[k])
+    return h.hexdigest()
+
+
+def _fmt_array(a: np.ndarray) -> str:
+    a = np.asarray(a)
+    if a.ndim == 0:
+        return f"{a.item():.4g}" if a.dtype.kind == "f" else str(a.item())
+    if a.size <= 3:
+        vals = (f"{v:.3g}" if a.dtype.kind == "f" else str(v) for v in a.ravel().tolist())
+        return "[" + ",".join(vals) + "]"
+    return "x".join(map(str, a.shape)) + " array"
+
+
+def doc_labels(program) -> tuple[str, ...]:
+    """A short description of each training document's arrays (for tables and docs.npy)."""
+    first: dict[int, Any] = {}
+    for st in program.steps:
+        first.setdefault(st.doc, st.data)
+    out = []
+    for i in range(program.num_docs):
+        data = first.get(i)
+        if data is None:
+            out.append(f"#{i} (never trained on)")
+            continue
+        text = f"#{i} " + " ".join(f"{k}={_fmt_array(v)}" for k, v in sorted(data.items()))
+        out.append(text if len(text) <= 48 else text[:45] + "...")
+    return tuple(out)
+
+
+_USER_PROGRAMS: dict[tuple[str, str], Any] = {}
+
+
+@dataclass
+class UserProgramSpec:
+    """A training program defined by FUNCTION() in a user's Python FILE (--program FILE:FUNCTION).
+
+    Picklable (file, function and the file's sha256 only): each process loads
+    the program itself, refusing a file whose content changed.
+    """
+
+    file: str
+    function: str
+    sha256: str
+
+    @classmethod
+    def load(
+        cls, path: str | Path, function: str, expect_sha256: str | None = None
+    ) -> UserProgramSpec:
+        program, sha = load_user_program(path, function, expect_sha256)
+        spec = cls(str(Path(path).resolve()), function, sha)
+        _USER_PROGRAMS[(sha, function)] = program
+        return spec
+
+    def program(self):
+        prog = _USER_PROGRAMS.get((self.sha256, self.function))
+        if prog is None:
+            prog, _ = load_user_program(self.file, self.function, self.sha256)
+            _USER_PROGRAMS[(self.sha256, self.function)] = prog
+        return prog
+
+    # the interface precompute / retrain use (like TrainingSpec)
+    @property
+    def ref(self) -> str:
+        return f"{self.file}:{self.function}"
+
+    @property
+    def num_docs(self) -> int:
+        return int(self.program().num_docs)
+
+    @property
+    def steps(self) -> int:
+        return int(self.program().num_steps)
+
+    @property
+    def docs(self) -> tuple[str, ...]:
+        return doc_labels(self.program())
+
+    seed = 0
+    init = None
+
+    @property
+    def key(self) -> str:
+        return sha256_bytes(f"{USER_PROGRAM};{self.sha256};{self.function}".encode())
+
+    def data_sha256(self) -> str:
+        return program_data_sha256(self.program())
+
+    def training_doc(self, index: int) -> dict[str, np.ndarray]:
+        """The arrays of training document `index` (ValueError when there is none)."""
+        prog = self.program()
+        n = prog.num_docs
+        if not 0 <= index < n:
+            raise ValueError(
+                f"--test-index {index} is out of range: the program has {n} training documents "
+                f"(indices 0..{n - 1})"
+            )
+        for st in prog.steps:
+            if st.doc == index:
+                return {k: np.asarray(v) for k, v in st.data.items()}
+        raise ValueError(f"--test-index {index}: training document {index} is never trained on")
+
+
+# ---------------------------------------------------------------- test inputs
+@dataclass(frozen=True, eq=False)
+class TestInput:
+    """One test input: what is shown (`label`), its cache identity (`key`), the value itself.
+
+    For microgpt a test input is simply its text (label = key = value); the
+    runtime accepts plain strings there.  A user program's is a dict of arrays.
+    """
+
+    __test__ = False  # not a pytest test class
+
+    label: str
+    key: str
+    value: Any
+
+
+def arrays_key(arrays: dict[str, Any]) -> str:
+    """Content identity of a dict of arrays (floats as float64, integers as int64)."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.asarray(arrays[name])
+        kind = a.dtype.kind
+        a = a.astype(np.float64 if kind == "f" else np.int64 if kind in "iu" else a.dtype)
+        a = np.ascontiguousarray(a)
+        h.update(f"{name};{a.dtype.str};{a.shape};".encode())
+        h.update(a.tobytes())
+    return "arrays:" + h.hexdigest()
+
+
+def as_test_input(value: Any, label: str | None = None) -> TestInput:
+    """A TestInput from a microgpt text or a dict of arrays (a TestInput is returned as is)."""
+    if isinstance(value, TestInput):
+        return value
+    if isinstance(value, str):
+        return TestInput(value if label is None else label, value, value)
+    if isinstance(value, dict):
+        arrays = {str(k): np.asarray(v) for k, v in value.items()}
+        key = arrays_key(arrays)
+        return TestInput(label or key[:19], key, arrays)
+    raise TypeError(f"a test input is a text or a dict of arrays, got {type(value).__name__}")

@@ -9,7 +9,13 @@ Layout::
     SKETCH/losses.npy               (T,) float64, the undeleted per-step training losses
     SKETCH/chunks/phi_00000.npy     (B, K, P) complex128, orders 1..K of the parameters
                                     along directions [c * chunk_size, ...) of chunk c
+    SKETCH/init.npy                 (P,) float64, initial parameters (only with --init)
     SKETCH/cache/<sha256(doc)>.npy  per-test-document coefficients (runtime.query)
+    SKETCH/metagrad/<sha256(doc)>.npy  per-test-document exact dF/dw (runtime.metagrad)
+
+A user program's sketch (``compile --program FILE.py:FN``) records the file's
+sha256 and the function name in its configuration; ``docs.npy`` then holds a
+short description of each document's arrays.
 
 Arrays are written with ``allow_pickle=False`` and read with ``allow_pickle=False``;
 nothing is ever pickled.  Every write goes to a temporary file in the same
@@ -64,6 +70,8 @@ CHUNK_DIR = "chunks"
 # configuration keys whose mismatch gets a plain-words description
 _MISMATCH = {
     "program": "another training program",
+    "program_sha256": "another program file (its content changed)",
+    "function": "another program function",
     "docs_sha256": "another documents file",
     "num_docs": "another number of documents",
     "init": "another init",
@@ -201,6 +209,8 @@ class Sketch:
         self.manifest = manifest
         self.config: dict[str, Any] = manifest["config"]
         self._arrays: dict[str, np.ndarray] = {}
+        # a user program's file, if not at the path recorded at compile time (--program)
+        self.program_file: str | None = None
 
     @classmethod
     def open(cls, path: str | Path, require_complete: bool = True) -> Sketch:
