@@ -168,7 +168,7 @@ def output(program: Program, state: Mapping[str, np.ndarray], test: Any, degree:
     return interpret.evaluate_series(circuit, {**params, **inputs}, degree)[LOSS]
 
 
-def _signature(data: Mapping[str, Any]) -> tuple:
+def doc_signature(data: Mapping[str, Any]) -> tuple:
     """Which step circuit a document needs: the names, shapes and dtypes of its arrays."""
     from circuitsketch.ir import ir_dtype
 
@@ -210,7 +210,7 @@ def training_program(
     if num_steps < 1:
         raise ValueError(f"training_program: steps must be >= 1, got {num_steps}")
     shapes = {k: tuple(np.shape(v)) for k, v in params.items()}
-    keys = [_signature(d) for d in docs]
+    keys = [doc_signature(d) for d in docs]
     specs = {key: {k: Input(shape, dtype) for k, shape, dtype in key}
              for key in dict.fromkeys(keys)}
     step_circuits = {key: build_step_circuit(loss, shapes, spec, optimizer)
@@ -222,7 +222,7 @@ def training_program(
              for s in range(num_steps)]
 
     def encode_test(test: Mapping[str, Any]):
-        key = _signature(test)
+        key = doc_signature(test)
         if key not in output_circuits:
             raise ValueError(f"test input with arrays {[(k, s, d) for k, s, d in key]} matches "
                              "no training document's names, shapes and dtypes")

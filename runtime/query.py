@@ -171,11 +171,11 @@ def check_arrays(program, t: TestInput) -> None:
     try:
         program.encode_test(t.value)
     except Exception as e:  # the program's own check: names, shapes and dtypes
-        from circuitsketch.program import _signature
+        from circuitsketch.program import doc_signature
 
         want = [_describe_signature(k) for k in sorted(program.output_circuits, key=repr)]
         try:
-            got = _describe_signature(_signature(t.value))
+            got = _describe_signature(doc_signature(t.value))
         except Exception:
             got = None
         if got is None or any(w is None for w in want):
