@@ -16,15 +16,10 @@ import numpy as np
 
 from circuitsketch.program import Program
 from compiler.compiled import CompiledProgram, output_from_params, params_of
+from examples.paper_common import spearman
 from runtime.directions import gaussian_directions
 from runtime.estimate import influence, term_samples
 from runtime.metagrad import Metagradient
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Rank correlation (no ties expected in continuous data)."""
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def sketch_coefficients(

@@ -167,7 +167,10 @@ def estimate_from_u(
     u = np.asarray(u, np.complex128)
     if u.ndim == 1:
         u = u[:, None]
-    c0 = float(np.mean(coeffs[:, 0].real))
+    # c_0 is the undeleted run, the same number in every direction: take it as is
+    # (a mean over M equal floats can be off in the last digit)
+    first = coeffs[:, 0].real
+    c0 = float(first[0]) if np.all(first == first[0]) else float(np.mean(first))
     q = u.shape[1]
     t = term_samples(coeffs, u, n, k)  # (k, M, Q)
     means = t.mean(axis=1)  # (k, Q)
