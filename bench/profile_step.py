@@ -20,6 +20,15 @@ from numba import njit
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+def _repeat(fn):
+    @njit
+    def loop(n, *a):
+        for _ in range(n):
+            fn(*a)
+
+    return loop
+
+
 def main() -> None:
     from circuitsketch.models import microgpt as m
     from compiler import kernels as k
@@ -51,14 +60,7 @@ def main() -> None:
         args = [a.strip() for a in call[call.index("(") + 1 : -1].split(",")]
         vals = [env.get(a, r) for a in args]
         if name not in loops:
-            fn = getattr(k, name)
-
-            @njit
-            def loop(n, *a, fn=fn):
-                for _ in range(n):
-                    fn(*a)
-
-            loops[name] = loop
+            loops[name] = _repeat(getattr(k, name))
         loops[name](1, *vals)
         t = time.perf_counter()
         loops[name](200, *vals)
