@@ -1003,10 +1003,9 @@ def _configure_coefficients(p: argparse.ArgumentParser) -> None:
 )
 def cmd_coefficients(args: argparse.Namespace) -> int:
     with _user_errors():
-        from runtime.query import check_tests, coefficients
+        from runtime.query import coefficients
 
-        sk = _open_sketch(args.sketch, args.program)
-        tests = check_tests(sk, _test_inputs(args, _sketch_user_spec(sk)))
+        sk, tests = _sketch_and_tests(args)
         coefs = coefficients(sk, tests, warn=_warn)
     results = [
         {
@@ -1105,6 +1104,14 @@ def _configure_influence(p: argparse.ArgumentParser) -> None:
     _add_json(p)
 
 
+def _sketch_and_tests(args: argparse.Namespace, many: bool = True):
+    """The sketch named on the command line and its checked test inputs."""
+    from runtime.query import check_tests
+
+    sk = _open_sketch(args.sketch, args.program)
+    return sk, check_tests(sk, _test_inputs(args, _sketch_user_spec(sk), many=many))
+
+
 @command(
     "influence",
     "Predicted effect of deleting each single training document (all at once), sorted.",
@@ -1118,10 +1125,9 @@ def cmd_influence(args: argparse.Namespace) -> int:
     with _user_errors():
         from runtime import estimate as est
         from runtime.metagrad import sketch_metagradients
-        from runtime.query import check_tests, coefficients
+        from runtime.query import coefficients
 
-        sk = _open_sketch(args.sketch, args.program)
-        (test,) = check_tests(sk, _test_inputs(args, _sketch_user_spec(sk), many=False))
+        sk, (test,) = _sketch_and_tests(args, many=False)
         if args.degree is not None and args.degree > sk.degree:
             raise ValueError(f"--degree must be between 1 and the sketch's degree {sk.degree}")
         coefs = coefficients(sk, [test], warn=_warn)[test.key]
@@ -1220,7 +1226,7 @@ def cmd_metagrad(args: argparse.Namespace) -> int:
 
     with _user_errors():
         from runtime.metagrad import compute_metagradients, sketch_metagradients
-        from runtime.query import check_arrays, check_tests
+        from runtime.query import check_arrays
         from runtime.spec import UserProgramSpec, as_test_input, build_program, check_test_docs
 
         if args.sketch is not None:
@@ -1231,8 +1237,7 @@ def cmd_metagrad(args: argparse.Namespace) -> int:
                     f"{', '.join(clash)} cannot be combined with SKETCH: the metagradient is "
                     "taken for the sketch's own training run"
                 )
-            sk = _open_sketch(args.sketch, args.program)
-            tests = check_tests(sk, _test_inputs(args, _sketch_user_spec(sk)))
+            sk, tests = _sketch_and_tests(args)
             stored = sketch_metagradients(sk, tests, recompute=args.recompute, warn=_warn)
             results = [stored[t.key] for t in tests]
             docs = sk.docs()
@@ -1343,10 +1348,9 @@ def _plot_stability(path: str, doc: str, vals: Any, mean: Any) -> None:
 def cmd_stability(args: argparse.Namespace) -> int:
     with _user_errors():
         from runtime import estimate as est
-        from runtime.query import check_tests, coefficients
+        from runtime.query import coefficients
 
-        sk = _open_sketch(args.sketch, args.program)
-        (test,) = check_tests(sk, _test_inputs(args, _sketch_user_spec(sk), many=False))
+        sk, (test,) = _sketch_and_tests(args, many=False)
         coefs = coefficients(sk, [test], warn=_warn)[test.key]
         vals, mean = est.stability(coefs, sk.num_docs)
     label = test.label
