@@ -31,12 +31,12 @@ from tqdm import tqdm
 
 from examples.paper_common import (
     TEST_DOC,
-    figure_path,
     hybrid,
     make_setting,
     markdown_table,
     parse_args,
     pyplot,
+    save_figure,
     shared_sketch,
     spearman,
     write_result,
@@ -201,10 +201,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         ax.set_visible(False)
     axes[0].legend(fontsize=8)
     fig.suptitle(f'predicted vs true change of the loss of "{TEST_DOC}" (M = {M}, K = {K})')
-    fig.tight_layout()
-    fig_path = figure_path(args, "paper_accuracy")
-    fig.savefig(fig_path, dpi=120)
-    plt.close(fig)
+    fig_path = save_figure(fig, args, "paper_accuracy")
 
     result = {
         "setting": setting.describe(),

@@ -172,6 +172,15 @@ def figure_path(args, name: str) -> Path:
     return FIGURES / f"{name}.png"
 
 
+def save_figure(fig, args, name: str) -> Path:
+    """Lay out, write (see ``figure_path``) and close a figure; returns its path."""
+    fig.tight_layout()
+    path = figure_path(args, name)
+    fig.savefig(path, dpi=120)
+    pyplot().close(fig)
+    return path
+
+
 def pyplot():
     import matplotlib
 

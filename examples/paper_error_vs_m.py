@@ -20,11 +20,11 @@ import numpy as np
 from examples.paper_common import (
     TEST_DOC,
     exact_series,
-    figure_path,
     make_setting,
     markdown_table,
     parse_args,
     pyplot,
+    save_figure,
     shared_sketch,
     write_result,
 )
@@ -123,10 +123,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ax.set_ylabel("RMS error of the predicted loss")
     ax.set_title(f'deleting the x-names (|D| = {int(w.sum())}), test "{TEST_DOC}"')
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig_path = figure_path(args, "paper_error_vs_m")
-    fig.savefig(fig_path, dpi=120)
-    plt.close(fig)
+    fig_path = save_figure(fig, args, "paper_error_vs_m")
 
     result = {
         "setting": setting.describe(),

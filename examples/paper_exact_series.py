@@ -20,11 +20,11 @@ import numpy as np
 from examples.paper_common import (
     TEST_DOC,
     exact_series,
-    figure_path,
     make_setting,
     markdown_table,
     parse_args,
     pyplot,
+    save_figure,
     write_result,
 )
 
@@ -112,10 +112,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ax2.set_xlabel("degree k")
     ax2.set_title("truncation error against retraining")
     ax2.legend(fontsize=8)
-    fig.tight_layout()
-    fig_path = figure_path(args, "paper_exact_series")
-    fig.savefig(fig_path, dpi=120)
-    plt.close(fig)
+    fig_path = save_figure(fig, args, "paper_exact_series")
 
     result = {
         "setting": setting.describe(),

@@ -20,11 +20,11 @@ import numpy as np
 from examples.paper_common import (
     TEST_DOC,
     exact_series,
-    figure_path,
     make_setting,
     markdown_table,
     parse_args,
     pyplot,
+    save_figure,
     shared_sketch,
     write_result,
 )
@@ -108,10 +108,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ax.set_ylabel(f'test loss of "{TEST_DOC}"')
     ax.set_title(f"prediction from M = {M} random directions, |D| = {int(w.sum())}")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig_path = figure_path(args, "paper_series_curve")
-    fig.savefig(fig_path, dpi=120)
-    plt.close(fig)
+    fig_path = save_figure(fig, args, "paper_series_curve")
 
     result = {
         "setting": setting.describe(),

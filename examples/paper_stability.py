@@ -25,11 +25,11 @@ import numpy as np
 
 from examples.paper_common import (
     TEST_DOC,
-    figure_path,
     make_setting,
     markdown_table,
     parse_args,
     pyplot,
+    save_figure,
     sketch,
     write_result,
 )
@@ -108,10 +108,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         kind = "random training name" if t == test else "held-out test name"
         ax.set_title(f'"{t}" ({kind}), {vals.shape[0]} directions, K = {K}')
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig_path = figure_path(args, "paper_stability")
-    fig.savefig(fig_path, dpi=120)
-    plt.close(fig)
+    fig_path = save_figure(fig, args, "paper_stability")
 
     result = {
         "setting": setting.describe(),
