@@ -1052,6 +1052,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         from runtime.spec import UserProgramSpec, as_test_input, check_test_docs
 
         user = _is_user_program(args.program)
+        if user and args.seed:
+            raise CLIError("--seed sets microgpt's initial parameters; a --program defines its own")
         if not user:
             _test_inputs(args, None)  # the test documents' errors before the training files'
             check_test_docs(args.doc)
