@@ -67,7 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one subparser per registered command."""
     parser = _Parser(
         prog=PROG,
-        description="Compile training programs to arithmetic circuits and look at them.",
+        description=(
+            "Predict what a trained model would output if training documents were deleted, "
+            "from a Taylor-series sketch of its training (and inspect the circuits behind it)."
+        ),
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for cmd in COMMANDS.values():
