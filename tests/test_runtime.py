@@ -231,7 +231,9 @@ def _start_and_wait_for_a_chunk(cmd: list[str], out: Path) -> subprocess.Popen:
         start_new_session=True,  # its own process group: we can signal it and its workers
     )
     deadline = time.monotonic() + 180
-    while not (out / chunk_name(0)).exists() and not (out / chunk_name(1)).exists():
+    # wait until the manifest records a finished chunk (a chunk file alone may
+    # not be in the manifest yet when the signal lands)
+    while not _recorded(out):
         if proc.poll() is not None:
             raise AssertionError(f"compile ended early: {proc.communicate()}")
         if time.monotonic() > deadline:
@@ -239,6 +241,13 @@ def _start_and_wait_for_a_chunk(cmd: list[str], out: Path) -> subprocess.Popen:
             raise AssertionError("no chunk appeared within 180 s")
         time.sleep(0.01)
     return proc
+
+
+def _recorded(out: Path) -> bool:
+    try:
+        return _done(out) >= 1
+    except SketchError:  # the manifest is not written yet
+        return False
 
 
 def _done(out: Path) -> int:
