@@ -27,6 +27,29 @@ from tests.oracle.series import Series
 # Short names (3-5 letters) keep the oracle cheap; "christina" (10 positions) lands in
 # the 16 bucket, so both step circuits are used and padding is exercised in both buckets.
 DOCS = ("ava", "emma", "leo", "mia", "noah", "christina")
+# the runtime and CLI tests' larger training set; "isabella" has 9 positions (the 16 bucket)
+NAMES20 = (
+    "emma",
+    "olivia",
+    "ava",
+    "sophia",
+    "mia",
+    "amelia",
+    "isabella",
+    "evelyn",
+    "emily",
+    "mila",
+    "ella",
+    "avery",
+    "sofia",
+    "camila",
+    "aria",
+    "luna",
+    "grace",
+    "chloe",
+    "layla",
+    "riley",
+)
 HELD_OUT = "olivia"
 HELD_OUT_LONG = "jacqueline"  # 11 positions: evaluated in the 16 bucket
 T = 20

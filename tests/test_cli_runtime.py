@@ -21,42 +21,11 @@ from runtime.query import coefficients
 from runtime.retrain import retrain
 from runtime.spec import TrainingSpec
 from runtime.store import Sketch, chunk_name
+from tests.cli_helpers import run, run_json
+from tests.conftest import NAMES20
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [
-    "emma",
-    "olivia",
-    "ava",
-    "sophia",
-    "mia",
-    "amelia",
-    "isabella",
-    "evelyn",
-    "emily",
-    "mila",
-    "ella",
-    "avery",
-    "sofia",
-    "camila",
-    "aria",
-    "luna",
-    "grace",
-    "chloe",
-    "layla",
-    "riley",
-]
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def run_json(capsys, *argv: str):
-    rc, out, err = run(capsys, *argv, "--json")
-    assert rc == 0, err
-    return json.loads(out)
+DOCS = list(NAMES20)
 
 
 @pytest.fixture(scope="module")

@@ -27,29 +27,11 @@ from runtime.retrain import retrain
 from runtime.spec import TrainingSpec, build_program
 from runtime.store import Sketch
 from tests import conftest as ct
+from tests.cli_helpers import one_line_error, run, run_json
 
 K, M = 3, 16
 TEST = ct.HELD_OUT  # "olivia"
 OTHER = ct.HELD_OUT_LONG  # "jacqueline": the 16 bucket
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def run_json(capsys, *argv):
-    rc, out, err = run(capsys, *argv, "--json")
-    assert rc == 0, err
-    return json.loads(out)
-
-
-def one_line_error(capsys, *argv) -> str:
-    rc, out, err = run(capsys, *argv)
-    assert rc == 2, (rc, out, err)
-    assert err.startswith("error: ") and err.count("\n") == 1, err
-    return err
 
 
 def spec() -> TrainingSpec:
@@ -64,8 +46,9 @@ def files(tmp_path_factory) -> dict[str, Path]:
     return {"dir": d, "docs": docs}
 
 
-def compile_sketch(files, name: str, degree: int, m: int, seed: int = ct.INIT_SEED,
-                   capsys=None) -> Path:
+def compile_sketch(
+    files, name: str, degree: int, m: int, seed: int = ct.INIT_SEED, capsys=None
+) -> Path:
     out = files["dir"] / name
     argv = ["compile", "--docs", files["docs"], "--steps", ct.T, "--seed", seed]
     argv += ["--degree", degree, "--directions", m, "--workers", 1, "--out", out, "--no-progress"]
@@ -95,12 +78,16 @@ def weights(idx) -> np.ndarray:
 
 # ---------------------------------------------------------------- the estimator itself
 @pytest.mark.parametrize("idx", [(3,), (1, 4), (0, 2, 5)])
-def test_hybrid_prediction_is_exact_first_order_plus_sketched_higher_orders(
-    capsys, sketch, g, idx
-):
+def test_hybrid_prediction_is_exact_first_order_plus_sketched_higher_orders(capsys, sketch, g, idx):
     r = run_json(
-        capsys, "query", sketch, "--doc", TEST, "--hybrid",
-        "--delete-indices", ",".join(map(str, idx)),
+        capsys,
+        "query",
+        sketch,
+        "--doc",
+        TEST,
+        "--hybrid",
+        "--delete-indices",
+        ",".join(map(str, idx)),
     )
     sk = Sketch.open(sketch)
     coefs = coefficients(sk, [TEST])[TEST]
@@ -125,8 +112,14 @@ def test_hybrid_prediction_is_exact_first_order_plus_sketched_higher_orders(
     assert r["reliable"] == (r["estimated_error"] <= bound)
     # and the pure sketch still answers on request, from the same coefficients
     s = run_json(
-        capsys, "query", sketch, "--doc", TEST, "--no-hybrid",
-        "--delete-indices", ",".join(map(str, idx)),
+        capsys,
+        "query",
+        sketch,
+        "--doc",
+        TEST,
+        "--no-hybrid",
+        "--delete-indices",
+        ",".join(map(str, idx)),
     )
     assert s["estimator"] == "sketch" and s["first_order_exact"] is None
     assert s["prediction"] == pytest.approx(c0 + t.mean(axis=1).sum(), rel=1e-12)
@@ -171,8 +164,14 @@ def test_degree_one_hybrid_is_exactly_the_first_order_taylor_term(capsys, files,
     sk1 = compile_sketch(files, "sketch_k1", 1, 8, capsys=capsys)
     for idx in [(0,), (3,), (1, 2, 5)]:
         r = run_json(
-            capsys, "query", sk1, "--doc", TEST, "--hybrid",
-            "--delete-indices", ",".join(map(str, idx)),
+            capsys,
+            "query",
+            sk1,
+            "--doc",
+            TEST,
+            "--hybrid",
+            "--delete-indices",
+            ",".join(map(str, idx)),
         )
         assert r["estimator"] == "hybrid" and len(r["terms"]) == 1
         assert r["prediction"] == r["c0"] + r["first_order_exact"]  # exactly
@@ -206,16 +205,40 @@ def test_influence_with_exact_first_order(capsys, sketch, g):
 def test_metagrad_from_a_documents_file(capsys, files, g, tmp_path):
     out = tmp_path / "g.npy"
     r = run_json(
-        capsys, "metagrad", "--docs", files["docs"], "--steps", ct.T, "--seed", ct.INIT_SEED,
-        "--doc", TEST, "--doc", OTHER, "--out", out,
+        capsys,
+        "metagrad",
+        "--docs",
+        files["docs"],
+        "--steps",
+        ct.T,
+        "--seed",
+        ct.INIT_SEED,
+        "--doc",
+        TEST,
+        "--doc",
+        OTHER,
+        "--out",
+        out,
     )
     assert [x["doc"] for x in r] == [TEST, OTHER] and r[0]["stored"] is None
     both = np.load(out)
     assert both.shape == (2, len(ct.DOCS))
     np.testing.assert_allclose(both[0], g[TEST], rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(both[1], g[OTHER], rtol=1e-12, atol=1e-15)
-    rc, text, _ = run(capsys, "metagrad", "--docs", files["docs"], "--steps", ct.T, "--seed",
-                      ct.INIT_SEED, "--doc", TEST, "--top", "3")
+    rc, text, _ = run(
+        capsys,
+        "metagrad",
+        "--docs",
+        files["docs"],
+        "--steps",
+        ct.T,
+        "--seed",
+        ct.INIT_SEED,
+        "--doc",
+        TEST,
+        "--top",
+        "3",
+    )
     assert rc == 0 and "training runs" in text and len(text.splitlines()) == 4 + 3
 
 
@@ -225,10 +248,7 @@ def test_metagrad_from_a_documents_file(capsys, files, g, tmp_path):
 # setting a deletion removes a sixth of the data and the degree-3 truncation error,
 # the same for both estimators, dominates).  Over 16 direction seeds, hybrid's mean
 # error was at most 0.85x the sketch's for every seed; this is one of them.
-NAMES20 = (
-    "emma", "olivia", "ava", "sophia", "mia", "amelia", "isabella", "evelyn", "emily", "mila",
-    "ella", "avery", "sofia", "camila", "aria", "luna", "grace", "chloe", "layla", "riley",
-)  # the names of tests/test_runtime.py; "isabella" uses the 16 bucket, as in conftest
+NAMES20 = ct.NAMES20
 
 
 def test_hybrid_is_closer_to_retraining_than_the_sketch(tmp_path):
@@ -255,8 +275,9 @@ def test_hybrid_is_closer_to_retraining_than_the_sketch(tmp_path):
 
 # ---------------------------------------------------------------- bad input
 def test_unknown_character_in_a_test_document(capsys, sketch):
-    err = one_line_error(capsys, "query", sketch, "--doc", "ol1via", "--hybrid",
-                         "--delete-indices", "0")
+    err = one_line_error(
+        capsys, "query", sketch, "--doc", "ol1via", "--hybrid", "--delete-indices", "0"
+    )
     assert "'1'" in err
     err = one_line_error(capsys, "metagrad", sketch, "--doc", "m@x")
     assert "'@'" in err
@@ -276,8 +297,12 @@ def test_mismatched_or_corrupt_stored_metagradient_is_refused(capsys, files, ske
         err = one_line_error(capsys, *argv)
         assert "another sketch" in err and "--recompute" in err
     # --no-hybrid does not read it; --recompute replaces it, then it is used
-    assert run_json(capsys, "query", other, "--doc", TEST, "--delete-indices", "1",
-                    "--no-hybrid")["estimator"] == "sketch"
+    assert (
+        run_json(capsys, "query", other, "--doc", TEST, "--delete-indices", "1", "--no-hybrid")[
+            "estimator"
+        ]
+        == "sketch"
+    )
     assert run_json(capsys, "metagrad", other, "--doc", TEST, "--recompute")["computed"]
     q = run_json(capsys, "query", other, "--doc", TEST, "--delete-indices", "1")
     assert q["estimator"] == "hybrid"
@@ -299,7 +324,6 @@ def test_option_errors(capsys, files, sketch):
     assert "cannot be combined with SKETCH" in err
     err = one_line_error(capsys, "metagrad", "--doc", TEST)
     assert "--docs" in err
-    err = one_line_error(capsys, "metagrad", "--docs", files["docs"], "--doc", TEST,
-                         "--recompute")
+    err = one_line_error(capsys, "metagrad", "--docs", files["docs"], "--doc", TEST, "--recompute")
     assert "--recompute" in err
     one_line_error(capsys, "metagrad", sketch, "--test-index", "0")

@@ -26,31 +26,11 @@ from runtime.retrain import retrain
 from runtime.spec import TrainingSpec, sha256_file
 from runtime.store import MANIFEST, Sketch, SketchError, chunk_name
 from tests import conftest as ct
+from tests.conftest import NAMES20
 from tests.oracle import microgpt as oracle
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [
-    "emma",
-    "olivia",
-    "ava",
-    "sophia",
-    "mia",
-    "amelia",
-    "isabella",  # 9 positions: the 16 bucket, so both step circuits (as in conftest)
-    "evelyn",
-    "emily",
-    "mila",
-    "ella",
-    "avery",
-    "sofia",
-    "camila",
-    "aria",
-    "luna",
-    "grace",
-    "chloe",
-    "layla",
-    "riley",
-]
+DOCS = list(NAMES20)
 K, M, CHUNK = 3, 8, 2
 
 

@@ -10,7 +10,6 @@ construct and the line of their file.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -20,8 +19,9 @@ import pytest
 from circuitsketch.cli import main
 from runtime.spec import sha256_file
 from runtime.store import Sketch
+from tests.cli_helpers import one_line_error, run_json
 
-PROGRAM = '''\
+PROGRAM = """\
 import numpy as np
 import circuitsketch as cs
 
@@ -50,10 +50,10 @@ def build():
         name="softmax24", params=params, loss=loss, docs=docs,
         optimizer=cs.SGD(lr=0.05, momentum=0.5), steps=2 * N,
     )
-'''
+"""
 
 # three things the tracer refuses; each marked line is where the error must point
-BAD = '''\
+BAD = """\
 import numpy as np
 import circuitsketch as cs
 
@@ -97,28 +97,9 @@ def build_mutation():
 
 def build_not_a_program():
     return 42
-'''
+"""
 
 N, K, M = 24, 3, 64
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def run_json(capsys, *argv):
-    rc, out, err = run(capsys, *argv, "--json")
-    assert rc == 0, err
-    return json.loads(out)
-
-
-def one_line_error(capsys, *argv) -> str:
-    rc, out, err = run(capsys, *argv)
-    assert rc == 2, (rc, out, err)
-    assert err.startswith("error: ") and err.count("\n") == 1, err
-    return err
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +114,20 @@ def files(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def sketch(files) -> Path:
-    argv = ["compile", "--program", f"{files['program']}:build", "--degree", K,
-            "--directions", M, "--workers", 1, "--out", files["sketch"], "--no-progress"]
+    argv = [
+        "compile",
+        "--program",
+        f"{files['program']}:build",
+        "--degree",
+        K,
+        "--directions",
+        M,
+        "--workers",
+        1,
+        "--out",
+        files["sketch"],
+        "--no-progress",
+    ]
     assert main([str(a) for a in argv]) == 0
     return files["sketch"]
 
@@ -162,8 +155,9 @@ CASES = [(0, 0), (5, 0), (0, 2), (2, 2), (5, 2)]
 @pytest.mark.parametrize(("i", "j"), CASES)
 def test_query_matches_retraining_within_its_error_bars(capsys, sketch, files, i, j):
     q = run_json(capsys, "query", sketch, "--delete-indices", i, "--test-index", j, "--no-hybrid")
-    t = run_json(capsys, "retrain", "--program", build_ref(files), "--delete-indices", i,
-                 "--test-index", j)
+    t = run_json(
+        capsys, "retrain", "--program", build_ref(files), "--delete-indices", i, "--test-index", j
+    )
     assert q["doc"] == t["doc"] == f"training document {j}"
     assert q["n_deleted"] == t["n_deleted"] == 1 and len(q["terms"]) == K
     se = q["stderr"]["total"]
@@ -179,12 +173,21 @@ def test_test_npz_is_the_same_input_as_test_index(capsys, sketch, files):
     arrays = UserProgramSpec.load(files["program"], "build").training_doc(2)
     npz = files["dir"] / "point2.npz"
     np.savez(npz, **arrays)
-    a, b = run_json(capsys, "query", sketch, "--delete-indices", "0,5", "--test-npz", npz,
-                    "--test-index", 2)
+    a, b = run_json(
+        capsys, "query", sketch, "--delete-indices", "0,5", "--test-npz", npz, "--test-index", 2
+    )
     assert a["doc"] == "point2.npz" and b["doc"] == "training document 2"
     assert a["prediction"] == b["prediction"] and a["n_deleted"] == 2
-    r = run_json(capsys, "retrain", "--program", build_ref(files), "--delete-indices", "0,5",
-                 "--test-npz", npz)
+    r = run_json(
+        capsys,
+        "retrain",
+        "--program",
+        build_ref(files),
+        "--delete-indices",
+        "0,5",
+        "--test-npz",
+        npz,
+    )
     assert r["doc"] == "point2.npz" and np.isfinite(r["loss"])
     # an off-grid input of the right shape is a test input too
     np.savez(files["dir"] / "new.npz", x=np.array([0.5, -1.0, 2.0, 0.0]), label=np.array(1))
@@ -206,8 +209,7 @@ def test_influence_stability_inspect_and_hybrid_on_a_user_program(capsys, sketch
     assert h["estimator"] == "hybrid" and h["stderr"]["terms"][0] == 0.0
     again = run_json(capsys, "query", sketch, "--delete-indices", 0, "--test-index", 2)
     assert again["estimator"] == "hybrid" and again["prediction"] == h["prediction"]
-    ex = run_json(capsys, "influence", sketch, "--test-index", 2, "--exact-first-order",
-                  "--top", 0)
+    ex = run_json(capsys, "influence", sketch, "--test-index", 2, "--exact-first-order", "--top", 0)
     assert ex["estimator"] == "hybrid" and len(ex["influence"]) == N
 
 
@@ -215,20 +217,59 @@ def test_influence_stability_inspect_and_hybrid_on_a_user_program(capsys, sketch
 def test_a_moved_file_is_accepted_and_a_changed_file_refused(capsys, sketch, files):
     moved = files["dir"] / "moved.py"
     shutil.copy(files["program"], moved)
-    q = run_json(capsys, "query", sketch, "--program", f"{moved}:build",
-                 "--delete-indices", 1, "--test-index", 1)
+    q = run_json(
+        capsys,
+        "query",
+        sketch,
+        "--program",
+        f"{moved}:build",
+        "--delete-indices",
+        1,
+        "--test-index",
+        1,
+    )
     assert np.isfinite(q["prediction"])
     changed = files["dir"] / "changed.py"
     changed.write_text(PROGRAM.replace("lr=0.05", "lr=0.06"))
-    err = one_line_error(capsys, "query", sketch, "--program", f"{changed}:build",
-                         "--delete-indices", 1, "--test-index", 1)
+    err = one_line_error(
+        capsys,
+        "query",
+        sketch,
+        "--program",
+        f"{changed}:build",
+        "--delete-indices",
+        1,
+        "--test-index",
+        1,
+    )
     assert "changed since the sketch was made" in err
-    err = one_line_error(capsys, "query", sketch, "--program", f"{moved}:other",
-                         "--delete-indices", 1, "--test-index", 1)
+    err = one_line_error(
+        capsys,
+        "query",
+        sketch,
+        "--program",
+        f"{moved}:other",
+        "--delete-indices",
+        1,
+        "--test-index",
+        1,
+    )
     assert "'build'" in err and "'other'" in err
     # resuming the compile into the same directory with another file: refused
-    err = one_line_error(capsys, "compile", "--program", f"{changed}:build", "--degree", K,
-                         "--directions", M, "--workers", 1, "--out", sketch)
+    err = one_line_error(
+        capsys,
+        "compile",
+        "--program",
+        f"{changed}:build",
+        "--degree",
+        K,
+        "--directions",
+        M,
+        "--workers",
+        1,
+        "--out",
+        sketch,
+    )
     assert "another program file" in err
 
 
@@ -247,8 +288,18 @@ def _line(marker: str) -> int:
 )
 def test_untraceable_program_names_the_construct_and_line(capsys, files, fn, marker, construct):
     out = files["dir"] / f"never_{fn}"
-    err = one_line_error(capsys, "compile", "--program", f"{files['bad']}:{fn}", "--degree", K,
-                         "--directions", M, "--out", out)
+    err = one_line_error(
+        capsys,
+        "compile",
+        "--program",
+        f"{files['bad']}:{fn}",
+        "--degree",
+        K,
+        "--directions",
+        M,
+        "--out",
+        out,
+    )
     assert construct in err
     assert f"bad.py:{_line(marker)})" in err
     assert not out.exists()  # nothing was written
@@ -268,12 +319,21 @@ def test_program_loading_errors(capsys, files):
     broken.write_text("import numpy as np\n\nraise RuntimeError('no data here')\n")
     cases[f"{broken}:build"] = "RuntimeError: no data here (at "
     for ref, what in cases.items():
-        err = one_line_error(capsys, "retrain", "--program", ref, "--delete-indices", 0,
-                             "--test-index", 0)
+        err = one_line_error(
+            capsys, "retrain", "--program", ref, "--delete-indices", 0, "--test-index", 0
+        )
         assert what in err, err
     assert "broken.py:3)" in one_line_error(
-        capsys, "compile", "--program", f"{broken}:build", "--degree", 1, "--directions", 2,
-        "--out", d / "never",
+        capsys,
+        "compile",
+        "--program",
+        f"{broken}:build",
+        "--degree",
+        1,
+        "--directions",
+        2,
+        "--out",
+        d / "never",
     )
 
 
@@ -288,21 +348,44 @@ def test_input_errors(capsys, sketch, files):
     err = one_line_error(capsys, "query", sketch, "--delete-indices", 0, "--test-index", N)
     assert "out of range" in err
     np.savez(files["dir"] / "short.npz", x=np.zeros(3), label=np.array(0))
-    err = one_line_error(capsys, "query", sketch, "--delete-indices", 0, "--test-npz",
-                         files["dir"] / "short.npz")
+    err = one_line_error(
+        capsys, "query", sketch, "--delete-indices", 0, "--test-npz", files["dir"] / "short.npz"
+    )
     assert "x (3,) float" in err and "x (4,) float" in err
     np.savez(files["dir"] / "renamed.npz", inputs=np.zeros(4), label=np.array(0))
-    err = one_line_error(capsys, "retrain", "--program", ref, "--delete-indices", 0,
-                         "--test-npz", files["dir"] / "renamed.npz")
+    err = one_line_error(
+        capsys,
+        "retrain",
+        "--program",
+        ref,
+        "--delete-indices",
+        0,
+        "--test-npz",
+        files["dir"] / "renamed.npz",
+    )
     assert "inputs (4,) float" in err
-    err = one_line_error(capsys, "query", sketch, "--delete-indices", 0, "--test-npz",
-                         files["program"])
+    err = one_line_error(
+        capsys, "query", sketch, "--delete-indices", 0, "--test-npz", files["program"]
+    )
     assert "not an .npz archive" in err
-    err = one_line_error(capsys, "compile", "--program", ref, "--docs", files["program"],
-                         "--degree", K, "--directions", M, "--out", files["dir"] / "never")
+    err = one_line_error(
+        capsys,
+        "compile",
+        "--program",
+        ref,
+        "--docs",
+        files["program"],
+        "--degree",
+        K,
+        "--directions",
+        M,
+        "--out",
+        files["dir"] / "never",
+    )
     assert "--docs" in err and "--program" in err
     lines = files["dir"] / "delete.txt"
     lines.write_text("3\nsome text\n")
-    err = one_line_error(capsys, "retrain", "--program", ref, "--delete-file", lines,
-                         "--test-index", 0)
+    err = one_line_error(
+        capsys, "retrain", "--program", ref, "--delete-file", lines, "--test-index", 0
+    )
     assert "'some text'" in err
