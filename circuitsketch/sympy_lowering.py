@@ -42,7 +42,7 @@ import numpy as np
 import sympy as sp
 
 from circuitsketch.interpret import EVAL
-from circuitsketch.ir import Circuit, Node, Op
+from circuitsketch.ir import FAMILY, Circuit, Family, Node, Op
 
 __all__ = ["MAX_ELEMENTS", "LoweringError", "input_symbols", "sympy_number", "to_sympy"]
 
@@ -186,19 +186,9 @@ _ARITH: dict[Op, Callable[[list[np.ndarray], Node], Any]] = {
     Op.MATMUL: lambda x, n: _matmul(x[0], x[1]),
 }
 
-_MOVE = frozenset(
-    (
-        Op.GATHER,
-        Op.SCATTER_ADD,
-        Op.RESHAPE,
-        Op.TRANSPOSE,
-        Op.SLICE,
-        Op.PAD,
-        Op.CONCAT,
-        Op.BROADCAST,
-        Op.WHERE,
-    )
-)
+# data movement: the linear ops without an arithmetic rule above, lowered by running
+# the interpreter's own EVAL on arrays of expressions
+_MOVE = frozenset(op for op, fam in FAMILY.items() if fam is Family.LINEAR and op not in _ARITH)
 
 
 def _concrete_input(name: str, node: Node, value: Any) -> np.ndarray:
