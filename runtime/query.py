@@ -329,13 +329,10 @@ def deletion_weights(
         sel = parse_indices(indices, n)
         what = f"documents {indices}"
     elif file is not None:
+        from circuitsketch.models.microgpt import read_docs
+
         p = Path(file)
-        if not p.is_file():
-            raise ValueError(f"--delete-file {str(p)!r} does not exist")
-        lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()]
-        lines = [ln for ln in lines if ln]
-        if not lines:
-            raise ValueError(f"--delete-file {str(p)!r} lists no documents")
+        lines = read_docs(p, "--delete-file")
         if all(ln.replace("-", "").isdigit() for ln in lines):
             sel = parse_indices(",".join(lines), n, f"--delete-file {str(p)!r}")
         elif not text_docs:

@@ -49,15 +49,18 @@ def corpus_path() -> Path:
     return Path(str(resources.files("circuitsketch") / "data" / "names.txt"))
 
 
-def read_docs(path: str | Path) -> list[str]:
-    """Documents of a text file: one per line, stripped, blank lines skipped."""
+def read_docs(path: str | Path, what: str = "documents file") -> list[str]:
+    """Documents of a text file: one per line, stripped, blank lines skipped.
+
+    `what` names the file in the errors (e.g. "--delete-file").
+    """
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"documents file {str(p)!r} does not exist")
+        raise ValueError(f"{what} {str(p)!r} does not exist")
     docs = [line.strip() for line in p.read_text(encoding="utf-8").splitlines()]
     docs = [d for d in docs if d]
     if not docs:
-        raise ValueError(f"documents file {str(p)!r} holds no documents")
+        raise ValueError(f"{what} {str(p)!r} holds no documents")
     return docs
 
 
