@@ -209,6 +209,43 @@ class Slots:
     wh_size: int
 
 
+class SlotPool:
+    """Offsets in one workspace; a dead value's slot is reused by a later value of its size.
+
+    Reuse keeps the workspace small enough to stay in cache (without it the
+    microgpt step's series workspace is 47 MB at B=8, K=3).
+    """
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.free: dict[int, list[int]] = {}
+
+    def take(self, n: int) -> int:
+        spare = self.free.get(n)
+        if spare:
+            return spare.pop()
+        self.size += n
+        return self.size - n
+
+    def give(self, n: int, off: int) -> None:
+        self.free.setdefault(n, []).append(off)
+
+
+def last_uses(c: Circuit, out_slot: Mapping[int, tuple[int, int]]) -> tuple[list[int], list[int]]:
+    """owner[i]: the node whose slot i lives in (reshape shares its operand's); last[o]:
+    the last equation that reads slot o (len(c) for circuit outputs)."""
+    owner = list(range(len(c.nodes)))
+    last = list(range(len(c.nodes)))
+    for i, node in c:
+        if node.op in ALIAS_OPS and i not in out_slot:
+            owner[i] = owner[node.inputs[0]]
+        for j in node.inputs:
+            last[owner[j]] = max(last[owner[j]], i)
+    for nid in c.outputs.values():
+        last[owner[nid]] = len(c.nodes)
+    return owner, last
+
+
 def assign_slots(
     c: Circuit,
     act: Activity,
@@ -217,18 +254,24 @@ def assign_slots(
     series: bool,
     out_slot: Mapping[int, tuple[int, int]],
 ) -> Slots:
+    """Slots of every node.  Workspace slots are taken when a value is computed and
+    given back after its last reader, never before the reader's own output slot is
+    taken, so no kernel's output overlaps its operands."""
     n_nodes = len(c.nodes)
     s = Slots([""] * n_nodes, [0] * n_nodes, [""] * n_nodes, [-1] * n_nodes, 0, 0)
+    owner, last = last_uses(c, out_slot)
+    ws, wh = SlotPool(), SlotPool()
+    pooled: dict[int, tuple[int, bool]] = {}  # owner -> (size, has a wh slot)
     for i, node in c:
         has_hi = series and act.hi[i]
+        size = node.size
         if node.op is Op.INPUT:
             nm = node.attrs[0]
             if nm == iface.weight:
-                s.r_arr[i], s.r_off[i] = "ws", s.ws_size
-                s.ws_size += 1
+                s.r_arr[i], s.r_off[i] = "ws", ws.take(1)
                 if has_hi:
-                    s.h_arr[i], s.h_off[i] = "wh", s.wh_size
-                    s.wh_size += 1
+                    s.h_arr[i], s.h_off[i] = "wh", wh.take(1)
+                pooled[i] = (1, has_hi)
             elif nm in iface.state:
                 s.r_arr[i], s.r_off[i] = "s_in", iface.state[nm][0]
                 if has_hi:
@@ -255,11 +298,17 @@ def assign_slots(
             if has_hi:
                 s.h_arr[i], s.h_off[i] = "h_out", out_slot[i][0]
         else:
-            s.r_arr[i], s.r_off[i] = "ws", s.ws_size
-            s.ws_size += node.size
+            s.r_arr[i], s.r_off[i] = "ws", ws.take(size)
             if has_hi:
-                s.h_arr[i], s.h_off[i] = "wh", s.wh_size
-                s.wh_size += node.size
+                s.h_arr[i], s.h_off[i] = "wh", wh.take(size)
+            pooled[i] = (size, has_hi)
+        for o in {owner[j] for j in node.inputs} | {i}:
+            if last[o] == i and o in pooled:
+                n, hi = pooled.pop(o)
+                ws.give(n, s.r_off[o])
+                if hi:
+                    wh.give(n, s.h_off[o])
+    s.ws_size, s.wh_size = ws.size, wh.size
     return s
 
 
