@@ -170,7 +170,7 @@ def test_op_compiled_real_matches_interpreter(case):
 
 
 @pytest.mark.parametrize(("case", "series"), SERIES_PARAMS)
-def test_op_compiled_series_matches_interpreter(case, series):
+def test_op_compiled_series_matches_interpreter(case, series, K_OP=K_OP):
     c = case.trace()
     rng = np.random.default_rng(1)
     base = case.values(rng)
@@ -191,6 +191,16 @@ def test_op_compiled_series_matches_interpreter(case, series):
             assert_rel(
                 got[name][b], ref, 1e-12, f"{case.name} {series}: {name}, direction {b} (1e-12)"
             )
+
+
+@pytest.mark.parametrize(
+    ("case", "series"), [p for p in SERIES_PARAMS if p.values[0].name.startswith("matmul")]
+)
+def test_matmul_split_planes_match_interpreter(case, series):
+    """From degree SPLIT_FROM on, h_matmul keeps real and imaginary planes apart."""
+    from compiler.kernels import SPLIT_FROM
+
+    test_op_compiled_series_matches_interpreter(case, series, K_OP=SPLIT_FROM + 1)
 
 
 def test_op_check_catches_a_wrong_kernel(monkeypatch):
