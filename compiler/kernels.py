@@ -231,18 +231,16 @@ def one_hot(IDX, Z, code, r):
 
 @jit
 def all_finite(X):
-    for i in range(X.size):  # noqa: SIM110 - Numba cannot compile all() over a generator
-        if not math.isfinite(X[i]):
-            return False
-    return True
+    """x * 0 is 0 for finite x and NaN otherwise: one sum without branches (it vectorises)."""
+    acc = 0.0
+    for i in range(X.size):
+        acc += X[i] * 0.0
+    return acc == 0.0
 
 
 @jit
 def all_finite_c(X):
-    for i in range(X.size):  # noqa: SIM110 - Numba cannot compile all() over a generator
-        if not (math.isfinite(X[i].real) and math.isfinite(X[i].imag)):
-            return False
-    return True
+    return all_finite(X.view(np.float64))
 
 
 # ============================================================== higher orders
@@ -267,54 +265,50 @@ def hview(H, h, B, K, n):
 
 
 @jit
+def hflat(H, h, B, K, n):
+    """A node's orders 1..K of every direction as one float64 run, real and imaginary
+    parts interleaved: part-wise ops then run as one long loop that vectorises
+    (loops over complex128 elements mostly do not)."""
+    return H[B * K * h :][: B * K * n].view(np.float64)
+
+
+@jit
 def h_zero(HZ, code, r, B, K):
-    hview(HZ, code[r, HO], B, K, code[r, N])[:] = 0.0
+    hflat(HZ, code[r, HO], B, K, code[r, N])[:] = 0.0
 
 
 @jit
 def h_copy(HX, HZ, code, r, B, K):
     n = code[r, N]
-    x, z = hview(HX, code[r, HA], B, K, n), hview(HZ, code[r, HO], B, K, n)
-    for b in range(B):
-        for k in range(K):
-            xr, zr = x[b, k], z[b, k]
-            for i in range(n):
-                zr[i] = xr[i]
+    x, z = hflat(HX, code[r, HA], B, K, n), hflat(HZ, code[r, HO], B, K, n)
+    for i in range(z.size):
+        z[i] = x[i]
 
 
 @jit
 def h_add(HX, HY, HZ, code, r, B, K):
     n = code[r, N]
-    x, y = hview(HX, code[r, HA], B, K, n), hview(HY, code[r, HB], B, K, n)
-    z = hview(HZ, code[r, HO], B, K, n)
-    for b in range(B):
-        for k in range(K):
-            xr, yr, zr = x[b, k], y[b, k], z[b, k]
-            for i in range(n):
-                zr[i] = xr[i] + yr[i]
+    x, y = hflat(HX, code[r, HA], B, K, n), hflat(HY, code[r, HB], B, K, n)
+    z = hflat(HZ, code[r, HO], B, K, n)
+    for i in range(z.size):
+        z[i] = x[i] + y[i]
 
 
 @jit
 def h_sub(HX, HY, HZ, code, r, B, K):
     n = code[r, N]
-    x, y = hview(HX, code[r, HA], B, K, n), hview(HY, code[r, HB], B, K, n)
-    z = hview(HZ, code[r, HO], B, K, n)
-    for b in range(B):
-        for k in range(K):
-            xr, yr, zr = x[b, k], y[b, k], z[b, k]
-            for i in range(n):
-                zr[i] = xr[i] - yr[i]
+    x, y = hflat(HX, code[r, HA], B, K, n), hflat(HY, code[r, HB], B, K, n)
+    z = hflat(HZ, code[r, HO], B, K, n)
+    for i in range(z.size):
+        z[i] = x[i] - y[i]
 
 
 @jit
 def h_neg(HX, HZ, code, r, B, K):
     n = code[r, N]
-    x, z = hview(HX, code[r, HA], B, K, n), hview(HZ, code[r, HO], B, K, n)
-    for b in range(B):
-        for k in range(K):
-            xr, zr = x[b, k], z[b, k]
-            for i in range(n):
-                zr[i] = -xr[i]
+    x, z = hflat(HX, code[r, HA], B, K, n), hflat(HZ, code[r, HO], B, K, n)
+    for i in range(z.size):
+        z[i] = -x[i]
 
 
 @jit
@@ -322,27 +316,27 @@ def h_scale(HX, Y, HZ, code, r, B, K):
     """Series times a real vector: (HA, BB), or (HB, A) when the left factor is real."""
     n = code[r, N]
     if code[r, HA] >= 0:
-        x, y = hview(HX, code[r, HA], B, K, n), Y[code[r, BB] :][:n]
+        x, y = hflat(HX, code[r, HA], B, K, n), Y[code[r, BB] :][:n]
     else:
-        x, y = hview(HX, code[r, HB], B, K, n), Y[code[r, A] :][:n]
-    z = hview(HZ, code[r, HO], B, K, n)
-    for b in range(B):
-        for k in range(K):
-            xr, zr = x[b, k], z[b, k]
-            for i in range(n):
-                zr[i] = rmul(y[i], xr[i])
+        x, y = hflat(HX, code[r, HB], B, K, n), Y[code[r, A] :][:n]
+    z = hflat(HZ, code[r, HO], B, K, n)
+    for bk in range(B * K):
+        xr, zr = x[2 * n * bk :][: 2 * n], z[2 * n * bk :][: 2 * n]
+        for i in range(n):
+            zr[2 * i] = y[i] * xr[2 * i]
+            zr[2 * i + 1] = y[i] * xr[2 * i + 1]
 
 
 @jit
 def h_div_const(HX, Y, HZ, code, r, B, K):
     n = code[r, N]
-    x, y = hview(HX, code[r, HA], B, K, n), Y[code[r, BB] :][:n]
-    z = hview(HZ, code[r, HO], B, K, n)
-    for b in range(B):
-        for k in range(K):
-            xr, zr = x[b, k], z[b, k]
-            for i in range(n):
-                zr[i] = rdiv(xr[i], y[i])
+    x, y = hflat(HX, code[r, HA], B, K, n), Y[code[r, BB] :][:n]
+    z = hflat(HZ, code[r, HO], B, K, n)
+    for bk in range(B * K):
+        xr, zr = x[2 * n * bk :][: 2 * n], z[2 * n * bk :][: 2 * n]
+        for i in range(n):
+            zr[2 * i] = xr[2 * i] / y[i]
+            zr[2 * i + 1] = xr[2 * i + 1] / y[i]
 
 
 @jit
