@@ -50,7 +50,7 @@ def time_compile(degree: int, n_docs: int, cache: str) -> float:
         )
         + "print(time.perf_counter() - t)"
     )
-    env = dict(os.environ, CIRCUITSKETCH_CACHE=cache, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, CIRCUITSKETCH_CACHE=cache, NUMBA_CACHE_DIR=cache, PYTHONPATH=str(ROOT))
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, cwd=ROOT, check=True, capture_output=True, text=True
     )

@@ -8,7 +8,11 @@ with its printed form as a comment above it; offsets and sizes go to a row of
 the instruction table ``code`` rather than into the source, so every kernel is
 compiled once and the generated code is short.  Long circuits are split into
 parts of at most ``PART_NODES`` equations, since Numba's compile time grows
-with function length.
+with function length.  Numba links every library a function calls into that
+function's own module and optimises the whole again, so each extra level or
+part re-optimises the kernels: parts are made large (microgpt's step is one
+part) and steps are inlined into the training loop (measured, cold compile of
+microgpt's series module with cached kernels: 30.6 s -> 17.4 s).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from compiler.passes import Activity
 
 TAKE_OPS = (Op.TRANSPOSE, Op.SLICE, Op.PAD, Op.BROADCAST)
 ALIAS_OPS = (Op.RESHAPE,)  # flat buffers make reshape free
-PART_NODES = 120
+PART_NODES = 480
 
 
 class CodeBuilder:
@@ -458,7 +462,9 @@ def emit_function(
         cb.line()
         cb.line()
     first_row = len(tables.rows) - len(body)
-    cb.line(deco)
+    # A step is only called from the training loop: inlined there (at Numba IR level), it
+    # is not a library of its own that would re-optimise all its parts and kernels again.
+    cb.line(deco[:-1] + ", inline='always')" if state_outputs else deco)
     cb.line(f"def {name}({args}):")
     cb.indent()
     cb.line(f"r = code.shape[0] * 0 + {first_row}")
