@@ -58,8 +58,13 @@ def exact(a: np.ndarray, b: np.ndarray, m: int) -> np.ndarray:
 def main() -> None:
     rng = np.random.default_rng(0)
     n = 4096
-    out: dict = {"date": str(date.today()), "machine": f"{platform.machine()} {platform.processor()}",
-                 "n_series": n, "bits_per_order": 1.09, "rows": []}
+    out: dict = {
+        "date": str(date.today()),
+        "machine": f"{platform.machine()} {platform.processor()}",
+        "n_series": n,
+        "bits_per_order": 1.09,
+        "rows": [],
+    }
     for K in (32, 64, 100, 200):
         a, b = series(rng, n, K, 1.09), series(rng, n, K, 1.09)
         t = time.perf_counter()

@@ -136,6 +136,7 @@ class CompiledProgram:
                     tables,
                     self.series,
                     state_outputs=True,
+                    inline=True,
                 )
             )
         for i, key in enumerate(self.out_keys):

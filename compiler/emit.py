@@ -369,6 +369,7 @@ def emit_function(
     tables: Tables,
     series: bool,
     state_outputs: bool,
+    inline: bool = False,
 ) -> str:
     """Source of the njit function `name` (and its parts) evaluating circuit c.
 
@@ -462,9 +463,10 @@ def emit_function(
         cb.line()
         cb.line()
     first_row = len(tables.rows) - len(body)
-    # A step is only called from the training loop: inlined there (at Numba IR level), it
-    # is not a library of its own that would re-optimise all its parts and kernels again.
-    cb.line(deco[:-1] + ", inline='always')" if state_outputs else deco)
+    # inline: a function only called from other generated code (a step, from the training
+    # loop) is inlined there at Numba IR level, so it is not a library of its own that
+    # would re-optimise all its parts and kernels once more.
+    cb.line(deco[:-1] + ", inline='always')" if inline else deco)
     cb.line(f"def {name}({args}):")
     cb.indent()
     cb.line(f"r = code.shape[0] * 0 + {first_row}")
