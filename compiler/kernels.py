@@ -30,7 +30,7 @@ from numba import njit
 from compiler.layout import BB, E0, E1, E2, E3, HA, HB, HO, OUT, A, C, N
 
 TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
-SPLIT_FROM = 5  # h_matmul: from this degree on, real and imaginary planes apart
+HIGH_K = 5  # from this degree on, h_matmul keeps real and imaginary planes apart
 jit = njit(cache=True, nogil=True, error_model="numpy")
 
 
@@ -618,7 +618,7 @@ def h_matmul(X, HX, Y, HY, HZ, code, r, B, K):
     y's orders 1..K are first packed side by side (row q holds row q of every
     order), so the products with x_0 and the Cauchy terms run over K*Nn or
     (K-1-t)*Nn contiguous columns instead of Nn: short rows were this kernel's
-    cost.  From K = SPLIT_FROM on, the packed blocks keep real and imaginary
+    cost.  From K = HIGH_K on, the packed blocks keep real and imaginary
     parts in separate planes, which vectorises the O(K^2) Cauchy terms without
     shuffles (measured on 8x16x16, B=8: K=6 1.3x, K=100 2.4x faster; at K=3 the
     interleaved complex form is 1.3x faster).
@@ -630,7 +630,7 @@ def h_matmul(X, HX, Y, HY, HZ, code, r, B, K):
     x = hview(HX, max(code[r, HA], 0), B, K, nx if has_x else 0)
     y = hview(HY, max(code[r, HB], 0), B, K, ny if has_y else 0)
     z = hview(HZ, code[r, HO], B, K, n)
-    if K >= SPLIT_FROM:
+    if K >= HIGH_K:
         h_matmul_split(x0, x, y0, y, z, P, M, Kd, Nn, has_x, has_y, B, K)
     else:
         h_matmul_packed(x0, x, y0, y, z, P, M, Kd, Nn, has_x, has_y, B, K)

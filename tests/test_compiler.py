@@ -193,14 +193,30 @@ def test_op_compiled_series_matches_interpreter(case, series, K_OP=K_OP):
             )
 
 
-@pytest.mark.parametrize(
-    ("case", "series"), [p for p in SERIES_PARAMS if p.values[0].name.startswith("matmul")]
-)
-def test_matmul_split_planes_match_interpreter(case, series):
-    """From degree SPLIT_FROM on, h_matmul keeps real and imaginary planes apart."""
-    from compiler.kernels import SPLIT_FROM
+# From degree HIGH_K on, h_matmul keeps real and imaginary planes apart; the cases are
+# larger than the small ones above (more than 64 elements per operand).
+HIGH_CASES = [
+    _binary("matmul_big", lambda x, y: x @ y, Op.MATMUL, (2, 9, 7), (2, 7, 10)),
+    _binary("mul_big", lambda x, y: x * y, Op.MUL, (9, 17), (9, 17)),
+    _binary("div_big", lambda x, y: x / y, Op.DIV, (9, 17), (9, 17), pos="y"),
+    _unary("exp_big", lambda x: cs.exp(x), Op.EXP, shape=(9, 17)),
+    _unary("log_big", lambda x: cs.log(x), Op.LOG, pos=True, shape=(9, 17)),
+    _unary("pow_big", lambda x: x**-0.5, Op.POW, pos=True, shape=(9, 17)),
+]
 
-    test_op_compiled_series_matches_interpreter(case, series, K_OP=SPLIT_FROM + 1)
+
+@pytest.mark.parametrize(
+    ("case", "series"),
+    [
+        pytest.param(case, combo, id=f"{case.name}-{'+'.join(combo)}")
+        for case in HIGH_CASES
+        for combo in _series_combos(case)
+    ],
+)
+def test_high_degree_kernels_match_interpreter(case, series):
+    from compiler.kernels import HIGH_K
+
+    test_op_compiled_series_matches_interpreter(case, series, K_OP=HIGH_K + 1)
 
 
 def test_op_check_catches_a_wrong_kernel(monkeypatch):
