@@ -1,13 +1,17 @@
-"""Per-kernel profile of one compiled real training step of microgpt (length bucket 8).
+"""Per-kernel profile of one compiled training step of microgpt (length bucket 8).
 
-Each kernel call of the generated step is re-run 200 times in its own compiled
-loop and timed; the table groups the time by kernel and by part of the step
-(forward, gradient, Adam).  Run from the repository root:
-    python bench/profile_step.py
+Each kernel call of the generated step is re-run in its own compiled loop and
+timed (warm caches, so the sum is below the step time of a real run); the
+table groups the time by kernel and by part of the step (forward, gradient,
+Adam).  Run from the repository root:
+    python bench/profile_step.py                 # real mode
+    python bench/profile_step.py --degree 3      # series, 8 directions
+    python bench/profile_step.py --degree 6 --directions 8 --bucket 16
 """
 
 from __future__ import annotations
 
+import argparse
 import collections
 import re
 import sys
@@ -30,21 +34,54 @@ def _repeat(fn):
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--degree", type=int, default=0)
+    ap.add_argument("--directions", type=int, default=8)
+    ap.add_argument("--bucket", type=int, default=8, choices=(8, 16))
+    args = ap.parse_args()
     from circuitsketch.models import microgpt as m
     from compiler import kernels as k
     from compiler.compiled import CompiledProgram
 
     docs = m.read_docs(m.corpus_path())
     docs = [docs[i] for i in np.random.default_rng(0).permutation(len(docs))[:1000]]
-    cp = CompiledProgram(m.build(docs), 0)
-    s0, _ = cp.train(stop=50)
-    s = next(i for i in range(50, 1000) if cp.keys[i] == 0)
+    K, B = args.degree, args.directions
+    cp = CompiledProgram(m.build(docs), K)
+    key = cp.step_keys.index(args.bucket)
+    env: dict = {"ws": np.zeros(cp.ws_size), "tab": cp.tab, "cst": cp.cst, "code": cp.instr}
+    if K == 0:
+        s0, _ = cp.train(stop=50)
+    else:
+        psi = np.random.default_rng(1).normal(size=(B, len(docs))) + 0j
+        s0, h0, _ = cp.train_series(psi, stop=50)
+        env.update(
+            {
+                "h_in": h0,
+                "h_out": np.empty_like(h0),
+                "B": B,
+                "K": K,
+                "wh": np.zeros(B * K * cp.wh_size, complex),
+                "wpsi": psi[:, 0].copy(),
+                "resh": np.zeros(B * K, complex),
+            }
+        )
+    s = next(i for i in range(50, len(cp.keys)) if cp.keys[i] == key)
+    env.update(
+        {
+            "s_in": s0,
+            "s_out": np.empty_like(s0),
+            "ii": cp.II[s],
+            "ff": cp.FF[s],
+            "w0": 1.0,
+            "res0": np.zeros(1),
+        }
+    )
     src = cp.source
-    body = src[src.index("def step_0_part0") : src.index("def step_0(")]
-    r = int(re.search(r"r = code.shape\[0\] \* 0 \+ (\d+)", src[src.index("def step_0(") :])[1])
-    env = {"s_in": s0, "s_out": np.empty_like(s0), "ws": np.zeros(cp.ws_size), "tab": cp.tab,
-           "cst": cp.cst, "ii": cp.II[s], "ff": cp.FF[s], "w0": 0.0, "res0": np.zeros(1),
-           "code": cp.instr}
+    body = src[src.index(f"def step_{key}_part0") : src.index(f"def step_{key}(")]
+    r = int(
+        re.search(r"r = code.shape\[0\] \* 0 \+ (\d+)", src[src.index(f"def step_{key}(") :])[1]
+    )
+    reps = 200 if K == 0 else max(2, 400 // (B * K * K))
     loops: dict = {}
     cost: collections.Counter = collections.Counter()
     count: collections.Counter = collections.Counter()
@@ -55,23 +92,23 @@ def main() -> None:
             continue
         if not line.startswith("k."):
             continue
-        call = line.split("; ")[0]
-        name = call[2 : call.index("(")]
-        args = [a.strip() for a in call[call.index("(") + 1 : -1].split(",")]
-        vals = [env.get(a, r) for a in args]
-        if name not in loops:
-            loops[name] = _repeat(getattr(k, name))
-        loops[name](1, *vals)
-        t = time.perf_counter()
-        loops[name](200, *vals)
         part = "adam" if "adam" in comment else "grad" if "grad" in comment else "forward"
-        cost[f"{name}/{part}"] += (time.perf_counter() - t) / 200
-        count[f"{name}/{part}"] += 1
+        for call in line.split("; ")[:-1]:  # the last item is "r += 1"
+            name = call[2 : call.index("(")]
+            vals = [env.get(a.strip(), r) for a in call[call.index("(") + 1 : -1].split(",")]
+            if name not in loops:
+                loops[name] = _repeat(getattr(k, name))
+            loops[name](1, *vals)
+            t = time.perf_counter()
+            loops[name](reps, *vals)
+            cost[f"{name}/{part}"] += (time.perf_counter() - t) / reps
+            count[f"{name}/{part}"] += 1
         r += 1
     total = sum(cost.values())
-    print(f"sum of kernel times: {total * 1e6:.1f} us per step")
-    for key, c in cost.most_common(20):
-        print(f"{key:22s} {count[key]:4d} calls {c * 1e6:8.2f} us {100 * c / total:5.1f}%")
+    per = f", {total * 1e6 / B:.1f} us per direction" if K else ""
+    print(f"bucket {args.bucket}, K={K}: sum of kernel times {total * 1e6:.1f} us per step{per}")
+    for name, c in cost.most_common(20):
+        print(f"{name:22s} {count[name]:4d} calls {c * 1e6:9.2f} us {100 * c / total:5.1f}%")
 
 
 if __name__ == "__main__":
