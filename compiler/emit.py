@@ -361,6 +361,20 @@ def _row(c: Circuit, i: int, s: Slots, tables: Tables) -> dict[int, int]:
     return row
 
 
+def state_out_slots(c: Circuit, iface: Interface) -> dict[int, tuple[int, int]]:
+    """Nodes computed straight into their state-output slot (no copy at the end)."""
+    counts: dict[int, int] = {}
+    for nid in c.outputs.values():
+        counts[nid] = counts.get(nid, 0) + 1
+    return {
+        nid: iface.state[oname]
+        for oname, nid in c.outputs.items()
+        if oname in iface.state
+        and counts[nid] == 1
+        and c.nodes[nid].op not in (Op.INPUT, Op.CONST, *ALIAS_OPS)
+    }
+
+
 def emit_function(
     name: str,
     c: Circuit,
@@ -378,18 +392,7 @@ def emit_function(
     results are finite.  Module attributes ``<name>_WS`` / ``<name>_WH`` give
     the workspace sizes (hi in units of B*K).
     """
-    out_slot: dict[int, tuple[int, int]] = {}
-    if state_outputs:
-        counts: dict[int, int] = {}
-        for nid in c.outputs.values():
-            counts[nid] = counts.get(nid, 0) + 1
-        for oname, nid in c.outputs.items():
-            if (
-                oname in iface.state
-                and counts[nid] == 1
-                and c.nodes[nid].op not in (Op.INPUT, Op.CONST, *ALIAS_OPS)
-            ):
-                out_slot[nid] = iface.state[oname]
+    out_slot = state_out_slots(c, iface) if state_outputs else {}
     s = assign_slots(c, act, iface, tables, series, out_slot)
 
     body: list[list[str]] = []

@@ -1,7 +1,11 @@
 """Workspace slot reuse (``emit.assign_slots``): no value is overwritten while it is live.
 
-Checked on microgpt's step circuit (real and series slots) and on a small
-program; the checker itself is shown to catch a shared slot.
+The check is independent of the allocator's own liveness analysis: it replays
+every microgpt step and output circuit (real and series slots) on a tagged
+memory, where each equation stamps its output cells with its node id and every
+read (operands, a reshape's source, the outputs copied at the end) must find
+the stamp of the value it wants.  The checker is shown to catch a slot given
+back too early.
 """
 
 from __future__ import annotations
@@ -9,78 +13,99 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from circuitsketch.ir import Op
 from circuitsketch.models import microgpt as m
 from circuitsketch.program import WEIGHT
-from compiler.emit import Interface, Tables, assign_slots, last_uses
+from compiler import emit
+from compiler.compiled import _data_layout
+from compiler.emit import ALIAS_OPS, Interface, Tables, assign_slots, state_out_slots
 from compiler.passes import activity, simplify
 from tests.conftest import DOCS
 
 
-def overlaps(c, slots, out_slot=()) -> list[str]:
-    """Pairs of workspace values that share memory while both are live.
+def clobbered(c, iface, series: bool, state_outputs: bool) -> tuple[list[str], object]:
+    """Reads that do not find their value, and writes over an equation's own operands."""
+    out_slot = state_out_slots(c, iface) if state_outputs else {}
+    s = assign_slots(c, activity_of(c, iface), iface, Tables(), series, out_slot)
+    mem = {"ws": np.full(s.ws_size, -1), "wh": np.full(s.wh_size, -1)}
+    source = list(range(len(c.nodes)))  # whose value a node's slot holds (reshape: its operand's)
+    errors = []
 
-    Value i lives from its equation to the last equation reading it (an equation's
-    output may not share memory with its own operands either).
-    """
-    owner, last = last_uses(c, dict.fromkeys(out_slot, (0, 0)))
-    found = []
-    for arr_of, off_of in ((slots.r_arr, slots.r_off), (slots.h_arr, slots.h_off)):
-        live = []  # (first, last, start, end, node) of workspace values
-        for i, node in c:
-            if owner[i] != i or arr_of[i] not in ("ws", "wh"):
+    def places(i):
+        yield s.r_arr[i], s.r_off[i]
+        if s.h_arr[i]:
+            yield s.h_arr[i], s.h_off[i]
+
+    for i, node in c:
+        reads = [(a, o, c.nodes[j].size, source[j]) for j in node.inputs for a, o in places(j)]
+        for a, o, n, want in reads:
+            if a in mem and (mem[a][o : o + n] != want).any():
+                errors.append(f"%{i} reads %{want} from {a}[{o}], overwritten")
+        if node.op in ALIAS_OPS and i not in out_slot:
+            source[i] = source[node.inputs[0]]
+            continue
+        if node.op in (Op.INPUT, Op.CONST) and not (
+            node.op is Op.INPUT and node.attrs[0] == iface.weight
+        ):
+            continue
+        for a, o in places(i):
+            if a not in mem:
                 continue
-            live.append((i, last[i], off_of[i], off_of[i] + node.size, i))
-        for a, (f1, l1, s1, e1, n1) in enumerate(live):
-            for f2, l2, s2, e2, n2 in live[a + 1 :]:
-                if f2 <= l1 and f1 <= l2 and s1 < e2 and s2 < e1:
-                    found.append(f"%{n1} and %{n2} share {arr_of[n1]}[{max(s1, s2)}]")
-    return found
+            for ra, ro, rn, want in reads:
+                if ra == a and ro < o + node.size and o < ro + rn:
+                    errors.append(f"%{i} writes over its operand %{want} in {a}")
+            mem[a][o : o + node.size] = i
+    for name, nid in c.outputs.items():
+        for a, o in places(nid):
+            if a in mem and (mem[a][o : o + c.nodes[nid].size] != source[nid]).any():
+                errors.append(f"output {name} (%{nid}) overwritten before the end")
+    return errors, s
 
 
-@pytest.fixture(scope="module")
-def step():
-    prog = m.build(DOCS[:8])
-    c = simplify(prog.step_circuits[8])
-    state = {n: (0, 0) for n in prog.init_state}
-    off = 0
+def activity_of(c, iface):
+    return activity(c, [n for n in c.inputs if n in iface.state or n == iface.weight])
+
+
+def circuits():
+    prog = m.build(DOCS)
+    state, off = {}, 0
     for n, v in prog.init_state.items():
         state[n] = (off, int(np.asarray(v).size))
         off += state[n][1]
-    ints, floats = {}, {}
-    ioff = foff = 0
-    for nm in c.inputs:
-        if nm in state or nm == WEIGHT:
-            continue
-        node = c.nodes[c.inputs[nm]]
-        if node.dtype == "float":
-            floats[nm] = (foff, node.size)
-            foff += node.size
-        else:
-            ints[nm] = (ioff, node.size)
-            ioff += node.size
-    act = activity(c, [n for n in c.inputs if n in state or n == WEIGHT])
-    return c, act, Interface(state, ints, floats, WEIGHT)
+    for key, c in prog.step_circuits.items():
+        c = simplify(c)
+        ints, floats = _data_layout(c, set(state) | {WEIGHT})
+        yield f"step{key}", c, Interface(state, ints, floats, WEIGHT), True
+    for key, c in prog.output_circuits.items():
+        c = simplify(c)
+        ints, floats = _data_layout(c, set(state))
+        yield f"output{key}", c, Interface(state, ints, floats, None), False
+
+
+CIRCUITS = list(circuits())
 
 
 @pytest.mark.parametrize("series", [False, True], ids=["real", "series"])
-def test_step_slots_never_overwrite_a_live_value(step, series):
-    c, act, iface = step
-    slots = assign_slots(c, act, iface, Tables(), series, {})
-    assert overlaps(c, slots) == []
-    # reuse happened: the workspace is far smaller than one slot per value
-    total = sum(node.size for i, node in c if slots.r_arr[i] == "ws")
-    assert slots.ws_size < total / 3, (slots.ws_size, total)
-    if series:
-        assert 0 < slots.wh_size < sum(n.size for i, n in c if slots.h_arr[i] == "wh") / 3
+@pytest.mark.parametrize(
+    ("name", "c", "iface", "state_outputs"), CIRCUITS, ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_slots_never_overwrite_a_live_value(name, c, iface, state_outputs, series):
+    errors, s = clobbered(c, iface, series, state_outputs)
+    assert errors == [], f"{name}: {errors[:3]}"
+    if state_outputs:  # reuse happened: far less workspace than one slot per value
+        total = sum(node.size for i, node in c if s.r_arr[i] == "ws")
+        assert s.ws_size < total / 3, (s.ws_size, total)
 
 
-def test_overlap_check_catches_a_shared_slot(step):
-    c, act, iface = step
-    slots = assign_slots(c, act, iface, Tables(), False, {})
-    ws_nodes = [i for i, _ in c if slots.r_arr[i] == "ws"]
-    # put a value computed early onto the slot of the next one while it is still read later
-    owner, last = last_uses(c, {})
-    i = next(i for i in ws_nodes if last[i] > i + 1 and owner[i] == i)
-    j = next(j for j in ws_nodes if i < j < last[i] and owner[j] == j)
-    slots.r_off[j] = slots.r_off[i]
-    assert overlaps(c, slots), "the checker missed two live values on one slot"
+def test_check_catches_a_slot_given_back_too_early(monkeypatch):
+    """An allocator that frees every value one equation before its last reader is caught."""
+    _name, c, iface, state_outputs = CIRCUITS[0]
+    assert clobbered(c, iface, False, state_outputs)[0] == []
+    true_last_uses = emit.last_uses
+
+    def early(c_, out_slot):
+        owner, last = true_last_uses(c_, out_slot)
+        return owner, [max(i, v - 1) if v < len(c_.nodes) else v for i, v in enumerate(last)]
+
+    monkeypatch.setattr(emit, "last_uses", early)
+    assert clobbered(c, iface, False, state_outputs)[0], "freeing one equation early went unnoticed"
