@@ -83,15 +83,14 @@ def circuits():
 
 
 CIRCUITS = list(circuits())
+CASES = [pytest.param(c, iface, outs, id=name) for name, c, iface, outs in CIRCUITS]
 
 
 @pytest.mark.parametrize("series", [False, True], ids=["real", "series"])
-@pytest.mark.parametrize(
-    ("name", "c", "iface", "state_outputs"), CIRCUITS, ids=lambda v: v if isinstance(v, str) else ""
-)
-def test_slots_never_overwrite_a_live_value(name, c, iface, state_outputs, series):
+@pytest.mark.parametrize(("c", "iface", "state_outputs"), CASES)
+def test_slots_never_overwrite_a_live_value(c, iface, state_outputs, series):
     errors, s = clobbered(c, iface, series, state_outputs)
-    assert errors == [], f"{name}: {errors[:3]}"
+    assert errors == [], errors[:3]
     if state_outputs:  # reuse happened: far less workspace than one slot per value
         total = sum(node.size for i, node in c if s.r_arr[i] == "ws")
         assert s.ws_size < total / 3, (s.ws_size, total)
