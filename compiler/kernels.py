@@ -526,10 +526,12 @@ def h_reduce_sum(HX, HZ, code, r, B, K, tab):
 
 @jit
 def h_matmul_packed(x0, x, y0, y, z, P, M, Kd, Nn, has_x, has_y, B, K):
-    """y's orders packed side by side, complex."""
+    """y's orders packed side by side, complex; terms with y_0 and the Cauchy terms
+    take four rows of the packed y per pass over a row of the result."""
     KN = K * Nn
     yp = np.empty((Kd, KN), np.complex128)  # y orders 1..K of one block, row q = (order, column)
     zp = np.empty((M, KN), np.complex128)
+    K4 = Kd - Kd % 4
     for b in range(B):
         for p in range(P):
             if has_y:
@@ -540,8 +542,38 @@ def h_matmul_packed(x0, x, y0, y, z, P, M, Kd, Nn, has_x, has_y, B, K):
             zp[:] = 0.0
             for i in range(M):
                 zr = zp[i]
-                for q in range(Kd):
-                    ai = (p * M + i) * Kd + q
+                base = (p * M + i) * Kd
+                for q in range(0, K4, 4):
+                    if has_y:
+                        for qq in range(q, q + 4):
+                            xv = x0[base + qq]
+                            yr = yp[qq]
+                            for j in range(KN):
+                                zr[j] += rmul(xv, yr[j])
+                    if has_x:
+                        w0 = y0[(p * Kd + q) * Nn :][:Nn]
+                        w1 = y0[(p * Kd + q + 1) * Nn :][:Nn]
+                        w2 = y0[(p * Kd + q + 2) * Nn :][:Nn]
+                        w3 = y0[(p * Kd + q + 3) * Nn :][:Nn]
+                        for k in range(K):
+                            c0, c1 = x[b, k, base + q], x[b, k, base + q + 1]
+                            c2, c3 = x[b, k, base + q + 2], x[b, k, base + q + 3]
+                            zk = zr[k * Nn :][:Nn]
+                            for j in range(Nn):
+                                zk[j] += (rmul(w0[j], c0) + rmul(w1[j], c1)) + (
+                                    rmul(w2[j], c2) + rmul(w3[j], c3)
+                                )
+                    if has_x and has_y:
+                        v0, v1, v2, v3 = yp[q], yp[q + 1], yp[q + 2], yp[q + 3]
+                        for t in range(K - 1):
+                            c0, c1 = x[b, t, base + q], x[b, t, base + q + 1]
+                            c2, c3 = x[b, t, base + q + 2], x[b, t, base + q + 3]
+                            zt = zr[(t + 1) * Nn :]
+                            L = (K - 1 - t) * Nn
+                            for j in range(L):
+                                zt[j] += (c0 * v0[j] + c1 * v1[j]) + (c2 * v2[j] + c3 * v3[j])
+                for q in range(K4, Kd):
+                    ai = base + q
                     if has_y:
                         xv = x0[ai]
                         yr = yp[q]
