@@ -464,34 +464,47 @@ def h_pow(X, HX, Q, HZ, code, r, B, K, cst):
 
 @jit
 def h_erf(X, HX, HZ, code, r, B, K):
-    """q = erf(x): q' = 2/sqrt(pi) e x' with e = exp(-x^2), element by element."""
+    """q = erf(x): q' = 2/sqrt(pi) e x' with e = exp(s), s = -x^2.
+
+    s and e are carried as rows over all elements (one loop per order pair runs
+    along the n elements, not K^2 scalar steps per element).
+    """
     n = code[r, N]
     x0 = X[code[r, A] :][:n]
-    xh, z = hview(HX, code[r, HA], B, K, n), hview(HZ, code[r, HO], B, K, n)
-    s = np.empty(K + 1, dtype=np.complex128)
-    e = np.empty(K + 1, dtype=np.complex128)
-    x = np.empty(K + 1, dtype=np.complex128)
+    x, z = hview(HX, code[r, HA], B, K, n), hview(HZ, code[r, HO], B, K, n)
+    S = np.empty((K + 1, n), np.complex128)  # orders 1..K of s (row 0 unused)
+    E = np.empty((K + 1, n), np.complex128)  # orders 0..K of e
+    for i in range(n):
+        E[0, i] = math.exp(-x0[i] * x0[i])
     for b in range(B):
-        for i in range(n):
-            x[0] = x0[i]
-            for k in range(K):
-                x[k + 1] = xh[b, k, i]
-            for m in range(K + 1):
-                acc = 0.0j
-                for j in range(m + 1):
-                    acc += x[j] * x[m - j]
-                s[m] = -acc
-            e[0] = math.exp(-x0[i] * x0[i])
-            for m in range(1, K + 1):
-                acc = 0.0j
-                for j in range(1, m + 1):
-                    acc += j * s[j] * e[m - j]
-                e[m] = acc / m
-            for m in range(1, K + 1):
-                acc = 0.0j
-                for j in range(1, m + 1):
-                    acc += j * x[j] * e[m - j]
-                z[b, m - 1, i] = TWO_OVER_SQRT_PI * acc / m
+        for m in range(1, K + 1):
+            sm, xm = S[m], x[b, m - 1]
+            for i in range(n):  # x_0 x_m + ... + x_m x_0, in that order
+                sm[i] = rmul(x0[i], xm[i])
+            for j in range(1, m):
+                xj, xr = x[b, j - 1], x[b, m - j - 1]
+                for i in range(n):
+                    sm[i] += xj[i] * xr[i]
+            for i in range(n):
+                sm[i] = -(sm[i] + rmul(x0[i], xm[i]))
+        for m in range(1, K + 1):
+            em = E[m]
+            em[:] = 0.0
+            for j in range(1, m + 1):
+                sj, er = S[j], E[m - j]
+                for i in range(n):
+                    em[i] += rmul(j, sj[i]) * er[i]
+            for i in range(n):
+                em[i] = rdiv(em[i], m)
+        for m in range(1, K + 1):
+            zm = z[b, m - 1]
+            zm[:] = 0.0
+            for j in range(1, m + 1):
+                xj, er = x[b, j - 1], E[m - j]
+                for i in range(n):
+                    zm[i] += rmul(j, xj[i]) * er[i]
+            for i in range(n):
+                zm[i] = rdiv(rmul(TWO_OVER_SQRT_PI, zm[i]), m)
 
 
 @jit

@@ -202,6 +202,7 @@ HIGH_CASES = [
     _unary("exp_big", lambda x: cs.exp(x), Op.EXP, shape=(9, 17)),
     _unary("log_big", lambda x: cs.log(x), Op.LOG, pos=True, shape=(9, 17)),
     _unary("pow_big", lambda x: x**-0.5, Op.POW, pos=True, shape=(9, 17)),
+    _unary("erf_big", lambda x: cs.erf(x), Op.ERF, shape=(9, 17)),
 ]
 
 
