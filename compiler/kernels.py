@@ -615,7 +615,9 @@ def h_matmul_packed(x0, x, y0, y, z, P, M, Kd, Nn, has_x, has_y, B, K):
 
 @jit
 def h_matmul_split(x0, x, y0, y, z, P, M, Kd, Nn, has_x, has_y, B, K):
-    """y's orders packed side by side, real and imaginary planes apart."""
+    """y's orders packed side by side, real and imaginary planes apart; the terms with
+    y_0 take four rows of y_0 per pass over a result row, the Cauchy terms two
+    (measured at K = 6: 2.31 -> 2.07 ms/step/direction; four at a time: 2.26)."""
     KN = K * Nn
     # one block of y's orders 1..K and of the result, rows (order, column)
     ypr = np.empty((Kd, KN))
@@ -634,17 +636,48 @@ def h_matmul_split(x0, x, y0, y, z, P, M, Kd, Nn, has_x, has_y, B, K):
                             ypi[q, k * Nn + j] = v.imag
             zpr[:] = 0.0
             zpi[:] = 0.0
+            K2 = Kd - Kd % 2
+            K4 = Kd - Kd % 4
             for i in range(M):
                 zr, zi = zpr[i], zpi[i]
+                base = (p * M + i) * Kd
+                if has_x:
+                    for q in range(0, K4, 4):
+                        w0 = y0[(p * Kd + q) * Nn :][:Nn]
+                        w1 = y0[(p * Kd + q + 1) * Nn :][:Nn]
+                        w2 = y0[(p * Kd + q + 2) * Nn :][:Nn]
+                        w3 = y0[(p * Kd + q + 3) * Nn :][:Nn]
+                        for k in range(K):
+                            u0, u1 = x[b, k, base + q], x[b, k, base + q + 1]
+                            u2, u3 = x[b, k, base + q + 2], x[b, k, base + q + 3]
+                            zkr, zki = zr[k * Nn :][:Nn], zi[k * Nn :][:Nn]
+                            for j in range(Nn):
+                                zkr[j] += (u0.real * w0[j] + u1.real * w1[j]) + (
+                                    u2.real * w2[j] + u3.real * w3[j]
+                                )
+                                zki[j] += (u0.imag * w0[j] + u1.imag * w1[j]) + (
+                                    u2.imag * w2[j] + u3.imag * w3[j]
+                                )
+                if has_x and has_y:
+                    for q in range(0, K2, 2):
+                        r0, i0, r1, i1 = ypr[q], ypi[q], ypr[q + 1], ypi[q + 1]
+                        for t in range(K - 1):
+                            u, v = x[b, t, base + q], x[b, t, base + q + 1]
+                            a0, c0, a1, c1 = u.real, u.imag, v.real, v.imag
+                            L = (K - 1 - t) * Nn
+                            ztr, zti = zr[(t + 1) * Nn :][:L], zi[(t + 1) * Nn :][:L]
+                            for j in range(L):
+                                ztr[j] += (a0 * r0[j] - c0 * i0[j]) + (a1 * r1[j] - c1 * i1[j])
+                                zti[j] += (a0 * i0[j] + c0 * r0[j]) + (a1 * i1[j] + c1 * r1[j])
                 for q in range(Kd):
-                    ai = (p * M + i) * Kd + q
+                    ai = base + q
                     if has_y:
                         xv = x0[ai]
                         yr, yi = ypr[q], ypi[q]
                         for j in range(KN):
                             zr[j] += xv * yr[j]
                             zi[j] += xv * yi[j]
-                    if has_x:
+                    if has_x and q >= K4:
                         y0r = y0[(p * Kd + q) * Nn :][:Nn]
                         for k in range(K):
                             xv = x[b, k, ai]
@@ -653,7 +686,7 @@ def h_matmul_split(x0, x, y0, y, z, P, M, Kd, Nn, has_x, has_y, B, K):
                             for j in range(Nn):
                                 zkr[j] += a * y0r[j]
                                 zki[j] += c * y0r[j]
-                    if has_x and has_y:
+                    if has_x and has_y and q >= K2:
                         yr, yi = ypr[q], ypi[q]
                         for t in range(K - 1):
                             xv = x[b, t, ai]
