@@ -347,6 +347,29 @@ def test_series_batch_equals_single_runs_exactly(compiled, series_runs, K):
         assert np.array_equal(cp.output(s0_b, HELD_OUT, hi_b)[0], coeffs[b]), f"K={K}, b={b}"
 
 
+def test_direction_groups_equal_one_pass_exactly(compiled, monkeypatch):
+    """Batches larger than PASS_ORDERS // K run in groups; the result (also when resuming
+    from a given hi half-way) is bit for bit that of one pass over all directions."""
+    from compiler import compiled as compiled_module
+
+    K, n = 6, 5
+    cp = compiled(K)
+    assert n > compiled_module.PASS_ORDERS // K, "the batch must be split for this test"
+    psi = directions(n, seed=3)
+    half = T // 2
+
+    def run():
+        s, h, l1 = cp.train_series(psi, stop=half)
+        s, h, l2 = cp.train_series(psi, state=s, hi=h, start=half)
+        return s, h, np.concatenate([l1, l2])
+
+    grouped = run()
+    monkeypatch.setattr(compiled_module, "PASS_ORDERS", 10**6)
+    one_pass = run()
+    for got, want in zip(grouped, one_pass, strict=True):
+        assert np.array_equal(got, want)
+
+
 @pytest.mark.parametrize("K", SERIES_DEGREES)
 def test_series_order0_equals_real_training_exactly(compiled, series_runs, K):
     cp0 = compiled(0)
