@@ -537,6 +537,17 @@ def h_reduce_sum(HX, HZ, code, r, B, K, tab):
                 zr[i] = acc
 
 
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def rows4(a, first, w):
+    """Rows first..first+3 of width w of a flat row-major array."""
+    return (
+        a[first * w :][:w],
+        a[(first + 1) * w :][:w],
+        a[(first + 2) * w :][:w],
+        a[(first + 3) * w :][:w],
+    )
+
+
 @jit
 def h_matmul_packed(x0, x, y0, y, z, P, M, Kd, Nn, has_x, has_y, B, K):
     """y's orders packed side by side, complex; terms with y_0 and the Cauchy terms
@@ -564,10 +575,7 @@ def h_matmul_packed(x0, x, y0, y, z, P, M, Kd, Nn, has_x, has_y, B, K):
                             for j in range(KN):
                                 zr[j] += rmul(xv, yr[j])
                     if has_x:
-                        w0 = y0[(p * Kd + q) * Nn :][:Nn]
-                        w1 = y0[(p * Kd + q + 1) * Nn :][:Nn]
-                        w2 = y0[(p * Kd + q + 2) * Nn :][:Nn]
-                        w3 = y0[(p * Kd + q + 3) * Nn :][:Nn]
+                        w0, w1, w2, w3 = rows4(y0, p * Kd + q, Nn)
                         for k in range(K):
                             c0, c1 = x[b, k, base + q], x[b, k, base + q + 1]
                             c2, c3 = x[b, k, base + q + 2], x[b, k, base + q + 3]
@@ -643,10 +651,7 @@ def h_matmul_split(x0, x, y0, y, z, P, M, Kd, Nn, has_x, has_y, B, K):
                 base = (p * M + i) * Kd
                 if has_x:
                     for q in range(0, K4, 4):
-                        w0 = y0[(p * Kd + q) * Nn :][:Nn]
-                        w1 = y0[(p * Kd + q + 1) * Nn :][:Nn]
-                        w2 = y0[(p * Kd + q + 2) * Nn :][:Nn]
-                        w3 = y0[(p * Kd + q + 3) * Nn :][:Nn]
+                        w0, w1, w2, w3 = rows4(y0, p * Kd + q, Nn)
                         for k in range(K):
                             u0, u1 = x[b, k, base + q], x[b, k, base + q + 1]
                             u2, u3 = x[b, k, base + q + 2], x[b, k, base + q + 3]
