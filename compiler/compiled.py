@@ -17,7 +17,7 @@ import numpy as np
 
 from circuitsketch.ir import Circuit
 from circuitsketch.program import WEIGHT, Program
-from compiler import cache
+from compiler import cache, kernels
 from compiler.diagnose import NonFiniteError, locate_nonfinite
 from compiler.emit import Interface, Tables, emit_function
 from compiler.passes import Activity, activity, simplify
@@ -164,36 +164,21 @@ class CompiledProgram:
                     state_outputs=False,
                 )
             )
-        parts.append(self._emit_run())
+        if not self.series:
+            parts.append(self._emit_run())
         return "\n".join(parts), tables
 
     def _emit_run(self) -> str:
-        if self.series:
-            args = (
-                "start, stop, keys, docs, II, FF, W0, PSI, sa, sb, ha, hb, ws, wh, tab, cst, "
-                "losses, res0, resh, code, B, K"
-            )
-            call = (
-                "sa, sb, ha, hb, ws, wh, tab, cst, II[s], FF[s], W0[d], PSI[d], res0, resh, "
-                "code, B, K"
-            )
-            swap = ["sa, sb = sb, sa", "ha, hb = hb, ha"]
-        else:
-            args = (
-                "start, stop, keys, docs, II, FF, W0, sa, sb, ws, tab, cst, losses, res0, code, "
-                "traj"
-            )
-            call = "sa, sb, ws, tab, cst, II[s], FF[s], W0[d], res0, code"
-            swap = ["sa, sb = sb, sa"]
+        """The compiled training loop of real mode (a real step is too short for a
+        Python loop; series mode loops in Python, see ``_train_series_pass``)."""
+        args = "start, stop, keys, docs, II, FF, W0, sa, sb, ws, tab, cst, losses, res0, code, traj"
+        call = "sa, sb, ws, tab, cst, II[s], FF[s], W0[d], res0, code"
         lines = [
             "@njit(cache=True, nogil=True, error_model='numpy')",
             f"def run({args}):",
             "    for s in range(start, stop):",
-            *(
-                []
-                if self.series
-                else ["        if traj.shape[0] > 0:", "            traj[s - start] = sa"]
-            ),
+            "        if traj.shape[0] > 0:",
+            "            traj[s - start] = sa",
             "        key = keys[s]",
             "        d = docs[s]",
             "        ok = False",
@@ -202,8 +187,7 @@ class CompiledProgram:
             lines.append(f"        {'if' if i == 0 else 'elif'} key == {i}:")
             lines.append(f"            ok = step_{i}({call})")
         lines += ["        losses[s] = res0[0]", "        if not ok:", "            return s"]
-        lines += ["        " + s for s in swap]
-        lines += ["    return -1", ""]
+        lines += ["        sa, sb = sb, sa", "    return -1", ""]
         return "\n".join(lines)
 
     def _pack_schedule(self) -> None:
@@ -371,42 +355,36 @@ class CompiledProgram:
         return np.concatenate(blocks)
 
     def _train_series_pass(self, psi, weights, state, ha, start, stop):
-        """One compiled run over a group of directions small enough for the cache."""
+        """One run over a group of directions small enough for the cache.
+
+        The loop over steps is Python calling the compiled parts: a series step
+        takes milliseconds, so the ~20 us of Python per step do not show, while a
+        compiled loop would be one more Numba library re-optimising every part and
+        kernel it links (measured: cold compile of microgpt's series module from an
+        empty cache 32-35 s -> 21 s).
+        """
         B, K = psi.shape[0], self.degree
         psi_t = np.ascontiguousarray(psi.T, dtype=np.complex128)
         stop, w, sa, sb, ws, losses, res0 = self._buffers(weights, state, stop)
         hb = np.empty_like(ha)
         wh = np.empty(max(B * K * self.wh_size, 1), np.complex128)
         resh = np.zeros(B * K, np.complex128)
-        bad = self.module.run(
-            start,
-            stop,
-            self.keys,
-            self.docs,
-            self.II,
-            self.FF,
-            w,
-            psi_t,
-            sa,
-            sb,
-            ha,
-            hb,
-            ws,
-            wh,
-            self.tab,
-            self.cst,
-            losses,
-            res0,
-            resh,
-            self.instr,
-            B,
-            K,
-        )
-        if bad >= 0:
-            even = (bad - start) % 2 == 0
-            self._raise_nonfinite(bad, sa if even else sb, ha if even else hb, w, psi)
-        even = (stop - start) % 2 == 0
-        return (sa if even else sb), (ha if even else hb), losses[start:stop]
+        steps = [
+            (getattr(self.module, f"step_{i}_PARTS"), getattr(self.module, f"step_{i}_FIRST_ROW"))
+            for i in range(len(self.step_keys))
+        ]
+        tab, cst, code, II, FF = self.tab, self.cst, self.instr, self.II, self.FF
+        for s in range(start, stop):
+            d = self.docs[s]
+            parts, r = steps[self.keys[s]]
+            for part in parts:
+                r = part(sa, sb, ha, hb, ws, wh, tab, cst, II[s], FF[s], w[d], psi_t[d],
+                         res0, resh, code, B, K, r)  # fmt: skip
+            losses[s] = res0[0]
+            if not (kernels.all_finite(sb) and kernels.all_finite_c(hb)):
+                self._raise_nonfinite(s, sa, ha, w, psi)
+            sa, sb, ha, hb = sb, sa, hb, ha
+        return sa, ha, losses[start:stop]
 
     def output(self, state: np.ndarray, test, hi: np.ndarray | None = None) -> np.ndarray:
         """The output on one test input: a float (degree 0) or coefficients (B, K+1)."""

@@ -390,7 +390,8 @@ def emit_function(
     State-named outputs are written to s_out/h_out (when state_outputs); the
     output "loss" goes to res0[0] and resh (B*K).  Returns whether the
     results are finite.  Module attributes ``<name>_WS`` / ``<name>_WH`` give
-    the workspace sizes (hi in units of B*K).
+    the workspace sizes (hi in units of B*K); ``<name>_PARTS`` and
+    ``<name>_FIRST_ROW`` let a caller run the parts itself.
     """
     out_slot = state_out_slots(c, iface) if state_outputs else {}
     s = assign_slots(c, act, iface, tables, series, out_slot)
@@ -484,5 +485,7 @@ def emit_function(
     cb.line()
     cb.line(f"{name}_WS = {s.ws_size}")
     cb.line(f"{name}_WH = {s.wh_size}")
+    cb.line(f"{name}_FIRST_ROW = {first_row}")
+    cb.line(f"{name}_PARTS = ({''.join(f'{name}_part{p}, ' for p in range(len(parts)))})")
     cb.line()
     return cb.source()
