@@ -663,6 +663,15 @@ def h_matmul_split(x0, x, y0, y, z, P, M, Kd, Nn, has_x, has_y, B, K):
                                 zki[j] += (u0.imag * w0[j] + u1.imag * w1[j]) + (
                                     u2.imag * w2[j] + u3.imag * w3[j]
                                 )
+                if has_y:
+                    for q in range(0, K4, 4):
+                        a0, a1 = x0[base + q], x0[base + q + 1]
+                        a2, a3 = x0[base + q + 2], x0[base + q + 3]
+                        r0, r1, r2, r3 = ypr[q], ypr[q + 1], ypr[q + 2], ypr[q + 3]
+                        i0, i1, i2, i3 = ypi[q], ypi[q + 1], ypi[q + 2], ypi[q + 3]
+                        for j in range(KN):
+                            zr[j] += (a0 * r0[j] + a1 * r1[j]) + (a2 * r2[j] + a3 * r3[j])
+                            zi[j] += (a0 * i0[j] + a1 * i1[j]) + (a2 * i2[j] + a3 * i3[j])
                 if has_x and has_y:
                     for q in range(0, K2, 2):
                         r0, i0, r1, i1 = ypr[q], ypi[q], ypr[q + 1], ypi[q + 1]
@@ -676,7 +685,7 @@ def h_matmul_split(x0, x, y0, y, z, P, M, Kd, Nn, has_x, has_y, B, K):
                                 zti[j] += (a0 * i0[j] + c0 * r0[j]) + (a1 * i1[j] + c1 * r1[j])
                 for q in range(Kd):
                     ai = base + q
-                    if has_y:
+                    if has_y and q >= K4:
                         xv = x0[ai]
                         yr, yi = ypr[q], ypi[q]
                         for j in range(KN):
