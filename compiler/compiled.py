@@ -303,7 +303,8 @@ class CompiledProgram:
 
         The data weight of document i is weights[i] + z * directions[b, i].
         Returns (order-0 state (S,), higher orders as a flat block vector (see
-        ``unpack_hi``), per-step losses).
+        ``unpack_hi``), per-step losses).  Directions run in groups of at most
+        PASS_ORDERS // K; the result is the same bit for bit whatever the grouping.
         """
         if not self.series:
             raise ValueError("train_series() needs a CompiledProgram of degree >= 1")
