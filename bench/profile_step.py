@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import re
 import sys
 import time
 from pathlib import Path
@@ -77,10 +76,8 @@ def main() -> None:
         }
     )
     src = cp.source
-    body = src[src.index(f"def step_{key}_part0") : src.index(f"def step_{key}(")]
-    r = int(
-        re.search(r"r = code.shape\[0\] \* 0 \+ (\d+)", src[src.index(f"def step_{key}(") :])[1]
-    )
+    body = src[src.index(f"def step_{key}_part0") : src.index(f"step_{key}_WS =")]
+    r = getattr(cp.module, f"step_{key}_FIRST_ROW")
     reps = 200 if K == 0 else max(2, 400 // (B * K * K))
     loops: dict = {}
     cost: collections.Counter = collections.Counter()

@@ -145,7 +145,8 @@ class CompiledProgram:
                     tables,
                     self.series,
                     state_outputs=True,
-                    inline=True,
+                    # real mode's compiled loop inlines the step; series mode runs the parts
+                    entry="none" if self.series else "inline",
                 )
             )
         for i, key in enumerate(self.out_keys):

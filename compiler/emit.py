@@ -270,14 +270,15 @@ def assign_slots(
     for i, node in c:
         has_hi = series and act.hi[i]
         size = node.size
-        if node.op is Op.INPUT:
+        computed = node.op not in (Op.INPUT, Op.CONST, *ALIAS_OPS) and i not in out_slot
+        if computed or (node.op is Op.INPUT and node.attrs[0] == iface.weight):
+            s.r_arr[i], s.r_off[i] = "ws", ws.take(size)
+            if has_hi:
+                s.h_arr[i], s.h_off[i] = "wh", wh.take(size)
+            pooled[i] = (size, has_hi)
+        elif node.op is Op.INPUT:
             nm = node.attrs[0]
-            if nm == iface.weight:
-                s.r_arr[i], s.r_off[i] = "ws", ws.take(1)
-                if has_hi:
-                    s.h_arr[i], s.h_off[i] = "wh", wh.take(1)
-                pooled[i] = (1, has_hi)
-            elif nm in iface.state:
+            if nm in iface.state:
                 s.r_arr[i], s.r_off[i] = "s_in", iface.state[nm][0]
                 if has_hi:
                     s.h_arr[i], s.h_off[i] = "h_in", iface.state[nm][0]
@@ -298,15 +299,10 @@ def assign_slots(
             s.r_arr[i], s.r_off[i] = s.r_arr[j], s.r_off[j]
             if has_hi:
                 s.h_arr[i], s.h_off[i] = s.h_arr[j], s.h_off[j]
-        elif i in out_slot:
+        else:  # a node computed straight into its state-output slot
             s.r_arr[i], s.r_off[i] = "s_out", out_slot[i][0]
             if has_hi:
                 s.h_arr[i], s.h_off[i] = "h_out", out_slot[i][0]
-        else:
-            s.r_arr[i], s.r_off[i] = "ws", ws.take(size)
-            if has_hi:
-                s.h_arr[i], s.h_off[i] = "wh", wh.take(size)
-            pooled[i] = (size, has_hi)
         for o in {owner[j] for j in node.inputs} | {i}:
             if last[o] == i and o in pooled:
                 n, hi = pooled.pop(o)
@@ -384,16 +380,22 @@ def emit_function(
     tables: Tables,
     series: bool,
     state_outputs: bool,
-    inline: bool = False,
+    entry: str = "njit",
 ) -> str:
     """Source of the njit function `name` (and its parts) evaluating circuit c.
 
     State-named outputs are written to s_out/h_out (when state_outputs); the
-    output "loss" goes to res0[0] and resh (B*K).  Returns whether the
-    results are finite.  Module attributes ``<name>_WS`` / ``<name>_WH`` give
-    the workspace sizes (hi in units of B*K); ``<name>_PARTS`` and
-    ``<name>_FIRST_ROW`` let a caller run the parts itself.
+    output "loss" goes to res0[0] and resh (B*K).  The entry function `name` runs
+    the parts and returns whether the results are finite.  entry: "njit" (called
+    from Python), "inline" (only called from other generated code, which inlines it
+    at Numba IR level, so it is not one more library re-optimising all its parts and
+    kernels) or "none" (no entry function: the caller runs the parts itself).
+    Module attributes ``<name>_WS`` / ``<name>_WH`` give the workspace sizes (hi in
+    units of B*K), ``<name>_PARTS`` and ``<name>_FIRST_ROW`` the parts and the
+    instruction row they start at.
     """
+    if entry not in ("njit", "inline", "none"):
+        raise ValueError(f"entry must be 'njit', 'inline' or 'none', got {entry!r}")
     out_slot = state_out_slots(c, iface) if state_outputs else {}
     s = assign_slots(c, act, iface, tables, series, out_slot)
 
@@ -468,22 +470,18 @@ def emit_function(
         cb.line()
         cb.line()
     first_row = len(tables.rows) - len(body)
-    # inline: a function only called from other generated code (a step, from the training
-    # loop) is inlined there at Numba IR level, so it is not a library of its own that
-    # would re-optimise all its parts and kernels once more.
-    cb.line(deco[:-1] + ", inline='always')" if inline else deco)
-    cb.line(f"def {name}({args}):")
-    cb.indent()
-    cb.line(f"r = code.shape[0] * 0 + {first_row}")
-    for p in range(len(parts)):
-        cb.line(f"r = {name}_part{p}({args}, r)")
-    if state_outputs:
-        cb.line("return k.all_finite(s_out)" + (" and k.all_finite_c(h_out)" if series else ""))
-    else:
-        cb.line("return k.all_finite(res0)" + (" and k.all_finite_c(resh)" if series else ""))
-    cb.dedent()
-    cb.line()
-    cb.line()
+    if entry != "none":
+        cb.line(deco[:-1] + ", inline='always')" if entry == "inline" else deco)
+        cb.line(f"def {name}({args}):")
+        cb.indent()
+        cb.line(f"r = code.shape[0] * 0 + {first_row}")
+        for p in range(len(parts)):
+            cb.line(f"r = {name}_part{p}({args}, r)")
+        out, hout = ("s_out", "h_out") if state_outputs else ("res0", "resh")
+        cb.line(f"return k.all_finite({out})" + (f" and k.all_finite_c({hout})" if series else ""))
+        cb.dedent()
+        cb.line()
+        cb.line()
     cb.line(f"{name}_WS = {s.ws_size}")
     cb.line(f"{name}_WH = {s.wh_size}")
     cb.line(f"{name}_FIRST_ROW = {first_row}")
