@@ -20,6 +20,7 @@ from circuitsketch.program import WEIGHT, Program
 from compiler import cache, kernels
 from compiler.diagnose import NonFiniteError, locate_nonfinite
 from compiler.emit import Interface, Tables, emit_function
+from compiler.layout import hi_block
 from compiler.passes import Activity, activity, simplify
 
 
@@ -233,9 +234,7 @@ class CompiledProgram:
         """Flat higher orders -> name -> (B, K, *shape) coefficients of orders 1..K."""
         K = self.degree
         return {
-            n: hi[B * K * off : B * K * (off + size)].reshape(
-                (B, K, *np.shape(self.program.init_state[n]))
-            )
+            n: hi_block(hi, B, K, off, size).reshape((B, K, *np.shape(self.program.init_state[n])))
             for n, (off, size) in self.state_layout.items()
         }
 
@@ -337,22 +336,17 @@ class CompiledProgram:
 
     def _hi_rows(self, hi: np.ndarray, B: int, rows: slice) -> np.ndarray:
         """The higher orders of directions `rows` of a B-direction block vector."""
-        K = self.degree
         blocks = [
-            hi[B * K * off : B * K * (off + n)].reshape(B, K, n)[rows].ravel()
+            hi_block(hi, B, self.degree, off, n)[rows].ravel()
             for off, n in self.state_layout.values()
         ]
         return np.concatenate(blocks)
 
     def _join_hi(self, his: list[np.ndarray], sizes: list[int]) -> np.ndarray:
         """Block vectors of consecutive direction groups -> one block vector of all."""
-        K = self.degree
         blocks = []
         for off, n in self.state_layout.values():
-            parts = [
-                h[g * K * off : g * K * (off + n)].reshape(g, K, n)
-                for h, g in zip(his, sizes, strict=True)
-            ]
+            parts = [hi_block(h, g, self.degree, off, n) for h, g in zip(his, sizes, strict=True)]
             blocks.append(np.concatenate(parts).ravel())
         return np.concatenate(blocks)
 
@@ -483,8 +477,7 @@ def params_of(
     p0 = np.concatenate([state[off : off + n] for off, n in _param_slices(cp)])
     if hi is None:
         return p0, None
-    B, K = directions, cp.degree
-    blocks = [hi[B * K * off : B * K * (off + n)].reshape(B, K, n) for off, n in _param_slices(cp)]
+    blocks = [hi_block(hi, directions, cp.degree, off, n) for off, n in _param_slices(cp)]
     return p0, np.concatenate(blocks, axis=2)
 
 
@@ -504,6 +497,6 @@ def output_from_params(cp: CompiledProgram, p0: np.ndarray, phi: np.ndarray | No
     hi = np.zeros(B * K * cp.state_size, np.complex128)
     pos = 0
     for off, n in slices:
-        hi[B * K * off : B * K * (off + n)] = phi[:, :, pos : pos + n].reshape(-1)
+        hi_block(hi, B, K, off, n)[:] = phi[:, :, pos : pos + n]
         pos += n
     return cp.output(state, test, hi)

@@ -16,6 +16,7 @@ from circuitsketch.ir import Circuit, IRError
 from compiler import cache
 from compiler.diagnose import NonFiniteError, locate_nonfinite
 from compiler.emit import Interface, Tables, emit_function
+from compiler.layout import hi_block
 from compiler.passes import activity, simplify
 
 
@@ -84,7 +85,7 @@ class CompiledCircuit:
             off, n = self.layout[name]
             if K and name in self.series_inputs and v.shape != node.shape:
                 s_in[off : off + n] = v[0, 0].real.ravel()
-                h_in[B * K * off : B * K * (off + n)] = v[:, 1:].reshape(-1)
+                hi_block(h_in, B, K, off, n)[:] = v[:, 1:].reshape(B, K, n)
             else:
                 s_in[off : off + n] = v.ravel()
         s_out = s_in.copy()
@@ -128,7 +129,7 @@ class CompiledCircuit:
                 continue
             series = np.empty((B, K + 1, n), np.complex128)
             series[:, 0] = s_out[off : off + n]
-            series[:, 1:] = h_out[B * K * off : B * K * (off + n)].reshape(B, K, n)
+            series[:, 1:] = hi_block(h_out, B, K, off, n)
             out[name] = series.reshape((B, K + 1, *shape))
         return out
 
