@@ -3,7 +3,8 @@
 Each kernel call of the generated step is re-run in its own compiled loop and
 timed (warm caches, so the sum is below the step time of a real run); the
 table groups the time by kernel and by part of the step (forward, gradient,
-Adam).  Run from the repository root:
+Adam; a fused loop of several elementwise equations counts as "fused").  Run
+from the repository root:
     python bench/profile_step.py                 # real mode
     python bench/profile_step.py --degree 3      # series, 8 directions
     python bench/profile_step.py --degree 6 --directions 8 --bucket 16
@@ -87,17 +88,19 @@ def main() -> None:
         if line.startswith("#"):
             comment = line
             continue
-        if not line.startswith("k."):
+        if not line.startswith(("k.", "fused_")):
             continue
         part = "adam" if "adam" in comment else "grad" if "grad" in comment else "forward"
         for call in line.split("; ")[:-1]:  # the last item is "r += 1"
-            name = call[2 : call.index("(")]
+            fused = call.startswith("fused_")
+            name = call[0 if fused else 2 : call.index("(")]
             vals = [env.get(a.strip(), r) for a in call[call.index("(") + 1 : -1].split(",")]
             if name not in loops:
-                loops[name] = _repeat(getattr(k, name))
+                loops[name] = _repeat(getattr(cp.module, name) if fused else getattr(k, name))
             loops[name](1, *vals)
             t = time.perf_counter()
             loops[name](reps, *vals)
+            name = "fused" if fused else name
             cost[f"{name}/{part}"] += (time.perf_counter() - t) / reps
             count[f"{name}/{part}"] += 1
         r += 1

@@ -128,6 +128,8 @@ class CompiledProgram:
             "",
             "Do not edit: regenerated from the circuits; named by a hash of this text.",
             '"""',
+            "import math",
+            "",
             "import numpy as np",
             "from numba import njit",
             "",

@@ -25,6 +25,7 @@ import numpy as np
 
 from circuitsketch.interpret import EVAL
 from circuitsketch.ir import Circuit, IRError, Node, Op
+from compiler.fusion import NO_FUSION, Fusion, define, describe, fuse, fused_call
 from compiler.layout import BB, E0, E1, E2, E3, HA, HB, HC, HO, OUT, WIDTH, A, C, N
 from compiler.passes import Activity
 
@@ -62,6 +63,7 @@ class Tables:
     floats: list[np.ndarray] = field(default_factory=list)
     int_size: int = 0
     float_size: int = 0
+    fused: dict[str, str] = field(default_factory=dict)  # fused loop body -> function name
 
     def add_int(self, arr: np.ndarray) -> int:
         a = np.ascontiguousarray(arr, dtype=np.int64).ravel()
@@ -236,16 +238,21 @@ class SlotPool:
         self.free.setdefault(n, []).append(off)
 
 
-def last_uses(c: Circuit, out_slot: Mapping[int, tuple[int, int]]) -> tuple[list[int], list[int]]:
+def last_uses(
+    c: Circuit, out_slot: Mapping[int, tuple[int, int]], fusion: Fusion = NO_FUSION
+) -> tuple[list[int], list[int]]:
     """owner[i]: the node whose slot i lives in (reshape shares its operand's); last[o]:
-    the last equation that reads slot o (len(c) for circuit outputs)."""
+    the last equation that reads slot o (len(c) for circuit outputs).  A fused
+    member reads its operands where its group runs."""
     owner = list(range(len(c.nodes)))
     last = list(range(len(c.nodes)))
     for i, node in c:
+        if i in fusion.absorbed:
+            continue
         if node.op in ALIAS_OPS and i not in out_slot:
             owner[i] = owner[node.inputs[0]]
-        for j in node.inputs:
-            last[owner[j]] = max(last[owner[j]], i)
+        for j in fusion.reads(c, i):
+            last[owner[j]] = max(last[owner[j]], fusion.at(i))
     for nid in c.outputs.values():
         last[owner[nid]] = len(c.nodes)
     return owner, last
@@ -258,24 +265,52 @@ def assign_slots(
     tables: Tables,
     series: bool,
     out_slot: Mapping[int, tuple[int, int]],
+    fusion: Fusion = NO_FUSION,
 ) -> Slots:
     """Slots of every node.  Workspace slots are taken when a value is computed and
     given back after its last reader, never before the reader's own output slot is
-    taken, so no kernel's output overlaps its operands."""
+    taken, so no kernel's output overlaps its operands.  A fused group is one
+    equation: its outputs take slots where it runs, its inner values take none."""
     n_nodes = len(c.nodes)
     s = Slots([""] * n_nodes, [0] * n_nodes, [""] * n_nodes, [-1] * n_nodes, 0, 0)
-    owner, last = last_uses(c, out_slot)
+    owner, last = last_uses(c, out_slot, fusion)
     ws, wh = SlotPool(), SlotPool()
     pooled: dict[int, tuple[int, bool]] = {}  # owner -> (size, has a wh slot)
-    for i, node in c:
+
+    def take_workspace(i: int) -> None:
         has_hi = series and act.hi[i]
-        size = node.size
+        s.r_arr[i], s.r_off[i] = "ws", ws.take(c.nodes[i].size)
+        if has_hi:
+            s.h_arr[i], s.h_off[i] = "wh", wh.take(c.nodes[i].size)
+        pooled[i] = (c.nodes[i].size, has_hi)
+
+    def release(candidates: set[int], i: int) -> None:
+        for o in candidates:
+            if last[o] == i and o in pooled:
+                n, hi = pooled.pop(o)
+                ws.give(n, s.r_off[o])
+                if hi:
+                    wh.give(n, s.h_off[o])
+
+    for i, node in c:
+        if i in fusion.absorbed:
+            continue
+        has_hi = series and act.hi[i]
+        group = fusion.group_of.get(i)
+        if group is not None:
+            if i != group.end:
+                continue
+            for o in group.outputs:
+                if o in out_slot:
+                    s.r_arr[o], s.r_off[o] = "s_out", out_slot[o][0]
+                else:
+                    take_workspace(o)
+            read = {owner[j] for m in group.members for j in fusion.reads(c, m)}
+            release(read | set(group.outputs), i)
+            continue
         computed = node.op not in (Op.INPUT, Op.CONST, *ALIAS_OPS) and i not in out_slot
         if computed or (node.op is Op.INPUT and node.attrs[0] == iface.weight):
-            s.r_arr[i], s.r_off[i] = "ws", ws.take(size)
-            if has_hi:
-                s.h_arr[i], s.h_off[i] = "wh", wh.take(size)
-            pooled[i] = (size, has_hi)
+            take_workspace(i)
         elif node.op is Op.INPUT:
             nm = node.attrs[0]
             if nm in iface.state:
@@ -303,12 +338,7 @@ def assign_slots(
             s.r_arr[i], s.r_off[i] = "s_out", out_slot[i][0]
             if has_hi:
                 s.h_arr[i], s.h_off[i] = "h_out", out_slot[i][0]
-        for o in {owner[j] for j in node.inputs} | {i}:
-            if last[o] == i and o in pooled:
-                n, hi = pooled.pop(o)
-                ws.give(n, s.r_off[o])
-                if hi:
-                    wh.give(n, s.h_off[o])
+        release({owner[j] for j in node.inputs} | {i}, i)
     s.ws_size, s.wh_size = ws.size, wh.size
     return s
 
@@ -381,6 +411,7 @@ def emit_function(
     series: bool,
     state_outputs: bool,
     entry: str = "njit",
+    fused: bool = True,
 ) -> str:
     """Source of the njit function `name` (and its parts) evaluating circuit c.
 
@@ -392,15 +423,36 @@ def emit_function(
     kernels) or "none" (no entry function: the caller runs the parts itself).
     Module attributes ``<name>_WS`` / ``<name>_WH`` give the workspace sizes (hi in
     units of B*K), ``<name>_PARTS`` and ``<name>_FIRST_ROW`` the parts and the
-    instruction row they start at.
+    instruction row they start at.  fused: order-0 elementwise chains run as one
+    generated loop each (``compiler/fusion.py``); the results are the same bits.
     """
     if entry not in ("njit", "inline", "none"):
         raise ValueError(f"entry must be 'njit', 'inline' or 'none', got {entry!r}")
     out_slot = state_out_slots(c, iface) if state_outputs else {}
-    s = assign_slots(c, act, iface, tables, series, out_slot)
+    fusion = fuse(c, [series and h for h in act.hi]) if fused else NO_FUSION
+    s = assign_slots(c, act, iface, tables, series, out_slot, fusion)
 
+    deco = "@njit(cache=True, nogil=True, error_model='numpy')"
+    loops: list[str] = []  # definitions of fused loops new to this module
     body: list[list[str]] = []
     for i, node in c:
+        if i in fusion.absorbed:
+            continue
+        group = fusion.group_of.get(i)
+        if group is not None:
+            if i != group.end:
+                continue
+            call = fused_call(c, group, fusion, lambda j: (s.r_arr[j], s.r_off[j]))
+            fname = tables.fused.get(call.body)
+            if fname is None:
+                fname = tables.fused[call.body] = f"fused_{len(tables.fused)}"
+                loops.append(define(fname, call, deco))
+            o = group.outputs[0]
+            tables.add_row({OUT: s.r_off[o], N: node.size, E0: tables.add_int(call.offsets)})
+            body.append(
+                [*describe(c, group), f"{fname}({', '.join(call.arrays)}, code, r, tab); r += 1"]
+            )
+            continue
         has_hi = series and bool(s.h_arr[i])
         x = [s.r_arr[j] for j in node.inputs]
         h = [s.h_arr[j] for j in node.inputs]
@@ -456,7 +508,7 @@ def emit_function(
 
     args = signature(series)
     cb = CodeBuilder()
-    deco = "@njit(cache=True, nogil=True, error_model='numpy')"
+    cb.lines.extend("".join(loops).splitlines())
     parts = [body[a : a + PART_NODES] for a in range(0, len(body), PART_NODES)]
     for p, part in enumerate(parts):
         cb.line(deco)

@@ -24,7 +24,12 @@ class CompiledCircuit:
     """c compiled at degree K (0: real) with the given inputs as series."""
 
     def __init__(
-        self, c: Circuit, degree: int = 0, series: Iterable[str] = (), optimize: bool = True
+        self,
+        c: Circuit,
+        degree: int = 0,
+        series: Iterable[str] = (),
+        optimize: bool = True,
+        fused: bool = True,
     ):
         if "loss" in c.outputs:
             raise IRError("CompiledCircuit: rename the output 'loss' (reserved for step circuits)")
@@ -59,9 +64,10 @@ class CompiledCircuit:
             tables,
             degree >= 1,
             state_outputs=True,
+            fused=fused,
         )
         header = (
-            "import numpy as np\nfrom numba import njit\n\nfrom compiler import kernels as k\n\n"
+            "import math\n\nimport numpy as np\nfrom numba import njit\n\nfrom compiler import kernels as k\n\n"
         )
         self.source = header + src
         self.instr, self.tab, self.cst = tables.arrays()

@@ -266,13 +266,6 @@ def rmul(a, z):
     return complex(a * z.real, a * z.imag)
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def rdiv(z, a):
-    """Complex over real, part by part: what complex division gives when the
-    divisor's imaginary part is 0, without its general algorithm."""
-    return complex(z.real / a, z.imag / a)
-
-
 @jit
 def hview(H, h, B, K, n):
     """The (B, K, n) block of a node's orders 1..K."""
@@ -343,15 +336,26 @@ def h_scale(HX, Y, HZ, code, r, B, K):
 
 
 @jit
+def reciprocals(y):
+    """1 / y once per element: the higher orders then multiply by it, since a divide
+    costs several multiplies and would otherwise be repeated for every direction and
+    order (the extra rounding is one ulp, in orders >= 1 only)."""
+    inv = np.empty(y.size)
+    for i in range(y.size):
+        inv[i] = 1.0 / y[i]
+    return inv
+
+
+@jit
 def h_div_const(HX, Y, HZ, code, r, B, K):
     n = code[r, N]
-    x, y = hflat(HX, code[r, HA], B, K, n), Y[code[r, BB] :][:n]
+    x, inv = hflat(HX, code[r, HA], B, K, n), reciprocals(Y[code[r, BB] :][:n])
     z = hflat(HZ, code[r, HO], B, K, n)
     for bk in range(B * K):
         xr, zr = x[2 * n * bk :][: 2 * n], z[2 * n * bk :][: 2 * n]
         for i in range(n):
-            zr[2 * i] = xr[2 * i] / y[i]
-            zr[2 * i + 1] = xr[2 * i + 1] / y[i]
+            zr[2 * i] = xr[2 * i] * inv[i]
+            zr[2 * i + 1] = xr[2 * i + 1] * inv[i]
 
 
 @jit
@@ -379,7 +383,7 @@ def h_div(HX, Y, HY, Q, HZ, code, r, B, K):
     HA < 0 means x is a constant (x_r = 0 for r >= 1).
     """
     n = code[r, N]
-    y0, q0 = Y[code[r, BB] :][:n], Q[code[r, OUT] :][:n]
+    inv, q0 = reciprocals(Y[code[r, BB] :][:n]), Q[code[r, OUT] :][:n]
     has_x = code[r, HA] >= 0
     x = hview(HX, max(code[r, HA], 0), B, K, n if has_x else 0)
     y, z = hview(HY, code[r, HB], B, K, n), hview(HZ, code[r, HO], B, K, n)
@@ -397,7 +401,7 @@ def h_div(HX, Y, HY, Q, HZ, code, r, B, K):
                 for i in range(n):
                     zr[i] -= yj[i] * qj[i]
             for i in range(n):
-                zr[i] = rdiv(zr[i], y0[i])
+                zr[i] = rmul(inv[i], zr[i])
 
 
 @jit
@@ -416,19 +420,21 @@ def h_exp(HX, Q, HZ, code, r, B, K):
                 xj, qj = x[b, j - 1], z[b, m - j - 1]
                 for i in range(n):
                     zr[i] += rmul(j, xj[i]) * qj[i]
+            inv_m = 1.0 / m
             for i in range(n):
-                zr[i] = rdiv(zr[i], m)
+                zr[i] = rmul(inv_m, zr[i])
 
 
 @jit
 def h_log(X, HX, HZ, code, r, B, K):
     """q = log(x): q_m = (x_m - (1/m) sum_{j=1..m-1} j q_j x_{m-j}) / x_0."""
     n = code[r, N]
-    x0 = X[code[r, A] :][:n]
+    inv = reciprocals(X[code[r, A] :][:n])
     x, z = hview(HX, code[r, HA], B, K, n), hview(HZ, code[r, HO], B, K, n)
     for b in range(B):
         for k in range(K):
             m = k + 1
+            inv_m = 1.0 / m
             zr = z[b, k]
             zr[:] = 0.0
             for j in range(1, m):
@@ -437,14 +443,14 @@ def h_log(X, HX, HZ, code, r, B, K):
                     zr[i] += rmul(j, qj[i]) * xj[i]
             xk = x[b, k]
             for i in range(n):
-                zr[i] = rdiv(xk[i] - rdiv(zr[i], m), x0[i])
+                zr[i] = rmul(inv[i], xk[i] - rmul(inv_m, zr[i]))
 
 
 @jit
 def h_pow(X, HX, Q, HZ, code, r, B, K, cst):
     """q = x^p: m x_0 q_m = sum_{j=1..m} ((p+1) j - m) x_j q_{m-j}; p = cst[E0]."""
     n = code[r, N]
-    x0, q0 = X[code[r, A] :][:n], Q[code[r, OUT] :][:n]
+    inv, q0 = reciprocals(X[code[r, A] :][:n]), Q[code[r, OUT] :][:n]
     p = cst[code[r, E0]]
     x, z = hview(HX, code[r, HA], B, K, n), hview(HZ, code[r, HO], B, K, n)
     for b in range(B):
@@ -458,8 +464,9 @@ def h_pow(X, HX, Q, HZ, code, r, B, K, cst):
                 xj, qj = x[b, j - 1], z[b, m - j - 1]
                 for i in range(n):
                     zr[i] += rmul(c, xj[i]) * qj[i]
+            inv_m = 1.0 / m
             for i in range(n):
-                zr[i] = rdiv(zr[i], m * x0[i])
+                zr[i] = rmul(inv_m * inv[i], zr[i])
 
 
 @jit
@@ -494,8 +501,9 @@ def h_erf(X, HX, HZ, code, r, B, K):
                 sj, er = S[j], E[m - j]
                 for i in range(n):
                     em[i] += rmul(j, sj[i]) * er[i]
+            inv_m = 1.0 / m
             for i in range(n):
-                em[i] = rdiv(em[i], m)
+                em[i] = rmul(inv_m, em[i])
         for m in range(1, K + 1):
             zm = z[b, m - 1]
             zm[:] = 0.0
@@ -503,8 +511,9 @@ def h_erf(X, HX, HZ, code, r, B, K):
                 xj, er = x[b, j - 1], E[m - j]
                 for i in range(n):
                     zm[i] += rmul(j, xj[i]) * er[i]
+            c = TWO_OVER_SQRT_PI / m
             for i in range(n):
-                zm[i] = rdiv(rmul(TWO_OVER_SQRT_PI, zm[i]), m)
+                zm[i] = rmul(c, zm[i])
 
 
 @jit

@@ -4,6 +4,8 @@
 - ``cse``: merge equal equations (re-interning every node does it).
 - ``fold_constants``: evaluate equations whose operands are all constants.
 - ``lower_concat``: concat -> pad + add, so the code generator needs no concat.
+- ``merge_transposes``: a transpose of a transpose is one transpose (or none):
+  the backward pass transposes the forward pass's transposed weights back.
 - ``activity``: which nodes are series (depend on a series input) and which of
   those need their higher-order coefficients at all.
 """
@@ -66,6 +68,22 @@ def lower_concat(c: Circuit) -> Circuit:
     return rebuild(c, rewrite=lower)
 
 
+def merge_transposes(c: Circuit) -> Circuit:
+    """transpose(transpose(x, p), q) -> transpose(x, p o q), or x when that is the identity."""
+
+    def merge(out: Circuit, i: int, node: Node, ins: list[int]) -> int | None:
+        inner = out.nodes[ins[0]] if ins else None
+        if node.op is not Op.TRANSPOSE or inner is None or inner.op is not Op.TRANSPOSE:
+            return None
+        p, q = inner.attrs[0], node.attrs[0]
+        perm = tuple(p[a] for a in q)
+        if perm == tuple(range(len(perm))):
+            return inner.inputs[0]
+        return out.add(Op.TRANSPOSE, [inner.inputs[0]], (perm,))
+
+    return rebuild(c, rewrite=merge)
+
+
 @dataclass(frozen=True)
 class Activity:
     """active[i]: node i is a series; hi[i]: its orders >= 1 are needed."""
@@ -116,4 +134,4 @@ def activity(c: Circuit, series_inputs: Iterable[str]) -> Activity:
 
 def simplify(c: Circuit) -> Circuit:
     """The standard pipeline before code generation."""
-    return dce(fold_constants(lower_concat(cse(c))))
+    return dce(merge_transposes(fold_constants(lower_concat(cse(c)))))

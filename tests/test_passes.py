@@ -9,7 +9,15 @@ import pytest
 import circuitsketch as cs
 from circuitsketch.interpret import evaluate, evaluate_series
 from circuitsketch.ir import Circuit, Node, Op
-from compiler.passes import activity, cse, dce, fold_constants, lower_concat, simplify
+from compiler.passes import (
+    activity,
+    cse,
+    dce,
+    fold_constants,
+    lower_concat,
+    merge_transposes,
+    simplify,
+)
 from tests.conftest import WEIGHTS, assert_rel
 
 
@@ -141,6 +149,38 @@ def test_lower_concat_preserves_values():
         ["x", "y"],
     )
     _same_values(g, lower_concat(g), {"x": x["x"], "y": x["y"]})
+
+
+# ---------------------------------------------------------------- merge_transposes
+def test_merge_transposes_composes_and_cancels():
+    def f(x):
+        a = x.transpose((1, 0, 2)).transpose((1, 0, 2))  # identity: x itself
+        b = x.transpose((2, 0, 1)).transpose((0, 2, 1))  # one transpose (2, 1, 0)
+        return {"a": a * 2.0, "b": b}
+
+    c = cs.trace(f, x=cs.Input((2, 3, 4)))
+    m = dce(merge_transposes(c))
+    m.verify()
+    perms = [n.attrs[0] for n in m.nodes if n.op is Op.TRANSPOSE]
+    assert perms == [(2, 1, 0)], perms
+    _same_values(c, m, {"x": np.random.default_rng(0).normal(size=(2, 3, 4))})
+
+
+def test_merge_transposes_on_microgpt_backward(program):
+    """The backward pass transposes transposed weights back; none of that is left."""
+    c = program.step_circuits[8]
+    before = dce(fold_constants(lower_concat(cse(c))))
+    after = simplify(c)
+
+    def nested(circ):
+        return sum(
+            1 for n in circ.nodes
+            if n.op is Op.TRANSPOSE and circ.nodes[n.inputs[0]].op is Op.TRANSPOSE
+        )
+
+    assert nested(before) >= 8 and nested(after) == 0, (nested(before), nested(after))
+    _, inputs = program.step_inputs(0)
+    _same_values(before, after, {**program.init_state, **inputs, "w": WEIGHTS[1]})
 
 
 # ---------------------------------------------------------------- activity

@@ -5,7 +5,9 @@ every microgpt step and output circuit (real and series slots) on a tagged
 memory, where each equation stamps its output cells with its node id and every
 read (operands, a reshape's source, the outputs copied at the end) must find
 the stamp of the value it wants.  The checker is shown to catch a slot given
-back too early.
+back too early.  A fused group (``compiler/fusion.py``) is one equation where
+its last member stands: it reads its members' outside operands and writes the
+members read after it.
 """
 
 from __future__ import annotations
@@ -19,14 +21,19 @@ from circuitsketch.program import WEIGHT
 from compiler import emit
 from compiler.compiled import _data_layout
 from compiler.emit import ALIAS_OPS, Interface, Tables, assign_slots, state_out_slots
+from compiler.fusion import NO_FUSION, fuse
 from compiler.passes import activity, simplify
 from tests.conftest import DOCS
 
 
-def clobbered(c, iface, series: bool, state_outputs: bool) -> tuple[list[str], object]:
+def clobbered(
+    c, iface, series: bool, state_outputs: bool, fused: bool = True
+) -> tuple[list[str], object]:
     """Reads that do not find their value, and writes over an equation's own operands."""
     out_slot = state_out_slots(c, iface) if state_outputs else {}
-    s = assign_slots(c, activity_of(c, iface), iface, Tables(), series, out_slot)
+    act = activity_of(c, iface)
+    fusion = fuse(c, [series and h for h in act.hi]) if fused else NO_FUSION
+    s = assign_slots(c, act, iface, Tables(), series, out_slot, fusion)
     mem = {"ws": np.full(s.ws_size, -1), "wh": np.full(s.wh_size, -1)}
     source = list(range(len(c.nodes)))  # whose value a node's slot holds (reshape: its operand's)
     errors = []
@@ -37,7 +44,18 @@ def clobbered(c, iface, series: bool, state_outputs: bool) -> tuple[list[str], o
             yield s.h_arr[i], s.h_off[i]
 
     for i, node in c:
-        reads = [(a, o, c.nodes[j].size, source[j]) for j in node.inputs for a, o in places(j)]
+        group = fusion.group_of.get(i)
+        if i in fusion.absorbed or (group is not None and i != group.end):
+            continue
+        if group is None:
+            operands, written = node.inputs, [i]
+        else:
+            inside = set(group.members)
+            operands = [
+                j for m in group.members for j in fusion.reads(c, m) if j not in inside
+            ]
+            written = group.outputs
+        reads = [(a, o, c.nodes[j].size, source[j]) for j in operands for a, o in places(j)]
         for a, o, n, want in reads:
             if a in mem and (mem[a][o : o + n] != want).any():
                 errors.append(f"%{i} reads %{want} from {a}[{o}], overwritten")
@@ -48,13 +66,15 @@ def clobbered(c, iface, series: bool, state_outputs: bool) -> tuple[list[str], o
             node.op is Op.INPUT and node.attrs[0] == iface.weight
         ):
             continue
-        for a, o in places(i):
-            if a not in mem:
-                continue
-            for ra, ro, rn, want in reads:
-                if ra == a and ro < o + node.size and o < ro + rn:
-                    errors.append(f"%{i} writes over its operand %{want} in {a}")
-            mem[a][o : o + node.size] = i
+        for w in written:
+            for a, o in places(w):
+                if a not in mem:
+                    continue
+                n = c.nodes[w].size
+                for ra, ro, rn, want in reads:
+                    if ra == a and ro < o + n and o < ro + rn:
+                        errors.append(f"%{w} writes over its operand %{want} in {a}")
+                mem[a][o : o + n] = w
     for name, nid in c.outputs.items():
         for a, o in places(nid):
             if a in mem and (mem[a][o : o + c.nodes[nid].size] != source[nid]).any():
@@ -86,13 +106,14 @@ CIRCUITS = list(circuits())
 CASES = [pytest.param(c, iface, outs, id=name) for name, c, iface, outs in CIRCUITS]
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
 @pytest.mark.parametrize("series", [False, True], ids=["real", "series"])
 @pytest.mark.parametrize(("c", "iface", "state_outputs"), CASES)
-def test_slots_never_overwrite_a_live_value(c, iface, state_outputs, series):
-    errors, s = clobbered(c, iface, series, state_outputs)
+def test_slots_never_overwrite_a_live_value(c, iface, state_outputs, series, fused):
+    errors, s = clobbered(c, iface, series, state_outputs, fused)
     assert errors == [], errors[:3]
     if state_outputs:  # reuse happened: far less workspace than one slot per value
-        total = sum(node.size for i, node in c if s.r_arr[i] == "ws")
+        total = sum(node.size for _, node in c if node.op not in (Op.INPUT, Op.CONST, *ALIAS_OPS))
         assert s.ws_size < total / 3, (s.ws_size, total)
 
 
@@ -102,8 +123,8 @@ def test_check_catches_a_slot_given_back_too_early(monkeypatch):
     assert clobbered(c, iface, False, state_outputs)[0] == []
     true_last_uses = emit.last_uses
 
-    def early(c_, out_slot):
-        owner, last = true_last_uses(c_, out_slot)
+    def early(c_, out_slot, fusion=NO_FUSION):
+        owner, last = true_last_uses(c_, out_slot, fusion)
         return owner, [max(i, v - 1) if v < len(c_.nodes) else v for i, v in enumerate(last)]
 
     monkeypatch.setattr(emit, "last_uses", early)
