@@ -67,7 +67,8 @@ class CompiledCircuit:
             fused=fused,
         )
         header = (
-            "import math\n\nimport numpy as np\nfrom numba import njit\n\nfrom compiler import kernels as k\n\n"
+            "import math\n\nimport numpy as np\nfrom numba import njit\n\n"
+            "from compiler import kernels as k\n\n"
         )
         self.source = header + src
         self.instr, self.tab, self.cst = tables.arrays()

@@ -174,7 +174,8 @@ def test_merge_transposes_on_microgpt_backward(program):
 
     def nested(circ):
         return sum(
-            1 for n in circ.nodes
+            1
+            for n in circ.nodes
             if n.op is Op.TRANSPOSE and circ.nodes[n.inputs[0]].op is Op.TRANSPOSE
         )
 

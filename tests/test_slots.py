@@ -51,9 +51,7 @@ def clobbered(
             operands, written = node.inputs, [i]
         else:
             inside = set(group.members)
-            operands = [
-                j for m in group.members for j in fusion.reads(c, m) if j not in inside
-            ]
+            operands = [j for m in group.members for j in fusion.reads(c, m) if j not in inside]
             written = group.outputs
         reads = [(a, o, c.nodes[j].size, source[j]) for j in operands for a, o in places(j)]
         for a, o, n, want in reads:
