@@ -30,6 +30,7 @@ from numba import njit
 from compiler.layout import BB, E0, E1, E2, E3, HA, HB, HO, OUT, A, C, N
 
 TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+EXPONENT_BITS = 0x7FF0000000000000  # of an IEEE double: all ones for inf and NaN
 HIGH_K = 5  # from this degree on, h_matmul keeps real and imaginary planes apart
 jit = njit(cache=True, nogil=True, error_model="numpy")
 
@@ -247,10 +248,14 @@ def one_hot(IDX, Z, code, r):
 
 @jit
 def all_finite(X):
-    for i in range(X.size):  # noqa: SIM110 - Numba cannot compile all() over a generator
-        if not math.isfinite(X[i]):
-            return False
-    return True
+    """No infinity or NaN in X: the largest exponent field must not be all ones.  An
+    integer max vectorises (a float test with an early exit did not): 1.3 us instead
+    of 4.8 us for microgpt's 12,576-value state, checked after every step."""
+    bits = X.view(np.int64)
+    worst = 0
+    for i in range(bits.size):
+        worst = max(worst, bits[i] & EXPONENT_BITS)
+    return worst < EXPONENT_BITS
 
 
 @jit

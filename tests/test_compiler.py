@@ -169,6 +169,22 @@ def test_op_compiled_real_matches_interpreter(case):
         assert_rel(got[name], want[name], 1e-13, f"{case.name}: output {name} (1e-13)")
 
 
+@pytest.mark.parametrize(
+    "bad", [np.inf, -np.inf, np.nan, -np.nan], ids=["inf", "-inf", "nan", "-nan"]
+)
+def test_all_finite_finds_one_bad_value_anywhere(bad):
+    from compiler import kernels
+
+    edge = [np.finfo(float).max, -np.finfo(float).max, 5e-324, -0.0, 0.0, 1.0]
+    x = np.array(edge * 7)
+    assert kernels.all_finite(x) and kernels.all_finite_c(x.view(np.complex128))
+    for pos in (0, 17, x.size - 1):
+        y = x.copy()
+        y[pos] = bad
+        assert not kernels.all_finite(y), pos
+        assert not kernels.all_finite_c(y.view(np.complex128)), pos
+
+
 def _adam_and_more(p, g, m, v, lr, bias1, bias2):
     p2, (m2, v2) = cs.Adam().update(p, g, (m, v), {"lr": lr, "bias1": bias1, "bias2": bias2})
     tail = cs.exp(p2) * cs.log(v2 + 1.0) - cs.erf(m2) ** 3.0 + cs.rsqrt(v2 + 2.0) / -p
