@@ -5,7 +5,9 @@
 - ``fold_constants``: evaluate equations whose operands are all constants.
 - ``lower_concat``: concat -> pad + add, so the code generator needs no concat.
 - ``merge_transposes``: a transpose of a transpose is one transpose (or none):
-  the backward pass transposes the forward pass's transposed weights back.
+  the backward pass transposes the forward pass's transposed weights back; and
+  (a^T b)^T = b^T a, so a weight gradient comes out in the weight's layout
+  without transposing twice.
 - ``activity``: which nodes are series (depend on a series input) and which of
   those need their higher-order coefficients at all.
 """
@@ -68,20 +70,58 @@ def lower_concat(c: Circuit) -> Circuit:
     return rebuild(c, rewrite=lower)
 
 
+def _swaps_last_two(perm: tuple[int, ...]) -> bool:
+    n = len(perm)
+    return n >= 2 and perm == (*range(n - 2), n - 1, n - 2)
+
+
 def merge_transposes(c: Circuit) -> Circuit:
-    """transpose(transpose(x, p), q) -> transpose(x, p o q), or x when that is the identity."""
+    """transpose(transpose(x, p), q) -> transpose(x, p o q), or x when that is the
+    identity; transpose(matmul(transpose(a), b)) -> matmul(transpose(b), a) when no
+    other value reads the product or transpose(a) (the same products, summed in the
+    same order by the compiled kernels)."""
+    users = c.users()
+
+    def transposed(out: Circuit, j: int, perm: tuple[int, ...]) -> int:
+        inner = out.nodes[j]
+        if inner.op is Op.TRANSPOSE:
+            p = inner.attrs[0]
+            both = tuple(p[a] for a in perm)
+            if both == tuple(range(len(both))):
+                return inner.inputs[0]
+            return out.add(Op.TRANSPOSE, [inner.inputs[0]], (both,))
+        return out.add(Op.TRANSPOSE, [j], (perm,))
+
+    def flippable(m: int) -> bool:  # matmul m is read once, by a transpose of its last two axes
+        return (
+            c.nodes[m].op is Op.MATMUL
+            and len(users[m]) == 1
+            and c.nodes[users[m][0]].op is Op.TRANSPOSE
+            and _swaps_last_two(c.nodes[users[m][0]].attrs[0])
+        )
+
+    # flip (a^T b)^T when every reader of a^T is such a product: a^T is then dropped
+    flip = {
+        m
+        for m, node in c
+        if flippable(m)
+        and c.nodes[node.inputs[0]].op is Op.TRANSPOSE
+        and all(
+            flippable(u) and c.nodes[u].inputs[0] == node.inputs[0] != c.nodes[u].inputs[1]
+            for u in users[node.inputs[0]]
+        )
+    }
 
     def merge(out: Circuit, i: int, node: Node, ins: list[int]) -> int | None:
-        inner = out.nodes[ins[0]] if ins else None
-        if node.op is not Op.TRANSPOSE or inner is None or inner.op is not Op.TRANSPOSE:
+        if node.op is not Op.TRANSPOSE:
             return None
-        p, q = inner.attrs[0], node.attrs[0]
-        perm = tuple(p[a] for a in q)
-        if perm == tuple(range(len(perm))):
-            return inner.inputs[0]
-        return out.add(Op.TRANSPOSE, [inner.inputs[0]], (perm,))
+        perm = node.attrs[0]
+        if node.inputs[0] in flip:
+            a, b = out.nodes[ins[0]].inputs
+            return out.add(Op.MATMUL, [transposed(out, b, perm), transposed(out, a, perm)])
+        return transposed(out, ins[0], perm) if out.nodes[ins[0]].op is Op.TRANSPOSE else None
 
-    return rebuild(c, rewrite=merge)
+    return dce(rebuild(c, rewrite=merge))
 
 
 @dataclass(frozen=True)
