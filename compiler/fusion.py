@@ -43,7 +43,7 @@ SCALAR: dict[Op, Callable[[list[str], Node], str]] = {
     Op.MUL: lambda a, node: f"({a[0]} * {a[1]})",
     Op.DIV: lambda a, node: f"({a[0]} / {a[1]})",
     Op.NEG: lambda a, node: f"(-{a[0]})",
-    Op.EXP: lambda a, node: f"math.exp({a[0]})",
+    Op.EXP: lambda a, node: f"k.vexp({a[0]})",
     Op.LOG: lambda a, node: f"math.log({a[0]})",
     Op.ERF: lambda a, node: f"math.erf({a[0]})",
     Op.POW: _pow,

@@ -25,7 +25,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core.extending import intrinsic
 
 from compiler.layout import BB, E0, E1, E2, E3, HA, HB, HO, OUT, A, C, N
 
@@ -33,6 +35,69 @@ TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 EXPONENT_BITS = 0x7FF0000000000000  # of an IEEE double: all ones for inf and NaN
 HIGH_K = 5  # from this degree on, h_matmul keeps real and imaginary planes apart
 jit = njit(cache=True, nogil=True, error_model="numpy")
+
+
+# ====================================================== exp that vectorises
+# Numba calls the C library's exp once per element (4.4 ns here), and the loops
+# of softmax and GELU's derivative spend more time in it than in their
+# arithmetic.  vexp is straight-line arithmetic that LLVM vectorises (1.5 ns):
+# exp(x) = 2^k exp(r), x = k ln2 + r, |r| <= ln2 / 2, exp(r) by its Taylor
+# series to r^13 (truncation below 1e-17), 2^k built in the exponent bits in two
+# halves so that results in the subnormal range round once.  Over 1.1 million
+# inputs on [-750, 712] it is within 1 ulp of the C library's exp (which is
+# itself not correctly rounded); inf, -inf, NaN, overflow and underflow match it.
+@intrinsic
+def float_of_bits(typingctx, bits):
+    if bits != types.int64:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(types.int64), codegen
+
+
+@intrinsic
+def bits_of_float(typingctx, x):
+    if x != types.float64:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return types.int64(types.float64), codegen
+
+
+INV_LN2 = 1.4426950408889634
+LN2_HI = 6.93147180369123816490e-01  # ln 2 = LN2_HI + LN2_LO, k * LN2_HI exact for |k| < 2^11
+LN2_LO = 1.90821492927058770002e-10
+ROUNDER = 6755399441055744.0  # 1.5 * 2^52: x + ROUNDER holds round(x) in its low bits
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def vexp(x):
+    xc = min(max(x, -746.0), 710.0)  # beyond these, 2^k alone under- or overflows
+    t = xc * INV_LN2 + ROUNDER
+    kf = t - ROUNDER
+    k = bits_of_float(t) - bits_of_float(ROUNDER)
+    r = (xc - kf * LN2_HI) - kf * LN2_LO
+    q = 1.0 / 6227020800.0  # 1/13!, then Horner down to 1/2
+    q = q * r + 1.0 / 479001600.0
+    q = q * r + 1.0 / 39916800.0
+    q = q * r + 1.0 / 3628800.0
+    q = q * r + 1.0 / 362880.0
+    q = q * r + 1.0 / 40320.0
+    q = q * r + 1.0 / 5040.0
+    q = q * r + 1.0 / 720.0
+    q = q * r + 1.0 / 120.0
+    q = q * r + 1.0 / 24.0
+    q = q * r + 1.0 / 6.0
+    q = q * r + 0.5
+    p = 1.0 + (r + (r * r) * q)
+    k1 = k >> 1
+    k2 = k - k1
+    y = p * float_of_bits((k1 + 1023) << 52) * float_of_bits((k2 + 1023) << 52)
+    return y if x == x else x
 
 
 # ============================================================== order 0 (real)
@@ -81,7 +146,7 @@ def exp(X, Z, code, r):
     n = code[r, N]
     x, z = X[code[r, A] :][:n], Z[code[r, OUT] :][:n]
     for i in range(n):
-        z[i] = math.exp(x[i])
+        z[i] = vexp(x[i])
 
 
 @jit
