@@ -1,5 +1,8 @@
 """Code generation: a circuit becomes Numba functions that call one kernel per equation.
 
+Runs of order-0 elementwise equations are the exception: each becomes one
+generated loop (``compiler/fusion.py``), defined in the same module.
+
 Every node has an order-0 slot (real, shared by all directions) and, if the
 activity analysis says its higher orders are needed, a hi slot.  A slot is
 (array name, offset).  Each equation becomes one line of kernel calls, chosen

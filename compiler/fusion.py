@@ -4,14 +4,17 @@ Run as one kernel per equation, a chain of same-size elementwise equations
 makes one pass over memory per equation; Adam's update is fourteen of them per
 parameter, half of them a broadcast scalar times a vector.  Fused, the chain
 reads its operands once, keeps intermediate values in registers and writes only
-the values read after it.  Measured on microgpt's real step (length 8):
-Adam's equations alone take 18.7 us as separate kernels and 9.3 us as fused
-loops, the rest being the divide and square-root units.
+the values read after it.  Measured on microgpt's real step (length 8): Adam's
+equations take 18.7 us per step as separate kernels and 9.7 us as fused loops
+(most of what remains is three divisions and a square root per element), and
+the step makes 148 kernel
+calls instead of 323.
 
 Only values without higher orders are fused (every value in real mode, the
 inactive ones in series mode), and the scalar expressions below are those of
 the order-0 kernels, operation for operation, so fused code gives the same
-bits as unfused code.
+bits as unfused code (``test_fused_loops_give_the_same_bits`` keeps the two in
+step: a one-ulp change to either fails it).
 """
 
 from __future__ import annotations
@@ -97,7 +100,7 @@ def uniform_const(c: Circuit, j: int) -> float | None:
     return float(v[0])
 
 
-def fuse(c: Circuit, has_hi: Sequence[bool], keep_apart: frozenset[int] = frozenset()) -> Fusion:
+def fuse(c: Circuit, has_hi: Sequence[bool]) -> Fusion:
     """Groups of same-size elementwise equations without higher orders: maximal runs,
     split into connected chains of two or more.  Sources and scalar broadcasts between
     members do not break a run; any other equation does, so nothing outside a run
@@ -113,7 +116,6 @@ def fuse(c: Circuit, has_hi: Sequence[bool], keep_apart: frozenset[int] = frozen
             node.op in SCALAR
             and node.size > 1
             and not has_hi[i]
-            and i not in keep_apart
             and all(c.nodes[j].size == node.size or _scalar_broadcast(c, j) for j in node.inputs)
         )
 
