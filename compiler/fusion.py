@@ -7,8 +7,7 @@ reads its operands once, keeps intermediate values in registers and writes only
 the values read after it.  Measured on microgpt's real step (length 8): Adam's
 equations take 18.7 us per step as separate kernels and 9.7 us as fused loops
 (most of what remains is three divisions and a square root per element), and
-the step makes 148 kernel
-calls instead of 323.
+the step makes 148 kernel calls instead of 323.
 
 Only values without higher orders are fused (every value in real mode, the
 inactive ones in series mode), and the scalar expressions below are those of
