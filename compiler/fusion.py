@@ -71,8 +71,13 @@ class Fusion:
     absorbed: set[int]  # broadcasts of a scalar read only by fused members: never emitted
 
     def reads(self, c: Circuit, i: int) -> list[int]:
-        """The nodes equation i reads: an absorbed broadcast reads its scalar operand."""
-        return [c.nodes[j].inputs[0] if j in self.absorbed else j for j in c.nodes[i].inputs]
+        """The nodes equation i reads.  A fused member reads a scalar broadcast's source
+        (as ``fused_call`` does, absorbed or not); nothing else reads an absorbed one."""
+        member = i in self.group_of
+        return [
+            c.nodes[j].inputs[0] if member and _scalar_broadcast(c, j) else j
+            for j in c.nodes[i].inputs
+        ]
 
     def at(self, i: int) -> int:
         """The equation index at which node i's code runs."""
@@ -201,13 +206,12 @@ def fused_call(
     lines: list[str] = []
     for m in g.members:
         args = []
-        for j in c.nodes[m].inputs:
+        for j, src in zip(c.nodes[m].inputs, fusion.reads(c, m), strict=True):
             if j in local:
                 args.append(local[j])
             elif (v := uniform_const(c, j)) is not None:
                 args.append(repr(v))
-            elif j in fusion.absorbed or _scalar_broadcast(c, j):
-                src = c.nodes[j].inputs[0]
+            elif src != j:  # a scalar broadcast: its source, once (what liveness assumes)
                 sca.setdefault(src, f"s{len(sca)}")
                 args.append(sca[src])
             else:

@@ -186,6 +186,28 @@ def test_all_finite_finds_one_bad_value_anywhere(bad):
         assert not kernels.all_finite_c(y.view(np.complex128)), pos
 
 
+def test_fused_loop_keeps_a_shared_scalar_alive():
+    """A fused loop reads a broadcast scalar from its source; when the broadcast is also
+    read outside the loop (so it is emitted), the source must still live until the loop
+    runs, or a later scalar takes its slot (found by review: y used c2's value)."""
+
+    def f(x):
+        a = x.sum()
+        u = (x - a).sum()  # broadcast(a) also read by a lone sub: emitted
+        c2 = cs.exp((x * x).sum())  # a later scalar that could take a's slot
+        y = cs.exp(x * a) * x  # fused loop reading a
+        return {"u": u, "c2": c2, "y": y}
+
+    c = cs.trace(f, x=cs.Input((3, 4)))
+    x = {"x": np.arange(12.0).reshape(3, 4) / 100}
+    fused = CompiledCircuit(c, 0)
+    assert "def fused_" in fused.source
+    got, apart, want = fused(x), CompiledCircuit(c, 0, fused=False)(x), evaluate(c, x)
+    for name in want:
+        np.testing.assert_array_equal(got[name], apart[name], err_msg=name)
+        assert_rel(got[name], want[name], 1e-13, f"{name} vs interpreter (1e-13)")
+
+
 def test_vexp_is_within_one_ulp_of_the_c_library():
     """kernels.vexp (the order-0 exp of compiled code) against math.exp: at most one
     ulp apart over the whole range, and the same at the special values."""
