@@ -109,10 +109,7 @@ def fuse(c: Circuit, has_hi: Sequence[bool]) -> Fusion:
     split into connected chains of two or more.  Sources and scalar broadcasts between
     members do not break a run; any other equation does, so nothing outside a run
     reads a member before the run ends."""
-    users: list[list[int]] = [[] for _ in c.nodes]
-    for i, node in c:
-        for j in node.inputs:
-            users[j].append(i)
+    users = c.users()
     outputs = set(c.outputs.values())
 
     def fusible(i: int, node: Node) -> bool:

@@ -122,7 +122,7 @@ def merge_transposes(c: Circuit) -> Circuit:
             return out.add(Op.MATMUL, [transposed(out, b, perm), transposed(out, a, perm)])
         return transposed(out, ins[0], perm) if out.nodes[ins[0]].op is Op.TRANSPOSE else None
 
-    return dce(rebuild(c, rewrite=merge))
+    return rebuild(c, rewrite=merge)  # leaves the replaced transposes for dce
 
 
 @dataclass(frozen=True)
