@@ -94,7 +94,8 @@ def main() -> None:
         for call in line.split("; ")[:-1]:  # the last item is "r += 1"
             fused = call.startswith("fused_")
             name = call[0 if fused else 2 : call.index("(")]
-            vals = [env.get(a.strip(), r) for a in call[call.index("(") + 1 : -1].split(",")]
+            env["r"] = r  # arguments may be calls too (a fused loop's hi views)
+            vals = eval(f"[{call[call.index('(') + 1 : -1]}]", {"k": k}, env)
             if name not in loops:
                 loops[name] = _repeat(getattr(cp.module, name) if fused else getattr(k, name))
             loops[name](1, *vals)

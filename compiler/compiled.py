@@ -22,6 +22,7 @@ from compiler.diagnose import NonFiniteError, locate_nonfinite
 from compiler.emit import Interface, Tables, emit_function
 from compiler.layout import hi_block
 from compiler.passes import Activity, activity, simplify
+from compiler.series_fusion import MAX_DEGREE
 
 
 @dataclass
@@ -120,11 +121,17 @@ class CompiledProgram:
             f"output_{i}" for i in range(len(self.out_keys))
         ]
 
+    def _mode(self) -> str:
+        if not self.series:
+            return "real"
+        if self.degree <= MAX_DEGREE:
+            return f"series (degree {self.degree}, unrolled in the fused loops)"
+        return "series (any degree: K is a run-time argument)"
+
     def _generate(self) -> tuple[str, Tables]:
         tables = Tables()
         parts = [
-            f'"""Generated for program {self.program.name!r}, '
-            f"{'series (any degree: K is a run-time argument)' if self.series else 'real'} mode.",
+            f'"""Generated for program {self.program.name!r}, {self._mode()} mode.',
             "",
             "Do not edit: regenerated from the circuits; named by a hash of this text.",
             '"""',
@@ -150,6 +157,7 @@ class CompiledProgram:
                     state_outputs=True,
                     # real mode's compiled loop inlines the step; series mode runs the parts
                     entry="none" if self.series else "inline",
+                    degree=self.degree,
                 )
             )
         for i, key in enumerate(self.out_keys):
@@ -166,6 +174,7 @@ class CompiledProgram:
                     tables,
                     self.series,
                     state_outputs=False,
+                    degree=self.degree,
                 )
             )
         if not self.series:

@@ -1,7 +1,9 @@
 """Code generation: a circuit becomes Numba functions that call one kernel per equation.
 
-Runs of order-0 elementwise equations are the exception: each becomes one
-generated loop (``compiler/fusion.py``), defined in the same module.
+Runs of elementwise equations are the exception: each becomes one generated
+function (``compiler/fusion.py``; in series mode at degree K <= 8 with a
+second loop over the higher orders, ``compiler/series_fusion.py``), defined in
+the same module.
 
 Every node has an order-0 slot (real, shared by all directions) and, if the
 activity analysis says its higher orders are needed, a hi slot.  A slot is
@@ -306,10 +308,15 @@ def assign_slots(
             for o in group.outputs:
                 if o in out_slot:
                     s.r_arr[o], s.r_off[o] = "s_out", out_slot[o][0]
+                    if series and act.hi[o]:
+                        s.h_arr[o], s.h_off[o] = "h_out", out_slot[o][0]
                 else:
                     take_workspace(o)
+            for o in group.needs0:  # order 0 for the group's hi loop only
+                s.r_arr[o], s.r_off[o] = "ws", ws.take(c.nodes[o].size)
+                pooled[o] = (c.nodes[o].size, False)
             read = {owner[j] for m in group.members for j in fusion.reads(c, m)}
-            release(read | set(group.outputs), i)
+            release(read | set(group.outputs) | set(group.needs0), i)
             continue
         computed = node.op not in (Op.INPUT, Op.CONST, *ALIAS_OPS) and i not in out_slot
         if computed or (node.op is Op.INPUT and node.attrs[0] == iface.weight):
@@ -415,6 +422,7 @@ def emit_function(
     state_outputs: bool,
     entry: str = "njit",
     fused: bool = True,
+    degree: int = 0,
 ) -> str:
     """Source of the njit function `name` (and its parts) evaluating circuit c.
 
@@ -426,13 +434,16 @@ def emit_function(
     kernels) or "none" (no entry function: the caller runs the parts itself).
     Module attributes ``<name>_WS`` / ``<name>_WH`` give the workspace sizes (hi in
     units of B*K), ``<name>_PARTS`` and ``<name>_FIRST_ROW`` the parts and the
-    instruction row they start at.  fused: order-0 elementwise chains run as one
-    generated loop each (``compiler/fusion.py``); the results are the same bits.
+    instruction row they start at.  fused: elementwise chains run as one generated
+    loop each (``compiler/fusion.py``); the results are the same bits.  degree: the
+    K that series fused loops unroll (0: series values are not fused); the code is
+    then only for that K.
     """
     if entry not in ("njit", "inline", "none"):
         raise ValueError(f"entry must be 'njit', 'inline' or 'none', got {entry!r}")
     out_slot = state_out_slots(c, iface) if state_outputs else {}
-    fusion = fuse(c, [series and h for h in act.hi]) if fused else NO_FUSION
+    hi_flags = [series and h for h in act.hi]
+    fusion = fuse(c, hi_flags, degree if series else 0) if fused else NO_FUSION
     s = assign_slots(c, act, iface, tables, series, out_slot, fusion)
 
     deco = "@njit(cache=True, nogil=True, error_model='numpy')"
@@ -445,16 +456,28 @@ def emit_function(
         if group is not None:
             if i != group.end:
                 continue
-            call = fused_call(c, group, fusion, lambda j: (s.r_arr[j], s.r_off[j]))
+            call = fused_call(
+                c,
+                group,
+                fusion,
+                lambda j: (s.r_arr[j], s.r_off[j]),
+                lambda j: (s.h_arr[j], s.h_off[j]),
+            )
             fname = tables.fused.get(call.body)
             if fname is None:
                 fname = tables.fused[call.body] = f"fused_{len(tables.fused)}"
                 loops.append(define(fname, call, deco))
             o = group.outputs[0]
-            tables.add_row({OUT: s.r_off[o], N: node.size, E0: tables.add_int(call.offsets)})
-            body.append(
-                [*describe(c, group), f"{fname}({', '.join(call.arrays)}, code, r, tab); r += 1"]
-            )
+            row = {OUT: s.r_off[o], N: node.size, E0: tables.add_int(call.offsets)}
+            args = f"{', '.join(call.arrays)}, code, r, tab"
+            if call.hi_arrays:
+                row[E1] = tables.add_int(call.hi_offsets)
+                views = (
+                    f"k.hblock({a}, code, r, tab, {q}, B, K)" for q, a in enumerate(call.hi_arrays)
+                )
+                args += ", B, " + ", ".join(views)
+            tables.add_row(row)
+            body.append([*describe(c, group), f"{fname}({args}); r += 1"])
             continue
         has_hi = series and bool(s.h_arr[i])
         x = [s.r_arr[j] for j in node.inputs]

@@ -65,6 +65,7 @@ class CompiledCircuit:
             degree >= 1,
             state_outputs=True,
             fused=fused,
+            degree=degree,
         )
         header = (
             "import math\n\nimport numpy as np\nfrom numba import njit\n\n"

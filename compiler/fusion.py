@@ -9,22 +9,26 @@ equations take 18.7 us per step as separate kernels and 9.7 us as fused loops
 (most of what remains is three divisions and a square root per element), and
 the step makes 148 kernel calls instead of 323.
 
-Only values without higher orders are fused (every value in real mode, the
-inactive ones in series mode), and the scalar expressions below are those of
-the order-0 kernels, operation for operation, so fused code gives the same
-bits as unfused code (``test_fused_loops_give_the_same_bits`` keeps the two in
-step: a one-ulp change to either fails it).
+The scalar expressions below are those of the order-0 kernels, operation for
+operation, so fused code gives the same bits as unfused code
+(``test_fused_loops_give_the_same_bits`` keeps the two in step: a one-ulp
+change to either fails it).  In series mode at a fixed degree K <=
+``series_fusion.MAX_DEGREE``, series values fuse too: the group's function
+then runs a second loop over the higher orders (``compiler/series_fusion.py``),
+reading the order-0 values its rules need from the first loop's results;
+otherwise only values without higher orders fuse.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from circuitsketch.ir import Circuit, Node, Op
 from compiler.layout import E0, N
+from compiler.series_fusion import HI_RULES, MAX_DEGREE, Hi, Writer, order0_needs
 
 
 def _pow(a: list[str], node: Node) -> str:
@@ -58,6 +62,8 @@ class Group:
 
     members: list[int]
     outputs: list[int]  # members read after the group (or circuit outputs)
+    needs0: list[int] = field(default_factory=list)  # order 0 read only by the hi loop
+    series: bool = False  # some member has higher orders: the group runs a hi loop too
 
     @property
     def end(self) -> int:
@@ -69,14 +75,19 @@ class Fusion:
     groups: list[Group]
     group_of: dict[int, Group]
     absorbed: set[int]  # broadcasts of a scalar read only by fused members: never emitted
+    has_hi: Sequence[bool] = ()
+    degree: int = 0  # K unrolled into series groups (0: none)
+
+    def scalar(self, c: Circuit, j: int) -> bool:
+        """Whether fused members read node j as its source scalar."""
+        return _scalar_broadcast(c, j) and not (self.has_hi and self.has_hi[j])
 
     def reads(self, c: Circuit, i: int) -> list[int]:
         """The nodes equation i reads.  A fused member reads a scalar broadcast's source
         (as ``fused_call`` does, absorbed or not); nothing else reads an absorbed one."""
         member = i in self.group_of
         return [
-            c.nodes[j].inputs[0] if member and _scalar_broadcast(c, j) else j
-            for j in c.nodes[i].inputs
+            c.nodes[j].inputs[0] if member and self.scalar(c, j) else j for j in c.nodes[i].inputs
         ]
 
     def at(self, i: int) -> int:
@@ -104,20 +115,26 @@ def uniform_const(c: Circuit, j: int) -> float | None:
     return float(v[0])
 
 
-def fuse(c: Circuit, has_hi: Sequence[bool]) -> Fusion:
-    """Groups of same-size elementwise equations without higher orders: maximal runs,
-    split into connected chains of two or more.  Sources and scalar broadcasts between
-    members do not break a run; any other equation does, so nothing outside a run
-    reads a member before the run ends."""
+def fuse(c: Circuit, has_hi: Sequence[bool], degree: int = 0) -> Fusion:
+    """Groups of same-size elementwise equations: maximal runs, split into connected
+    chains of two or more.  Series values join only at a degree 1..MAX_DEGREE (their
+    higher orders are unrolled).  Sources and scalar broadcasts between members do not
+    break a run; any other equation does, so nothing outside a run reads a member
+    before the run ends."""
     users = c.users()
     outputs = set(c.outputs.values())
+    if not 0 <= degree <= MAX_DEGREE:
+        degree = 0
 
     def fusible(i: int, node: Node) -> bool:
         return (
             node.op in SCALAR
             and node.size > 1
-            and not has_hi[i]
-            and all(c.nodes[j].size == node.size or _scalar_broadcast(c, j) for j in node.inputs)
+            and (not has_hi[i] or (degree > 0 and node.op in HI_RULES))
+            and all(
+                c.nodes[j].size == node.size or (_scalar_broadcast(c, j) and not has_hi[j])
+                for j in node.inputs
+            )
         )
 
     runs: list[list[int]] = []
@@ -144,7 +161,15 @@ def fuse(c: Circuit, has_hi: Sequence[bool]) -> Fusion:
                 continue
             inside = set(members)
             outs = [m for m in members if m in outputs or any(u not in inside for u in users[m])]
-            g = Group(members, outs)
+            series = any(has_hi[m] for m in members)
+            need: set[int] = set()
+            for m in members if series else ():
+                node = c.nodes[m]
+                ops, own = order0_needs(node.op, [has_hi[j] for j in node.inputs])
+                need.update(node.inputs[q] for q in ops if node.inputs[q] in inside)
+                if own:
+                    need.add(m)
+            g = Group(members, outs, sorted(need - set(outs)), series)
             groups.append(g)
             group_of.update({m: g for m in members})
     absorbed = {
@@ -156,7 +181,7 @@ def fuse(c: Circuit, has_hi: Sequence[bool]) -> Fusion:
         and users[j]
         and all(u in group_of for u in users[j])
     }
-    return Fusion(groups, group_of, absorbed)
+    return Fusion(groups, group_of, absorbed, has_hi, degree)
 
 
 def _components(c: Circuit, run: list[int]) -> list[list[int]]:
@@ -183,11 +208,14 @@ def _components(c: Circuit, run: list[int]) -> list[list[int]]:
 @dataclass
 class FusedCall:
     """What emit needs to call a group's generated loop: its source, the arrays it
-    takes and the offsets (vectors, scalars, outputs, in that order) for the int table."""
+    takes and the offsets (vectors, scalars, outputs, in that order) for the int table;
+    for a series group also the hi arrays and hi offsets (operands, then outputs)."""
 
     body: str  # the function without its name line, the key for sharing one function
     arrays: list[str]
     offsets: list[int]
+    hi_arrays: list[str] = field(default_factory=list)
+    hi_offsets: list[int] = field(default_factory=list)
 
 
 def fused_call(
@@ -195,18 +223,23 @@ def fused_call(
     g: Group,
     fusion: Fusion,
     slot: Callable[[int], tuple[str, int]],
+    hslot: Callable[[int], tuple[str, int]] | None = None,
 ) -> FusedCall:
-    """Source of one group's loop.  slot(j) gives the (array, offset) of node j."""
+    """Source of one group's loops.  slot(j) / hslot(j) give the (array, offset) of
+    node j's order 0 / higher orders."""
     local = {m: f"e{k}" for k, m in enumerate(g.members)}
+    written = g.outputs + g.needs0  # order-0 values the first loop stores
     vec: dict[int, str] = {}
     sca: dict[int, str] = {}
+    order0: dict[int, str] = {}  # node -> its order-0 expression at element i
     lines: list[str] = []
     for m in g.members:
         args = []
         for j, src in zip(c.nodes[m].inputs, fusion.reads(c, m), strict=True):
             if j in local:
                 args.append(local[j])
-            elif (v := uniform_const(c, j)) is not None:
+                continue
+            if (v := uniform_const(c, j)) is not None:
                 args.append(repr(v))
             elif src != j:  # a scalar broadcast: its source, once (what liveness assumes)
                 sca.setdefault(src, f"s{len(sca)}")
@@ -214,9 +247,11 @@ def fused_call(
             else:
                 vec.setdefault(j, f"v{len(vec)}")
                 args.append(f"{vec[j]}[i]")
+            order0[j] = args[-1]
         lines.append(f"{local[m]} = {SCALAR[c.nodes[m].op](args, c.nodes[m])}")
-    for k, o in enumerate(g.outputs):
+    for k, o in enumerate(written):
         lines.append(f"o{k}[i] = {local[o]}")
+        order0[o] = f"o{k}[i]"
 
     arrays: list[str] = []
     offsets: list[int] = []
@@ -233,7 +268,7 @@ def fused_call(
         operand(name, j, "{name} = {arr}[t[{k}] :][:n]")
     for j, name in sca.items():
         operand(name, j, "{name} = {arr}[t[{k}]]")
-    for k, o in enumerate(g.outputs):
+    for k, o in enumerate(written):
         operand(f"o{k}", o, "{name} = {arr}[t[{k}] :][:n]")
     body = [
         f"n = code[r, {N}]",
@@ -242,13 +277,90 @@ def fused_call(
         "for i in range(n):",
         *("    " + line for line in lines),
     ]
-    return FusedCall("\n".join(body), arrays, offsets)
+    call = FusedCall("", arrays, offsets)
+    if g.series:
+        if hslot is None or fusion.degree < 1:
+            raise ValueError("a series group needs hi slots and a degree")
+        body += _hi_loop(c, g, fusion, order0, hslot, call)
+    call.body = "\n".join(body)
+    return call
+
+
+def _hi_loop(
+    c: Circuit,
+    g: Group,
+    fusion: Fusion,
+    order0: dict[int, str],
+    hslot: Callable[[int], tuple[str, int]],
+    call: FusedCall,
+) -> list[str]:
+    """The loop over directions and elements computing the group's orders 1..K.
+    Each hi array is a separate argument (a view made by the caller): LLVM then checks
+    at run time that the streams do not overlap and vectorises the loop over elements."""
+    K, n = fusion.degree, c.nodes[g.end].size
+    span = 2 * K * n  # floats of one direction's orders of one value
+    w = Writer()
+    hi: dict[int, Hi] = {}
+    zero: dict[int, str] = {}
+    rows: list[str] = []
+
+    def stream(j: int) -> str:
+        arr, off = hslot(j)
+        call.hi_arrays.append(arr)
+        call.hi_offsets.append(off)
+        name = f"H{len(call.hi_offsets) - 1}"
+        rows.append(f"    {name}b = {name}[{span} * b :][:{span}]")
+        return f"{name}b"
+
+    def order0_of(j: int) -> str:
+        if j not in zero:
+            zero[j] = w.let(order0[j])
+        return zero[j]
+
+    def hi_of(j: int) -> Hi:
+        if j not in hi:
+            if not fusion.has_hi[j]:
+                hi[j] = None
+            else:
+                row = stream(j)
+                hi[j] = [
+                    w.pair(f"{row}[2 * i + {2 * k * n}]", f"{row}[2 * i + {2 * k * n + 1}]")
+                    for k in range(K)
+                ]
+        return hi[j]
+
+    for m in g.members:
+        node = c.nodes[m]
+        h = [hi_of(j) for j in node.inputs]
+        if all(x is None for x in h):
+            hi[m] = None
+            continue
+        ops, own = order0_needs(node.op, [x is not None for x in h])
+        x0 = [order0_of(j) if q in ops else "" for q, j in enumerate(node.inputs)]
+        hi[m] = HI_RULES[node.op](w, x0, h, order0_of(m) if own else "", node, K)
+    stores = []
+    for o in g.outputs:
+        if not fusion.has_hi[o]:
+            continue
+        row = stream(o)
+        z = hi[o] or [("0.0", "0.0")] * K
+        for k in range(K):
+            stores.append(f"{row}[2 * i + {2 * k * n}] = {z[k][0]}")
+            stores.append(f"{row}[2 * i + {2 * k * n + 1}] = {z[k][1]}")
+    return [
+        "for b in range(B):",
+        *rows,
+        f"    for i in range({n}):",
+        *("        " + line for line in w.lines + stores),
+    ]
 
 
 def define(name: str, call: FusedCall, deco: str) -> str:
     """The module-level definition of a fused loop."""
     text = "\n".join("    " + line for line in call.body.splitlines())
-    return f"{deco}\ndef {name}({', '.join(call.arrays)}, code, r, tab):\n{text}\n\n"
+    hi = "".join(f", H{k}" for k in range(len(call.hi_offsets)))
+    args = f"{', '.join(call.arrays)}, code, r, tab" + (f", B{hi}" if hi else "")
+    return f"{deco}\ndef {name}({args}):\n{text}\n\n"
 
 
 def describe(c: Circuit, g: Group) -> list[str]:

@@ -351,6 +351,12 @@ def hflat(H, h, B, K, n):
 
 
 @jit
+def hblock(H, code, r, tab, j, B, K):
+    """hflat of the j-th hi operand of a fused loop (its offset at tab[E1 + j])."""
+    return hflat(H, tab[code[r, E1] + j], B, K, code[r, N])
+
+
+@jit
 def h_zero(HZ, code, r, B, K):
     hflat(HZ, code[r, HO], B, K, code[r, N])[:] = 0.0
 

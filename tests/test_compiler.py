@@ -291,6 +291,40 @@ def test_fused_loops_give_the_same_bits(series):
             assert_rel(got[name], ref[name], 1e-13, f"fused {name} vs interpreter (1e-13)")
 
 
+def _every_series_rule(p, g, m, v, lr, bias1, bias2):
+    out = _adam_and_more(p, g, m, v, lr, bias1, bias2)
+    s = g * 0.5 + m  # a series
+    extra = (1.0 - s) / s + 2.0 / (s * s + 1.0)  # minus a series; series / series; x / series
+    out["extra"] = extra * cs.exp(-s) - cs.log(s * s + 2.0) * v  # neg, exp, log, scale
+    return out
+
+
+@pytest.mark.parametrize("K", [1, 3, 6])
+def test_series_fused_loops_give_the_same_bits(K):
+    """Series values fuse too at a fixed degree (compiler/series_fusion.py): the unrolled
+    loop over orders 1..K gives exactly what the h_* kernels give, for every rule of
+    HI_RULES (add, sub and neg with one or two series, products and quotients with
+    one or two, pow with each special exponent, exp, log)."""
+    vec, one = cs.Input((5, 3)), cs.Input(())
+    c = cs.trace(_every_series_rule, p=vec, g=vec, m=vec, v=vec, lr=one, bias1=one, bias2=one)
+    rng = np.random.default_rng(4)
+    x = {n: rng.normal(size=(5, 3)) for n in "pm"} | {"v": rng.random((5, 3))}
+    x |= {"lr": 0.01, "bias1": 0.15, "bias2": 0.01}
+    x["g"] = rng.normal(size=(3, K + 1, 5, 3)) + 1j * rng.normal(size=(3, K + 1, 5, 3))
+    x["g"][:, 0] = rng.normal(size=(5, 3))  # order 0 is real and shared by all directions
+    fused = CompiledCircuit(c, K, ("g",))
+    apart = CompiledCircuit(c, K, ("g",), fused=False)
+    loops = fused.source[: fused.source.index("def f_part0")]
+    assert loops.count("for b in range(B):") >= 2, "no fused loop over higher orders"
+    assert "k.h_" not in fused.source.replace("k.h_take", "").replace("k.h_erf", "")
+    got, want = fused(x, 3), apart(x, 3)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    ref = evaluate_series(c, {**x, "g": x["g"][1]}, K)
+    for name in ref:
+        assert_rel(got[name][1], ref[name], 1e-11, f"fused {name} vs interpreter (1e-11)")
+
+
 @pytest.mark.parametrize(("case", "series"), SERIES_PARAMS)
 def test_op_compiled_series_matches_interpreter(case, series, K_OP=K_OP):
     c = case.trace()

@@ -7,7 +7,8 @@ read (operands, a reshape's source, the outputs copied at the end) must find
 the stamp of the value it wants.  The checker is shown to catch a slot given
 back too early.  A fused group (``compiler/fusion.py``) is one equation where
 its last member stands: it reads its members' outside operands and writes the
-members read after it.
+members read after it (and, in series mode, the order-0 values of members
+that its loop over higher orders reads).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def clobbered(
     """Reads that do not find their value, and writes over an equation's own operands."""
     out_slot = state_out_slots(c, iface) if state_outputs else {}
     act = activity_of(c, iface)
-    fusion = fuse(c, [series and h for h in act.hi]) if fused else NO_FUSION
+    # series groups unrolled at K = 3: their hi loops read and write hi slots too
+    fusion = fuse(c, [series and h for h in act.hi], 3 if series else 0) if fused else NO_FUSION
     s = assign_slots(c, act, iface, Tables(), series, out_slot, fusion)
     mem = {"ws": np.full(s.ws_size, -1), "wh": np.full(s.wh_size, -1)}
     source = list(range(len(c.nodes)))  # whose value a node's slot holds (reshape: its operand's)
@@ -52,7 +54,7 @@ def clobbered(
         else:
             inside = set(group.members)
             operands = [j for m in group.members for j in fusion.reads(c, m) if j not in inside]
-            written = group.outputs
+            written = group.outputs + group.needs0  # needs0: order 0 kept for the hi loop
         reads = [(a, o, c.nodes[j].size, source[j]) for j in operands for a, o in places(j)]
         for a, o, n, want in reads:
             if a in mem and (mem[a][o : o + n] != want).any():
