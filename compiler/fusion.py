@@ -115,63 +115,73 @@ def uniform_const(c: Circuit, j: int) -> float | None:
     return float(v[0])
 
 
+MIN_SERIES_MEMBERS = 8
+
+
 def fuse(c: Circuit, has_hi: Sequence[bool], degree: int = 0) -> Fusion:
     """Groups of same-size elementwise equations: maximal runs, split into connected
-    chains of two or more.  Series values join only at a degree 1..MAX_DEGREE (their
-    higher orders are unrolled).  Sources and scalar broadcasts between members do not
-    break a run; any other equation does, so nothing outside a run reads a member
-    before the run ends."""
+    chains of two or more.  Sources and scalar broadcasts between members do not break
+    a run; any other equation does, so nothing outside a run reads a member before the
+    run ends.  Series values join only at a degree 1..MAX_DEGREE (their higher orders
+    are unrolled), and only in chains of at least MIN_SERIES_MEMBERS equations: a
+    series loop is slow to compile, which only long chains (Adam's update, 14
+    equations) repay (measured on microgpt's K = 3 module, cold compile with empty
+    caches: no series chain fused 25-26 s; all, 38-39 s; chains of 8 or more, 27 s)."""
     users = c.users()
     outputs = set(c.outputs.values())
     if not 0 <= degree <= MAX_DEGREE:
         degree = 0
 
-    def fusible(i: int, node: Node) -> bool:
-        return (
-            node.op in SCALAR
-            and node.size > 1
-            and (not has_hi[i] or (degree > 0 and node.op in HI_RULES))
-            and all(
-                c.nodes[j].size == node.size or (_scalar_broadcast(c, j) and not has_hi[j])
-                for j in node.inputs
+    def chains(series_ok) -> list[list[int]]:
+        def fusible(i: int, node: Node) -> bool:
+            return (
+                node.op in SCALAR
+                and node.size > 1
+                and (not has_hi[i] or (node.op in HI_RULES and series_ok(i)))
+                and all(
+                    c.nodes[j].size == node.size or (_scalar_broadcast(c, j) and not has_hi[j])
+                    for j in node.inputs
+                )
             )
-        )
 
-    runs: list[list[int]] = []
-    run: list[int] = []
-    for i, node in c:
-        if fusible(i, node):
-            if run and c.nodes[run[-1]].size != node.size:
+        runs: list[list[int]] = []
+        run: list[int] = []
+        for i, node in c:
+            if fusible(i, node):
+                if run and c.nodes[run[-1]].size != node.size:
+                    runs.append(run)
+                    run = []
+                run.append(i)
+            elif node.op in (Op.INPUT, Op.CONST) or (_scalar_broadcast(c, i) and not has_hi[i]):
+                continue
+            elif run:
                 runs.append(run)
                 run = []
-            run.append(i)
-        elif node.op in (Op.INPUT, Op.CONST) or (_scalar_broadcast(c, i) and not has_hi[i]):
-            continue
-        elif run:
+        if run:
             runs.append(run)
-            run = []
-    if run:
-        runs.append(run)
+        return [m for run in runs for m in _components(c, run) if len(m) >= 2]
+
+    found = chains(lambda i: degree > 0)
+    long_series = {m for ms in found if len(ms) >= MIN_SERIES_MEMBERS for m in ms if has_hi[m]}
+    if any(has_hi[m] and m not in long_series for ms in found for m in ms):
+        found = chains(lambda i: i in long_series)
 
     groups: list[Group] = []
     group_of: dict[int, Group] = {}
-    for run in runs:
-        for members in _components(c, run):
-            if len(members) < 2:
-                continue
-            inside = set(members)
-            outs = [m for m in members if m in outputs or any(u not in inside for u in users[m])]
-            series = any(has_hi[m] for m in members)
-            need: set[int] = set()
-            for m in members if series else ():
-                node = c.nodes[m]
-                ops, own = order0_needs(node.op, [has_hi[j] for j in node.inputs])
-                need.update(node.inputs[q] for q in ops if node.inputs[q] in inside)
-                if own:
-                    need.add(m)
-            g = Group(members, outs, sorted(need - set(outs)), series)
-            groups.append(g)
-            group_of.update({m: g for m in members})
+    for members in found:
+        inside = set(members)
+        outs = [m for m in members if m in outputs or any(u not in inside for u in users[m])]
+        series = any(has_hi[m] for m in members)
+        need: set[int] = set()
+        for m in members if series else ():
+            node = c.nodes[m]
+            ops, own = order0_needs(node.op, [has_hi[j] for j in node.inputs])
+            need.update(node.inputs[q] for q in ops if node.inputs[q] in inside)
+            if own:
+                need.add(m)
+        g = Group(members, outs, sorted(need - set(outs)), series)
+        groups.append(g)
+        group_of.update({m: g for m in members})
     absorbed = {
         j
         for j, node in c
@@ -297,8 +307,12 @@ def _hi_loop(
     """The loop over directions and elements computing the group's orders 1..K.
     Each hi array is a separate argument (a view made by the caller): LLVM then checks
     at run time that the streams do not overlap and vectorises the loop over elements."""
-    K, n = fusion.degree, c.nodes[g.end].size
-    span = 2 * K * n  # floats of one direction's orders of one value
+    K = fusion.degree
+    # The size stays a run-time value, so one function serves every size.  As a literal,
+    # LLVM sees that one value's K rows do not overlap and vectorises the loop (Adam's
+    # loops 1.3-1.4x faster), but each size is then a function of its own: measured on
+    # microgpt's K = 3 module, cold compile 27 s -> 30 s, past the project's budget.
+    n = "n"
     w = Writer()
     hi: dict[int, Hi] = {}
     zero: dict[int, str] = {}
@@ -309,7 +323,7 @@ def _hi_loop(
         call.hi_arrays.append(arr)
         call.hi_offsets.append(off)
         name = f"H{len(call.hi_offsets) - 1}"
-        rows.append(f"    {name}b = {name}[{span} * b :][:{span}]")
+        rows.append(f"    {name}b = {name}[span * b :][:span]")
         return f"{name}b"
 
     def order0_of(j: int) -> str:
@@ -324,7 +338,7 @@ def _hi_loop(
             else:
                 row = stream(j)
                 hi[j] = [
-                    w.pair(f"{row}[2 * i + {2 * k * n}]", f"{row}[2 * i + {2 * k * n + 1}]")
+                    w.pair(f"{row}[2 * i + {2 * k} * {n}]", f"{row}[2 * i + 1 + {2 * k} * {n}]")
                     for k in range(K)
                 ]
         return hi[j]
@@ -345,9 +359,10 @@ def _hi_loop(
         row = stream(o)
         z = hi[o] or [("0.0", "0.0")] * K
         for k in range(K):
-            stores.append(f"{row}[2 * i + {2 * k * n}] = {z[k][0]}")
-            stores.append(f"{row}[2 * i + {2 * k * n + 1}] = {z[k][1]}")
+            stores.append(f"{row}[2 * i + {2 * k} * {n}] = {z[k][0]}")
+            stores.append(f"{row}[2 * i + 1 + {2 * k} * {n}] = {z[k][1]}")
     return [
+        f"span = {2 * K} * {n}  # floats of one direction's orders of one value",
         "for b in range(B):",
         *rows,
         f"    for i in range({n}):",

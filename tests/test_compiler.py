@@ -325,6 +325,23 @@ def test_series_fused_loops_give_the_same_bits(K):
         assert_rel(got[name][1], ref[name], 1e-11, f"fused {name} vs interpreter (1e-11)")
 
 
+def test_only_long_series_chains_fuse():
+    """A series loop is slow to compile: chains shorter than MIN_SERIES_MEMBERS keep
+    their series equations as kernels (their order-0 parts may still fuse)."""
+    from compiler.fusion import MIN_SERIES_MEMBERS, fuse
+    from compiler.passes import activity
+
+    vec, one = cs.Input((5, 3)), cs.Input(())
+    short = cs.trace(lambda g, m: {"y": (g * 2.0 + m) * cs.exp(g)}, g=vec, m=vec)
+    f = fuse(short, activity(short, ["g"]).hi, 3)
+    assert not any(g.series for g in f.groups)
+    long = cs.trace(_adam_and_more, p=vec, g=vec, m=vec, v=vec, lr=one, bias1=one, bias2=one)
+    hi = activity(long, ["g"]).hi
+    series = [g for g in fuse(long, hi, 3).groups if g.series]
+    assert series and all(len(g.members) >= MIN_SERIES_MEMBERS for g in series)
+    assert not any(g.series for g in fuse(long, hi, 0).groups)  # degree 0: never
+
+
 @pytest.mark.parametrize(("case", "series"), SERIES_PARAMS)
 def test_op_compiled_series_matches_interpreter(case, series, K_OP=K_OP):
     c = case.trace()
