@@ -304,15 +304,14 @@ def _hi_loop(
     hslot: Callable[[int], tuple[str, int]],
     call: FusedCall,
 ) -> list[str]:
-    """The loop over directions and elements computing the group's orders 1..K.
-    Each hi array is a separate argument (a view made by the caller): LLVM then checks
-    at run time that the streams do not overlap and vectorises the loop over elements."""
+    """The loop over directions and elements computing the group's orders 1..K; each
+    hi array is an argument of its own (a view made by the caller).
+
+    The size n stays a run-time value, so one function serves every size.  As a
+    literal, LLVM sees that one value's K rows do not overlap and vectorises the loop
+    (Adam's loops 1.3-1.4x faster), but each size is then a function of its own:
+    measured on microgpt's K = 3 module, cold compile 27 s -> 30 s, past the budget."""
     K = fusion.degree
-    # The size stays a run-time value, so one function serves every size.  As a literal,
-    # LLVM sees that one value's K rows do not overlap and vectorises the loop (Adam's
-    # loops 1.3-1.4x faster), but each size is then a function of its own: measured on
-    # microgpt's K = 3 module, cold compile 27 s -> 30 s, past the project's budget.
-    n = "n"
     w = Writer()
     hi: dict[int, Hi] = {}
     zero: dict[int, str] = {}
@@ -338,7 +337,7 @@ def _hi_loop(
             else:
                 row = stream(j)
                 hi[j] = [
-                    w.pair(f"{row}[2 * i + {2 * k} * {n}]", f"{row}[2 * i + 1 + {2 * k} * {n}]")
+                    w.pair(f"{row}[2 * i + {2 * k} * n]", f"{row}[2 * i + 1 + {2 * k} * n]")
                     for k in range(K)
                 ]
         return hi[j]
@@ -359,13 +358,13 @@ def _hi_loop(
         row = stream(o)
         z = hi[o] or [("0.0", "0.0")] * K
         for k in range(K):
-            stores.append(f"{row}[2 * i + {2 * k} * {n}] = {z[k][0]}")
-            stores.append(f"{row}[2 * i + 1 + {2 * k} * {n}] = {z[k][1]}")
+            stores.append(f"{row}[2 * i + {2 * k} * n] = {z[k][0]}")
+            stores.append(f"{row}[2 * i + 1 + {2 * k} * n] = {z[k][1]}")
     return [
-        f"span = {2 * K} * {n}  # floats of one direction's orders of one value",
+        f"span = {2 * K} * n  # floats of one direction's orders of one value",
         "for b in range(B):",
         *rows,
-        f"    for i in range({n}):",
+        "    for i in range(n):",
         *("        " + line for line in w.lines + stores),
     ]
 
