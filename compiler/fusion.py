@@ -162,9 +162,11 @@ def fuse(c: Circuit, has_hi: Sequence[bool], degree: int = 0) -> Fusion:
         return [m for run in runs for m in _components(c, run) if len(m) >= 2]
 
     found = chains(lambda i: degree > 0)
-    long_series = {m for ms in found if len(ms) >= MIN_SERIES_MEMBERS for m in ms if has_hi[m]}
-    if any(has_hi[m] and m not in long_series for ms in found for m in ms):
-        found = chains(lambda i: i in long_series)
+    while True:  # series values of short chains break runs once excluded: repeat
+        long_series = {m for ms in found if len(ms) >= MIN_SERIES_MEMBERS for m in ms if has_hi[m]}
+        if not any(has_hi[m] and m not in long_series for ms in found for m in ms):
+            break
+        found = chains(lambda i, ok=frozenset(long_series): i in ok)
 
     groups: list[Group] = []
     group_of: dict[int, Group] = {}
@@ -345,8 +347,8 @@ def _hi_loop(
     for m in g.members:
         node = c.nodes[m]
         h = [hi_of(j) for j in node.inputs]
-        if all(x is None for x in h):
-            hi[m] = None
+        if not fusion.has_hi[m] or all(x is None for x in h):
+            hi[m] = None  # as unfused: a value whose higher orders nobody needs has none
             continue
         ops, own = order0_needs(node.op, [x is not None for x in h])
         x0 = [order0_of(j) if q in ops else "" for q, j in enumerate(node.inputs)]

@@ -342,6 +342,53 @@ def test_only_long_series_chains_fuse():
     assert not any(g.series for g in fuse(long, hi, 0).groups)  # degree 0: never
 
 
+def _series_without_needed_orders(g, m):
+    a = g * 0.5 + m
+    y = cs.exp(a * 0.3)  # a series whose higher orders nothing needs (only shift_max reads z)
+    w = a * a
+    z = y * w + a / y
+    v = cs.log(w + 1.0) * 2.0 - a
+    return {"out": v, "sm": cs.shift_max(z)}
+
+
+def _interleaved_chains(g, p, m, lr):
+    x1 = g * 0.5
+    x2 = x1 + m
+    s1 = g * 2.0  # a short series chain traced between the long chain's equations
+    x3 = cs.exp(x2 * 0.3)
+    s2 = cs.exp(s1 * 0.1)
+    x4 = x3 * p
+    x5 = x4 - x1
+    x6 = x5 * x5
+    x7 = cs.log(x6 + 1.0)
+    x8 = x7 / x3
+    return {"long": x8 + lr, "short": s2.sum(), "mm": x5.sum()}
+
+
+def test_series_fusion_edge_cases_from_review():
+    """Found by a fuzz review: (1) members that depend on the series but whose higher
+    orders nothing needs got higher orders in the fused loop, which then asked for
+    order-0 values nobody stored (KeyError at build time); (2) excluding a short chain's
+    series values split a long chain into series groups shorter than the minimum."""
+    from compiler.fusion import MIN_SERIES_MEMBERS, fuse
+    from compiler.passes import activity, simplify
+
+    vec = cs.Input((5, 3))
+    c = cs.trace(_series_without_needed_orders, g=vec, m=vec)
+    rng = np.random.default_rng(5)
+    x = {"m": rng.normal(size=(5, 3)), "g": rng.normal(size=(2, 4, 5, 3)) + 0j}
+    x["g"][:, 0] = rng.normal(size=(5, 3))
+    fused = CompiledCircuit(c, 3, ("g",))
+    assert "for b in range(B):" in fused.source
+    got, want = fused(x, 2), CompiledCircuit(c, 3, ("g",), fused=False)(x, 2)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+    c = simplify(cs.trace(_interleaved_chains, g=vec, p=vec, m=vec, lr=cs.Input(())))
+    groups = [g for g in fuse(c, activity(c, ["g"]).hi, 3).groups if g.series]
+    assert all(len(g.members) >= MIN_SERIES_MEMBERS for g in groups), groups  # was 2, 2, 7
+
+
 @pytest.mark.parametrize(("case", "series"), SERIES_PARAMS)
 def test_op_compiled_series_matches_interpreter(case, series, K_OP=K_OP):
     c = case.trace()
