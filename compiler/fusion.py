@@ -104,6 +104,13 @@ def _scalar_broadcast(c: Circuit, j: int) -> bool:
     return node.op is Op.BROADCAST and c.nodes[node.inputs[0]].size == 1
 
 
+def _scalar_of_sources(c: Circuit, j: int) -> bool:
+    """A scalar computed from inputs and constants only (1 / bias1, from
+    ``passes.scalar_reciprocals``): it reads no member, so it does not break a run."""
+    node = c.nodes[j]
+    return node.size == 1 and all(c.nodes[k].op in (Op.INPUT, Op.CONST) for k in node.inputs)
+
+
 def uniform_const(c: Circuit, j: int) -> float | None:
     """The value of a constant whose elements are all one finite float, else None."""
     node = c.nodes[j]
@@ -120,13 +127,14 @@ MIN_SERIES_MEMBERS = 8
 
 def fuse(c: Circuit, has_hi: Sequence[bool], degree: int = 0) -> Fusion:
     """Groups of same-size elementwise equations: maximal runs, split into connected
-    chains of two or more.  Sources and scalar broadcasts between members do not break
-    a run; any other equation does, so nothing outside a run reads a member before the
-    run ends.  Series values join only at a degree 1..MAX_DEGREE (their higher orders
-    are unrolled), and only in chains of at least MIN_SERIES_MEMBERS equations: a
-    series loop is slow to compile, which only long chains (Adam's update, 14
-    equations) repay (measured on microgpt's K = 3 module, cold compile with empty
-    caches: no series chain fused 25-26 s; all, 38-39 s; chains of 8 or more, 27 s)."""
+    chains of two or more.  Sources, scalar broadcasts and scalars computed from
+    sources between members do not break a run; any other equation does, so nothing
+    outside a run reads a member before the run ends.  Series values join only at a
+    degree 1..MAX_DEGREE (their higher orders are unrolled), and only in chains of at
+    least MIN_SERIES_MEMBERS equations: a series loop is slow to compile, which only
+    long chains (Adam's update, 14 equations) repay (measured on microgpt's K = 3
+    module, cold compile with empty caches: no series chain fused 25-26 s; all,
+    38-39 s; chains of 8 or more, 27 s)."""
     users = c.users()
     outputs = set(c.outputs.values())
     if not 0 <= degree <= MAX_DEGREE:
@@ -152,7 +160,9 @@ def fuse(c: Circuit, has_hi: Sequence[bool], degree: int = 0) -> Fusion:
                     runs.append(run)
                     run = []
                 run.append(i)
-            elif node.op in (Op.INPUT, Op.CONST) or (_scalar_broadcast(c, i) and not has_hi[i]):
+            elif node.op in (Op.INPUT, Op.CONST) or (
+                (_scalar_broadcast(c, i) or _scalar_of_sources(c, i)) and not has_hi[i]
+            ):
                 continue
             elif run:
                 runs.append(run)

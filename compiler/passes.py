@@ -8,6 +8,9 @@
   the backward pass transposes the forward pass's transposed weights back; and
   (a^T b)^T = b^T a, so a weight gradient comes out in the weight's layout
   without transposing twice.
+- ``scalar_reciprocals``: x / s for a run-time scalar s broadcast (Adam's bias
+  corrections) becomes x * (1 / s): one division per step instead of one per
+  element.
 - ``activity``: which nodes are series (depend on a series input) and which of
   those need their higher-order coefficients at all.
 """
@@ -125,6 +128,32 @@ def merge_transposes(c: Circuit) -> Circuit:
     return rebuild(c, rewrite=merge)  # leaves the replaced transposes for dce
 
 
+def scalar_reciprocals(c: Circuit) -> Circuit:
+    """x / broadcast(s) -> x * broadcast(1 / s) for a scalar input s.  A division costs
+    several multiplications and, unlike them, does not pipeline: Adam's two bias
+    corrections were two of its three divisions per parameter.  The result may differ
+    from the division in the last bit (x * (1/s) is rounded twice)."""
+
+    def scalar_input(j: int) -> bool:
+        node = c.nodes[j]
+        return (
+            node.op is Op.BROADCAST
+            and c.nodes[node.inputs[0]].size == 1
+            and c.nodes[node.inputs[0]].op is Op.INPUT
+        )
+
+    def rewrite(out: Circuit, i: int, node: Node, ins: list[int]) -> int | None:
+        if node.op is not Op.DIV or not scalar_input(node.inputs[1]):
+            return None
+        b = out.nodes[ins[1]]
+        s = b.inputs[0]
+        one = out.add_const(np.ones(out.nodes[s].shape))
+        inv = out.add(Op.BROADCAST, [out.add(Op.DIV, [one, s])], b.attrs)
+        return out.add(Op.MUL, [ins[0], inv])
+
+    return rebuild(c, rewrite=rewrite)
+
+
 @dataclass(frozen=True)
 class Activity:
     """active[i]: node i is a series; hi[i]: its orders >= 1 are needed."""
@@ -175,4 +204,4 @@ def activity(c: Circuit, series_inputs: Iterable[str]) -> Activity:
 
 def simplify(c: Circuit) -> Circuit:
     """The standard pipeline before code generation."""
-    return dce(merge_transposes(fold_constants(lower_concat(cse(c)))))
+    return dce(scalar_reciprocals(merge_transposes(fold_constants(lower_concat(cse(c))))))

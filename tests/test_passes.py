@@ -16,6 +16,7 @@ from compiler.passes import (
     fold_constants,
     lower_concat,
     merge_transposes,
+    scalar_reciprocals,
     simplify,
 )
 from tests.conftest import WEIGHTS, assert_rel
@@ -175,13 +176,15 @@ def test_merge_transposes_on_microgpt_backward(program):
 
     def nested(circ):
         return sum(
-            1 for n in circ.nodes
+            1
+            for n in circ.nodes
             if n.op is Op.TRANSPOSE and circ.nodes[n.inputs[0]].op is Op.TRANSPOSE
         )
 
     def gradient_transposes(circ):  # (a^T b)^T, over the last two axes
         return sum(
-            1 for n in circ.nodes
+            1
+            for n in circ.nodes
             if n.op is Op.TRANSPOSE
             and n.attrs[0][-2:] == (len(n.shape) - 1, len(n.shape) - 2)
             and circ.nodes[n.inputs[0]].op is Op.MATMUL
@@ -194,6 +197,39 @@ def test_merge_transposes_on_microgpt_backward(program):
     assert t_after <= t_before - 14, (t_before, t_after)  # 40 -> 26; merging alone: 31
     _, inputs = program.step_inputs(0)
     # the same products summed in the same order; numpy's BLAS may block differently
+    _same_values(before, after, {**program.init_state, **inputs, "w": WEIGHTS[1]}, tol=1e-14)
+
+
+# ---------------------------------------------------------------- scalar_reciprocals
+def test_scalar_reciprocals_on_adam(program):
+    """Adam's divisions by its bias corrections (run-time scalars) become products with
+    one reciprocal each; divisions by vectors and by constants stay; values agree."""
+
+    def f(x, y, s):
+        return {"q": x / s, "v": x / y, "c": x / 3.0, "sq": (x * x) / s}
+
+    vec = cs.Input((4, 3))
+    c = cs.trace(f, x=vec, y=vec, s=cs.Input(()))
+    r = dce(scalar_reciprocals(c))
+    divs = [n for n in r.nodes if n.op is Op.DIV]
+    assert [n.size for n in divs] == [1, 12, 12], [(n.size, n.shape) for n in divs]
+    rng = np.random.default_rng(2)
+    _same_values(
+        c, r, {"x": rng.normal(size=(4, 3)), "y": rng.random((4, 3)) + 0.5, "s": 0.3}, tol=3e-16
+    )
+    step = program.step_circuits[8]
+    before = dce(fold_constants(lower_concat(cse(step))))
+    after = simplify(step)
+    by_scalar = [
+        n
+        for n in after.nodes
+        if n.op is Op.DIV
+        and n.size > 1
+        and after.nodes[n.inputs[1]].op is Op.BROADCAST
+        and after.nodes[after.nodes[n.inputs[1]].inputs[0]].op is Op.INPUT
+    ]
+    assert by_scalar == [] and after.op_counts()["div"] <= before.op_counts()["div"] - 14
+    _, inputs = program.step_inputs(0)
     _same_values(before, after, {**program.init_state, **inputs, "w": WEIGHTS[1]}, tol=1e-14)
 
 
