@@ -57,13 +57,16 @@ def pack(values: dict, layout: dict, size: int, dtype) -> np.ndarray:
     return out
 
 
-PASS_ORDERS = 12
+PASS_ORDERS = 48
 """train_series() runs at most PASS_ORDERS // K directions per compiled pass (batches
-beyond that are split into groups, each a full run; the order-0 run is repeated,
-which is cheap).  The series workspace grows with directions x orders, and past
-about 12 of them it no longer stays in cache: measured on microgpt, K = 6, ms per
-step per direction, 1 to 3 directions per pass 1.92-1.93, 4 1.94, 8 2.15; K = 3:
-4 per pass 0.78, 8 0.82.  Results are bit for bit those of one pass."""
+beyond that are split into groups, each a full run; the order-0 run is repeated).
+A pass shares its order-0 run and its per-step costs among its directions, and its
+series workspace grows with directions x orders.  Measured on microgpt, 8
+directions, ms per step per direction, alternating runs (fifth session, fused
+series code): K = 3, 4 per pass 0.706 / 0.719, 8 per pass 0.681 / 0.677; K = 6,
+2 per pass 1.714, 8 per pass 1.637.  (Before series fusion the workspace's cache
+misses dominated instead: K = 3, 4 per pass 0.78, 8 0.82.)  Results are bit for bit
+those of one pass."""
 
 
 class CompiledProgram:
