@@ -31,6 +31,7 @@ import numpy as np
 from circuitsketch.interpret import EVAL
 from circuitsketch.ir import Circuit, IRError, Node, Op
 from compiler.fusion import NO_FUSION, Fusion, define, describe, fuse, fused_call
+from compiler.kernels import HIGH_K
 from compiler.layout import BB, E0, E1, E2, E3, HA, HB, HC, HO, OUT, WIDTH, A, C, N
 from compiler.passes import Activity
 
@@ -183,6 +184,13 @@ HI: dict[Op, Callable[[list[str], list[str], str, str], str]] = {
     ),
     **{op: (lambda x, h, z, hz: f"k.h_take({h[0]}, {hz}, {HARGS}, tab)") for op in TAKE_OPS},
 }
+
+
+def matmul_kernel(degree: int) -> str:
+    """The h_matmul form for a known degree, so that only it is compiled (0: unknown)."""
+    if degree == 0:
+        return "h_matmul"
+    return "h_matmul_high" if degree >= HIGH_K else "h_matmul_low"
 
 
 @dataclass
@@ -499,7 +507,10 @@ def emit_function(
             if has_hi:
                 if node.op not in HI:
                     raise IRError(f"no series code template for op {node.op.value!r}")
-                code.append(HI[node.op](x, h, s.r_arr[i], s.h_arr[i]))
+                call = HI[node.op](x, h, s.r_arr[i], s.h_arr[i])
+                if node.op is Op.MATMUL:
+                    call = call.replace("k.h_matmul(", f"k.{matmul_kernel(degree)}(", 1)
+                code.append(call)
         tables.add_row(_row(c, i, s, tables))
         body.append([f"# {c.format_node(i)}", "; ".join(code) + "; r += 1"])
 

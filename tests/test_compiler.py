@@ -86,6 +86,8 @@ OP_CASES = [
     _binary("div", lambda x, y: x / y, Op.DIV, pos="y"),
     _binary("matmul", lambda x, y: x @ y, Op.MATMUL, sy=(4, 5)),
     _binary("matmul_3d", lambda x, y: x @ y, Op.MATMUL, (2, 3, 4), (2, 4, 5)),
+    # fewer result columns than kernels.NARROW and rows: h_matmul computes the transpose
+    _binary("matmul_narrow", lambda x, y: x @ y, Op.MATMUL, (2, 9, 5), (2, 5, 3)),
     _binary("where", lambda x, y: cs.where(MASK, x, y), Op.WHERE),
     _binary("concat", lambda x, y: cs.concat([x, y], axis=1) * 2.0, Op.CONCAT, sy=(3, 2)),
     _binary("broadcast_row", lambda x, y: x + y, Op.BROADCAST, sx=(1, 4)),
