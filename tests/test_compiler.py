@@ -306,14 +306,16 @@ def test_series_fused_loops_give_the_same_bits(K):
     """Series values fuse too at a fixed degree (compiler/series_fusion.py): the unrolled
     loop over orders 1..K gives exactly what the h_* kernels give, for every rule of
     HI_RULES (add, sub and neg with one or two series, products and quotients with
-    one or two, pow with each special exponent, exp, log)."""
-    vec, one = cs.Input((5, 3)), cs.Input(())
+    one or two, pow with each special exponent, exp, log).  70 elements: the loop runs
+    in blocks of fusion.BLOCK = 32, so two full blocks and a partial one."""
+    shape = (7, 10)
+    vec, one = cs.Input(shape), cs.Input(())
     c = cs.trace(_every_series_rule, p=vec, g=vec, m=vec, v=vec, lr=one, bias1=one, bias2=one)
     rng = np.random.default_rng(4)
-    x = {n: rng.normal(size=(5, 3)) for n in "pm"} | {"v": rng.random((5, 3))}
+    x = {n: rng.normal(size=shape) for n in "pm"} | {"v": rng.random(shape)}
     x |= {"lr": 0.01, "bias1": 0.15, "bias2": 0.01}
-    x["g"] = rng.normal(size=(3, K + 1, 5, 3)) + 1j * rng.normal(size=(3, K + 1, 5, 3))
-    x["g"][:, 0] = rng.normal(size=(5, 3))  # order 0 is real and shared by all directions
+    x["g"] = rng.normal(size=(3, K + 1, *shape)) + 1j * rng.normal(size=(3, K + 1, *shape))
+    x["g"][:, 0] = rng.normal(size=shape)  # order 0 is real and shared by all directions
     fused = CompiledCircuit(c, K, ("g",))
     apart = CompiledCircuit(c, K, ("g",), fused=False)
     loops = fused.source[: fused.source.index("def f_part0")]
