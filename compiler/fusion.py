@@ -308,15 +308,6 @@ def fused_call(
     return call
 
 
-BLOCK = 32
-"""Elements per block of a fused series loop (see ``_hi_loop``)."""
-
-
-def _element(expr: str) -> str | None:
-    """The array of an order-0 expression ``name[i]``; None for a scalar or constant."""
-    return expr[: -len("[i]")] if expr.endswith("[i]") else None
-
-
 def _hi_loop(
     c: Circuit,
     g: Group,
@@ -325,32 +316,18 @@ def _hi_loop(
     hslot: Callable[[int], tuple[str, int]],
     call: FusedCall,
 ) -> list[str]:
-    """The loop over directions and blocks of BLOCK elements computing the group's
-    orders 1..K; each hi array is an argument of its own (a view made by the caller).
+    """The loop over directions and elements computing the group's orders 1..K; each
+    hi array is an argument of its own (a view made by the caller).
 
-    The size n stays a run-time value, so one function serves every size.  Then
-    LLVM cannot tell that one value's K rows (n apart) do not overlap, and a loop
-    over them is not vectorised.  So each block is first copied into one scratch
-    array S (every operand's orders, real and imaginary parts apart, and the
-    order-0 values the rules read), the block is computed there, where every row
-    sits at a constant offset from the same base, which vectorises, and the results
-    are copied out.  The last block computes on stale lanes and copies out only the
-    valid ones.  (With n a literal LLVM vectorises the direct loop too, but each size
-    is then a function of its own: cold compile of microgpt's K = 3 module 27 s ->
-    30 s.)"""
+    The size n stays a run-time value, so one function serves every size.  As a
+    literal, LLVM sees that one value's K rows do not overlap and vectorises the loop
+    (Adam's loops 1.3-1.4x faster), but each size is then a function of its own:
+    measured on microgpt's K = 3 module, cold compile 27 s -> 30 s, past the budget."""
     K = fusion.degree
     w = Writer()
     hi: dict[int, Hi] = {}
     zero: dict[int, str] = {}
     rows: list[str] = []
-    copy_in: list[str] = []
-    copy_out: list[str] = []
-    nrows = 0
-
-    def scratch_row() -> str:
-        nonlocal nrows
-        nrows += 1
-        return f"S[{(nrows - 1) * BLOCK} + j]"
 
     def stream(j: int) -> str:
         arr, off = hslot(j)
@@ -362,13 +339,7 @@ def _hi_loop(
 
     def order0_of(j: int) -> str:
         if j not in zero:
-            array = _element(order0[j])
-            if array is None:
-                zero[j] = w.let(order0[j])
-            else:
-                row = scratch_row()
-                copy_in.append(f"{row} = {array}[i0 + j]")
-                zero[j] = w.let(row)
+            zero[j] = w.let(order0[j])
         return zero[j]
 
     def hi_of(j: int) -> Hi:
@@ -376,14 +347,11 @@ def _hi_loop(
             if not fusion.has_hi[j]:
                 hi[j] = None
             else:
-                h = stream(j)
-                pairs = []
-                for k in range(K):
-                    re, im = scratch_row(), scratch_row()
-                    copy_in.append(f"{re} = {h}[2 * (i0 + j) + {2 * k} * n]")
-                    copy_in.append(f"{im} = {h}[2 * (i0 + j) + 1 + {2 * k} * n]")
-                    pairs.append(w.pair(re, im))
-                hi[j] = pairs
+                row = stream(j)
+                hi[j] = [
+                    w.pair(f"{row}[2 * i + {2 * k} * n]", f"{row}[2 * i + 1 + {2 * k} * n]")
+                    for k in range(K)
+                ]
         return hi[j]
 
     for m in g.members:
@@ -399,26 +367,17 @@ def _hi_loop(
     for o in g.outputs:
         if not fusion.has_hi[o]:
             continue
-        h = stream(o)
+        row = stream(o)
         z = hi[o] or [("0.0", "0.0")] * K
         for k in range(K):
-            for part, value in enumerate(z[k]):
-                row = scratch_row()
-                stores.append(f"{row} = {value}")
-                copy_out.append(f"{h}[2 * (i0 + j) + {part} + {2 * k} * n] = {row}")
+            stores.append(f"{row}[2 * i + {2 * k} * n] = {z[k][0]}")
+            stores.append(f"{row}[2 * i + 1 + {2 * k} * n] = {z[k][1]}")
     return [
         f"span = {2 * K} * n  # floats of one direction's orders of one value",
-        f"S = np.zeros({nrows * BLOCK})  # the block's rows, BLOCK floats each",
         "for b in range(B):",
         *rows,
-        f"    for i0 in range(0, n, {BLOCK}):",
-        f"        m = min({BLOCK}, n - i0)",
-        "        for j in range(m):",
-        *("            " + line for line in copy_in),
-        f"        for j in range({BLOCK}):",
-        *("            " + line for line in w.lines + stores),
-        "        for j in range(m):",
-        *("            " + line for line in copy_out),
+        "    for i in range(n):",
+        *("        " + line for line in w.lines + stores),
     ]
 
 

@@ -306,8 +306,7 @@ def test_series_fused_loops_give_the_same_bits(K):
     """Series values fuse too at a fixed degree (compiler/series_fusion.py): the unrolled
     loop over orders 1..K gives exactly what the h_* kernels give, for every rule of
     HI_RULES (add, sub and neg with one or two series, products and quotients with
-    one or two, pow with each special exponent, exp, log).  70 elements: the loop runs
-    in blocks of fusion.BLOCK = 32, so two full blocks and a partial one."""
+    one or two, pow with each special exponent, exp, log)."""
     shape = (7, 10)
     vec, one = cs.Input(shape), cs.Input(())
     c = cs.trace(_every_series_rule, p=vec, g=vec, m=vec, v=vec, lr=one, bias1=one, bias2=one)
