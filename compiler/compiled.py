@@ -61,12 +61,13 @@ PASS_ORDERS = 48
 """train_series() runs at most PASS_ORDERS // K directions per compiled pass (batches
 beyond that are split into groups, each a full run; the order-0 run is repeated).
 A pass shares its order-0 run and its per-step costs among its directions, and its
-series workspace grows with directions x orders.  Measured on microgpt, 8
-directions, ms per step per direction, alternating runs (fifth session, fused
-series code): K = 3, 4 per pass 0.706 / 0.719, 8 per pass 0.681 / 0.677; K = 6,
-2 per pass 1.714, 8 per pass 1.637.  (Before series fusion the workspace's cache
-misses dominated instead: K = 3, 4 per pass 0.78, 8 0.82.)  Results are bit for bit
-those of one pass."""
+series workspace grows with directions x orders.  Measured on microgpt with 8
+directions, both settings alternating in one process (5 and 3 pairs, fifth
+session, fused series code): K = 3, 4 per pass 0.689-0.714 ms per step per
+direction, 8 per pass 0.650-0.686 (5% less); K = 6, 2 per pass 1.78-1.86, 8 per
+pass 1.76-1.89 (no difference).  (Before series fusion the workspace's cache misses
+dominated instead: K = 3, 4 per pass 0.78, 8 0.82.)  Results are bit for bit those
+of one pass."""
 
 
 class CompiledProgram:

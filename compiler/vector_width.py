@@ -2,9 +2,16 @@
 
 LLVM tunes most AVX-512 CPUs to prefer 256-bit vectors (wide ones once lowered
 the clock of older chips).  Our kernels are long loops of multiplies and adds,
-which run faster at full width: on a Sapphire Rapids core (fifth session,
-alternating runs) a K = 3 microgpt step went from 0.680 to 0.647 ms per direction
-and a real step from 0.0472 to 0.0455 ms.  The results are the same bits: wider
+which run faster at full width.  On a Sapphire Rapids core (fifth session, runs in
+alternating processes): a K = 3 microgpt step per direction 0.680 -> 0.647,
+0.680 -> 0.645, 0.664 -> 0.667, 0.674 -> 0.642, 0.655 -> 0.647 ms (the machine
+drifts by more than that between processes); the kernels' summed time 577 -> 542 us
+per direction; a real step 0.0471 -> 0.0458 and 0.0473 -> 0.0452 ms.  (With wide
+vectors the interleaved matrix product, h_matmul_packed, beats the split planes one
+on the kernels alone at every degree tried, K = 4 to 100, e.g. 832 against 1000 us
+per direction for microgpt's K = 6 products; but a whole K = 6 step gains only
+1.7%, 1.729 against 1.758 ms in one process, so kernels.HIGH_K stays.)  The results
+are the same bits: wider
 vectors change neither the operations nor their order (no fused multiply-add, no
 reassociation).
 
