@@ -11,9 +11,8 @@ vectors the interleaved matrix product, h_matmul_packed, beats the split planes 
 on the kernels alone at every degree tried, K = 4 to 100, e.g. 832 against 1000 us
 per direction for microgpt's K = 6 products; but a whole K = 6 step gains only
 1.7%, 1.729 against 1.758 ms in one process, so kernels.HIGH_K stays.)  The results
-are the same bits: wider
-vectors change neither the operations nor their order (no fused multiply-add, no
-reassociation).
+are the same bits: wider vectors change neither the operations nor their order (no
+fused multiply-add, no reassociation).
 
 Numba reads its CPU feature string once, when its code generator starts (the
 first ``@njit`` in the process), so this runs when ``compiler`` is imported.  It
