@@ -455,6 +455,7 @@ def emit_function(
     s = assign_slots(c, act, iface, tables, series, out_slot, fusion)
 
     deco = "@njit(cache=True, nogil=True, error_model='numpy')"
+    checked_hi: set[int] = set()  # state outputs whose hi a fused loop checks (res0[1])
     loops: list[str] = []  # definitions of fused loops new to this module
     body: list[list[str]] = []
     for i, node in c:
@@ -470,6 +471,7 @@ def emit_function(
                 fusion,
                 lambda j: (s.r_arr[j], s.r_off[j]),
                 lambda j: (s.h_arr[j], s.h_off[j]),
+                lambda j: s.h_arr[j] == "h_out" and j in out_slot,
             )
             fname = tables.fused.get(call.body)
             if fname is None:
@@ -485,7 +487,9 @@ def emit_function(
                 )
                 args += ", B, " + ", ".join(views)
             tables.add_row(row)
-            body.append([*describe(c, group), f"{fname}({args}); r += 1"])
+            checked_hi.update(call.checks)
+            result = "res0[1] += " if call.checks else ""
+            body.append([*describe(c, group), f"{result}{fname}({args}); r += 1"])
             continue
         has_hi = series and bool(s.h_arr[i])
         x = [s.r_arr[j] for j in node.inputs]
@@ -571,6 +575,13 @@ def emit_function(
         cb.dedent()
         cb.line()
         cb.line()
+    if series and state_outputs:
+        unchecked = tuple(
+            iface.state[oname]
+            for oname, nid in c.outputs.items()
+            if oname in iface.state and not (nid in checked_hi and out_slot.get(nid))
+        )
+        cb.line(f"{name}_UNCHECKED_HI = {unchecked!r}  # state hi the caller checks itself")
     cb.line(f"{name}_WS = {s.ws_size}")
     cb.line(f"{name}_WH = {s.wh_size}")
     cb.line(f"{name}_FIRST_ROW = {first_row}")

@@ -99,7 +99,7 @@ class CompiledCircuit:
         s_out = s_in.copy()
         h_out = h_in.copy()
         ws = np.zeros(max(self.module.f_WS, 1))
-        res0 = np.zeros(1)
+        res0 = np.zeros(2)  # the output "loss", and what fused loops return (emit.py)
         if K:
             wh = np.zeros(max(B * K * self.module.f_WH, 1), np.complex128)
             ok = self.module.f(

@@ -238,6 +238,7 @@ class FusedCall:
     offsets: list[int]
     hi_arrays: list[str] = field(default_factory=list)
     hi_offsets: list[int] = field(default_factory=list)
+    checks: list[int] = field(default_factory=list)  # outputs whose hi it checks (see _hi_loop)
 
 
 def fused_call(
@@ -246,9 +247,11 @@ def fused_call(
     fusion: Fusion,
     slot: Callable[[int], tuple[str, int]],
     hslot: Callable[[int], tuple[str, int]] | None = None,
+    check: Callable[[int], bool] = lambda j: False,
 ) -> FusedCall:
     """Source of one group's loops.  slot(j) / hslot(j) give the (array, offset) of
-    node j's order 0 / higher orders."""
+    node j's order 0 / higher orders; check(o): output o's higher orders must be
+    checked for infinities and NaNs (the state, see _hi_loop)."""
     local = {m: f"e{k}" for k, m in enumerate(g.members)}
     written = g.outputs + g.needs0  # order-0 values the first loop stores
     vec: dict[int, str] = {}
@@ -303,7 +306,7 @@ def fused_call(
     if g.series:
         if hslot is None or fusion.degree < 1:
             raise ValueError("a series group needs hi slots and a degree")
-        body += _hi_loop(c, g, fusion, order0, hslot, call)
+        body += _hi_loop(c, g, fusion, order0, hslot, call, check)
     call.body = "\n".join(body)
     return call
 
@@ -315,9 +318,18 @@ def _hi_loop(
     order0: dict[int, str],
     hslot: Callable[[int], tuple[str, int]],
     call: FusedCall,
+    check: Callable[[int], bool],
 ) -> list[str]:
     """The loop over directions and elements computing the group's orders 1..K; each
     hi array is an argument of its own (a view made by the caller).
+
+    For the outputs o with check(o), the function returns the sum of v - v over
+    every coefficient part v it stores: 0.0 if all are finite, else NaN.  A series
+    step must fail at the step where its state stops being finite; checking while
+    the values are in registers replaces a pass over the whole new state (B x K x
+    4,192 x 3 complex values for microgpt, 4.8 MB at K = 3, B = 8).  Both forms in
+    one process, alternating (5 pairs, same bits): K = 3 0.639 -> 0.630 ms per step
+    per direction, K = 6 1.714 -> 1.643.
 
     The size n stays a run-time value, so one function serves every size.  As a
     literal, LLVM sees that one value's K rows do not overlap and vectorises the loop
@@ -364,6 +376,7 @@ def _hi_loop(
         x0 = [order0_of(j) if q in ops else "" for q, j in enumerate(node.inputs)]
         hi[m] = HI_RULES[node.op](w, x0, h, order0_of(m) if own else "", node, K)
     stores = []
+    checked: list[str] = []
     for o in g.outputs:
         if not fusion.has_hi[o]:
             continue
@@ -372,13 +385,28 @@ def _hi_loop(
         for k in range(K):
             stores.append(f"{row}[2 * i + {2 * k} * n] = {z[k][0]}")
             stores.append(f"{row}[2 * i + 1 + {2 * k} * n] = {z[k][1]}")
+        if check(o):
+            call.checks.append(o)
+            checked += [part for pair in z for part in pair]
+    if checked:  # a balanced sum per element: only one addition per element is serial
+        stores.append("nf += " + _balanced_sum([f"({v} - {v})" for v in checked]))
     return [
         f"span = {2 * K} * n  # floats of one direction's orders of one value",
+        *(["nf = 0.0  # 0.0, or NaN once a checked value is not finite"] if checked else []),
         "for b in range(B):",
         *rows,
         "    for i in range(n):",
         *("        " + line for line in w.lines + stores),
+        *(["return nf"] if checked else []),
     ]
+
+
+def _balanced_sum(terms: list[str]) -> str:
+    """terms summed as a balanced tree (a left-to-right sum is one long serial chain)."""
+    while len(terms) > 1:
+        pairs = [f"({a} + {b})" for a, b in zip(terms[0::2], terms[1::2], strict=False)]
+        terms = pairs + ([terms[-1]] if len(terms) % 2 else [])
+    return terms[0]
 
 
 def define(name: str, call: FusedCall, deco: str) -> str:

@@ -722,6 +722,35 @@ def test_nonfinite_series_training_names_step_and_node():
     assert "= exp " in str(info.value), f"the exp equation is not named: {info.value}"
 
 
+def test_nonfinite_series_state_outside_fused_loops():
+    """SGD's short update is not fused, so the caller checks the state's higher orders
+    (``step_0_UNCHECKED_HI``).  A direction of 1e300 gives finite order-1 values at
+    step 0 and an overflowing order 2 at step 1, while order 0 stays finite."""
+    opt = SGD(lr=0.1, momentum=0.0)
+
+    def loss_fn(params, x):
+        return ((params["p"] * x) ** 2.0).sum()
+
+    spec, data = {"x": cs.Input((2,))}, {"x": np.array([1.0, 0.5])}
+    prog = Program(
+        name="quadratic",
+        init_state={"p": np.ones(2)},
+        params=("p",),
+        step_circuits={0: build_step_circuit(loss_fn, {"p": (2,)}, spec, opt)},
+        output_circuits={0: build_output_circuit(loss_fn, {"p": (2,)}, spec)},
+        steps=[Step(0, 0, data) for _ in range(3)],
+        num_docs=1,
+        optimizer=opt,
+        encode_test=lambda doc: (0, data),
+    )
+    cp = CompiledProgram(prog, 2)
+    assert cp.module.step_0_UNCHECKED_HI != (), "the SGD state should be checked by the caller"
+    s0, hi, _ = cp.train_series(np.array([[1e300 + 0j]]), stop=1)
+    assert np.all(np.isfinite(hi)) and np.all(np.isfinite(s0))
+    with pytest.raises(NonFiniteError, match=r"training step 1\b"):
+        cp.train_series(np.array([[1e300 + 0j]]))
+
+
 def test_nonfinite_microgpt_huge_weights(compiled):
     """Weights 1e300 make g * g overflow in Adam's second moment at step 0."""
     with pytest.raises(NonFiniteError, match=r"training step 0 \(document 0\)") as info:
@@ -732,6 +761,8 @@ def test_nonfinite_microgpt_huge_weights(compiled):
 def test_nonfinite_microgpt_huge_direction(compiled):
     """A direction of norm 1e300 overflows order 2 of the series of g * g at step 0."""
     psi = directions(1) * 1e300
+    # all of microgpt's state is written by fused Adam loops, which check it themselves
+    assert compiled(3).module.step_0_UNCHECKED_HI == ()
     with pytest.raises(NonFiniteError, match=r"training step 0") as info:
         compiled(3).train_series(psi)
     msg = str(info.value)
