@@ -579,7 +579,7 @@ def emit_function(
         unchecked = tuple(
             iface.state[oname]
             for oname, nid in c.outputs.items()
-            if oname in iface.state and not (nid in checked_hi and out_slot.get(nid))
+            if oname in iface.state and nid not in checked_hi
         )
         cb.line(f"{name}_UNCHECKED_HI = {unchecked!r}  # state hi the caller checks itself")
     cb.line(f"{name}_WS = {s.ws_size}")
