@@ -3,7 +3,7 @@
 LLVM tunes most AVX-512 CPUs to prefer 256-bit vectors (wide ones once lowered
 the clock of older chips).  Our kernels are long loops of multiplies and adds,
 which run faster at full width.  On a Sapphire Rapids core (fifth session, runs in
-alternating processes): a K = 3 microgpt step per direction 0.680 -> 0.647,
+alternating processes): a K = 3 microgpt step per direction 0.680 -> 0.651,
 0.680 -> 0.645, 0.664 -> 0.667, 0.674 -> 0.642, 0.655 -> 0.647 ms (the machine
 drifts by more than that between processes); the kernels' summed time 577 -> 542 us
 per direction; a real step 0.0471 -> 0.0458 and 0.0473 -> 0.0452 ms.  (With wide
