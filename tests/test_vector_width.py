@@ -41,11 +41,11 @@ KERNELS = """
 import json, numpy as np
 import compiler
 from compiler import kernels as k
-from compiler.layout import A, BB, HA, HB, HO, E0, E1, E2, E3, OUT
+from compiler.layout import A, BB, HA, HB, HO, E0, E1, E2, E3, OUT, WIDTH
 rng = np.random.default_rng(7)
 B, K, P, M, Kd, Nn = 3, 3, 2, 5, 7, 6
 nx, ny, n = P * M * Kd, P * Kd * Nn, P * M * Nn
-code = np.zeros((1, 16), np.int64)
+code = np.zeros((1, WIDTH), np.int64)
 code[0, [E0, E1, E2, E3]] = P, M, Kd, Nn
 code[0, [A, BB, OUT, HA, HB, HO]] = 0, nx, nx + ny, 0, 0, 0
 X = rng.normal(size=nx + ny + n)
