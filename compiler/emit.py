@@ -31,7 +31,6 @@ import numpy as np
 from circuitsketch.interpret import EVAL
 from circuitsketch.ir import Circuit, IRError, Node, Op
 from compiler.fusion import NO_FUSION, Fusion, define, describe, fuse, fused_call
-from compiler.kernels import HIGH_K
 from compiler.layout import BB, E0, E1, E2, E3, HA, HB, HC, HO, OUT, WIDTH, A, C, N
 from compiler.passes import Activity
 
@@ -134,26 +133,19 @@ R0: dict[Op, Callable[[list[str], str], str]] = {
 HARGS = "code, r, B, K"
 
 
-def matmul_kernel(degree: int) -> str:
-    """The h_matmul form for a known degree, so that only it is compiled (0: unknown)."""
-    if degree == 0:
-        return "h_matmul"
-    return "h_matmul_high" if degree >= HIGH_K else "h_matmul_low"
-
-
-def _hi_add(x, h, z, hz, degree):
+def _hi_add(x, h, z, hz):
     if h[0] and h[1]:
         return f"k.h_add({h[0]}, {h[1]}, {hz}, {HARGS})"
     return f"k.h_copy({h[0] or h[1]}, {hz}, {HARGS})"
 
 
-def _hi_sub(x, h, z, hz, degree):
+def _hi_sub(x, h, z, hz):
     if h[0] and h[1]:
         return f"k.h_sub({h[0]}, {h[1]}, {hz}, {HARGS})"
     return f"k.h_copy({h[0]}, {hz}, {HARGS})" if h[0] else f"k.h_neg({h[1]}, {hz}, {HARGS})"
 
 
-def _hi_mul(x, h, z, hz, degree):
+def _hi_mul(x, h, z, hz):
     if h[0] and h[1]:
         return f"k.h_mul({x[0]}, {h[0]}, {x[1]}, {h[1]}, {hz}, {HARGS})"
     return (
@@ -163,36 +155,33 @@ def _hi_mul(x, h, z, hz, degree):
     )
 
 
-def _hi_div(x, h, z, hz, degree):
+def _hi_div(x, h, z, hz):
     if h[1]:
         return f"k.h_div({h[0] or h[1]}, {x[1]}, {h[1]}, {z}, {hz}, {HARGS})"
     return f"k.h_div_const({h[0]}, {x[1]}, {hz}, {HARGS})"
 
 
-# HI[op](x, h, z, hz, degree) -> kernel call; h[i] is '' where operand i is not a series;
-# degree: the K the module is generated for (0: a run-time K).
-HI: dict[Op, Callable[[list[str], list[str], str, str, int], str]] = {
+# HI[op](x, h, z, hz) -> kernel call; h[i] is '' where operand i is not a series.
+HI: dict[Op, Callable[[list[str], list[str], str, str], str]] = {
     Op.ADD: _hi_add,
     Op.SUB: _hi_sub,
-    Op.NEG: lambda x, h, z, hz, degree: f"k.h_neg({h[0]}, {hz}, {HARGS})",
+    Op.NEG: lambda x, h, z, hz: f"k.h_neg({h[0]}, {hz}, {HARGS})",
     Op.MUL: _hi_mul,
     Op.DIV: _hi_div,
-    Op.EXP: lambda x, h, z, hz, degree: f"k.h_exp({h[0]}, {z}, {hz}, {HARGS})",
-    Op.LOG: lambda x, h, z, hz, degree: f"k.h_log({x[0]}, {h[0]}, {hz}, {HARGS})",
-    Op.POW: lambda x, h, z, hz, degree: f"k.h_pow({x[0]}, {h[0]}, {z}, {hz}, {HARGS}, cst)",
-    Op.ERF: lambda x, h, z, hz, degree: f"k.h_erf({x[0]}, {h[0]}, {hz}, {HARGS})",
-    Op.SUM: lambda x, h, z, hz, degree: f"k.h_reduce_sum({h[0]}, {hz}, {HARGS}, tab)",
-    Op.MATMUL: lambda x, h, z, hz, degree: (
-        f"k.{matmul_kernel(degree)}({x[0]}, {h[0] or h[1]}, {x[1]}, {h[1] or h[0]}, {hz}, {HARGS})"
+    Op.EXP: lambda x, h, z, hz: f"k.h_exp({h[0]}, {z}, {hz}, {HARGS})",
+    Op.LOG: lambda x, h, z, hz: f"k.h_log({x[0]}, {h[0]}, {hz}, {HARGS})",
+    Op.POW: lambda x, h, z, hz: f"k.h_pow({x[0]}, {h[0]}, {z}, {hz}, {HARGS}, cst)",
+    Op.ERF: lambda x, h, z, hz: f"k.h_erf({x[0]}, {h[0]}, {hz}, {HARGS})",
+    Op.SUM: lambda x, h, z, hz: f"k.h_reduce_sum({h[0]}, {hz}, {HARGS}, tab)",
+    Op.MATMUL: lambda x, h, z, hz: (
+        f"k.h_matmul({x[0]}, {h[0] or h[1]}, {x[1]}, {h[1] or h[0]}, {hz}, {HARGS})"
     ),
-    Op.GATHER: lambda x, h, z, hz, degree: f"k.h_gather({h[0]}, {x[1]}, {hz}, {HARGS})",
-    Op.SCATTER_ADD: lambda x, h, z, hz, degree: f"k.h_scatter_add({h[0]}, {x[1]}, {hz}, {HARGS})",
-    Op.WHERE: lambda x, h, z, hz, degree: (
+    Op.GATHER: lambda x, h, z, hz: f"k.h_gather({h[0]}, {x[1]}, {hz}, {HARGS})",
+    Op.SCATTER_ADD: lambda x, h, z, hz: f"k.h_scatter_add({h[0]}, {x[1]}, {hz}, {HARGS})",
+    Op.WHERE: lambda x, h, z, hz: (
         f"k.h_where({x[0]}, {h[1] or h[2]}, {h[2] or h[1]}, {hz}, {HARGS})"
     ),
-    **{
-        op: (lambda x, h, z, hz, degree: f"k.h_take({h[0]}, {hz}, {HARGS}, tab)") for op in TAKE_OPS
-    },
+    **{op: (lambda x, h, z, hz: f"k.h_take({h[0]}, {hz}, {HARGS}, tab)") for op in TAKE_OPS},
 }
 
 
@@ -514,7 +503,7 @@ def emit_function(
             if has_hi:
                 if node.op not in HI:
                     raise IRError(f"no series code template for op {node.op.value!r}")
-                code.append(HI[node.op](x, h, s.r_arr[i], s.h_arr[i], degree))
+                code.append(HI[node.op](x, h, s.r_arr[i], s.h_arr[i]))
         tables.add_row(_row(c, i, s, tables))
         body.append([f"# {c.format_node(i)}", "; ".join(code) + "; r += 1"])
 

@@ -29,11 +29,11 @@ from llvmlite import ir
 from numba import njit, types
 from numba.core.extending import intrinsic
 
+from compiler.gemm import LANES, gemm
 from compiler.layout import BB, E0, E1, E2, E3, HA, HB, HO, OUT, A, C, N
 
 TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 EXPONENT_BITS = 0x7FF0000000000000  # of an IEEE double: all ones for inf and NaN
-HIGH_K = 5  # from this degree on, h_matmul keeps real and imaginary planes apart
 jit = njit(cache=True, nogil=True, error_model="numpy")
 
 
@@ -623,216 +623,6 @@ def h_reduce_sum(HX, HZ, code, r, B, K, tab):
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def rows4(a, first, w):
-    """Rows first..first+3 of width w of a flat row-major array."""
-    return (
-        a[first * w :][:w],
-        a[(first + 1) * w :][:w],
-        a[(first + 2) * w :][:w],
-        a[(first + 3) * w :][:w],
-    )
-
-
-@jit
-def h_matmul_packed(x0, x, y0, y, z, P, M, Kd, Nn, has_x, has_y, B, K):
-    """y's orders packed side by side, complex; terms with y_0 and the Cauchy terms
-    take four rows of the packed y per pass over a row of the result.  Packing,
-    unpacking and zeroing are element loops: as slice assignments (Numba's setitem
-    per short row) they cost 10-20% of the kernel (measured at K = 3, B = 4:
-    8x16x16 8.4 -> 7.1 us per direction, 4x16x16x4 43.8 -> 38.5, same bits)."""
-    KN = K * Nn
-    yp = np.empty((Kd, KN), np.complex128)  # y orders 1..K of one block, row q = (order, column)
-    zp = np.empty((M, KN), np.complex128)
-    K4 = Kd - Kd % 4
-    for b in range(B):
-        for p in range(P):
-            if has_y:
-                for k in range(K):
-                    src = y[b, k, p * Kd * Nn :][: Kd * Nn]
-                    for q in range(Kd):
-                        row, part = yp[q], src[q * Nn :]
-                        for j in range(Nn):  # a loop, not a slice copy: see the docstring
-                            row[k * Nn + j] = part[j]
-            zflat = zp.reshape(M * KN)
-            for j in range(M * KN):
-                zflat[j] = 0.0
-            for i in range(M):
-                zr = zp[i]
-                base = (p * M + i) * Kd
-                for q in range(0, K4, 4):
-                    if has_y:
-                        for qq in range(q, q + 4):
-                            xv = x0[base + qq]
-                            yr = yp[qq]
-                            for j in range(KN):
-                                zr[j] += rmul(xv, yr[j])
-                    if has_x:
-                        w0, w1, w2, w3 = rows4(y0, p * Kd + q, Nn)
-                        for k in range(K):
-                            c0, c1 = x[b, k, base + q], x[b, k, base + q + 1]
-                            c2, c3 = x[b, k, base + q + 2], x[b, k, base + q + 3]
-                            zk = zr[k * Nn :][:Nn]
-                            for j in range(Nn):
-                                zk[j] += (rmul(w0[j], c0) + rmul(w1[j], c1)) + (
-                                    rmul(w2[j], c2) + rmul(w3[j], c3)
-                                )
-                    if has_x and has_y:
-                        v0, v1, v2, v3 = yp[q], yp[q + 1], yp[q + 2], yp[q + 3]
-                        for t in range(K - 1):
-                            c0, c1 = x[b, t, base + q], x[b, t, base + q + 1]
-                            c2, c3 = x[b, t, base + q + 2], x[b, t, base + q + 3]
-                            zt = zr[(t + 1) * Nn :]
-                            L = (K - 1 - t) * Nn
-                            for j in range(L):
-                                zt[j] += (c0 * v0[j] + c1 * v1[j]) + (c2 * v2[j] + c3 * v3[j])
-                for q in range(K4, Kd):
-                    ai = base + q
-                    if has_y:
-                        xv = x0[ai]
-                        yr = yp[q]
-                        for j in range(KN):
-                            zr[j] += rmul(xv, yr[j])
-                    if has_x:
-                        yr0 = y0[(p * Kd + q) * Nn :][:Nn]
-                        for k in range(K):
-                            xv = x[b, k, ai]
-                            zk = zr[k * Nn :][:Nn]
-                            for j in range(Nn):
-                                zk[j] += rmul(yr0[j], xv)
-                    if has_x and has_y:
-                        yr = yp[q]
-                        for t in range(K - 1):
-                            xv = x[b, t, ai]
-                            zt = zr[(t + 1) * Nn :]
-                            L = (K - 1 - t) * Nn
-                            for j in range(L):
-                                zt[j] += xv * yr[j]
-            for k in range(K):
-                dst = z[b, k, p * M * Nn :][: M * Nn]
-                for i in range(M):
-                    row, part = zp[i], dst[i * Nn :]
-                    for j in range(Nn):
-                        part[j] = row[k * Nn + j]
-
-
-@jit
-def h_matmul_split(x0, x, y0, y, z, P, M, Kd, Nn, has_x, has_y, B, K):
-    """y's orders packed side by side, real and imaginary planes apart; the terms with
-    y_0 take four rows of y_0 per pass over a result row, the Cauchy terms two
-    (measured at K = 6: 2.31 -> 2.07 ms/step/direction; four at a time: 2.26)."""
-    KN = K * Nn
-    # one block of y's orders 1..K and of the result, rows (order, column)
-    ypr = np.empty((Kd, KN))
-    ypi = np.empty((Kd, KN))
-    zpr = np.empty((M, KN))
-    zpi = np.empty((M, KN))
-    for b in range(B):
-        for p in range(P):
-            if has_y:
-                for k in range(K):
-                    src = y[b, k, p * Kd * Nn :][: Kd * Nn]
-                    for q in range(Kd):
-                        for j in range(Nn):
-                            v = src[q * Nn + j]
-                            ypr[q, k * Nn + j] = v.real
-                            ypi[q, k * Nn + j] = v.imag
-            zpr[:] = 0.0
-            zpi[:] = 0.0
-            K2 = Kd - Kd % 2
-            K4 = Kd - Kd % 4
-            for i in range(M):
-                zr, zi = zpr[i], zpi[i]
-                base = (p * M + i) * Kd
-                if has_x:
-                    for q in range(0, K4, 4):
-                        w0, w1, w2, w3 = rows4(y0, p * Kd + q, Nn)
-                        for k in range(K):
-                            u0, u1 = x[b, k, base + q], x[b, k, base + q + 1]
-                            u2, u3 = x[b, k, base + q + 2], x[b, k, base + q + 3]
-                            zkr, zki = zr[k * Nn :][:Nn], zi[k * Nn :][:Nn]
-                            for j in range(Nn):
-                                zkr[j] += (u0.real * w0[j] + u1.real * w1[j]) + (
-                                    u2.real * w2[j] + u3.real * w3[j]
-                                )
-                                zki[j] += (u0.imag * w0[j] + u1.imag * w1[j]) + (
-                                    u2.imag * w2[j] + u3.imag * w3[j]
-                                )
-                if has_y:
-                    for q in range(0, K4, 4):
-                        a0, a1 = x0[base + q], x0[base + q + 1]
-                        a2, a3 = x0[base + q + 2], x0[base + q + 3]
-                        r0, r1, r2, r3 = ypr[q], ypr[q + 1], ypr[q + 2], ypr[q + 3]
-                        i0, i1, i2, i3 = ypi[q], ypi[q + 1], ypi[q + 2], ypi[q + 3]
-                        for j in range(KN):
-                            zr[j] += (a0 * r0[j] + a1 * r1[j]) + (a2 * r2[j] + a3 * r3[j])
-                            zi[j] += (a0 * i0[j] + a1 * i1[j]) + (a2 * i2[j] + a3 * i3[j])
-                if has_x and has_y:
-                    for q in range(0, K2, 2):
-                        r0, i0, r1, i1 = ypr[q], ypi[q], ypr[q + 1], ypi[q + 1]
-                        for t in range(K - 1):
-                            u, v = x[b, t, base + q], x[b, t, base + q + 1]
-                            a0, c0, a1, c1 = u.real, u.imag, v.real, v.imag
-                            L = (K - 1 - t) * Nn
-                            ztr, zti = zr[(t + 1) * Nn :][:L], zi[(t + 1) * Nn :][:L]
-                            for j in range(L):
-                                ztr[j] += (a0 * r0[j] - c0 * i0[j]) + (a1 * r1[j] - c1 * i1[j])
-                                zti[j] += (a0 * i0[j] + c0 * r0[j]) + (a1 * i1[j] + c1 * r1[j])
-                for q in range(Kd):
-                    ai = base + q
-                    if has_y and q >= K4:
-                        xv = x0[ai]
-                        yr, yi = ypr[q], ypi[q]
-                        for j in range(KN):
-                            zr[j] += xv * yr[j]
-                            zi[j] += xv * yi[j]
-                    if has_x and q >= K4:
-                        y0r = y0[(p * Kd + q) * Nn :][:Nn]
-                        for k in range(K):
-                            xv = x[b, k, ai]
-                            a, c = xv.real, xv.imag
-                            zkr, zki = zr[k * Nn :][:Nn], zi[k * Nn :][:Nn]
-                            for j in range(Nn):
-                                zkr[j] += a * y0r[j]
-                                zki[j] += c * y0r[j]
-                    if has_x and has_y and q >= K2:
-                        yr, yi = ypr[q], ypi[q]
-                        for t in range(K - 1):
-                            xv = x[b, t, ai]
-                            a, c = xv.real, xv.imag
-                            L = (K - 1 - t) * Nn
-                            ztr, zti = zr[(t + 1) * Nn :][:L], zi[(t + 1) * Nn :][:L]
-                            for j in range(L):
-                                ztr[j] += a * yr[j] - c * yi[j]
-                                zti[j] += a * yi[j] + c * yr[j]
-            for k in range(K):
-                dst = z[b, k, p * M * Nn :][: M * Nn]
-                for i in range(M):
-                    for j in range(Nn):
-                        dst[i * Nn + j] = complex(zpr[i, k * Nn + j], zpi[i, k * Nn + j])
-
-
-@jit
-def h_matmul(X, HX, Y, HY, HZ, code, r, B, K):
-    """Matrix Cauchy product out_m = x_0 y_m + x_m y_0 + sum_{j=1..m-1} x_j y_{m-j}.
-
-    HA < 0 or HB < 0: that factor is a constant.  Per direction and batch block,
-    y's orders 1..K are first packed side by side (row q holds row q of every
-    order), so the products with x_0 and the Cauchy terms run over K*Nn or
-    (K-1-t)*Nn contiguous columns instead of Nn: short rows were this kernel's
-    cost.  From K = HIGH_K on, the packed blocks keep real and imaginary
-    parts in separate planes, which vectorises the O(K^2) Cauchy terms without
-    shuffles (measured on 8x16x16, B=8: K=6 1.3x, K=100 2.4x faster; at K=3 the
-    interleaved complex form is 1.3x faster).  Generated code of a known degree
-    calls h_matmul_low or h_matmul_high directly, so only one form is compiled
-    (cold compile of microgpt's K = 3 module about 2 s shorter).
-    """
-    if K >= HIGH_K:
-        h_matmul_high(X, HX, Y, HY, HZ, code, r, B, K)
-    else:
-        h_matmul_low(X, HX, Y, HY, HZ, code, r, B, K)
-
-
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def matmul_operands(X, HX, Y, HY, HZ, code, r, B, K):
     """Order-0 values, (B, K, n) hi views and dimensions of instruction row r."""
     P, M, Kd, Nn = code[r, E0], code[r, E1], code[r, E2], code[r, E3]
@@ -846,62 +636,80 @@ def matmul_operands(X, HX, Y, HY, HZ, code, r, B, K):
 
 
 @jit
-def h_matmul_high(X, HX, Y, HY, HZ, code, r, B, K):
-    """h_matmul with real and imaginary planes apart (K >= HIGH_K)."""
-    x0, x, y0, y, z, P, M, Kd, Nn, has_x, has_y = matmul_operands(X, HX, Y, HY, HZ, code, r, B, K)
-    h_matmul_split(x0, x, y0, y, z, P, M, Kd, Nn, has_x, has_y, B, K)
+def h_matmul(X, HX, Y, HY, HZ, code, r, B, K):
+    """Matrix Cauchy product out_m = x_0 y_m + x_m y_0 + sum_{j=1..m-1} x_j y_{m-j}.
 
+    HA < 0 or HB < 0: that factor is a constant.  Per direction and batch block
+    the complex orders are packed into real blocks, so every term is one real
+    product on register tiles (``compiler/gemm.py``) over long rows:
 
-@jit
-def h_matmul_low(X, HX, Y, HY, HZ, code, r, B, K):
-    """h_matmul with interleaved complex blocks (K < HIGH_K).  A result with few
-    columns (Nn < NARROW) and at least twice as many rows is computed transposed,
-    z^T = y^T x^T, so the packed rows are longer (measured at K = 3, B = 8, per
-    direction: attention's 4 x 8x8 @ 8x4 10.9 -> 7.0 us, 64x8 @ 8x16 27.4 -> 24.1 us;
-    about 20 us of a K = 3 microgpt step's 0.6-0.7 ms)."""
+    - y's orders side by side, rows q its real parts, rows Kd+q its imaginary
+      parts; x's orders as rows [re | -im] and [im | re], so one real product
+      of inner size 2*Kd gives both parts of a complex one;
+    - the result's rows i hold real parts, rows M+i imaginary parts;
+    - columns are padded to a multiple of gemm.LANES.
+
+    Measured against the previous interleaved and split-plane kernels on
+    microgpt's shapes, 8 directions, per direction: K = 3 1.3-2.0x, K = 6
+    1.2-2.0x, K = 100 1.4-1.5x faster.
+    """
     x0, x, y0, y, z, P, M, Kd, Nn, has_x, has_y = matmul_operands(X, HX, Y, HY, HZ, code, r, B, K)
-    if Nn < NARROW and 2 * Nn <= M:
-        zt = np.empty(z.shape, np.complex128)
-        h_matmul_packed(
-            transposed(y0, P, Kd, Nn), transposed_hi(y, P, Kd, Nn), transposed(x0, P, M, Kd),
-            transposed_hi(x, P, M, Kd), zt, P, Nn, Kd, M, has_y, has_x, B, K,
-        )  # fmt: skip
-        for b in range(B):
+    Np = (Nn + LANES - 1) // LANES * LANES
+    W = K * Np  # packed columns: (order, column)
+    yk = np.zeros(2 * Kd * W)  # padding columns stay zero
+    xk = np.empty(2 * K * M * 2 * Kd)  # rows (order, part, i)
+    y0p = np.zeros(P * Kd * Np)
+    zk = np.empty(2 * M * W)
+    if has_x:
+        for p in range(P):
+            for q in range(Kd):
+                src, dst = y0[(p * Kd + q) * Nn :][:Nn], y0p[(p * Kd + q) * Np :][:Nn]
+                for j in range(Nn):
+                    dst[j] = src[j]
+    for b in range(B):
+        for p in range(P):
+            if has_y:
+                for k in range(K):
+                    src = y[b, k, p * Kd * Nn :][: Kd * Nn]
+                    for q in range(Kd):
+                        s = src[q * Nn :][:Nn]
+                        re, im = yk[q * W + k * Np :][:Nn], yk[(Kd + q) * W + k * Np :][:Nn]
+                        for j in range(Nn):
+                            re[j] = s[j].real
+                            im[j] = s[j].imag
+            if has_x:
+                for k in range(K):
+                    src = x[b, k, p * M * Kd :][: M * Kd]
+                    for i in range(M):
+                        s = src[i * Kd :][:Kd]
+                        r0 = xk[(2 * k * M + i) * 2 * Kd :][: 2 * Kd]
+                        r1 = xk[((2 * k + 1) * M + i) * 2 * Kd :][: 2 * Kd]
+                        for q in range(Kd):
+                            v = s[q]
+                            r0[q], r0[Kd + q] = v.real, -v.imag
+                            r1[q], r1[Kd + q] = v.imag, v.real
+            if has_y:  # x_0 y_k: the first term sets the block
+                gemm(zk, 0, W, x0, p * M * Kd, Kd, yk, 0, W, M, W, Kd, False)
+                gemm(zk, M * W, W, x0, p * M * Kd, Kd, yk, Kd * W, W, M, W, Kd, False)
+            if has_x:  # x_k y_0, both parts at once: rows (part, i) take the first Kd columns
+                for k in range(K):
+                    gemm(
+                        zk, k * Np, W, xk, 2 * k * M * 2 * Kd, 2 * Kd, y0p, p * Kd * Np, Np,
+                        2 * M, Np, Kd, has_y,
+                    )  # fmt: skip
+            if has_x and has_y:  # x_{t+1} y_s for orders t+1+s <= K
+                for t in range(K - 1):
+                    gemm(
+                        zk, (t + 1) * Np, W, xk, 2 * t * M * 2 * Kd, 2 * Kd, yk, 0, W,
+                        2 * M, (K - 1 - t) * Np, 2 * Kd, True,
+                    )  # fmt: skip
             for k in range(K):
-                transpose_into(zt[b, k], z[b, k], P, Nn, M)
-    else:
-        h_matmul_packed(x0, x, y0, y, z, P, M, Kd, Nn, has_x, has_y, B, K)
-
-
-NARROW = 32  # h_matmul_low: results with fewer columns may be computed transposed
-
-
-@jit
-def transpose_into(a, out, P, R, C):
-    """out = the P blocks of a (each R x C, row-major) transposed."""
-    for p in range(P):
-        src, dst = a[p * R * C :], out[p * R * C :]
-        for i in range(R):
-            for j in range(C):
-                dst[j * R + i] = src[i * C + j]
-
-
-@jit
-def transposed(a, P, R, C):
-    out = np.empty(a.size, a.dtype)
-    transpose_into(a, out, P, R, C)
-    return out
-
-
-@jit
-def transposed_hi(h, P, R, C):
-    out = np.empty(h.shape, h.dtype)
-    if h.shape[2] == 0:  # a constant operand has no higher orders
-        return out
-    for b in range(h.shape[0]):
-        for k in range(h.shape[1]):
-            transpose_into(h[b, k], out[b, k], P, R, C)
-    return out
+                dst = z[b, k, p * M * Nn :][: M * Nn]
+                for i in range(M):
+                    d = dst[i * Nn :][:Nn]
+                    re, im = zk[i * W + k * Np :][:Nn], zk[(M + i) * W + k * Np :][:Nn]
+                    for j in range(Nn):
+                        d[j] = complex(re[j], im[j])
 
 
 @jit

@@ -6,11 +6,9 @@ which run faster at full width.  On a Sapphire Rapids core (fifth session, runs 
 alternating processes): a K = 3 microgpt step per direction 0.680 -> 0.651,
 0.680 -> 0.645, 0.664 -> 0.667, 0.674 -> 0.642, 0.655 -> 0.647 ms (the machine
 drifts by more than that between processes); the kernels' summed time 577 -> 542 us
-per direction; a real step 0.0471 -> 0.0458 and 0.0473 -> 0.0452 ms.  (With wide
-vectors the interleaved matrix product, h_matmul_packed, beats the split planes one
-on the kernels alone at every degree tried, K = 4 to 100, e.g. 832 against 1000 us
-per direction for microgpt's K = 6 products; but a whole K = 6 step gains only
-1.7%, 1.729 against 1.758 ms in one process, so kernels.HIGH_K stays.)  The results
+per direction; a real step 0.0471 -> 0.0458 and 0.0473 -> 0.0452 ms.  (Measured before
+the series matrix products moved to ``compiler/gemm.py``'s register tiles, whose
+explicit vectors are full width either way.)  The results
 are the same bits: wider vectors change neither the operations nor their order (no
 fused multiply-add, no reassociation).
 

@@ -86,7 +86,7 @@ OP_CASES = [
     _binary("div", lambda x, y: x / y, Op.DIV, pos="y"),
     _binary("matmul", lambda x, y: x @ y, Op.MATMUL, sy=(4, 5)),
     _binary("matmul_3d", lambda x, y: x @ y, Op.MATMUL, (2, 3, 4), (2, 4, 5)),
-    # fewer result columns than kernels.NARROW and rows: h_matmul computes the transpose
+    # fewer result columns than gemm.LANES: h_matmul pads its packed blocks
     _binary("matmul_narrow", lambda x, y: x @ y, Op.MATMUL, (2, 9, 5), (2, 5, 3)),
     _binary("where", lambda x, y: cs.where(MASK, x, y), Op.WHERE),
     _binary("concat", lambda x, y: cs.concat([x, y], axis=1) * 2.0, Op.CONCAT, sy=(3, 2)),
@@ -416,8 +416,9 @@ def test_op_compiled_series_matches_interpreter(case, series, K_OP=K_OP):
             )
 
 
-# From degree HIGH_K on, h_matmul keeps real and imaginary planes apart; the cases are
-# larger than the small ones above (more than 64 elements per operand).
+# A higher degree and larger operands than the cases above (more than 64 elements per
+# operand; matmul_big: row and column counts that are not multiples of the register tile).
+HIGH_DEGREE = 6
 HIGH_CASES = [
     _binary("matmul_big", lambda x, y: x @ y, Op.MATMUL, (2, 9, 7), (2, 7, 10)),
     _binary("mul_big", lambda x, y: x * y, Op.MUL, (9, 17), (9, 17)),
@@ -438,9 +439,7 @@ HIGH_CASES = [
     ],
 )
 def test_high_degree_kernels_match_interpreter(case, series):
-    from compiler.kernels import HIGH_K
-
-    test_op_compiled_series_matches_interpreter(case, series, K_OP=HIGH_K + 1)
+    test_op_compiled_series_matches_interpreter(case, series, K_OP=HIGH_DEGREE)
 
 
 def test_op_check_catches_a_wrong_kernel(monkeypatch):
