@@ -235,33 +235,37 @@ def reduce_max(X, Z, code, r, tab):
 def matmul(X, Y, Z, code, r):
     """(P, M, Kd) @ (P, Kd, Nn): E0..E3 = P, M, Kd, Nn.
 
-    Four rows of y per pass over a row of the result: a quarter of the loads and
-    stores of z, and of the short-loop overheads (measured 10-30% on microgpt's
-    8x16x64, 8x8x4 and 8x16x27 products).  Sums are grouped in fours, so the
-    result may differ from a one-at-a-time sum in the last bit.
+    Columns up to the last multiple of gemm.LANES on register tiles; the rest with
+    four rows of y per pass over a row of the result (a quarter of the loads and
+    stores of z, and of the short-loop overheads: 10-30% on microgpt's 8x16x64,
+    8x8x4 and 8x16x27 products), sums grouped in fours.
     """
     P, M, Kd, Nn = code[r, E0], code[r, E1], code[r, E2], code[r, E3]
     x = X[code[r, A] :][: P * M * Kd]
     y = Y[code[r, BB] :][: P * Kd * Nn]
     z = Z[code[r, OUT] :][: P * M * Nn]
     K4 = Kd - Kd % 4
+    n8 = Nn - Nn % LANES
     for p in range(P):
+        gemm(z, p * M * Nn, Nn, x, p * M * Kd, Kd, y, p * Kd * Nn, Nn, M, n8, Kd, False)
+        if n8 == Nn:
+            continue
         for i in range(M):
-            zr = z[(p * M + i) * Nn :][:Nn]
+            zr = z[(p * M + i) * Nn + n8 :][: Nn - n8]
             xr = x[(p * M + i) * Kd :][:Kd]
             zr[:] = 0.0
             for q in range(0, K4, 4):
                 a0, a1, a2, a3 = xr[q], xr[q + 1], xr[q + 2], xr[q + 3]
-                y0 = y[(p * Kd + q) * Nn :][:Nn]
-                y1 = y[(p * Kd + q + 1) * Nn :][:Nn]
-                y2 = y[(p * Kd + q + 2) * Nn :][:Nn]
-                y3 = y[(p * Kd + q + 3) * Nn :][:Nn]
-                for j in range(Nn):
+                y0 = y[(p * Kd + q) * Nn + n8 :][: Nn - n8]
+                y1 = y[(p * Kd + q + 1) * Nn + n8 :][: Nn - n8]
+                y2 = y[(p * Kd + q + 2) * Nn + n8 :][: Nn - n8]
+                y3 = y[(p * Kd + q + 3) * Nn + n8 :][: Nn - n8]
+                for j in range(Nn - n8):
                     zr[j] += (a0 * y0[j] + a1 * y1[j]) + (a2 * y2[j] + a3 * y3[j])
             for q in range(K4, Kd):
                 xv = xr[q]
-                yq = y[(p * Kd + q) * Nn :][:Nn]
-                for j in range(Nn):
+                yq = y[(p * Kd + q) * Nn + n8 :][: Nn - n8]
+                for j in range(Nn - n8):
                     zr[j] += xv * yq[j]
 
 
