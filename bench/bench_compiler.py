@@ -63,7 +63,6 @@ def main() -> None:
     ap.add_argument("--oracle-steps", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=5, help="timed runs of real and K=3 (median)")
     args = ap.parse_args()
-    import compiler
     from circuitsketch.models import microgpt as m
     from compiler.compiled import CompiledProgram
     from compiler.passes import activity, simplify
@@ -76,7 +75,6 @@ def main() -> None:
         "machine": f"{platform.machine()} "
         f"{platform.processor() or ''} {os.cpu_count()} cores, {platform.python_version()}",
         "setting": "first 1000 names of default_rng(0).permutation(corpus), T = 1000",
-        "wide_vectors": compiler.WIDE_VECTORS,  # compiler/vector_width.py
     }
     lens = [min(16, len(d) + 1) for d in docs]
     res["mean_positions"] = float(np.mean(lens))
