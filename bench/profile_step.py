@@ -73,7 +73,7 @@ def main() -> None:
             "ii": cp.II[s],
             "ff": cp.FF[s],
             "w0": 1.0,
-            "res0": np.zeros(1),
+            "res0": np.zeros(2),
         }
     )
     src = cp.source
@@ -88,6 +88,7 @@ def main() -> None:
         if line.startswith("#"):
             comment = line
             continue
+        line = line.removeprefix("res0[1] += ")  # a fused loop that checks finiteness
         if not line.startswith(("k.", "fused_")):
             continue
         part = "adam" if "adam" in comment else "grad" if "grad" in comment else "forward"
