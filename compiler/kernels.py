@@ -29,7 +29,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.core.extending import intrinsic
 
-from compiler.gemm import LANES, gemm
+from compiler.gemm import COMPLEX, PAIR, REAL, gemm
 from compiler.layout import BB, E0, E1, E2, E3, HA, HB, HO, OUT, A, C, N
 
 TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
@@ -233,40 +233,14 @@ def reduce_max(X, Z, code, r, tab):
 
 @jit
 def matmul(X, Y, Z, code, r):
-    """(P, M, Kd) @ (P, Kd, Nn): E0..E3 = P, M, Kd, Nn.
-
-    Columns up to the last multiple of gemm.LANES on register tiles; the rest with
-    four rows of y per pass over a row of the result (a quarter of the loads and
-    stores of z, and of the short-loop overheads: 10-30% on microgpt's 8x16x64,
-    8x8x4 and 8x16x27 products), sums grouped in fours.
-    """
+    """(P, M, Kd) @ (P, Kd, Nn): E0..E3 = P, M, Kd, Nn, on register tiles (compiler/gemm.py;
+    real step 0.042-0.048 -> 0.034-0.037 ms against four-row passes over result rows)."""
     P, M, Kd, Nn = code[r, E0], code[r, E1], code[r, E2], code[r, E3]
     x = X[code[r, A] :][: P * M * Kd]
     y = Y[code[r, BB] :][: P * Kd * Nn]
     z = Z[code[r, OUT] :][: P * M * Nn]
-    K4 = Kd - Kd % 4
-    n8 = Nn - Nn % LANES
     for p in range(P):
-        gemm(z, p * M * Nn, Nn, x, p * M * Kd, Kd, y, p * Kd * Nn, Nn, M, n8, Kd, False)
-        if n8 == Nn:
-            continue
-        for i in range(M):
-            zr = z[(p * M + i) * Nn + n8 :][: Nn - n8]
-            xr = x[(p * M + i) * Kd :][:Kd]
-            zr[:] = 0.0
-            for q in range(0, K4, 4):
-                a0, a1, a2, a3 = xr[q], xr[q + 1], xr[q + 2], xr[q + 3]
-                y0 = y[(p * Kd + q) * Nn + n8 :][: Nn - n8]
-                y1 = y[(p * Kd + q + 1) * Nn + n8 :][: Nn - n8]
-                y2 = y[(p * Kd + q + 2) * Nn + n8 :][: Nn - n8]
-                y3 = y[(p * Kd + q + 3) * Nn + n8 :][: Nn - n8]
-                for j in range(Nn - n8):
-                    zr[j] += (a0 * y0[j] + a1 * y1[j]) + (a2 * y2[j] + a3 * y3[j])
-            for q in range(K4, Kd):
-                xv = xr[q]
-                yq = y[(p * Kd + q) * Nn + n8 :][: Nn - n8]
-                for j in range(Nn - n8):
-                    zr[j] += xv * yq[j]
+        gemm(REAL, z, p * M * Nn, Nn, x, p * M * Kd, Kd, y, p * Kd * Nn, Nn, M, Nn, Kd)
 
 
 @jit
@@ -626,94 +600,64 @@ def h_reduce_sum(HX, HZ, code, r, B, K, tab):
                 zr[i] = acc
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def matmul_operands(X, HX, Y, HY, HZ, code, r, B, K):
-    """Order-0 values, (B, K, n) hi views and dimensions of instruction row r."""
+@jit
+def h_matmul(X, HX, Y, HY, HZ, code, r, B, K):
+    """Matrix Cauchy product out_m = x_0 y_m + x_m y_0 + sum_{t=1..m-1} x_t y_{m-t}.
+
+    HA < 0 or HB < 0: that factor is a constant.  Each term is a product on register
+    tiles (``compiler/gemm.py``) over the series blocks where they lie, as float64
+    runs with real and imaginary parts interleaved: x_0 y_m real times complex,
+    x_m y_0 complex times a copy of y_0 with doubled entries (made once per call),
+    and all Cauchy terms of order m in one call.  Nothing is packed per direction.
+    Measured on microgpt's 27 products per step at K = 3, 8 directions, summed per
+    direction: 280 us with row loops (interleaved and split-plane forms), 184 us
+    with tiles over blocks packed into real and imaginary planes (packing took a
+    third of that), 124 us in place.
+    """
     P, M, Kd, Nn = code[r, E0], code[r, E1], code[r, E2], code[r, E3]
     nx, ny, n = P * M * Kd, P * Kd * Nn, P * M * Nn
     has_x, has_y = code[r, HA] >= 0, code[r, HB] >= 0
     x0, y0 = X[code[r, A] :][:nx], Y[code[r, BB] :][:ny]
-    x = hview(HX, max(code[r, HA], 0), B, K, nx if has_x else 0)
-    y = hview(HY, max(code[r, HB], 0), B, K, ny if has_y else 0)
-    z = hview(HZ, code[r, HO], B, K, n)
-    return x0, x, y0, y, z, P, M, Kd, Nn, has_x, has_y
-
-
-@jit
-def h_matmul(X, HX, Y, HY, HZ, code, r, B, K):
-    """Matrix Cauchy product out_m = x_0 y_m + x_m y_0 + sum_{j=1..m-1} x_j y_{m-j}.
-
-    HA < 0 or HB < 0: that factor is a constant.  Per direction and batch block
-    the complex orders are packed into real blocks, so every term is one real
-    product on register tiles (``compiler/gemm.py``) over long rows:
-
-    - y's orders side by side, rows q its real parts, rows Kd+q its imaginary
-      parts; x's orders as rows [re | -im] and [im | re], so one real product
-      of inner size 2*Kd gives both parts of a complex one;
-    - the result's rows i hold real parts, rows M+i imaginary parts;
-    - columns are padded to a multiple of gemm.LANES.
-
-    Measured against the previous interleaved and split-plane kernels on
-    microgpt's shapes, 8 directions, per direction: K = 3 1.3-2.0x, K = 6
-    1.2-2.0x, K = 100 1.4-1.5x faster.
-    """
-    x0, x, y0, y, z, P, M, Kd, Nn, has_x, has_y = matmul_operands(X, HX, Y, HY, HZ, code, r, B, K)
-    Np = (Nn + LANES - 1) // LANES * LANES
-    W = K * Np  # packed columns: (order, column)
-    yk = np.zeros(2 * Kd * W)  # padding columns stay zero
-    xk = np.empty(2 * K * M * 2 * Kd)  # rows (order, part, i)
-    y0p = np.zeros(P * Kd * Np)
-    zk = np.empty(2 * M * W)
-    if has_x:
-        for p in range(P):
-            for q in range(Kd):
-                src, dst = y0[(p * Kd + q) * Nn :][:Nn], y0p[(p * Kd + q) * Np :][:Nn]
-                for j in range(Nn):
-                    dst[j] = src[j]
+    # orders 1..K of every direction, in doubles; order k of direction b at 2 (b K + k) n
+    x = hflat(HX, max(code[r, HA], 0), B, K, nx if has_x else 0)
+    y = hflat(HY, max(code[r, HB], 0), B, K, ny if has_y else 0)
+    z = hflat(HZ, code[r, HO], B, K, n)
+    y0d = np.empty(2 * ny if has_x else 0)
+    for i in range(y0d.size):
+        y0d[i] = y0[i // 2]
+    if not has_y:
+        z[:] = 0.0
     for b in range(B):
         for p in range(P):
-            if has_y:
-                for k in range(K):
-                    src = y[b, k, p * Kd * Nn :][: Kd * Nn]
-                    for q in range(Kd):
-                        s = src[q * Nn :][:Nn]
-                        re, im = yk[q * W + k * Np :][:Nn], yk[(Kd + q) * W + k * Np :][:Nn]
-                        for j in range(Nn):
-                            re[j] = s[j].real
-                            im[j] = s[j].imag
-            if has_x:
-                for k in range(K):
-                    src = x[b, k, p * M * Kd :][: M * Kd]
-                    for i in range(M):
-                        s = src[i * Kd :][:Kd]
-                        r0 = xk[(2 * k * M + i) * 2 * Kd :][: 2 * Kd]
-                        r1 = xk[((2 * k + 1) * M + i) * 2 * Kd :][: 2 * Kd]
-                        for q in range(Kd):
-                            v = s[q]
-                            r0[q], r0[Kd + q] = v.real, -v.imag
-                            r1[q], r1[Kd + q] = v.imag, v.real
-            if has_y:  # x_0 y_k: the first term sets the block
-                gemm(zk, 0, W, x0, p * M * Kd, Kd, yk, 0, W, M, W, Kd, False)
-                gemm(zk, M * W, W, x0, p * M * Kd, Kd, yk, Kd * W, W, M, W, Kd, False)
-            if has_x:  # x_k y_0, both parts at once: rows (part, i) take the first Kd columns
-                for k in range(K):
-                    gemm(
-                        zk, k * Np, W, xk, 2 * k * M * 2 * Kd, 2 * Kd, y0p, p * Kd * Np, Np,
-                        2 * M, Np, Kd, has_y,
-                    )  # fmt: skip
-            if has_x and has_y:  # x_{t+1} y_s for orders t+1+s <= K
-                for t in range(K - 1):
-                    gemm(
-                        zk, (t + 1) * Np, W, xk, 2 * t * M * 2 * Kd, 2 * Kd, yk, 0, W,
-                        2 * M, (K - 1 - t) * Np, 2 * Kd, True,
-                    )  # fmt: skip
             for k in range(K):
-                dst = z[b, k, p * M * Nn :][: M * Nn]
-                for i in range(M):
-                    d = dst[i * Nn :][:Nn]
-                    re, im = zk[i * W + k * Np :][:Nn], zk[(M + i) * W + k * Np :][:Nn]
-                    for j in range(Nn):
-                        d[j] = complex(re[j], im[j])
+                zo = 2 * ((b * K + k) * n + p * M * Nn)
+                xo = 2 * ((b * K + k) * nx + p * M * Kd)
+                if has_y:  # x_0 y_k sets the block
+                    yo = 2 * ((b * K + k) * ny + p * Kd * Nn)
+                    gemm(REAL, z, zo, 2 * Nn, x0, p * M * Kd, Kd, y, yo, 2 * Nn, M, 2 * Nn, Kd)
+                if has_x:  # x_k y_0
+                    gemm(
+                        PAIR,
+                        z,
+                        zo,
+                        2 * Nn,
+                        x,
+                        xo,
+                        2 * Kd,
+                        y0d,
+                        2 * p * Kd * Nn,
+                        2 * Nn,
+                        M,
+                        2 * Nn,
+                        Kd,
+                    )
+                if has_x and has_y and k > 0:  # x_t y_{k+1-t}, t = 1..k
+                    x1 = 2 * (b * K * nx + p * M * Kd)  # order 1
+                    yk = 2 * ((b * K + k - 1) * ny + p * Kd * Nn)  # order k
+                    gemm(
+                        COMPLEX, z, zo, 2 * Nn, x, x1, 2 * Kd, y, yk, 2 * Nn, M, 2 * Nn, Kd,
+                        k, 2 * nx, -2 * ny,
+                    )  # fmt: skip
 
 
 @jit

@@ -1,9 +1,10 @@
 """compiler.gemm: register-tile products against numpy, bit for bit.
 
-The tiles sum each result element over the inner index in order, one multiply
-and one add per term, so numpy's elementwise arithmetic in the same order is an
-exact reference: any fused multiply-add, reordering or misplaced tile changes
-bits.  Blocks sit inside larger arrays, so writes outside them are caught too.
+The tiles sum each result element over segments and the inner index in order,
+one multiply and one add per term, so numpy's elementwise arithmetic in the
+same order is an exact reference: any fused multiply-add, reordering, wrong
+mask or misplaced tile changes bits.  Blocks sit inside larger arrays with
+wider rows, so writes outside them are caught too.
 """
 
 from __future__ import annotations
@@ -11,58 +12,96 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compiler.gemm import LANES, ROWS, gemm
+from compiler.gemm import COMPLEX, LANES, PAIR, REAL, ROWS, gemm
 
 
-def _sequential(c, a, b):
-    """c + sum_q a[:, q] b[q, :], summed in order q = 0, 1, ..."""
-    out = c.copy()
-    for q in range(a.shape[1]):
-        out = out + a[:, q : q + 1] * b[q : q + 1, :]
+def _block(arr, off, ld, rows, cols):
+    return arr[off : off + rows * ld].reshape(rows, ld)[:, :cols]
+
+
+def _reference(kind, start, A, a0, lda, Bm, b0, ldb, m, n, kd, nseg, aseg, bseg):
+    """The same sums as gemm, in the same order, in numpy."""
+    out = start.copy()
+    step = 1 if kind == REAL else 2
+    for s in range(nseg):
+        for q in range(kd):
+            b = Bm[b0 + s * bseg + q * ldb :][:n]
+            a = np.array([A[a0 + s * aseg + i * lda + q * step :][:step] for i in range(m)])
+            if kind == REAL:
+                out = out + a[:, :1] * b
+            elif kind == PAIR:
+                out = out + np.tile(a, n // 2) * b
+            else:
+                swapped = b.reshape(-1, 2)[:, ::-1].ravel() * np.tile([-1.0, 1.0], n // 2)
+                out = out + a[:, :1] * b
+                out = out + a[:, 1:] * swapped
     return out
 
 
+WIDTHS = (2, LANES - 2, LANES, 2 * LANES, 2 * LANES + 6, 5 * LANES)
 SHAPES = [
-    (m, n, kd)
-    for m in (1, ROWS - 1, ROWS, ROWS + 1, 2 * ROWS + 3)
-    for n in (LANES, 2 * LANES, 3 * LANES, 5 * LANES)
-    for kd in (0, 1, 7, 16)
+    (kind, m, n, kd)
+    for kind in (REAL, PAIR, COMPLEX)
+    for m in (1, ROWS - 1, ROWS, 2 * ROWS + 3)
+    for n in WIDTHS
+    for kd in (0, 1, 7)
 ]
 
 
-@pytest.mark.parametrize("accumulate", [True, False])
-@pytest.mark.parametrize(("m", "n", "kd"), SHAPES)
-def test_gemm_equals_sequential_sums(m, n, kd, accumulate):
-    rng = np.random.default_rng(m * 1000 + n * 10 + kd)
-    ldc, lda, ldb = n + 3, kd + 2, n + 5  # blocks inside wider rows
-    c0, a0, b0 = 4, 3, 6
+@pytest.mark.parametrize(("kind", "m", "n", "kd"), SHAPES)
+def test_gemm_equals_ordered_sums(kind, m, n, kd):
+    rng = np.random.default_rng(m * 1000 + n * 10 + kd + 7 * kind)
+    nseg = 3 if kind == COMPLEX else 1
+    step = 1 if kind == REAL else 2
+    ldc, lda, ldb = n + 4, kd * step + 4, n + 6  # blocks inside wider rows
+    c0, a0 = 4, 2
+    aseg, bseg = m * lda + 2, -(max(kd, 1) * ldb + 2)  # B's segments run backwards
+    b0 = -bseg * (nseg - 1) + 6
     C = rng.standard_normal(c0 + m * ldc + 7)
-    A = rng.standard_normal(a0 + m * lda + 1)
+    A = rng.standard_normal(a0 + nseg * aseg + 1)
     Bm = rng.standard_normal(b0 + max(kd, 1) * ldb + 2)
     before = C.copy()
-    gemm(C, c0, ldc, A, a0, lda, Bm, b0, ldb, m, n, kd, accumulate)
-
-    def block(arr, off, ld, rows, cols):
-        return arr[off : off + rows * ld].reshape(rows, ld)[:, :cols]
-
-    start = block(before, c0, ldc, m, n) if accumulate else np.zeros((m, n))
-    want = _sequential(start, block(A, a0, lda, m, kd), block(Bm, b0, ldb, kd, n))
-    assert np.array_equal(block(C, c0, ldc, m, n), want)
-    mask = np.ones(C.size, bool)
+    gemm(kind, C, c0, ldc, A, a0, lda, Bm, b0, ldb, m, n, kd, nseg, aseg, bseg)
+    start = np.zeros((m, n)) if kind == REAL else _block(before, c0, ldc, m, n)
+    want = _reference(kind, start, A, a0, lda, Bm, b0, ldb, m, n, kd, nseg, aseg, bseg)
+    assert np.array_equal(_block(C, c0, ldc, m, n), want)
+    outside = np.ones(C.size, bool)
     for i in range(m):
-        mask[c0 + i * ldc : c0 + i * ldc + n] = False
-    assert np.array_equal(C[mask], before[mask]), "gemm wrote outside its block"
+        outside[c0 + i * ldc : c0 + i * ldc + n] = False
+    assert np.array_equal(C[outside], before[outside]), "gemm wrote outside its block"
+
+
+def test_complex_product_is_the_complex_product():
+    """COMPLEX on interleaved parts is x @ y of complex matrices (to rounding)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 6)) + 1j * rng.standard_normal((5, 6))
+    y = rng.standard_normal((6, 7)) + 1j * rng.standard_normal((6, 7))
+    z = np.zeros((5, 7), complex)
+    zf, xf, yf = z.view(np.float64).ravel(), x.view(np.float64).ravel(), y.view(np.float64).ravel()
+    gemm(COMPLEX, zf, 0, 14, xf, 0, 12, yf, 0, 14, 5, 14, 6)
+    np.testing.assert_allclose(z, x @ y, rtol=1e-13, atol=1e-13)
+    w = rng.standard_normal((6, 7))
+    wd = np.repeat(w, 2, axis=1).ravel()
+    z[:] = 0
+    gemm(PAIR, zf, 0, 14, xf, 0, 12, wd, 0, 14, 5, 14, 6)
+    np.testing.assert_allclose(z, x @ w, rtol=1e-13, atol=1e-13)
 
 
 def test_gemm_rejects_bad_blocks():
     C, A, Bm = np.zeros(64), np.zeros(64), np.zeros(64)
-    with pytest.raises(ValueError, match="multiple of LANES"):
-        gemm(C, 0, 12, A, 0, 2, Bm, 0, 12, 2, 12, 2, True)
+    with pytest.raises(ValueError, match="odd complex width"):
+        gemm(PAIR, C, 0, 12, A, 0, 4, Bm, 0, 12, 2, 7, 2)
+    with pytest.raises(ValueError, match="bad kind"):
+        gemm(3, C, 0, 12, A, 0, 4, Bm, 0, 12, 2, 8, 2)
     with pytest.raises(IndexError, match="C or A"):
-        gemm(C, 0, 40, A, 0, 2, Bm, 0, 8, 2, 32, 2, True)  # second row of C ends at 72
+        gemm(REAL, C, 0, 40, A, 0, 2, Bm, 0, 8, 2, 32, 2)  # second row of C ends at 72
     with pytest.raises(IndexError, match="C or A"):
-        gemm(C, 0, 8, A, 61, 2, Bm, 0, 8, 2, 8, 2, True)  # A ends at 65
+        gemm(REAL, C, 0, 8, A, 61, 2, Bm, 0, 8, 2, 8, 2)  # A ends at 65
+    with pytest.raises(IndexError, match="C or A"):
+        gemm(COMPLEX, C, 0, 8, A, 0, 4, Bm, 0, 8, 2, 8, 2, 3, 30, 8)  # third segment of A
     with pytest.raises(IndexError, match="Bm"):
-        gemm(C, 0, 8, A, 0, 2, Bm, 0, 60, 2, 8, 2, True)
+        gemm(REAL, C, 0, 8, A, 0, 2, Bm, 0, 60, 2, 8, 2)
+    with pytest.raises(IndexError, match="Bm"):
+        gemm(COMPLEX, C, 0, 8, A, 0, 4, Bm, 8, 8, 2, 8, 2, 2, 4, -16)  # second segment at -8
     with pytest.raises(IndexError, match="C or A"):
-        gemm(C, -1, 8, A, 0, 2, Bm, 0, 8, 2, 8, 2, True)
+        gemm(REAL, C, -1, 8, A, 0, 2, Bm, 0, 8, 2, 8, 2)
