@@ -50,125 +50,127 @@ def _const(n: int):
     return ir.Constant(_I64, n)
 
 
-def _masked(builder, name: str, fnty):
-    return cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.{name}.v8f64.p0")
+class _TileCode:
+    """LLVM IR of one tile: `rows` rows of `vectors` vectors (masked: one vector whose
+    lanes from `rem` on are neither read nor written)."""
+
+    def __init__(self, builder, rows: int, vectors: int, masked: bool, rem):
+        self.b, self.rows, self.vectors, self.masked = builder, rows, vectors, masked
+        self.undef = ir.Constant(_VEC, ir.Undefined)
+        self.zero = ir.Constant(_VEC, [0.0] * LANES)
+        if masked:
+            lane = ir.Constant(ir.VectorType(_I64, LANES), list(range(LANES)))
+            self.mask = builder.icmp_unsigned("<", lane, self.splat_int(rem))
+            ptr = _VEC.as_pointer()
+            self.mload = self.intrinsic("load", ir.FunctionType(_VEC, [ptr, _I32, _MASK, _VEC]))
+            void = ir.VoidType()
+            self.mstore = self.intrinsic("store", ir.FunctionType(void, [_VEC, ptr, _I32, _MASK]))
+
+    def intrinsic(self, name, fnty):
+        return cgutils.get_or_insert_function(self.b.module, fnty, f"llvm.masked.{name}.v8f64.p0")
+
+    def splat_int(self, x):
+        ty = ir.VectorType(_I64, LANES)
+        v = self.b.insert_element(ir.Constant(ty, ir.Undefined), x, _const(0))
+        return self.b.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
+
+    def splat(self, parts, pattern):
+        v = self.undef
+        for n, x in enumerate(parts):
+            v = self.b.insert_element(v, x, _const(n))
+        return self.b.shuffle_vector(
+            v, self.undef, ir.Constant(ir.VectorType(_I32, LANES), pattern)
+        )
+
+    def at(self, ptr, off):
+        return self.b.bitcast(self.b.gep(ptr, [off]), _VEC.as_pointer())
+
+    def load(self, ptr, off):
+        if self.masked:
+            return self.b.call(
+                self.mload, [self.at(ptr, off), ir.Constant(_I32, 8), self.mask, self.zero]
+            )
+        return self.b.load(self.at(ptr, off), align=8)
+
+    def store(self, value, ptr, off):
+        if self.masked:
+            self.b.call(self.mstore, [value, self.at(ptr, off), ir.Constant(_I32, 8), self.mask])
+        else:
+            self.b.store(value, self.at(ptr, off), align=8)
+
+    def emit(self, kind, cp, c0, ldc, ap, a0, lda, bp, b0, ldb, kd, nseg, aseg, bseg):
+        """REAL stores the sum (it is a result's first term); PAIR and COMPLEX add to C."""
+        b, rows, vectors = self.b, self.rows, self.vectors
+        step = 1 if kind == REAL else 2
+        crow = [b.add(c0, b.mul(ldc, _const(i))) for i in range(rows)]
+        cols = [_const(LANES * v) for v in range(vectors)]
+        # accumulators as stack slots: LLVM's mem2reg keeps them in registers
+        acc = [[cgutils.alloca_once(b, _VEC) for _ in cols] for _ in range(rows)]
+        for i in range(rows):
+            for v, col in enumerate(cols):
+                start = self.zero if kind == REAL else self.load(cp, b.add(crow[i], col))
+                b.store(start, acc[i][v])
+        swap = ir.Constant(ir.VectorType(_I32, LANES), [n ^ 1 for n in range(LANES)])
+        sign = ir.Constant(_VEC, [-1.0 if n % 2 == 0 else 1.0 for n in range(LANES)])
+        with cgutils.for_range(b, nseg) as seg:
+            sa = b.add(a0, b.mul(seg.index, aseg))
+            sb = b.add(b0, b.mul(seg.index, bseg))
+            arow = [b.add(sa, b.mul(lda, _const(i))) for i in range(rows)]
+            with cgutils.for_range(b, kd) as loop:
+                q = loop.index
+                brow = b.add(sb, b.mul(q, ldb))
+                bv = [self.load(bp, b.add(brow, col)) for col in cols]
+                if kind == COMPLEX:  # i y: (re, im) -> (-im, re)
+                    bi = [b.fmul(b.shuffle_vector(x, self.undef, swap), sign) for x in bv]
+                for i in range(rows):
+                    aq = b.add(arow[i], b.mul(q, _const(step)))
+                    re = b.load(b.gep(ap, [aq]))
+                    if kind == REAL:
+                        terms = [(self.splat([re], [0] * LANES), bv)]
+                    else:
+                        im = b.load(b.gep(ap, [b.add(aq, _const(1))]))
+                        if kind == PAIR:
+                            terms = [(self.splat([re, im], [n % 2 for n in range(LANES)]), bv)]
+                        else:
+                            terms = [(self.splat([re], [0] * LANES), bv)]
+                            terms.append((self.splat([im], [0] * LANES), bi))
+                    for s, vs in terms:
+                        for v in range(vectors):
+                            total = b.fadd(b.load(acc[i][v]), b.fmul(s, vs[v]))
+                            b.store(total, acc[i][v])
+        for i in range(rows):
+            for v, col in enumerate(cols):
+                self.store(b.load(acc[i][v]), cp, b.add(crow[i], col))
 
 
-def _tile(kind: int, rows: int, vectors: int, accumulate: bool, masked: bool):
-    """An intrinsic adding (or, not accumulate, storing) to C's rows i < rows, doubles
-    [0, vectors * LANES) (masked: [0, rem)) from c0 (row stride ldc), the sum over
-    segments s < nseg and q < kd of A[a0 + s aseg + i lda + q step] (a complex pair for
-    PAIR and COMPLEX, step 2) times row b0 + s bseg + q ldb of Bm.  Raw pointer
-    arithmetic: the caller checks bounds."""
-    step = 1 if kind == REAL else 2
+def _tile(rows: int, vectors: int, masked: bool):
+    """An intrinsic tile(kind, C, c0, ldc, A, a0, lda, Bm, b0, ldb, kd, nseg, aseg, bseg,
+    rem): C's rows i < rows, doubles [0, vectors * LANES) (masked: [0, rem)) from c0
+    (row stride ldc) get the sum over segments s < nseg and q < kd of A[a0 + s aseg +
+    i lda + q step] (a complex pair for PAIR and COMPLEX, step 2) times row b0 + s bseg
+    + q ldb of Bm.  Raw pointer arithmetic: the caller checks bounds."""
 
     @intrinsic
-    def tile(typingctx, c, c0, ldc, a, a0, lda, b, b0, ldb, kd, nseg, aseg, bseg, rem):
+    def tile(typingctx, kind, c, c0, ldc, a, a0, lda, b, b0, ldb, kd, nseg, aseg, bseg, rem):
         arrays_ok = all(
             isinstance(t, types.Array) and (t.ndim, t.layout, t.dtype) == (1, "C", types.float64)
             for t in (c, a, b)
         )
-        ints = (c0, ldc, a0, lda, b0, ldb, kd, nseg, aseg, bseg, rem)
+        ints = (kind, c0, ldc, a0, lda, b0, ldb, kd, nseg, aseg, bseg, rem)
         if not arrays_ok or not all(t == types.int64 for t in ints):
             return None
-        sig = types.void(c, c0, ldc, a, a0, lda, b, b0, ldb, kd, nseg, aseg, bseg, rem)
+        sig = types.void(kind, c, c0, ldc, a, a0, lda, b, b0, ldb, kd, nseg, aseg, bseg, rem)
 
         def codegen(context, builder, sig, args):
-            c_arr, c0_, ldc_, a_arr, a0_, lda_, b_arr, b0_, ldb_, kd_, nseg_, aseg_, bseg_, rem_ = (
-                args
-            )
+            kind_, c_arr, c0, ldc, a_arr, a0, lda, b_arr, b0, ldb, kd, nseg, aseg, bseg, rem = args
             cp, ap, bp = (
                 context.make_array(sig.args[n])(context, builder, v).data
-                for n, v in ((0, c_arr), (3, a_arr), (6, b_arr))
+                for n, v in ((1, c_arr), (4, a_arr), (7, b_arr))
             )
-            undef = ir.Constant(_VEC, ir.Undefined)
-            zero = ir.Constant(_VEC, [0.0] * LANES)
-            align = ir.Constant(_I32, 8)
-            if masked:
-                lane = ir.Constant(ir.VectorType(_I64, LANES), list(range(LANES)))
-                rems = builder.insert_element(ir.Constant(lane.type, ir.Undefined), rem_, _const(0))
-                rems = builder.shuffle_vector(
-                    rems, rems, ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES)
-                )
-                mask = builder.icmp_unsigned("<", lane, rems)
-                mload = _masked(
-                    builder, "load", ir.FunctionType(_VEC, [_VEC.as_pointer(), _I32, _MASK, _VEC])
-                )
-                mstore = _masked(
-                    builder,
-                    "store",
-                    ir.FunctionType(ir.VoidType(), [_VEC, _VEC.as_pointer(), _I32, _MASK]),
-                )
-
-            def at(ptr, off):
-                return builder.bitcast(builder.gep(ptr, [off]), _VEC.as_pointer())
-
-            def load(ptr, off):
-                if masked:
-                    return builder.call(mload, [at(ptr, off), align, mask, zero])
-                return builder.load(at(ptr, off), align=8)
-
-            def store(value, ptr, off):
-                if masked:
-                    builder.call(mstore, [value, at(ptr, off), align, mask])
-                else:
-                    builder.store(value, at(ptr, off), align=8)
-
-            def splat(x, pattern):
-                v = builder.insert_element(undef, x[0], _const(0))
-                if len(x) > 1:
-                    v = builder.insert_element(v, x[1], _const(1))
-                return builder.shuffle_vector(
-                    v, undef, ir.Constant(ir.VectorType(_I32, LANES), pattern)
-                )
-
-            crow = [builder.add(c0_, builder.mul(ldc_, _const(i))) for i in range(rows)]
-            # accumulators as stack slots: LLVM's mem2reg keeps them in registers
-            acc = [
-                [cgutils.alloca_once(builder, _VEC) for _ in range(vectors)] for _ in range(rows)
-            ]
-            for i in range(rows):
-                for v in range(vectors):
-                    start = (
-                        load(cp, builder.add(crow[i], _const(LANES * v))) if accumulate else zero
-                    )
-                    builder.store(start, acc[i][v])
-            swap = [n ^ 1 for n in range(LANES)]  # (re, im) -> (im, re)
-            sign = ir.Constant(_VEC, [-1.0 if n % 2 == 0 else 1.0 for n in range(LANES)])
-            with cgutils.for_range(builder, nseg_) as seg:
-                sa = builder.add(a0_, builder.mul(seg.index, aseg_))
-                sb = builder.add(b0_, builder.mul(seg.index, bseg_))
-                arow = [builder.add(sa, builder.mul(lda_, _const(i))) for i in range(rows)]
-                with cgutils.for_range(builder, kd_) as loop:
-                    q = loop.index
-                    brow = builder.add(sb, builder.mul(q, ldb_))
-                    bv = [load(bp, builder.add(brow, _const(LANES * v))) for v in range(vectors)]
-                    if kind == COMPLEX:  # (re, im) -> (-im, re): i times y
-                        bi = [builder.fmul(builder.shuffle_vector(x, undef, ir.Constant(
-                            ir.VectorType(_I32, LANES), swap)), sign) for x in bv]  # fmt: skip
-                    for i in range(rows):
-                        aq = builder.add(arow[i], builder.mul(q, _const(step)))
-                        re = builder.load(builder.gep(ap, [aq]))
-                        if kind == REAL:
-                            parts = [(splat([re], [0] * LANES), bv)]
-                        else:
-                            im = builder.load(builder.gep(ap, [builder.add(aq, _const(1))]))
-                            if kind == PAIR:
-                                parts = [(splat([re, im], [n % 2 for n in range(LANES)]), bv)]
-                            else:
-                                parts = [
-                                    (splat([re], [0] * LANES), bv),
-                                    (splat([im], [0] * LANES), bi),
-                                ]
-                        for s, vs in parts:
-                            for v in range(vectors):
-                                total = builder.fadd(
-                                    builder.load(acc[i][v]), builder.fmul(s, vs[v])
-                                )
-                                builder.store(total, acc[i][v])
-            for i in range(rows):
-                for v in range(vectors):
-                    store(builder.load(acc[i][v]), cp, builder.add(crow[i], _const(LANES * v)))
+            code = _TileCode(builder, rows, vectors, masked, rem)
+            for k in (REAL, PAIR, COMPLEX):
+                with builder.if_then(builder.icmp_signed("==", kind_, _const(k))):
+                    code.emit(k, cp, c0, ldc, ap, a0, lda, bp, b0, ldb, kd, nseg, aseg, bseg)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -176,59 +178,27 @@ def _tile(kind: int, rows: int, vectors: int, accumulate: bool, masked: bool):
     return tile
 
 
-# (kind, rows, vectors) -> tile; vectors 0: one masked vector.  REAL products store
-# (they are the first term of a result), PAIR and COMPLEX ones accumulate.
-_SHAPES = [(rows, vectors) for rows in (ROWS, 1) for vectors in (2, 1, 0)]
-R42, R41, R40, R12, R11, R10 = (_tile(REAL, r, max(v, 1), False, v == 0) for r, v in _SHAPES)
-P42, P41, P40, P12, P11, P10 = (_tile(PAIR, r, max(v, 1), True, v == 0) for r, v in _SHAPES)
-C42, C41, C40, C12, C11, C10 = (_tile(COMPLEX, r, max(v, 1), True, v == 0) for r, v in _SHAPES)
+T42, T41, T40, T12, T11, T10 = (
+    _tile(rows, max(vectors, 1), vectors == 0) for rows in (ROWS, 1) for vectors in (2, 1, 0)
+)  # vectors 0: one masked vector
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _tile_at(kind, rows, width, C, c, ldc, A, a, lda, Bm, b, ldb, kd, nseg, aseg, bseg):
     """One tile of `rows` rows and `width` doubles (16, 8 or fewer: masked)."""
-    rem = width
-    if kind == REAL:
-        if rows == ROWS:
-            if width == 2 * LANES:
-                R42(C, c, ldc, A, a, lda, Bm, b, ldb, kd, nseg, aseg, bseg, rem)
-            elif width == LANES:
-                R41(C, c, ldc, A, a, lda, Bm, b, ldb, kd, nseg, aseg, bseg, rem)
-            else:
-                R40(C, c, ldc, A, a, lda, Bm, b, ldb, kd, nseg, aseg, bseg, rem)
-        elif width == 2 * LANES:
-            R12(C, c, ldc, A, a, lda, Bm, b, ldb, kd, nseg, aseg, bseg, rem)
-        elif width == LANES:
-            R11(C, c, ldc, A, a, lda, Bm, b, ldb, kd, nseg, aseg, bseg, rem)
-        else:
-            R10(C, c, ldc, A, a, lda, Bm, b, ldb, kd, nseg, aseg, bseg, rem)
-    elif kind == PAIR:
-        if rows == ROWS:
-            if width == 2 * LANES:
-                P42(C, c, ldc, A, a, lda, Bm, b, ldb, kd, nseg, aseg, bseg, rem)
-            elif width == LANES:
-                P41(C, c, ldc, A, a, lda, Bm, b, ldb, kd, nseg, aseg, bseg, rem)
-            else:
-                P40(C, c, ldc, A, a, lda, Bm, b, ldb, kd, nseg, aseg, bseg, rem)
-        elif width == 2 * LANES:
-            P12(C, c, ldc, A, a, lda, Bm, b, ldb, kd, nseg, aseg, bseg, rem)
-        elif width == LANES:
-            P11(C, c, ldc, A, a, lda, Bm, b, ldb, kd, nseg, aseg, bseg, rem)
-        else:
-            P10(C, c, ldc, A, a, lda, Bm, b, ldb, kd, nseg, aseg, bseg, rem)
-    elif rows == ROWS:
+    if rows == ROWS:
         if width == 2 * LANES:
-            C42(C, c, ldc, A, a, lda, Bm, b, ldb, kd, nseg, aseg, bseg, rem)
+            T42(kind, C, c, ldc, A, a, lda, Bm, b, ldb, kd, nseg, aseg, bseg, width)
         elif width == LANES:
-            C41(C, c, ldc, A, a, lda, Bm, b, ldb, kd, nseg, aseg, bseg, rem)
+            T41(kind, C, c, ldc, A, a, lda, Bm, b, ldb, kd, nseg, aseg, bseg, width)
         else:
-            C40(C, c, ldc, A, a, lda, Bm, b, ldb, kd, nseg, aseg, bseg, rem)
+            T40(kind, C, c, ldc, A, a, lda, Bm, b, ldb, kd, nseg, aseg, bseg, width)
     elif width == 2 * LANES:
-        C12(C, c, ldc, A, a, lda, Bm, b, ldb, kd, nseg, aseg, bseg, rem)
+        T12(kind, C, c, ldc, A, a, lda, Bm, b, ldb, kd, nseg, aseg, bseg, width)
     elif width == LANES:
-        C11(C, c, ldc, A, a, lda, Bm, b, ldb, kd, nseg, aseg, bseg, rem)
+        T11(kind, C, c, ldc, A, a, lda, Bm, b, ldb, kd, nseg, aseg, bseg, width)
     else:
-        C10(C, c, ldc, A, a, lda, Bm, b, ldb, kd, nseg, aseg, bseg, rem)
+        T10(kind, C, c, ldc, A, a, lda, Bm, b, ldb, kd, nseg, aseg, bseg, width)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
