@@ -218,6 +218,8 @@ def gemm(kind, C, c0, ldc, A, a0, lda, Bm, b0, ldb, m, n, kd, nseg=1, aseg=0, bs
         return
     if kind not in (REAL, PAIR, COMPLEX) or kd < 0 or nseg < 1 or (kind != REAL and n % 2):
         raise ValueError("gemm: bad kind, inner size, segment count or odd complex width")
+    if min(ldc, lda, ldb) < 0:  # the bounds below assume rows that run forwards
+        raise ValueError("gemm: a negative row stride")
     step = 1 if kind == REAL else 2
     lo, hi = _span(a0, nseg, aseg, (m - 1) * lda + max(kd - 1, 0) * step + step)
     if c0 < 0 or c0 + (m - 1) * ldc + n > C.size or lo < 0 or hi > A.size:

@@ -93,6 +93,10 @@ def test_gemm_rejects_bad_blocks():
         gemm(PAIR, C, 0, 12, A, 0, 4, Bm, 0, 12, 2, 7, 2)
     with pytest.raises(ValueError, match="bad kind"):
         gemm(3, C, 0, 12, A, 0, 4, Bm, 0, 12, 2, 8, 2)
+    for strides in ((-8, 2, 8), (8, -2, 8), (8, 2, -8)):  # row 1 would lie before row 0
+        ldc, lda, ldb = strides
+        with pytest.raises(ValueError, match="negative row stride"):
+            gemm(REAL, C, 32, ldc, A, 32, lda, Bm, 32, ldb, 2, 8, 2)
     with pytest.raises(IndexError, match="C or A"):
         gemm(REAL, C, 0, 40, A, 0, 2, Bm, 0, 8, 2, 32, 2)  # second row of C ends at 72
     with pytest.raises(IndexError, match="C or A"):
