@@ -67,7 +67,8 @@ class _TileCode:
             self.mstore = self.intrinsic("store", ir.FunctionType(void, [_VEC, ptr, _I32, _MASK]))
 
     def intrinsic(self, name, fnty):
-        return cgutils.get_or_insert_function(self.b.module, fnty, f"llvm.masked.{name}.v8f64.p0")
+        name = f"llvm.masked.{name}.v{LANES}f64.p0"
+        return cgutils.get_or_insert_function(self.b.module, fnty, name)
 
     def splat_int(self, x):
         ty = ir.VectorType(_I64, LANES)
