@@ -105,6 +105,7 @@ def _run_pool(fn, tasks, on_result, workers: int) -> None:
             ex.shutdown(wait=True)
         else:
             procs = list(getattr(ex, "_processes", {}).values())
+            results = getattr(ex, "_result_queue", None)  # shutdown() drops it
             ex.shutdown(wait=False, cancel_futures=True)
             for p in procs:  # do not wait for running tasks to finish
                 with contextlib.suppress(OSError, ValueError, AttributeError):  # already gone
@@ -112,6 +113,12 @@ def _run_pool(fn, tasks, on_result, workers: int) -> None:
             for p in procs:
                 with contextlib.suppress(OSError, ValueError, AttributeError):
                     p.join(timeout=5)
+            # A worker killed while sending its result leaves half a message in the
+            # result pipe; the executor's thread would wait for the rest for ever (and
+            # the interpreter, at exit, for that thread).  With our copy of the pipe's
+            # write end closed too, it reads end-of-file instead and stops.
+            with contextlib.suppress(OSError, AttributeError):
+                results._writer.close()
 
 
 def _run_dask(fn, tasks, on_result, address: str) -> None:

@@ -267,6 +267,35 @@ def test_interrupted_parallel_compile_resumes(tmp_path, long_run):
     same_sketch(out, ref)
 
 
+INTERRUPT_WHILE_SENDING = """
+import sys
+sys.path.insert(0, {root!r})
+from runtime.parallel import run_tasks
+
+def big(task):
+    return bytes(40_000_000)  # a result that takes a while to send
+
+def stop(task, result):
+    raise KeyboardInterrupt
+
+if __name__ == "__main__":
+    try:
+        run_tasks(big, list(range(6)), stop, workers=2)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+"""
+
+
+def test_interrupt_while_a_worker_sends_its_result_exits(tmp_path):
+    """An interrupt kills the pool's workers, one of them likely half-way through
+    sending a result.  The process must still exit: it used to wait for ever, at
+    exit, on the executor's thread that was reading the half message."""
+    script = tmp_path / "interrupt.py"
+    script.write_text(INTERRUPT_WHILE_SENDING.format(root=str(ROOT)))
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout.strip() == "interrupted", res.stderr
+
+
 def _worker_pids(parent: int) -> list[int]:
     """Pool worker processes of `parent` (Linux /proc), not its resource tracker."""
     pids = []
