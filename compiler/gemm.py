@@ -60,7 +60,8 @@ class _TileCode:
         self.zero = ir.Constant(_VEC, [0.0] * LANES)
         if masked:
             lane = ir.Constant(ir.VectorType(_I64, LANES), list(range(LANES)))
-            self.mask = builder.icmp_unsigned("<", lane, self.splat_int(rem))
+            rems = self.splat([rem], [0] * LANES, ir.VectorType(_I64, LANES))
+            self.mask = builder.icmp_unsigned("<", lane, rems)
             ptr = _VEC.as_pointer()
             self.mload = self.intrinsic("load", ir.FunctionType(_VEC, [ptr, _I32, _MASK, _VEC]))
             void = ir.VoidType()
@@ -70,18 +71,12 @@ class _TileCode:
         name = f"llvm.masked.{name}.v{LANES}f64.p0"
         return cgutils.get_or_insert_function(self.b.module, fnty, name)
 
-    def splat_int(self, x):
-        ty = ir.VectorType(_I64, LANES)
-        v = self.b.insert_element(ir.Constant(ty, ir.Undefined), x, _const(0))
-        return self.b.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
-
-    def splat(self, parts, pattern):
-        v = self.undef
+    def splat(self, parts, pattern, ty=_VEC):
+        """A vector whose lane n holds parts[pattern[n]]."""
+        v = undef = ir.Constant(ty, ir.Undefined)
         for n, x in enumerate(parts):
             v = self.b.insert_element(v, x, _const(n))
-        return self.b.shuffle_vector(
-            v, self.undef, ir.Constant(ir.VectorType(_I32, LANES), pattern)
-        )
+        return self.b.shuffle_vector(v, undef, ir.Constant(ir.VectorType(_I32, LANES), pattern))
 
     def at(self, ptr, off):
         return self.b.bitcast(self.b.gep(ptr, [off]), _VEC.as_pointer())
