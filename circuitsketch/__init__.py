@@ -5,8 +5,25 @@ as an IR transformation (``grad``), and compiled to Taylor-mode kernels that
 push truncated power series along random directions over the data weights.
 """
 
+from circuitsketch import ops
 from circuitsketch.grad import grad, gradients
 from circuitsketch.ir import Circuit, IRError, Op
+from circuitsketch.nn import (
+    abs,
+    clip,
+    clip_by_global_norm,
+    cross_entropy,
+    gelu,
+    layer_norm,
+    log_softmax,
+    logsumexp,
+    maximum,
+    minimum,
+    relu,
+    rmsnorm,
+    softmax,
+)
+from circuitsketch.ops import *  # noqa: F403 - every primitive's function (ops.__all__)
 from circuitsketch.optim import SGD, Adam
 from circuitsketch.program import (
     Program,
@@ -14,27 +31,7 @@ from circuitsketch.program import (
     build_step_circuit,
     training_program,
 )
-from circuitsketch.tracing import (
-    Input,
-    Traced,
-    TracingError,
-    concat,
-    erf,
-    exp,
-    gather,
-    log,
-    matmul,
-    one_hot,
-    pad,
-    power,
-    rsqrt,
-    scatter_add,
-    shift_max,
-    sqrt,
-    stack,
-    trace,
-    where,
-)
+from circuitsketch.tracing import Input, Traced, TracingError, matmul, trace, where
 
 __all__ = [
     "SGD",
@@ -46,25 +43,26 @@ __all__ = [
     "Program",
     "Traced",
     "TracingError",
+    "abs",
     "build_output_circuit",
     "build_step_circuit",
-    "concat",
-    "erf",
-    "exp",
-    "gather",
+    "clip",
+    "clip_by_global_norm",
+    "cross_entropy",
+    "gelu",
     "grad",
     "gradients",
-    "log",
+    "layer_norm",
+    "log_softmax",
+    "logsumexp",
     "matmul",
-    "one_hot",
-    "pad",
-    "power",
-    "rsqrt",
-    "scatter_add",
-    "shift_max",
-    "sqrt",
-    "stack",
+    "maximum",
+    "minimum",
+    "relu",
+    "rmsnorm",
+    "softmax",
     "trace",
     "training_program",
     "where",
+    *ops.__all__,
 ]

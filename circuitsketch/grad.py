@@ -1,116 +1,36 @@
-"""Reverse mode as an IR-to-IR transformation, driven by one table of VJP rules.
+"""Reverse mode as an IR-to-IR transformation, driven by the registry's VJP rules.
 
-``VJP[op](g, node, ins, out)`` returns the cotangent of each input (or None)
+``OPS[op].vjp(g, node, ins, out)`` returns the cotangent of each input (or None)
 as traced expressions, so the backward pass is recorded as ordinary nodes of
 the same circuit: a training step circuit holds forward, backward and update.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 from circuitsketch import tracing as T
-from circuitsketch.ir import Circuit, IRError, Node, Op, rebuild, replay
+from circuitsketch.ir import Circuit, Family, IRError, Node, Op, opdef, rebuild, replay
+from circuitsketch.ops.rules import zeros_like
 from circuitsketch.tracing import Traced
 
 VjpRule = Callable[[Traced, Node, list[Traced], Traced], list[Traced | None]]
 
 
-def _sum_to(g: Traced, shape: tuple[int, ...]) -> Traced:
-    """Transpose of broadcasting g's shape down to `shape`."""
-    lead = g.ndim - len(shape)
-    axes = list(range(lead)) + [
-        lead + i for i, s in enumerate(shape) if s == 1 and g.shape[lead + i] != 1
-    ]
-    out = T.reduce_sum(g, axes) if axes else g
-    return out.reshape(shape)
-
-
-def _vjp_matmul(g, node, ins, out):
-    a, b = ins
-    if a.ndim == 2:
-        return [T.matmul(g, b.T), T.matmul(a.T, g)]
-    return [T.matmul(g, b.transpose(0, 2, 1)), T.matmul(a.transpose(0, 2, 1), g)]
-
-
-def _vjp_sum(g, node, ins, out):
-    (x,) = ins
-    ax = node.attrs[0]
-    return [T.broadcast_to(g.reshape((*x.shape[:ax], 1, *x.shape[ax + 1 :])), x.shape)]
-
-
-def _vjp_concat(g, node, ins, out):
-    ax, start, grads = node.attrs[0], 0, []
-    for x in ins:
-        starts = [0] * g.ndim
-        stops = list(g.shape)
-        starts[ax], stops[ax] = start, start + x.shape[ax]
-        grads.append(g._new(Op.SLICE, [g], (tuple(starts), tuple(stops))))
-        start += x.shape[ax]
-    return grads
-
-
-def _vjp_slice(g, node, ins, out):
-    (x,) = ins
-    starts, stops = node.attrs
-    after = tuple(n - b for n, b in zip(x.shape, stops, strict=True))
-    return [T.pad(g, starts, after)]
-
-
-def _vjp_pad(g, node, ins, out):
-    (x,) = ins
-    before, _ = node.attrs
-    stops = tuple(b + n for b, n in zip(before, x.shape, strict=True))
-    return [g._new(Op.SLICE, [g], (tuple(before), stops))]
-
-
-def _vjp_transpose(g, node, ins, out):
-    perm = node.attrs[0]
-    inverse = tuple(sorted(range(len(perm)), key=lambda i: perm[i]))
-    return [g.transpose(inverse)]
-
-
-def _zeros_like(g: Traced) -> Traced:
-    return T.broadcast_to(T.lift(g.circuit, 0.0), g.shape)
-
-
-VJP: dict[Op, VjpRule] = {
-    Op.ADD: lambda g, n, ins, out: [g, g],
-    Op.SUB: lambda g, n, ins, out: [g, -g],
-    Op.NEG: lambda g, n, ins, out: [-g],
-    Op.MUL: lambda g, n, ins, out: [g * ins[1], g * ins[0]],
-    Op.DIV: lambda g, n, ins, out: [g / ins[1], -(g * out) / ins[1]],
-    Op.EXP: lambda g, n, ins, out: [g * out],
-    Op.LOG: lambda g, n, ins, out: [g / ins[0]],
-    Op.POW: lambda g, n, ins, out: [g * (n.attrs[0] * T.power(ins[0], n.attrs[0] - 1.0))],
-    Op.ERF: lambda g, n, ins, out: [g * ((2.0 / math.sqrt(math.pi)) * T.exp(-(ins[0] * ins[0])))],
-    Op.SUM: _vjp_sum,
-    Op.MATMUL: _vjp_matmul,
-    Op.GATHER: lambda g, n, ins, out: [T.scatter_add(g, ins[1], ins[0].shape[0]), None],
-    Op.SCATTER_ADD: lambda g, n, ins, out: [T.gather(g, ins[1]), None],
-    Op.RESHAPE: lambda g, n, ins, out: [g.reshape(ins[0].shape)],
-    Op.TRANSPOSE: _vjp_transpose,
-    Op.SLICE: _vjp_slice,
-    Op.PAD: _vjp_pad,
-    Op.CONCAT: _vjp_concat,
-    Op.BROADCAST: lambda g, n, ins, out: [_sum_to(g, ins[0].shape)],
-    Op.WHERE: lambda g, n, ins, out: [
-        None,
-        T.where(ins[0], g, _zeros_like(g)),
-        T.where(ins[0], _zeros_like(g), g),
-    ],
-}
-
-# Ops whose outputs carry no gradient at all.
-NO_GRADIENT = frozenset({Op.INPUT, Op.CONST, Op.SHIFT_MAX, Op.ONE_HOT})
-
-
 def _rule(op: Op) -> VjpRule:
-    rule = VJP.get(op)
+    rule = opdef(op).vjp
     if rule is None:
         raise IRError(f"no gradient rule for op {op.value!r}")
     return rule
+
+
+NO_GRADIENT_FAMILIES = (Family.SOURCE, Family.ORDER0, Family.INDEX)
+
+
+def has_gradient(op: Op) -> bool:
+    """Whether an op's result carries a gradient: sources, order-0 ops (comparisons, the
+    softmax shift) and index ops carry none; every other op must have a VJP rule."""
+    return opdef(op).family not in NO_GRADIENT_FAMILIES
 
 
 def vjp(c: Circuit, out_id: int, wrt: Sequence[int], seed: Traced | None = None) -> list[Traced]:
@@ -124,7 +44,7 @@ def vjp(c: Circuit, out_id: int, wrt: Sequence[int], seed: Traced | None = None)
     on_path = [False] * (out_id + 1)
     for i in range(out_id + 1):
         on_path[i] = i in wanted or (
-            nodes[i].op not in NO_GRADIENT and any(on_path[j] for j in nodes[i].inputs)
+            has_gradient(nodes[i].op) and any(on_path[j] for j in nodes[i].inputs)
         )
     out = Traced(c, out_id)
     cot: dict[int, Traced] = {
@@ -133,7 +53,7 @@ def vjp(c: Circuit, out_id: int, wrt: Sequence[int], seed: Traced | None = None)
     for i in range(out_id, -1, -1):
         g = cot.get(i)
         node = nodes[i]
-        if g is None or not on_path[i] or node.op in NO_GRADIENT:
+        if g is None or not on_path[i] or not has_gradient(node.op):
             continue
         ins = [Traced(c, j) for j in node.inputs]
         with c.scope("grad"):
@@ -142,7 +62,7 @@ def vjp(c: Circuit, out_id: int, wrt: Sequence[int], seed: Traced | None = None)
                 if gj is None or not on_path[j] or nodes[j].dtype != "float":
                     continue
                 cot[j] = gj if j not in cot else cot[j] + gj
-    return [cot.get(w) if w in cot else _zeros_like(Traced(c, w)) for w in wrt]
+    return [cot.get(w) if w in cot else zeros_like(Traced(c, w)) for w in wrt]
 
 
 def grad(c: Circuit, output: str, wrt: Sequence[str], prefix: str = "grad_") -> Circuit:

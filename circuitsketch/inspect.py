@@ -7,11 +7,12 @@ list into graphs that GraphML/DOT tools can open, and ``write_png`` draws a
 layered picture (node by node for small circuits, one box per scope for large
 ones).
 
-Cost model (per evaluation of the circuit on real float64 values, no fusion):
+Cost model (each op's registry ``flops``; per evaluation of the circuit on real
+float64 values, no fusion):
 
-* elementwise ``add sub mul div neg exp log pow erf``: 1 FLOP per output
-  element -- transcendental ops (exp, log, erf, pow) are counted as 1 each,
-  although they cost tens of instructions in practice;
+* elementwise ops (arithmetic, analytic functions, comparisons): 1 FLOP per
+  output element -- transcendental ops are counted as 1 each, although they
+  cost tens of instructions in practice;
 * ``matmul`` of (b, m, k) @ (b, k, n): ``2 * b * m * k * n`` (b = 1 in 2-D);
 * ``sum``: one FLOP per input element; ``shift_max``: one comparison per input
   element (counted as a FLOP);
@@ -33,7 +34,7 @@ import os
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from circuitsketch.ir import ELEMENTWISE_BINARY, ELEMENTWISE_UNARY, Circuit, Node, Op
+from circuitsketch.ir import Circuit, Node, Op, opdef
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -54,8 +55,6 @@ __all__ = [
 COARSE_THRESHOLD = 60
 """Circuits with more nodes than this are drawn one box per scope by default."""
 
-_ELEMENTWISE = frozenset(ELEMENTWISE_UNARY + ELEMENTWISE_BINARY)
-_REDUCE = frozenset((Op.SUM, Op.SHIFT_MAX))
 _ITEMSIZE = {"float": 8, "int": 8, "bool": 1}
 _PALETTE = (
     "#8dd3c7",
@@ -75,17 +74,9 @@ _PALETTE = (
 
 # ---------------------------------------------------------------- cost model
 def flops(c: Circuit, i: int) -> int:
-    """FLOPs of equation i under the module's cost model (see the module docstring)."""
+    """FLOPs of equation i under the module's cost model (the op's registry ``flops``)."""
     node = c.nodes[i]
-    if node.op in _ELEMENTWISE:
-        return node.size
-    if node.op is Op.MATMUL:
-        a, b = (c.nodes[j].shape for j in node.inputs)
-        batch = math.prod(a[:-2])
-        return 2 * batch * a[-2] * a[-1] * b[-1]
-    if node.op in _REDUCE:
-        return c.nodes[node.inputs[0]].size
-    return 0
+    return opdef(node.op).flops(node, [c.nodes[j].shape for j in node.inputs])
 
 
 def _bytes(c: Circuit, node: Node) -> int:

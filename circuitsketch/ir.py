@@ -2,11 +2,15 @@
 
 A node is ``(op, inputs, attrs)`` with a static shape and dtype; its id is its
 position in ``Circuit.nodes`` so every pass is a plain loop over the list.
-Building the same expression twice returns the same node (interning), and one
-table (``SHAPE_RULES``) defines the result shape and dtype of every op.
+Building the same expression twice returns the same node (interning).  Every op
+has one registry entry (``OPS[op]``, an ``OpDef``) holding its shape rule, numpy
+evaluation, series rule, VJP, sympy lowering and how compiled code computes it;
+the entries live in ``circuitsketch/ops/``, so adding an op means one line in
+``Op`` and one entry there.
 
 Dtypes are ``"float"`` (differentiable values, float64 or complex128 at run
-time), ``"int"`` (token ids) and ``"bool"`` (constant masks).
+time), ``"int"`` (token ids) and ``"bool"`` (masks: constants, or comparisons of
+the real order-0 parts of traced values).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ class IRError(ValueError):
 
 
 class Op(enum.Enum):
-    """Every operation a circuit can hold; FAMILY groups them by how series pass through."""
+    """Every operation a circuit can hold; each has one registry entry (``OPS[op]``)."""
 
     INPUT = "input"
     CONST = "const"
@@ -39,6 +43,8 @@ class Op(enum.Enum):
     LOG = "log"
     POW = "pow"
     ERF = "erf"
+    TANH = "tanh"
+    SIGMOID = "sigmoid"
     SUM = "sum"
     MATMUL = "matmul"
     GATHER = "gather"
@@ -50,53 +56,21 @@ class Op(enum.Enum):
     CONCAT = "concat"
     BROADCAST = "broadcast"
     WHERE = "where"
+    GREATER = "greater"
+    GREATER_EQUAL = "greater_equal"
     SHIFT_MAX = "shift_max"
     ONE_HOT = "one_hot"
 
 
 class Family(enum.Enum):
+    """How a series passes through an op (what the activity analysis and the rules rely on)."""
+
     SOURCE = "source"  # inputs and constants
     LINEAR = "linear"  # acts on every Taylor coefficient independently
     BILINEAR = "bilinear"  # Cauchy product
     ANALYTIC = "analytic"  # needs a recurrence on coefficients
-    SHIFT = "shift"  # reads only the real order-0 part; result is a constant
+    ORDER0 = "order0"  # reads only the real order-0 part; the result carries no series
     INDEX = "index"  # integer-valued or integer-driven, never differentiated
-
-
-FAMILY: dict[Op, Family] = {
-    Op.INPUT: Family.SOURCE,
-    Op.CONST: Family.SOURCE,
-    **{
-        op: Family.LINEAR
-        for op in (
-            Op.ADD,
-            Op.SUB,
-            Op.NEG,
-            Op.SUM,
-            Op.GATHER,
-            Op.SCATTER_ADD,
-            Op.RESHAPE,
-            Op.TRANSPOSE,
-            Op.SLICE,
-            Op.PAD,
-            Op.CONCAT,
-            Op.BROADCAST,
-            Op.WHERE,
-        )
-    },
-    Op.MUL: Family.BILINEAR,
-    Op.MATMUL: Family.BILINEAR,
-    Op.DIV: Family.ANALYTIC,
-    Op.EXP: Family.ANALYTIC,
-    Op.LOG: Family.ANALYTIC,
-    Op.POW: Family.ANALYTIC,
-    Op.ERF: Family.ANALYTIC,
-    Op.SHIFT_MAX: Family.SHIFT,
-    Op.ONE_HOT: Family.INDEX,
-}
-
-ELEMENTWISE_UNARY = (Op.NEG, Op.EXP, Op.LOG, Op.POW, Op.ERF)
-ELEMENTWISE_BINARY = (Op.ADD, Op.SUB, Op.MUL, Op.DIV)
 
 
 @dataclass(frozen=True)
@@ -112,165 +86,101 @@ class Node:
         return int(np.prod(self.shape, dtype=np.int64))
 
 
-# ---------------------------------------------------------------- shape rules
-def _same(shapes: Sequence[Shape], op: Op) -> Shape:
-    if any(s != shapes[0] for s in shapes):
-        raise IRError(f"{op.value}: operand shapes differ {list(shapes)}; broadcast explicitly")
-    return shapes[0]
+# ---------------------------------------------------------------- the op registry
+ShapeRule = Callable[[Op, Sequence[Shape], Sequence[str], tuple], tuple[Shape, str]]
 
 
-def _need(dtypes: Sequence[str], want: Sequence[str], op: Op) -> None:
-    for got, w in zip(dtypes, want, strict=True):
-        if w != "any" and got != w:
-            raise IRError(f"{op.value}: operand dtype {got}, expected {w}")
+@dataclass(frozen=True)
+class Code:
+    """How compiled code computes an op (read by ``compiler/``; plain data here).
+
+    kernel: the order-0 kernel ``compiler.kernels.<kernel>`` taking the operands'
+    arrays, the result's array, ``code, r`` and, by name, ``tab``/``cst``; None: a
+    loop generated from ``scalar``.  scalar: one element's expression from its
+    operands' (``"({0} + {1})"``, or a function of the operand expressions and the
+    node), for fused and generated loops.  series: the name of the higher-order rule
+    (``compiler/series_rules.py``) shared by every op that uses it.  params: the
+    op-specific integers of its instruction row (E0..E3) from the node and its
+    operand shapes; an int array goes to the int table, a float array to the
+    float table, and the row holds its offset.  alias: the result is its operand's
+    memory (reshape of a flat buffer).
+    """
+
+    kernel: str | None = None
+    scalar: str | Callable[[list[str], Node], str] | None = None
+    series: str | None = None
+    params: Callable[[Node, list[Shape]], tuple] | None = None
+    alias: bool = False
+
+    def scalar_expr(self, args: list[str], node: Node) -> str:
+        if self.scalar is None:
+            raise IRError(f"{node.op.value}: no scalar expression for fused loops")
+        if isinstance(self.scalar, str):
+            return self.scalar.format(*args)
+        return self.scalar(args, node)
+
+
+@dataclass(frozen=True)
+class OpDef:
+    """Everything about one primitive: what it means and how each transformation treats it.
+
+    shape: (op, operand shapes, operand dtypes, attrs) -> (shape, dtype), raising
+    IRError.  eval: the numpy definition on real or complex arrays (``interpret``).
+    series: its rule on truncated series, arrays (K+1, *shape) of normalised
+    coefficients (``series_math``).  vjp: (cotangent, node, operands, result) ->
+    operand cotangents as traced values (``grad``); None: carries no gradient.
+    sympy: the scalar sympy function of an elementwise op, or a function of
+    (operand object arrays, node) (``sympy_lowering``); None: data movement, lowered
+    by running ``eval`` on arrays of expressions.  flops: its cost in inspect's model.
+    """
+
+    op: Op
+    family: Family
+    arity: int | None  # None: any number >= 1
+    shape: ShapeRule
+    eval: Callable | None = None
+    series: Callable | None = None
+    vjp: Callable | None = None
+    sympy: Callable | None = None
+    code: Code = Code()
+    flops: Callable[[Node, list[Shape]], int] = lambda node, shapes: 0
+    numpy_name: str | None = None  # the numpy ufunc traced arrays answer with this op
+
+
+OPS: dict[Op, OpDef] = {}
+"""The registry: one entry per op, filled by ``register`` in ``circuitsketch/ops/``."""
+
+
+def register(entry: OpDef) -> OpDef:
+    if entry.op in OPS:
+        raise IRError(f"op {entry.op.value!r} is registered twice")
+    OPS[entry.op] = entry
+    return entry
+
+
+def opdef(op: Op) -> OpDef:
+    """The registry entry of op (IRError naming it when there is none)."""
+    entry = OPS.get(op)
+    if entry is None:
+        raise IRError(f"op {op.value!r} has no registry entry")
+    return entry
+
+
+def family(op: Op) -> Family:
+    return opdef(op).family
+
+
+def arity(op: Op) -> int | None:
+    """Number of inputs an op takes (None: any number >= 1)."""
+    return opdef(op).arity
 
 
 def _rule_source(op: Op, shapes, dtypes, attrs):
     return tuple(attrs[1]), attrs[2]
 
 
-def _rule_elementwise(op: Op, shapes, dtypes, attrs):
-    _need(dtypes, ["float"] * len(dtypes), op)
-    return _same(shapes, op), "float"
-
-
-def _axis(axis: int, ndim: int, op: Op) -> int:
-    if not 0 <= axis < ndim:
-        raise IRError(f"{op.value}: axis {axis} out of range for rank {ndim}")
-    return axis
-
-
-def _rule_reduce(op: Op, shapes, dtypes, attrs):
-    _need(dtypes, ["float"], op)
-    (shape,) = shapes
-    ax = _axis(attrs[0], len(shape), op)
-    return shape[:ax] + shape[ax + 1 :], "float"
-
-
-def _rule_matmul(op: Op, shapes, dtypes, attrs):
-    _need(dtypes, ["float", "float"], op)
-    a, b = shapes
-    if len(a) != len(b) or len(a) not in (2, 3) or a[-1] != b[-2] or a[:-2] != b[:-2]:
-        raise IRError(f"matmul: incompatible shapes {a} @ {b}")
-    return a[:-1] + b[-1:], "float"
-
-
-def _rule_gather(op: Op, shapes, dtypes, attrs):
-    _need(dtypes, ["float", "int"], op)
-    table, idx = shapes
-    if len(idx) != 1 or not table:
-        raise IRError(f"gather: table {table} with indices {idx}")
-    return idx + table[1:], "float"
-
-
-def _rule_scatter_add(op: Op, shapes, dtypes, attrs):
-    _need(dtypes, ["float", "int"], op)
-    vals, idx = shapes
-    if len(idx) != 1 or not vals or vals[0] != idx[0]:
-        raise IRError(f"scatter_add: values {vals} with indices {idx}")
-    return (attrs[0], *vals[1:]), "float"
-
-
-def _rule_reshape(op: Op, shapes, dtypes, attrs):
-    (shape,) = shapes
-    new = tuple(attrs[0])
-    if int(np.prod(new, dtype=np.int64)) != int(np.prod(shape, dtype=np.int64)):
-        raise IRError(f"reshape: cannot reshape {shape} to {new}")
-    return new, dtypes[0]
-
-
-def _rule_transpose(op: Op, shapes, dtypes, attrs):
-    (shape,) = shapes
-    perm = tuple(attrs[0])
-    if sorted(perm) != list(range(len(shape))):
-        raise IRError(f"transpose: bad permutation {perm} for rank {len(shape)}")
-    return tuple(shape[p] for p in perm), dtypes[0]
-
-
-def _rule_slice(op: Op, shapes, dtypes, attrs):
-    (shape,) = shapes
-    starts, stops = attrs
-    if len(starts) != len(shape) or any(
-        not 0 <= a <= b <= n for a, b, n in zip(starts, stops, shape, strict=True)
-    ):
-        raise IRError(f"slice: bounds {starts}:{stops} out of range for shape {shape}")
-    return tuple(b - a for a, b in zip(starts, stops, strict=True)), dtypes[0]
-
-
-def _rule_pad(op: Op, shapes, dtypes, attrs):
-    _need(dtypes, ["float"], op)
-    (shape,) = shapes
-    before, after = attrs
-    if len(before) != len(shape) or min(before + after, default=0) < 0:
-        raise IRError(f"pad: bad widths {before}/{after} for shape {shape}")
-    return tuple(n + a + b for n, a, b in zip(shape, before, after, strict=True)), "float"
-
-
-def _rule_concat(op: Op, shapes, dtypes, attrs):
-    _need(dtypes, ["float"] * len(dtypes), op)
-    ax = _axis(attrs[0], len(shapes[0]), op)
-    for s in shapes:
-        if len(s) != len(shapes[0]) or s[:ax] + s[ax + 1 :] != shapes[0][:ax] + shapes[0][ax + 1 :]:
-            raise IRError(f"concat: shapes {list(shapes)} differ off axis {ax}")
-    return (*shapes[0][:ax], sum(s[ax] for s in shapes), *shapes[0][ax + 1 :]), "float"
-
-
-def _rule_broadcast(op: Op, shapes, dtypes, attrs):
-    (shape,) = shapes
-    new = tuple(attrs[0])
-    try:
-        np.broadcast_shapes(shape, new)
-    except ValueError:
-        raise IRError(f"broadcast: cannot broadcast {shape} to {new}") from None
-    if np.broadcast_shapes(shape, new) != new:
-        raise IRError(f"broadcast: cannot broadcast {shape} to {new}")
-    return new, dtypes[0]
-
-
-def _rule_where(op: Op, shapes, dtypes, attrs):
-    _need(dtypes, ["bool", "float", "float"], op)
-    return _same(shapes, op), "float"
-
-
-def _rule_one_hot(op: Op, shapes, dtypes, attrs):
-    _need(dtypes, ["int"], op)
-    return shapes[0] + (attrs[0],), "float"
-
-
-SHAPE_RULES: dict[Op, Callable] = {
-    Op.INPUT: _rule_source,
-    Op.CONST: _rule_source,
-    **{op: _rule_elementwise for op in ELEMENTWISE_UNARY + ELEMENTWISE_BINARY},
-    Op.SUM: _rule_reduce,
-    Op.SHIFT_MAX: _rule_reduce,
-    Op.MATMUL: _rule_matmul,
-    Op.GATHER: _rule_gather,
-    Op.SCATTER_ADD: _rule_scatter_add,
-    Op.RESHAPE: _rule_reshape,
-    Op.TRANSPOSE: _rule_transpose,
-    Op.SLICE: _rule_slice,
-    Op.PAD: _rule_pad,
-    Op.CONCAT: _rule_concat,
-    Op.BROADCAST: _rule_broadcast,
-    Op.WHERE: _rule_where,
-    Op.ONE_HOT: _rule_one_hot,
-}
-
-ARITY: dict[Op, int | None] = {
-    Op.INPUT: 0,
-    Op.CONST: 0,
-    Op.CONCAT: None,
-    Op.WHERE: 3,
-    Op.MATMUL: 2,
-    Op.GATHER: 2,
-    Op.SCATTER_ADD: 2,
-    **{op: 2 for op in ELEMENTWISE_BINARY},
-}
-
-
-def arity(op: Op) -> int | None:
-    """Number of inputs an op takes (None: any number >= 1)."""
-    return ARITY.get(op, 1)
+register(OpDef(Op.INPUT, Family.SOURCE, 0, _rule_source))
+register(OpDef(Op.CONST, Family.SOURCE, 0, _rule_source))
 
 
 def const_digest(value: np.ndarray) -> str:
@@ -323,7 +233,7 @@ class Circuit:
             return found
         shapes = [self.nodes[i].shape for i in inputs]
         dtypes = [self.nodes[i].dtype for i in inputs]
-        shape, dtype = SHAPE_RULES[op](op, shapes, dtypes, attrs)
+        shape, dtype = opdef(op).shape(op, shapes, dtypes, attrs)
         self.nodes.append(Node(op, inputs, tuple(int(s) for s in shape), dtype, attrs))
         self.scopes.append("/".join(self._scope_stack))
         self._intern[key] = len(self.nodes) - 1
@@ -423,7 +333,7 @@ class Circuit:
                 raise IRError(f"%{i} {node.op.value}: uses a node that is not defined before it")
             shapes = [self.nodes[j].shape for j in node.inputs]
             dtypes = [self.nodes[j].dtype for j in node.inputs]
-            if SHAPE_RULES[node.op](node.op, shapes, dtypes, node.attrs) != (
+            if opdef(node.op).shape(node.op, shapes, dtypes, node.attrs) != (
                 node.shape,
                 node.dtype,
             ):

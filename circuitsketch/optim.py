@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from circuitsketch import tracing as T
+from circuitsketch.ops.elementwise import sqrt
 from circuitsketch.tracing import Traced
 
 
@@ -42,7 +42,7 @@ class Adam:
         v = self.beta2 * v + (1.0 - self.beta2) * (g * g)
         mhat = m / hyper["bias1"]
         vhat = v / hyper["bias2"]
-        p = p - hyper["lr"] * mhat / T.sqrt(vhat + self.eps)
+        p = p - hyper["lr"] * mhat / sqrt(vhat + self.eps)
         return p, (m, v)
 
 

@@ -33,6 +33,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
+    "constant_series",
     "div",
     "erf",
     "evaluate",
@@ -40,6 +41,7 @@ __all__ = [
     "log",
     "matmul",
     "mul",
+    "ode_quadratic",
     "power",
 ]
 
@@ -98,6 +100,13 @@ def _ramp(start: int, stop: int, ndim: int) -> NDArray[np.float64]:
 def _cauchy_term(a: Series, b: Series, r: int) -> Series:
     """Coefficient ``r`` of the product: ``sum_{j=0..r} a[j] * b[r-j]``."""
     return (a[: r + 1] * b[r::-1]).sum(axis=0)
+
+
+def constant_series(value: ArrayLike, degree: int) -> Series:
+    """The series of a constant: ``value`` at order 0, zeros above (complex128)."""
+    out = np.zeros((degree + 1, *np.shape(value)), dtype=np.complex128)
+    out[0] = value
+    return out
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -305,6 +314,27 @@ def erf(a: ArrayLike) -> Series:
     for k in range(1, big_k + 1):
         ja = _ramp(1, k + 1, a.ndim) * a[1 : k + 1]
         out[k] = (ja * e[k - 1 :: -1]).sum(axis=0) * (_TWO_OVER_SQRT_PI / k)
+    return out
+
+
+def ode_quadratic(a: ArrayLike, c: tuple[float, float, float], y0: ArrayLike) -> Series:
+    """``y = f(a)`` for an f with ``f' = P(f)``, ``P(y) = c[0] + c[1] y + c[2] y**2``.
+
+    ``y0 = f(a[0])`` is given.  From ``y' = P(y) a'`` with ``p = P(y)``:
+    ``y[k] = (1/k) sum_{j=1..k} j a[j] p[k-j]``, and ``p[k]`` follows from
+    ``y[0..k]`` (``c[1] y[k] + c[2] (y*y)[k]`` for ``k >= 1``); e.g. exp is
+    ``c = (0, 1, 0)`` and ``1 - y**2`` is ``(1, 0, -1)``.
+    """
+    a = _as_series(a)
+    big_k = a.shape[0] - 1
+    out = np.empty(a.shape, dtype=_result_dtype(a, np.asarray(y0)))
+    out[0] = y0
+    p = np.empty_like(out)
+    p[0] = c[0] + c[1] * out[0] + c[2] * out[0] * out[0]
+    for k in range(1, big_k + 1):
+        ja = _ramp(1, k + 1, a.ndim) * a[1 : k + 1]
+        out[k] = (ja * p[k - 1 :: -1]).sum(axis=0) / k
+        p[k] = c[1] * out[k] + c[2] * _cauchy_term(out, out, k)
     return out
 
 

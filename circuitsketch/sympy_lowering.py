@@ -10,11 +10,11 @@ Representation: each float value is a numpy object array of sympy expressions
 (0-d for scalars); integer and boolean values (token ids, masks) must be
 concrete and stay ordinary numpy arrays.  Data-movement ops (reshape,
 transpose, slice, pad, concat, broadcast, where, gather, scatter_add, one_hot)
-reuse the interpreter's definitions in ``circuitsketch.interpret.EVAL``, which
-work on object arrays unchanged; the arithmetic ops are written out here:
-``sum`` and ``matmul`` as explicit ``sympy.Add`` of products, ``exp``/``log``/
-``erf`` as ``sympy.exp``/``sympy.log``/``sympy.erf`` and ``pow`` as
-``sympy.Pow`` with an exact exponent where possible.
+reuse the op's registry ``eval``, which works on object arrays unchanged; the
+arithmetic ops lower with their registry ``sympy`` rule (``sum`` and ``matmul``
+as explicit ``sympy.Add`` of products, ``exp``/``log``/``erf`` as the
+sympy functions, ``pow`` as ``sympy.Pow`` with an exact exponent where
+possible).  Comparisons need concrete operands.
 
 Float constants become exact numbers when that is unambiguous: integers become
 ``sympy.Integer``; a float equal (as float64) to a fraction p/q with
@@ -41,8 +41,7 @@ from typing import Any
 import numpy as np
 import sympy as sp
 
-from circuitsketch.interpret import EVAL
-from circuitsketch.ir import FAMILY, Circuit, Family, Node, Op
+from circuitsketch.ir import Circuit, Family, Node, Op, opdef
 
 __all__ = ["MAX_ELEMENTS", "LoweringError", "input_symbols", "sympy_number", "to_sympy"]
 
@@ -135,27 +134,6 @@ def _given_symbols(name: str, node: Node, value: Any) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- op lowering
-def _sum(x: np.ndarray, axis: int) -> np.ndarray:
-    moved = np.moveaxis(x, axis, -1)
-    out = np.empty(moved.shape[:-1], dtype=object)
-    for idx in np.ndindex(out.shape):
-        out[idx] = sp.Add(*moved[idx])
-    return out
-
-
-def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    batched = a.ndim == 3
-    a3, b3 = (a, b) if batched else (a[None], b[None])
-    nb, m, k = a3.shape
-    n = b3.shape[-1]
-    out = np.empty((nb, m, n), dtype=object)
-    for q in range(nb):
-        for i in range(m):
-            for j in range(n):
-                out[q, i, j] = sp.Add(*(a3[q, i, t] * b3[q, t, j] for t in range(k)))
-    return out if batched else out[0]
-
-
 def _shift_max(x: np.ndarray, axis: int, mode: str) -> np.ndarray:
     if mode == "zero":
         return _map(lambda _: sp.Integer(0), np.empty(np.delete(x.shape, axis), dtype=object))
@@ -172,23 +150,15 @@ def _shift_max(x: np.ndarray, axis: int, mode: str) -> np.ndarray:
     )
 
 
-_ARITH: dict[Op, Callable[[list[np.ndarray], Node], Any]] = {
-    Op.ADD: lambda x, n: x[0] + x[1],
-    Op.SUB: lambda x, n: x[0] - x[1],
-    Op.MUL: lambda x, n: x[0] * x[1],
-    Op.DIV: lambda x, n: x[0] / x[1],
-    Op.NEG: lambda x, n: -x[0],
-    Op.EXP: lambda x, n: _map(sp.exp, x[0]),
-    Op.LOG: lambda x, n: _map(sp.log, x[0]),
-    Op.ERF: lambda x, n: _map(sp.erf, x[0]),
-    Op.POW: lambda x, n: _map(lambda e: sp.Pow(e, sympy_number(n.attrs[0])), x[0]),
-    Op.SUM: lambda x, n: _sum(x[0], n.attrs[0]),
-    Op.MATMUL: lambda x, n: _matmul(x[0], x[1]),
-}
-
-# data movement: the linear ops without an arithmetic rule above, lowered by running
-# the interpreter's own EVAL on arrays of expressions
-_MOVE = frozenset(op for op, fam in FAMILY.items() if fam is Family.LINEAR and op not in _ARITH)
+def _concrete(x: np.ndarray, node: Node) -> np.ndarray:
+    """The numbers of an operand of a comparison (LoweringError when it is symbolic)."""
+    try:
+        return np.asarray(_obj(x).astype(np.complex128))
+    except (TypeError, ValueError):
+        raise LoweringError(
+            f"{node.op.value} of symbolic values has no sympy lowering (it selects a branch "
+            "by value): give the inputs it depends on concrete values"
+        ) from None
 
 
 def _concrete_input(name: str, node: Node, value: Any) -> np.ndarray:
@@ -260,16 +230,19 @@ def to_sympy(
             env[i] = _numbers(value) if node.dtype == "float" else value
             continue
         ins = [env[j] for j in node.inputs]
-        if node.dtype != "float":  # integer/boolean values are concrete: use the interpreter
-            env[i] = np.asarray(EVAL[node.op](ins, node))
-        elif node.op in _ARITH:
-            env[i] = _obj(_ARITH[node.op](ins, node))
+        entry = opdef(node.op)
+        if entry.family is Family.ORDER0 and node.op is not Op.SHIFT_MAX:
+            env[i] = np.asarray(entry.eval([_concrete(x, node) for x in ins], node))
+        elif node.dtype != "float":  # integer/boolean values are concrete: use the interpreter
+            env[i] = np.asarray(entry.eval(ins, node))
+        elif entry.sympy is not None:
+            env[i] = _obj(entry.sympy(sp, ins, node))
         elif node.op is Op.SHIFT_MAX:
             env[i] = _shift_max(ins[0], node.attrs[0], shift_max)
         elif node.op is Op.ONE_HOT:
-            env[i] = _numbers(EVAL[node.op](ins, node))
-        elif node.op in _MOVE:
-            env[i] = _sympify_all(EVAL[node.op](ins, node))
+            env[i] = _numbers(entry.eval(ins, node))
+        elif entry.family is Family.LINEAR:  # data movement: the interpreter's own definition
+            env[i] = _sympify_all(entry.eval(ins, node))
         else:  # pragma: no cover - every op of the IR is handled above
             raise LoweringError(f"no sympy lowering for op {node.op.value!r}")
         if env[i].shape != node.shape:  # pragma: no cover - guards the lowering itself

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from circuitsketch.ir import Circuit, IRError, Op, Shape
+from circuitsketch.ir import OPS, Circuit, IRError, Op, Shape
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -34,7 +34,7 @@ def user_location() -> str:
     return "<unknown>"
 
 
-def _fail(what: str) -> TracingError:
+def fail(what: str) -> TracingError:
     return TracingError(f"{what} (at {user_location()})")
 
 
@@ -76,28 +76,34 @@ class Traced:
 
     # -- things the IR cannot record
     def __bool__(self) -> bool:
-        raise _fail(
-            "Python control flow (if/while/and/or/bool) on a traced value is not supported; "
-            "use circuitsketch.where with a constant mask"
+        raise fail(
+            "Python control flow (if/while/and/or/bool, min/max) on a traced value is not "
+            "supported: its value is not known while tracing; select with "
+            "circuitsketch.where(x > y, a, b) or use circuitsketch.maximum/minimum"
         )
 
     def __float__(self) -> float:
-        raise _fail(
+        raise fail(
             "float() of a traced value is not supported: its value is not known while tracing"
         )
 
     __int__ = __index__ = __float__
 
-    def __lt__(self, other):
-        raise _fail(
-            "comparing a traced value (<, <=, >, >=, min/max) is not supported: its value is "
-            "not known while tracing; use circuitsketch.where with a constant mask"
-        )
+    # comparisons of the real order-0 parts: traced booleans for circuitsketch.where
+    def __gt__(self, o):
+        return _binary(Op.GREATER, self, o)
 
-    __le__ = __gt__ = __ge__ = __lt__
+    def __ge__(self, o):
+        return _binary(Op.GREATER_EQUAL, self, o)
+
+    def __lt__(self, o):
+        return _binary(Op.GREATER, o, self)
+
+    def __le__(self, o):
+        return _binary(Op.GREATER_EQUAL, o, self)
 
     def __setitem__(self, key, value) -> None:
-        raise _fail(
+        raise fail(
             "in-place mutation of a traced array (x[...] = v) is not supported; "
             "build a new array with concat/pad/where"
         )
@@ -106,18 +112,18 @@ class Traced:
         return self + other
 
     def __array__(self, *args, **kwargs):
-        raise _fail("converting a traced value to a numpy array is not supported")
+        raise fail("converting a traced value to a numpy array is not supported")
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        fn = _UFUNCS.get(ufunc.__name__) if method == "__call__" else None
+        fn = _ufunc(ufunc.__name__) if method == "__call__" else None
         if fn is None or kwargs:
-            raise _fail(f"numpy function np.{ufunc.__name__} is not supported on traced arrays")
+            raise fail(f"numpy function np.{ufunc.__name__} is not supported on traced arrays")
         return fn(*inputs)
 
     def __array_function__(self, func, types, args, kwargs):
         fn = _ARRAY_FUNCTIONS.get(func.__name__)
         if fn is None:
-            raise _fail(f"numpy function np.{func.__name__} is not supported on traced arrays")
+            raise fail(f"numpy function np.{func.__name__} is not supported on traced arrays")
         return fn(*args, **kwargs)
 
     # -- arithmetic
@@ -153,7 +159,7 @@ class Traced:
 
     def __pow__(self, p):
         if isinstance(p, Traced):
-            raise _fail(
+            raise fail(
                 "x ** y with a traced exponent is not supported; the exponent must be a constant"
             )
         return power(self, float(p))
@@ -167,7 +173,7 @@ class Traced:
     # -- structure
     def __len__(self) -> int:
         if not self.shape:
-            raise _fail("len() of a 0-d traced value")
+            raise fail("len() of a 0-d traced value")
         return self.shape[0]
 
     def __iter__(self):
@@ -211,7 +217,7 @@ class Traced:
 
 
 # ---------------------------------------------------------------- helpers
-def _circuit_of(*xs) -> Circuit:
+def circuit_of(*xs) -> Circuit:
     for x in xs:
         if isinstance(x, Traced):
             return x.circuit
@@ -222,10 +228,10 @@ def lift(c: Circuit, x: Any) -> Traced:
     """A traced value for x: itself, or a constant recorded in c."""
     if isinstance(x, Traced):
         if x.circuit is not c:
-            raise _fail("mixing values traced into two different circuits")
+            raise fail("mixing values traced into two different circuits")
         return x
     if isinstance(x, complex) or np.iscomplexobj(x):
-        raise _fail("complex constants are not supported in circuits")
+        raise fail("complex constants are not supported in circuits")
     return Traced(
         c, c.add_const(np.asarray(x, dtype=np.float64) if isinstance(x, float | int) else x)
     )
@@ -239,12 +245,12 @@ def broadcast_to(x: Traced, shape: Shape) -> Traced:
 
 
 def _binary(op: Op, a, b) -> Traced:
-    c = _circuit_of(a, b)
+    c = circuit_of(a, b)
     a, b = lift(c, a), lift(c, b)
     try:
         shape = np.broadcast_shapes(a.shape, b.shape)
     except ValueError:
-        raise _fail(f"{op.value}: shapes {a.shape} and {b.shape} do not broadcast") from None
+        raise fail(f"{op.value}: shapes {a.shape} and {b.shape} do not broadcast") from None
     a, b = broadcast_to(a, shape), broadcast_to(b, shape)
     return a._new(op, [a, b])
 
@@ -266,27 +272,27 @@ def _getitem(x: Traced, key) -> Traced:
     if not isinstance(key, tuple):
         key = (key,)
     if any(k is Ellipsis or k is None for k in key) or len(key) > x.ndim:
-        raise _fail(f"indexing {key!r}: only integers and step-1 slices are supported")
+        raise fail(f"indexing {key!r}: only integers and step-1 slices are supported")
     starts, stops, drop = [], [], []
     for ax, n in enumerate(x.shape):
         k = key[ax] if ax < len(key) else slice(None)
         if isinstance(k, Traced):
-            raise _fail("indexing with a traced index; use circuitsketch.gather")
+            raise fail("indexing with a traced index; use circuitsketch.gather")
         if isinstance(k, slice):
             a, b, step = k.indices(n)
             if step != 1:
-                raise _fail("slices with a step other than 1 are not supported")
+                raise fail("slices with a step other than 1 are not supported")
             starts.append(a)
             stops.append(max(a, b))
         elif isinstance(k, int | np.integer):
             i = int(k) + (n if k < 0 else 0)
             if not 0 <= i < n:
-                raise _fail(f"index {int(k)} out of range for axis {ax} of size {n}")
+                raise fail(f"index {int(k)} out of range for axis {ax} of size {n}")
             starts.append(i)
             stops.append(i + 1)
             drop.append(ax)
         else:
-            raise _fail(f"indexing with {type(k).__name__} is not supported")
+            raise fail(f"indexing with {type(k).__name__} is not supported")
     out = x
     if tuple(starts) != (0,) * x.ndim or tuple(stops) != x.shape:
         out = x._new(Op.SLICE, [x], (tuple(starts), tuple(stops)))
@@ -296,21 +302,6 @@ def _getitem(x: Traced, key) -> Traced:
 
 
 # ---------------------------------------------------------------- public ops
-def exp(x: Traced) -> Traced:
-    """Elementwise e**x (series rule: the exp recurrence)."""
-    return x._new(Op.EXP, [x])
-
-
-def log(x: Traced) -> Traced:
-    """Elementwise natural log; needs a nonzero order-0 part."""
-    return x._new(Op.LOG, [x])
-
-
-def erf(x: Traced) -> Traced:
-    """Elementwise error function (GELU is built from it)."""
-    return x._new(Op.ERF, [x])
-
-
 def power(x: Traced, p: float) -> Traced:
     """x ** p for a constant real p (sqrt and rsqrt are p = 0.5 and -0.5)."""
     if p == 1.0:
@@ -318,23 +309,9 @@ def power(x: Traced, p: float) -> Traced:
     return x._new(Op.POW, [x], (float(p),))
 
 
-def sqrt(x: Traced) -> Traced:
-    """Elementwise square root, as power(x, 0.5)."""
-    return power(x, 0.5)
-
-
-def rsqrt(x: Traced) -> Traced:
-    """Elementwise 1/sqrt(x), as power(x, -0.5) (rmsnorm uses it)."""
-    return power(x, -0.5)
-
-
-def square(x: Traced) -> Traced:
-    return x * x
-
-
 def matmul(a, b) -> Traced:
     """a @ b for 2-D or batched 3-D arrays (1-D operands as vectors)."""
-    c = _circuit_of(a, b)
+    c = circuit_of(a, b)
     a, b = lift(c, a), lift(c, b)
     if a.ndim == 1 and b.ndim == 2:
         return matmul(a.reshape(1, -1), b).reshape(b.shape[1])
@@ -343,92 +320,49 @@ def matmul(a, b) -> Traced:
     return a._new(Op.MATMUL, [a, b])
 
 
-def gather(table: Traced, indices: Traced) -> Traced:
-    """Rows table[indices[i]]: embedding lookup by integer ids."""
-    return table._new(Op.GATHER, [table, lift(table.circuit, indices)])
-
-
-def scatter_add(values: Traced, indices: Traced, num_rows: int) -> Traced:
-    """out[indices[i]] += values[i]: the transpose of gather."""
-    return values._new(Op.SCATTER_ADD, [values, lift(values.circuit, indices)], (int(num_rows),))
-
-
-def one_hot(indices: Traced, depth: int) -> Traced:
-    """Float one-hot rows of integer ids; an id outside 0..depth-1 gives a zero row."""
-    if not isinstance(indices, Traced):
-        raise _fail("one_hot of constant indices: build the one-hot array with numpy instead")
-    return indices._new(Op.ONE_HOT, [indices], (int(depth),))
-
-
-def where(mask, a, b) -> Traced:
-    """Select a where the constant boolean mask is true, else b."""
-    c = _circuit_of(a, b)
-    if isinstance(mask, Traced):
-        if mask.dtype != "bool":
-            raise _fail("where: the mask must be a constant boolean array")
-        m = mask
+def where(cond, a, b) -> Traced:
+    """Select a where cond holds, else b: cond is a constant boolean mask or a comparison
+    of traced values (``x > 0``), decided by their real order-0 parts."""
+    c = circuit_of(a, b, cond)
+    if isinstance(cond, Traced):
+        if cond.dtype != "bool":
+            raise fail("where: the condition must be boolean: a comparison such as x > y, "
+                       "or a constant mask")
+        m = cond
     else:
-        m = lift(c, np.asarray(mask, dtype=bool))
+        m = lift(c, np.asarray(cond, dtype=bool))
     a, b = lift(c, a), lift(c, b)
     shape = np.broadcast_shapes(m.shape, a.shape, b.shape)
     m, a, b = broadcast_to(m, shape), broadcast_to(a, shape), broadcast_to(b, shape)
     return a._new(Op.WHERE, [m, a, b])
 
 
-def shift_max(x: Traced, axis: int = -1, keepdims: bool = True) -> Traced:
-    """Max over an axis of the real order-0 part, as a constant (no gradient, no series).
-
-    This is the stabilising shift of a softmax: any constant gives the same value.
-    """
-    ax = axis % x.ndim
-    out = x._new(Op.SHIFT_MAX, [x], (ax,))
-    if keepdims:
-        out = out.reshape((*x.shape[:ax], 1, *x.shape[ax + 1 :]))
-    return out
-
-
-def concat(xs: Sequence[Traced], axis: int = 0) -> Traced:
-    """Join arrays along an existing axis."""
-    c = _circuit_of(*xs)
-    xs = [lift(c, x) for x in xs]
-    if len(xs) == 1:
-        return xs[0]
-    return xs[0]._new(Op.CONCAT, xs, (axis % xs[0].ndim,))
-
-
-def pad(x: Traced, before: Sequence[int], after: Sequence[int]) -> Traced:
-    """Zero-pad each axis by before[i] and after[i] elements."""
-    return x._new(Op.PAD, [x], (tuple(int(b) for b in before), tuple(int(a) for a in after)))
-
-
-def stack(xs: Sequence[Traced], axis: int = 0) -> Traced:
-    """Join arrays along a new axis."""
-    xs = list(xs)
-    ax = axis % (xs[0].ndim + 1)
-    expanded = [x.reshape((*x.shape[:ax], 1, *x.shape[ax:])) for x in xs]
-    return concat(expanded, ax)
-
-
 _UFUNCS: dict[str, Callable] = {
-    "add": lambda a, b: _binary(Op.ADD, a, b),
-    "subtract": lambda a, b: _binary(Op.SUB, a, b),
-    "multiply": lambda a, b: _binary(Op.MUL, a, b),
-    "true_divide": lambda a, b: _binary(Op.DIV, a, b),
-    "negative": lambda a: -a,
-    "exp": exp,
-    "log": log,
-    "sqrt": sqrt,
-    "square": square,
+    "sqrt": lambda x: power(x, 0.5),
+    "square": lambda x: x * x,
     "matmul": matmul,
+    "less": lambda a, b: _binary(Op.GREATER, b, a),
+    "less_equal": lambda a, b: _binary(Op.GREATER_EQUAL, b, a),
 }
+
+
+def _ufunc(name: str) -> Callable | None:
+    """A numpy ufunc on traced arrays: a composite above, or the op registered under it."""
+    if name in _UFUNCS:
+        return _UFUNCS[name]
+    entry = next((d for d in OPS.values() if d.numpy_name == name), None)
+    if entry is None:
+        return None
+    if entry.arity == 2:
+        return lambda a, b: _binary(entry.op, a, b)
+    return lambda x: x._new(entry.op, [x])
+
 
 _ARRAY_FUNCTIONS: dict[str, Callable] = {
     "sum": lambda x, axis=None, keepdims=False: reduce_sum(x, axis, keepdims),
     "mean": lambda x, axis=None, keepdims=False: x.mean(axis, keepdims),
     "reshape": lambda x, shape: x.reshape(shape),
     "transpose": lambda x, axes=None: x.transpose(*(axes or ())),
-    "concatenate": lambda xs, axis=0: concat(xs, axis),
-    "stack": lambda xs, axis=0: stack(xs, axis),
     "matmul": matmul,
     "dot": matmul,
     "where": where,

@@ -11,9 +11,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from circuitsketch.interpret import EVAL, check_inputs
-from circuitsketch.ir import FAMILY, Circuit, Family, Op
-from circuitsketch.taylor import TAYLOR, constant_series
+from circuitsketch.interpret import check_inputs
+from circuitsketch.ir import Circuit, Family, Op, opdef
+from circuitsketch.series_math import constant_series
 
 
 class NonFiniteError(FloatingPointError):
@@ -46,16 +46,16 @@ def locate_nonfinite(c: Circuit, inputs: Mapping[str, object], degree: int | Non
                 continue
             ins = [env[j] for j in node.inputs]
             try:
+                entry = opdef(node.op)
                 out = (
-                    EVAL[node.op](ins, node)
-                    if degree is None
-                    else TAYLOR[node.op](ins, node, degree)
+                    entry.eval(ins, node) if degree is None else entry.series(ins, node, degree)
                 )
             except (ValueError, ZeroDivisionError) as e:
                 return f"node {c.format_node(i)} failed: {e}"
             out = np.asarray(out)
             env.append(out)
-            if FAMILY[node.op] is not Family.SOURCE and not _finite(out) and all(map(_finite, ins)):
+            source = opdef(node.op).family is Family.SOURCE
+            if not source and not _finite(out) and all(map(_finite, ins)):
                 bad = np.argwhere(~np.isfinite(out))[0]
                 where = "coefficient of order " + str(bad[0]) if degree is not None else "element"
                 return (

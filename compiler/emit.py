@@ -7,8 +7,10 @@ the same module.
 
 Every node has an order-0 slot (real, shared by all directions) and, if the
 activity analysis says its higher orders are needed, a hi slot.  A slot is
-(array name, offset).  Each equation becomes one line of kernel calls, chosen
-from two tables keyed by the op (``R0`` for order 0, ``HI`` for orders >= 1),
+(array name, offset).  Each equation becomes one line of kernel calls: the
+order-0 kernel its registry entry names (``Code.kernel``; or a loop generated
+from its ``Code.scalar``) and, for a series, the call of its series rule
+(``compiler/series_rules.py``),
 with its printed form as a comment above it; offsets and sizes go to a row of
 the instruction table ``code`` rather than into the source, so every kernel is
 compiled once and the generated code is short.  Long circuits are split into
@@ -23,20 +25,23 @@ module with cached kernels: 30.6 s -> 17.4 s with large parts and inlining).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import functools
+import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from circuitsketch.interpret import EVAL
-from circuitsketch.ir import Circuit, IRError, Node, Op
+from circuitsketch.ir import Circuit, IRError, Node, Op, opdef
+from compiler import kernels
 from compiler.fusion import NO_FUSION, Fusion, define, describe, fuse, fused_call
 from compiler.layout import BB, E0, E1, E2, E3, HA, HB, HC, HO, OUT, WIDTH, A, C, N
 from compiler.passes import Activity
+from compiler.series_rules import HARGS, series_rule
 
-TAKE_OPS = (Op.TRANSPOSE, Op.SLICE, Op.PAD, Op.BROADCAST)
-ALIAS_OPS = (Op.RESHAPE,)  # flat buffers make reshape free
 PART_NODES = 480
+OPERAND_COLUMNS = ((A, HA), (BB, HB), (C, HC))  # operand q's order-0 and hi offsets
+EXTRA_COLUMNS = (E0, E1, E2, E3)
 
 
 class CodeBuilder:
@@ -96,93 +101,32 @@ class Tables:
         return instr, ints, floats
 
 
-def take_map(node: Node, in_shape: tuple[int, ...]) -> np.ndarray:
-    """out.flat[i] = in.flat[map[i]] (-1: zero), computed by running the op on indices."""
-    idx = np.arange(1, int(np.prod(in_shape, dtype=np.int64)) + 1, dtype=np.int64).reshape(in_shape)
-    return np.asarray(EVAL[node.op]([idx], node)).ravel() - 1
+def is_alias(op: Op) -> bool:
+    """The result lives in its operand's memory (reshape of a flat buffer)."""
+    return opdef(op).code.alias
 
 
-def reduce_map(node: Node, in_shape: tuple[int, ...]) -> np.ndarray:
-    """map[i, j]: the j-th input element reduced into output element i."""
-    idx = np.arange(int(np.prod(in_shape, dtype=np.int64)), dtype=np.int64).reshape(in_shape)
-    return np.moveaxis(idx, node.attrs[0], -1).reshape(-1, in_shape[node.attrs[0]])
+@functools.cache
+def _trailing_args(kernel: str) -> tuple[str, ...]:
+    """The arguments a kernel takes after ``code, r`` (``tab``, ``cst``), by name."""
+    names = list(inspect.signature(getattr(kernels, kernel).py_func).parameters)
+    return tuple(names[names.index("r") + 1 :])
 
 
-# ------------------------------------------------------------------ rule tables
-# R0[op](x, z) -> kernel call; x: operand arrays, z: output array.
-R0: dict[Op, Callable[[list[str], str], str]] = {
-    Op.ADD: lambda x, z: f"k.add({x[0]}, {x[1]}, {z}, code, r)",
-    Op.SUB: lambda x, z: f"k.sub({x[0]}, {x[1]}, {z}, code, r)",
-    Op.MUL: lambda x, z: f"k.mul({x[0]}, {x[1]}, {z}, code, r)",
-    Op.DIV: lambda x, z: f"k.div({x[0]}, {x[1]}, {z}, code, r)",
-    Op.NEG: lambda x, z: f"k.neg({x[0]}, {z}, code, r)",
-    Op.EXP: lambda x, z: f"k.exp({x[0]}, {z}, code, r)",
-    Op.LOG: lambda x, z: f"k.log({x[0]}, {z}, code, r)",
-    Op.ERF: lambda x, z: f"k.erf({x[0]}, {z}, code, r)",
-    Op.POW: lambda x, z: f"k.powc({x[0]}, {z}, code, r, cst)",
-    Op.SUM: lambda x, z: f"k.reduce_sum({x[0]}, {z}, code, r, tab)",
-    Op.SHIFT_MAX: lambda x, z: f"k.reduce_max({x[0]}, {z}, code, r, tab)",
-    Op.MATMUL: lambda x, z: f"k.matmul({x[0]}, {x[1]}, {z}, code, r)",
-    Op.GATHER: lambda x, z: f"k.gather({x[0]}, {x[1]}, {z}, code, r)",
-    Op.SCATTER_ADD: lambda x, z: f"k.scatter_add({x[0]}, {x[1]}, {z}, code, r)",
-    Op.WHERE: lambda x, z: f"k.where({x[0]}, {x[1]}, {x[2]}, {z}, code, r)",
-    Op.ONE_HOT: lambda x, z: f"k.one_hot({x[0]}, {z}, code, r)",
-    **{op: (lambda x, z: f"k.take({x[0]}, {z}, code, r, tab)") for op in TAKE_OPS},
-}
-
-HARGS = "code, r, B, K"
+def kernel_call(kernel: str, arrays: list[str], z: str) -> str:
+    """``k.<kernel>(operand arrays, result array, code, r, <tab/cst>)``."""
+    return f"k.{kernel}({', '.join([*arrays, z, 'code', 'r', *_trailing_args(kernel)])})"
 
 
-def _hi_add(x, h, z, hz):
-    if h[0] and h[1]:
-        return f"k.h_add({h[0]}, {h[1]}, {hz}, {HARGS})"
-    return f"k.h_copy({h[0] or h[1]}, {hz}, {HARGS})"
-
-
-def _hi_sub(x, h, z, hz):
-    if h[0] and h[1]:
-        return f"k.h_sub({h[0]}, {h[1]}, {hz}, {HARGS})"
-    return f"k.h_copy({h[0]}, {hz}, {HARGS})" if h[0] else f"k.h_neg({h[1]}, {hz}, {HARGS})"
-
-
-def _hi_mul(x, h, z, hz):
-    if h[0] and h[1]:
-        return f"k.h_mul({x[0]}, {h[0]}, {x[1]}, {h[1]}, {hz}, {HARGS})"
-    return (
-        f"k.h_scale({h[0]}, {x[1]}, {hz}, {HARGS})"
-        if h[0]
-        else f"k.h_scale({h[1]}, {x[0]}, {hz}, {HARGS})"
-    )
-
-
-def _hi_div(x, h, z, hz):
-    if h[1]:
-        return f"k.h_div({h[0] or h[1]}, {x[1]}, {h[1]}, {z}, {hz}, {HARGS})"
-    return f"k.h_div_const({h[0]}, {x[1]}, {hz}, {HARGS})"
-
-
-# HI[op](x, h, z, hz) -> kernel call; h[i] is '' where operand i is not a series.
-HI: dict[Op, Callable[[list[str], list[str], str, str], str]] = {
-    Op.ADD: _hi_add,
-    Op.SUB: _hi_sub,
-    Op.NEG: lambda x, h, z, hz: f"k.h_neg({h[0]}, {hz}, {HARGS})",
-    Op.MUL: _hi_mul,
-    Op.DIV: _hi_div,
-    Op.EXP: lambda x, h, z, hz: f"k.h_exp({h[0]}, {z}, {hz}, {HARGS})",
-    Op.LOG: lambda x, h, z, hz: f"k.h_log({x[0]}, {h[0]}, {hz}, {HARGS})",
-    Op.POW: lambda x, h, z, hz: f"k.h_pow({x[0]}, {h[0]}, {z}, {hz}, {HARGS}, cst)",
-    Op.ERF: lambda x, h, z, hz: f"k.h_erf({x[0]}, {h[0]}, {hz}, {HARGS})",
-    Op.SUM: lambda x, h, z, hz: f"k.h_reduce_sum({h[0]}, {hz}, {HARGS}, tab)",
-    Op.MATMUL: lambda x, h, z, hz: (
-        f"k.h_matmul({x[0]}, {h[0] or h[1]}, {x[1]}, {h[1] or h[0]}, {hz}, {HARGS})"
-    ),
-    Op.GATHER: lambda x, h, z, hz: f"k.h_gather({h[0]}, {x[1]}, {hz}, {HARGS})",
-    Op.SCATTER_ADD: lambda x, h, z, hz: f"k.h_scatter_add({h[0]}, {x[1]}, {hz}, {HARGS})",
-    Op.WHERE: lambda x, h, z, hz: (
-        f"k.h_where({x[0]}, {h[1] or h[2]}, {h[2] or h[1]}, {hz}, {HARGS})"
-    ),
-    **{op: (lambda x, h, z, hz: f"k.h_take({h[0]}, {hz}, {HARGS}, tab)") for op in TAKE_OPS},
-}
+def elementwise_loop(node: Node) -> tuple[str, str]:
+    """(body, arguments) of the order-0 loop of an op computed from its scalar expression
+    (no library kernel): the same expression a fused loop of it evaluates."""
+    q = len(node.inputs)
+    expr = opdef(node.op).code.scalar_expr([f"x{j}[i]" for j in range(q)], node)
+    body = [f"n = code[r, {N}]"]
+    body += [f"x{j} = X{j}[code[r, {OPERAND_COLUMNS[j][0]}] :][:n]" for j in range(q)]
+    body += [f"z = Z[code[r, {OUT}] :][:n]", "for i in range(n):", f"    z[i] = {expr}"]
+    return "\n".join(body), ", ".join([*(f"X{j}" for j in range(q)), "Z", "code", "r"])
 
 
 @dataclass
@@ -254,7 +198,7 @@ def last_uses(
     for i, node in c:
         if i in fusion.absorbed:
             continue
-        if node.op in ALIAS_OPS and i not in out_slot:
+        if is_alias(node.op) and i not in out_slot:
             owner[i] = owner[node.inputs[0]]
         for j in fusion.reads(c, i):
             last[owner[j]] = max(last[owner[j]], fusion.at(i))
@@ -318,7 +262,8 @@ def assign_slots(
             read = {owner[j] for m in group.members for j in fusion.reads(c, m)}
             release(read | set(group.outputs) | set(group.needs0), i)
             continue
-        computed = node.op not in (Op.INPUT, Op.CONST, *ALIAS_OPS) and i not in out_slot
+        source = node.op in (Op.INPUT, Op.CONST)
+        computed = not source and not is_alias(node.op) and i not in out_slot
         if computed or (node.op is Op.INPUT and node.attrs[0] == iface.weight):
             take_workspace(i)
         elif node.op is Op.INPUT:
@@ -339,7 +284,7 @@ def assign_slots(
                 s.r_arr[i], s.r_off[i] = "cst", tables.add_float(value)
             else:
                 s.r_arr[i], s.r_off[i] = "tab", tables.add_int(value)
-        elif node.op in ALIAS_OPS and i not in out_slot:
+        elif is_alias(node.op) and i not in out_slot:
             j = node.inputs[0]
             s.r_arr[i], s.r_off[i] = s.r_arr[j], s.r_off[j]
             if has_hi:
@@ -354,47 +299,28 @@ def assign_slots(
 
 
 def _row(c: Circuit, i: int, s: Slots, tables: Tables) -> dict[int, int]:
-    """The instruction-table row of equation i."""
+    """The instruction-table row of equation i: operand q's offsets in OPERAND_COLUMNS[q],
+    then the op's own parameters (its registry ``Code.params``) in E0..E3."""
     node = c.nodes[i]
     ins = node.inputs
     row = {OUT: s.r_off[i], HO: s.h_off[i], N: node.size}
-    if node.op is Op.WHERE:
-        row.update(
-            {
-                C: s.r_off[ins[0]],
-                A: s.r_off[ins[1]],
-                BB: s.r_off[ins[2]],
-                HA: s.h_off[ins[1]],
-                HB: s.h_off[ins[2]],
-            }
-        )
-    else:
-        for col, hcol, j in zip((A, BB, C), (HA, HB, HC), ins, strict=False):
-            row[col], row[hcol] = s.r_off[j], s.h_off[j]
-    shape0 = c.nodes[ins[0]].shape if ins else ()
-    size0 = c.nodes[ins[0]].size if ins else 0
-    if node.op in (Op.ADD, Op.SUB) and not s.h_arr[ins[0]]:
+    for (col, hcol), j in zip(OPERAND_COLUMNS, ins, strict=False):
+        row[col], row[hcol] = s.r_off[j], s.h_off[j]
+    code = opdef(node.op).code
+    if (
+        len(ins) > 1
+        and not s.h_arr[ins[0]]
+        and code.series
+        and series_rule(code.series, node.op.value).first_series_in_ha
+    ):
         row[HA] = s.h_off[ins[1]]  # h_copy / h_neg read their one series operand from HA
-    if node.op is Op.POW:
-        row[E0] = tables.add_float([node.attrs[0]])
-    elif node.op in TAKE_OPS:
-        row[E0], row[E1] = tables.add_int(take_map(node, shape0)), size0
-    elif node.op in (Op.SUM, Op.SHIFT_MAX):
-        m = reduce_map(node, shape0)
-        row[E0], row[E1], row[E2] = tables.add_int(m), m.shape[1], size0
-    elif node.op is Op.MATMUL:
-        b = c.nodes[ins[1]].shape
-        row.update(
-            {E0: shape0[0] if len(shape0) == 3 else 1, E1: shape0[-2], E2: shape0[-1], E3: b[-1]}
-        )
-    elif node.op is Op.GATHER:
-        row[E0] = int(np.prod(shape0[1:], dtype=np.int64))
-        row[E1] = size0
-    elif node.op is Op.SCATTER_ADD:
-        row[E0] = int(np.prod(shape0[1:], dtype=np.int64))
-        row[E1] = shape0[0]
-    elif node.op is Op.ONE_HOT:
-        row[E0] = node.attrs[0]
+    if code.params is not None:
+        params = code.params(node, [c.nodes[j].shape for j in ins])
+        for col, value in zip(EXTRA_COLUMNS, params, strict=False):
+            if isinstance(value, np.ndarray):
+                add = tables.add_float if value.dtype.kind == "f" else tables.add_int
+                value = add(value)
+            row[col] = int(value)
     return row
 
 
@@ -408,7 +334,8 @@ def state_out_slots(c: Circuit, iface: Interface) -> dict[int, tuple[int, int]]:
         for oname, nid in c.outputs.items()
         if oname in iface.state
         and counts[nid] == 1
-        and c.nodes[nid].op not in (Op.INPUT, Op.CONST, *ALIAS_OPS)
+        and c.nodes[nid].op not in (Op.INPUT, Op.CONST)
+        and not is_alias(c.nodes[nid].op)
     }
 
 
@@ -490,20 +417,25 @@ def emit_function(
             code = ["k.set_scalar(ws, code, r, w0)"]
             if has_hi:
                 code.append("k.h_set_weight(wh, code, r, B, K, wpsi)")
-        elif node.op in (Op.INPUT, Op.CONST) or (node.op in ALIAS_OPS and i not in out_slot):
+        elif node.op in (Op.INPUT, Op.CONST) or (is_alias(node.op) and i not in out_slot):
             continue
-        elif node.op in ALIAS_OPS:
-            code = [f"k.copy({x[0]}, s_out, code, r)"]
-            if has_hi:
-                code.append(f"k.h_copy({h[0]}, h_out, {HARGS})")
         else:
-            if node.op not in R0:
-                raise IRError(f"no code template for op {node.op.value!r}")
-            code = [R0[node.op](x, s.r_arr[i])]
+            entry = opdef(node.op)
+            if entry.code.kernel is not None:
+                code = [kernel_call(entry.code.kernel, x, s.r_arr[i])]
+            elif entry.code.scalar is not None:
+                loop, loop_args = elementwise_loop(node)
+                fname = tables.fused.get(loop)
+                if fname is None:
+                    fname = tables.fused[loop] = f"loop_{len(tables.fused)}"
+                    indented = "\n".join("    " + line for line in loop.splitlines())
+                    loops.append(f"{deco}\ndef {fname}({loop_args}):\n{indented}\n\n")
+                code = [f"{fname}({', '.join([*x, s.r_arr[i], 'code', 'r'])})"]
+            else:
+                raise IRError(f"no code for op {node.op.value!r}")
             if has_hi:
-                if node.op not in HI:
-                    raise IRError(f"no series code template for op {node.op.value!r}")
-                code.append(HI[node.op](x, h, s.r_arr[i], s.h_arr[i]))
+                rule = series_rule(entry.code.series, node.op.value)
+                code.append(rule.call(x, h, s.r_arr[i], s.h_arr[i]))
         tables.add_row(_row(c, i, s, tables))
         body.append([f"# {c.format_node(i)}", "; ".join(code) + "; r += 1"])
 

@@ -9,8 +9,8 @@ equations take 18.7 us per step as separate kernels and 9.7 us as fused loops
 (most of what remains is three divisions and a square root per element), and
 the step makes 148 kernel calls instead of 323.
 
-The scalar expressions below are those of the order-0 kernels, operation for
-operation, so fused code gives the same bits as unfused code
+The scalar expressions (each op's registry ``Code.scalar``) are those of the
+order-0 kernels, operation for operation, so fused code gives the same bits as unfused code
 (``test_fused_loops_give_the_same_bits`` keeps the two in step: a one-ulp
 change to either fails it).  In series mode at a fixed degree K <=
 ``series_fusion.MAX_DEGREE``, series values fuse too: the group's function
@@ -26,34 +26,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from circuitsketch.ir import Circuit, Node, Op
+from circuitsketch.ir import Circuit, Node, Op, opdef
+from compiler import series_fusion as F
 from compiler.layout import E0, N
-from compiler.series_fusion import HI_RULES, MAX_DEGREE, Hi, Writer, order0_needs
+from compiler.series_fusion import MAX_DEGREE, Hi, Writer
+from compiler.series_rules import SERIES, series_rule
 
 
-def _pow(a: list[str], node: Node) -> str:
-    p = float(node.attrs[0])
-    if p == 0.5:
-        return f"math.sqrt({a[0]})"
-    if p == -0.5:
-        return f"(1.0 / math.sqrt({a[0]}))"
-    if p == 2.0:
-        return f"({a[0]} * {a[0]})"
-    return f"({a[0]} ** {p!r})"
+def _fused_rule(op: Op) -> F.Rule | None:
+    """The fused form of op's series rule, if it has one."""
+    name = opdef(op).code.series
+    return SERIES[name].fused if name in SERIES else None
 
 
-# SCALAR[op](operand expressions, node) -> expression of one element, as in kernels.py.
-SCALAR: dict[Op, Callable[[list[str], Node], str]] = {
-    Op.ADD: lambda a, node: f"({a[0]} + {a[1]})",
-    Op.SUB: lambda a, node: f"({a[0]} - {a[1]})",
-    Op.MUL: lambda a, node: f"({a[0]} * {a[1]})",
-    Op.DIV: lambda a, node: f"({a[0]} / {a[1]})",
-    Op.NEG: lambda a, node: f"(-{a[0]})",
-    Op.EXP: lambda a, node: f"k.vexp({a[0]})",
-    Op.LOG: lambda a, node: f"math.log({a[0]})",
-    Op.ERF: lambda a, node: f"math.erf({a[0]})",
-    Op.POW: _pow,
-}
+def _needs0(op: Op, hi: Sequence[bool]) -> tuple[tuple[int, ...], bool]:
+    return series_rule(opdef(op).code.series, op.value).needs0(hi)
 
 
 @dataclass
@@ -143,9 +130,9 @@ def fuse(c: Circuit, has_hi: Sequence[bool], degree: int = 0) -> Fusion:
     def chains(series_ok) -> list[list[int]]:
         def fusible(i: int, node: Node) -> bool:
             return (
-                node.op in SCALAR
+                opdef(node.op).code.scalar is not None
                 and node.size > 1
-                and (not has_hi[i] or (node.op in HI_RULES and series_ok(i)))
+                and (not has_hi[i] or (_fused_rule(node.op) is not None and series_ok(i)))
                 and all(
                     c.nodes[j].size == node.size or (_scalar_broadcast(c, j) and not has_hi[j])
                     for j in node.inputs
@@ -187,7 +174,7 @@ def fuse(c: Circuit, has_hi: Sequence[bool], degree: int = 0) -> Fusion:
         need: set[int] = set()
         for m in members if series else ():
             node = c.nodes[m]
-            ops, own = order0_needs(node.op, [has_hi[j] for j in node.inputs])
+            ops, own = _needs0(node.op, [has_hi[j] for j in node.inputs])
             need.update(node.inputs[q] for q in ops if node.inputs[q] in inside)
             if own:
                 need.add(m)
@@ -273,7 +260,7 @@ def fused_call(
                 vec.setdefault(j, f"v{len(vec)}")
                 args.append(f"{vec[j]}[i]")
             order0[j] = args[-1]
-        lines.append(f"{local[m]} = {SCALAR[c.nodes[m].op](args, c.nodes[m])}")
+        lines.append(f"{local[m]} = {opdef(c.nodes[m].op).code.scalar_expr(args, c.nodes[m])}")
     for k, o in enumerate(written):
         lines.append(f"o{k}[i] = {local[o]}")
         order0[o] = f"o{k}[i]"
@@ -372,9 +359,9 @@ def _hi_loop(
         if not fusion.has_hi[m] or all(x is None for x in h):
             hi[m] = None  # as unfused: a value whose higher orders nobody needs has none
             continue
-        ops, own = order0_needs(node.op, [x is not None for x in h])
+        ops, own = _needs0(node.op, [x is not None for x in h])
         x0 = [order0_of(j) if q in ops else "" for q, j in enumerate(node.inputs)]
-        hi[m] = HI_RULES[node.op](w, x0, h, order0_of(m) if own else "", node, K)
+        hi[m] = _fused_rule(node.op)(w, x0, h, order0_of(m) if own else "", node, K)
     stores = []
     checked: list[str] = []
     for o in g.outputs:

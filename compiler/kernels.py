@@ -30,7 +30,7 @@ from numba import njit, types
 from numba.core.extending import intrinsic
 
 from compiler.gemm import COMPLEX, PAIR, REAL, gemm
-from compiler.layout import BB, E0, E1, E2, E3, HA, HB, HO, OUT, A, C, N
+from compiler.layout import BB, E0, E1, E2, E3, HA, HB, HC, HO, OUT, A, C, N
 
 TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 EXPONENT_BITS = 0x7FF0000000000000  # of an IEEE double: all ones for inf and NaN
@@ -270,8 +270,9 @@ def scatter_add(X, IDX, Z, code, r):
 
 @jit
 def where(MASK, X, Y, Z, code, r):
+    """The mask (a constant's ints or a comparison's 0.0/1.0) at A, the branches at BB, C."""
     n = code[r, N]
-    m, x, y = MASK[code[r, C] :][:n], X[code[r, A] :][:n], Y[code[r, BB] :][:n]
+    m, x, y = MASK[code[r, A] :][:n], X[code[r, BB] :][:n], Y[code[r, C] :][:n]
     z = Z[code[r, OUT] :][:n]
     for i in range(n):
         z[i] = x[i] if m[i] else y[i]
@@ -571,6 +572,51 @@ def h_erf(X, HX, HZ, code, r, B, K):
 
 
 @jit
+def h_ode(HX, Q, HZ, code, r, B, K, cst):
+    """q = f(x) with f' = P(f), P(y) = c0 + c1 y + c2 y^2 (c at cst[E0 : E0 + 3]):
+    m q_m = sum_{j=1..m} j x_j p_{m-j} with p = P(q), and p_m (m >= 1) = c1 q_m
+    + c2 (q q)_m from q_0..q_m; Q holds q_0 at slot OUT.  Every op whose registry
+    entry names the ``ode`` rule is such an f (``circuitsketch/ops/elementwise.py``)."""
+    n = code[r, N]
+    q0 = Q[code[r, OUT] :][:n]
+    e = code[r, E0]
+    c0, c1, c2 = cst[e], cst[e + 1], cst[e + 2]
+    x, z = hview(HX, code[r, HA], B, K, n), hview(HZ, code[r, HO], B, K, n)
+    p0 = np.empty(n)
+    for i in range(n):
+        p0[i] = (c2 * q0[i] + c1) * q0[i] + c0
+    P = np.empty((K, n), np.complex128)  # row m: order m of p, for m = 1..K-1
+    for b in range(B):
+        for k in range(K):
+            m = k + 1
+            zr, xk = z[b, k], x[b, k]
+            for i in range(n):
+                zr[i] = rmul(m * p0[i], xk[i])
+            for j in range(1, m):
+                xj, pj = x[b, j - 1], P[m - j]
+                for i in range(n):
+                    zr[i] += rmul(j, xj[i]) * pj[i]
+            inv_m = 1.0 / m
+            for i in range(n):
+                zr[i] = rmul(inv_m, zr[i])
+            if m < K:
+                pm = P[m]
+                for i in range(n):
+                    sq = rmul(q0[i], zr[i])
+                    for t in range(1, m):
+                        sq += z[b, t - 1, i] * z[b, m - t - 1, i]
+                    sq += rmul(q0[i], zr[i])
+                    if c1 != 0.0 and c2 != 0.0:
+                        pm[i] = rmul(c1, zr[i]) + rmul(c2, sq)
+                    elif c2 != 0.0:
+                        pm[i] = rmul(c2, sq)
+                    elif c1 != 0.0:
+                        pm[i] = rmul(c1, zr[i])
+                    else:
+                        pm[i] = 0.0
+
+
+@jit
 def h_take(HX, HZ, code, r, B, K, tab):
     """E0 = map offset, E1 = operand size."""
     n = code[r, N]
@@ -680,12 +726,12 @@ def h_scatter_add(HX, IDX, HZ, code, r, B, K):
 
 @jit
 def h_where(MASK, HX, HY, HZ, code, r, B, K):
-    """HA < 0 or HB < 0: that branch is a constant (orders >= 1 are zero)."""
+    """HB < 0 or HC < 0: that branch is a constant (orders >= 1 are zero)."""
     n = code[r, N]
-    mask = MASK[code[r, C] :][:n]
-    has_x, has_y = code[r, HA] >= 0, code[r, HB] >= 0
-    x = hview(HX, max(code[r, HA], 0), B, K, n if has_x else 0)
-    y = hview(HY, max(code[r, HB], 0), B, K, n if has_y else 0)
+    mask = MASK[code[r, A] :][:n]
+    has_x, has_y = code[r, HB] >= 0, code[r, HC] >= 0
+    x = hview(HX, max(code[r, HB], 0), B, K, n if has_x else 0)
+    y = hview(HY, max(code[r, HC], 0), B, K, n if has_y else 0)
     z = hview(HZ, code[r, HO], B, K, n)
     for b in range(B):
         for k in range(K):

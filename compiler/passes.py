@@ -22,8 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from circuitsketch.interpret import EVAL
-from circuitsketch.ir import FAMILY, Circuit, Family, Node, Op, rebuild
+from circuitsketch.ir import Circuit, Family, Node, Op, family, opdef, rebuild
 
 
 def dce(c: Circuit) -> Circuit:
@@ -47,7 +46,7 @@ def fold_constants(c: Circuit) -> Circuit:
     def fold(out: Circuit, i: int, node: Node, ins: list[int]) -> int | None:
         if node.op in (Op.INPUT, Op.CONST) or not all(out.nodes[j].op is Op.CONST for j in ins):
             return None
-        return out.add_const(np.asarray(EVAL[node.op]([out.consts[j] for j in ins], node)))
+        return out.add_const(np.asarray(opdef(node.op).eval([out.consts[j] for j in ins], node)))
 
     return rebuild(c, rewrite=fold)
 
@@ -174,7 +173,7 @@ class Activity:
 
 def _reads_hi(node: Node, operand: int) -> bool:
     """Does the op's series rule read the higher orders of this operand?"""
-    return FAMILY[node.op] not in (Family.SHIFT, Family.INDEX) and not (
+    return family(node.op) not in (Family.ORDER0, Family.INDEX) and not (
         node.op is Op.WHERE and operand == 0
     )
 
@@ -188,7 +187,7 @@ def activity(c: Circuit, series_inputs: Iterable[str]) -> Activity:
     for i, node in c:
         if node.op is Op.INPUT:
             active[i] = node.attrs[0] in series and node.dtype == "float"
-        elif FAMILY[node.op] not in (Family.SOURCE, Family.SHIFT, Family.INDEX):
+        elif family(node.op) not in (Family.SOURCE, Family.ORDER0, Family.INDEX):
             active[i] = any(active[j] for j in node.inputs)
     hi = [False] * len(c.nodes)
     for nid in c.outputs.values():

@@ -8,8 +8,9 @@ operands once and writes only the values read after it.  Degree K is unrolled
 into the source, so this is used up to ``MAX_DEGREE``; beyond, code size grows
 as K^2 per equation and the kernels run instead.
 
-``HI_RULES`` maps an op to its series rule, written as scalar real and
-imaginary parts, operation for operation as the ``h_*`` kernels compute them
+Each rule below (named by ``compiler/series_rules.py``) computes an op's
+higher orders as scalar real and imaginary parts, operation for operation as
+the ``h_*`` kernels compute them
 (``rmul``, Numba's complex product ``(ac - bd, ad + bc)``, the same summation
 order), so fused and unfused code give the same bits;
 ``test_fused_loops_give_the_same_bits`` checks this for every rule.
@@ -17,30 +18,14 @@ order), so fused and unfused code give the same bits;
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
-from circuitsketch.ir import Node, Op
+from circuitsketch.ir import Node, opdef
 
 MAX_DEGREE = 8
 
 Pair = tuple[str, str]  # real and imaginary part of one coefficient
 Hi = list[Pair] | None  # orders 1..K, or None: a value without higher orders
-
-
-def order0_needs(op: Op, hi: Sequence[bool]) -> tuple[tuple[int, ...], bool]:
-    """The operands whose order-0 value op's series rule reads, and whether it reads
-    its own order-0 value (which the fused loop must then store)."""
-    if op is Op.MUL:
-        return ((0, 1) if hi[0] and hi[1] else (1,) if hi[0] else (0,)), False
-    if op is Op.DIV:
-        return (1,), hi[1]
-    if op is Op.POW:
-        return (0,), True
-    if op is Op.EXP:
-        return (), True
-    if op is Op.LOG:
-        return (0,), False
-    return (), False
 
 
 class Writer:
@@ -78,7 +63,7 @@ def _acc(w: Writer, z: Pair, term: Pair, sign: str = "+") -> Pair:
 Rule = Callable[[Writer, list[str], list[Hi], str, Node, int], Hi]
 
 
-def _add(w: Writer, x0, h, q0, node, K) -> Hi:
+def add(w: Writer, x0, h, q0, node, K) -> Hi:
     a, b = h
     if a and b:
         return [w.pair(f"{a[k][0]} + {b[k][0]}", f"{a[k][1]} + {b[k][1]}") for k in range(K)]
@@ -89,14 +74,14 @@ def _neg(w: Writer, a: Hi, K: int) -> Hi:
     return [w.pair(f"-{a[k][0]}", f"-{a[k][1]}") for k in range(K)] if a else None
 
 
-def _sub(w: Writer, x0, h, q0, node, K) -> Hi:
+def sub(w: Writer, x0, h, q0, node, K) -> Hi:
     a, b = h
     if a and b:
         return [w.pair(f"{a[k][0]} - {b[k][0]}", f"{a[k][1]} - {b[k][1]}") for k in range(K)]
     return a if a else _neg(w, b, K)
 
 
-def _mul(w: Writer, x0, h, q0, node, K) -> Hi:
+def mul(w: Writer, x0, h, q0, node, K) -> Hi:
     a, b = h
     if not (a and b):  # h_scale: the other factor's order 0 times each part
         if not (a or b):
@@ -115,7 +100,7 @@ def _mul(w: Writer, x0, h, q0, node, K) -> Hi:
     return z
 
 
-def _div(w: Writer, x0, h, q0, node, K) -> Hi:
+def div(w: Writer, x0, h, q0, node, K) -> Hi:
     a, b = h
     inv = w.let(f"1.0 / {x0[1]}")
     if not b:  # h_div_const
@@ -131,7 +116,7 @@ def _div(w: Writer, x0, h, q0, node, K) -> Hi:
     return z
 
 
-def _pow(w: Writer, x0, h, q0, node, K) -> Hi:
+def power(w: Writer, x0, h, q0, node, K) -> Hi:
     (a,) = h
     p = float(node.attrs[0])
     inv = w.let(f"1.0 / {x0[0]}")
@@ -146,7 +131,7 @@ def _pow(w: Writer, x0, h, q0, node, K) -> Hi:
     return z
 
 
-def _exp(w: Writer, x0, h, q0, node, K) -> Hi:
+def exp(w: Writer, x0, h, q0, node, K) -> Hi:
     (a,) = h
     z: list[Pair] = []
     for k in range(K):  # h_exp: m q_m = sum j x_j q_{m-j}
@@ -159,7 +144,7 @@ def _exp(w: Writer, x0, h, q0, node, K) -> Hi:
     return z
 
 
-def _log(w: Writer, x0, h, q0, node, K) -> Hi:
+def log(w: Writer, x0, h, q0, node, K) -> Hi:
     (a,) = h
     inv = w.let(f"1.0 / {x0[0]}")
     z: list[Pair] = []
@@ -174,13 +159,44 @@ def _log(w: Writer, x0, h, q0, node, K) -> Hi:
     return z
 
 
-HI_RULES: dict[Op, Rule] = {
-    Op.ADD: _add,
-    Op.SUB: _sub,
-    Op.NEG: lambda w, x0, h, q0, node, K: _neg(w, h[0], K),
-    Op.MUL: _mul,
-    Op.DIV: _div,
-    Op.POW: _pow,
-    Op.EXP: _exp,
-    Op.LOG: _log,
-}
+def neg(w: Writer, x0, h, q0, node, K) -> Hi:
+    return _neg(w, h[0], K)
+
+
+def ode(w: Writer, x0, h, q0, node, K) -> Hi:
+    """h_ode: m q_m = sum_{j=1..m} j x_j p_{m-j}, p = P(q) = c0 + c1 q + c2 q^2, p_m from
+    q_0..q_m (for m < K)."""
+    (a,) = h
+    c0, c1, c2 = (float(v) for v in opdef(node.op).code.params(node, [])[0])
+    p0 = w.let(f"({c2!r} * {q0} + {c1!r}) * {q0} + {c0!r}")
+    z: list[Pair] = []
+    p: list[Pair] = []  # orders 1.. of p
+    for k in range(K):
+        m = k + 1
+        zk = w.pair(*_rmul(w.let(f"{float(m)!r} * {p0}"), a[k]))
+        for j in range(1, m):
+            t = w.pair(*_rmul(repr(float(j)), a[j - 1]))
+            zk = _acc(w, zk, _cmul(t, p[m - j - 1]))
+        z.append(w.pair(*_rmul(repr(1.0 / m), zk)))
+        if m < K:
+            p.append(_ode_p(w, z, q0, c1, c2, m))
+    return z
+
+
+def _ode_p(w: Writer, z: list[Pair], q0: str, c1: float, c2: float, m: int) -> Pair:
+    """Order m of P(q) for m >= 1: c1 q_m + c2 (q*q)_m."""
+    ym = z[m - 1]
+    terms = []
+    if c1 != 0.0:
+        terms.append(_rmul(repr(c1), ym))
+    if c2 != 0.0:
+        sq = w.pair(*_rmul(q0, ym))
+        for t in range(1, m):
+            sq = _acc(w, sq, _cmul(z[t - 1], z[m - t - 1]))
+        sq = _acc(w, sq, _rmul(q0, ym))
+        terms.append(_rmul(repr(c2), sq))
+    if not terms:
+        return w.pair("0.0", "0.0")
+    if len(terms) == 1:
+        return w.pair(*terms[0])
+    return w.pair(f"{terms[0][0]} + {terms[1][0]}", f"{terms[0][1]} + {terms[1][1]}")

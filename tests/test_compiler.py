@@ -100,6 +100,12 @@ OP_CASES = [
         for p in (0.5, -0.5, 2.0, 1.7, 3.0, -1.0)
     ],
     _unary("erf", lambda x: cs.erf(x), Op.ERF),
+    _unary("tanh", lambda x: cs.tanh(x), Op.TANH),
+    _unary("sigmoid", lambda x: cs.sigmoid(x), Op.SIGMOID),
+    _unary("relu", lambda x: cs.relu(x), Op.GREATER),
+    _unary("abs", lambda x: cs.abs(x), Op.GREATER_EQUAL),
+    _binary("maximum", lambda x, y: cs.maximum(x, y) * y, Op.WHERE),
+    _binary("where_compared", lambda x, y: cs.where(x > y, x * y, 2.0), Op.GREATER),
     _unary("sum0", lambda x: x.sum(axis=0), Op.SUM),
     _unary("sum1", lambda x: x.sum(axis=1), Op.SUM),
     _unary("sum_3d", lambda x: x.sum(axis=1), Op.SUM, shape=(2, 3, 4)),
@@ -298,6 +304,7 @@ def _every_series_rule(p, g, m, v, lr, bias1, bias2):
     s = g * 0.5 + m  # a series
     extra = (1.0 - s) / s + 2.0 / (s * s + 1.0)  # minus a series; series / series; x / series
     out["extra"] = extra * cs.exp(-s) - cs.log(s * s + 2.0) * v  # neg, exp, log, scale
+    out["ode"] = cs.tanh(s * 0.5 + m) * cs.sigmoid(s - v) + 2.0 * s  # f' = P(f)
     return out
 
 
@@ -306,7 +313,8 @@ def test_series_fused_loops_give_the_same_bits(K):
     """Series values fuse too at a fixed degree (compiler/series_fusion.py): the unrolled
     loop over orders 1..K gives exactly what the h_* kernels give, for every rule of
     HI_RULES (add, sub and neg with one or two series, products and quotients with
-    one or two, pow with each special exponent, exp, log)."""
+    one or two, pow with each special exponent, exp, log, the f' = P(f) rule of tanh
+    and sigmoid)."""
     shape = (7, 10)
     vec, one = cs.Input(shape), cs.Input(())
     c = cs.trace(_every_series_rule, p=vec, g=vec, m=vec, v=vec, lr=one, bias1=one, bias2=one)
@@ -427,6 +435,8 @@ HIGH_CASES = [
     _unary("log_big", lambda x: cs.log(x), Op.LOG, pos=True, shape=(9, 17)),
     _unary("pow_big", lambda x: x**-0.5, Op.POW, pos=True, shape=(9, 17)),
     _unary("erf_big", lambda x: cs.erf(x), Op.ERF, shape=(9, 17)),
+    _unary("tanh_big", lambda x: cs.tanh(x), Op.TANH, shape=(9, 17)),
+    _unary("sigmoid_big", lambda x: cs.sigmoid(x), Op.SIGMOID, shape=(9, 17)),
 ]
 
 
@@ -444,11 +454,17 @@ def test_high_degree_kernels_match_interpreter(case, series):
 
 def test_op_check_catches_a_wrong_kernel(monkeypatch):
     """The per-op comparison is sharp: a wrong series rule in the reference is detected."""
-    from circuitsketch import series_math, taylor
+    import dataclasses
+
+    from circuitsketch import series_math
+    from circuitsketch.ir import OPS
 
     case = next(c for c in OP_CASES if c.name == "exp")
     test_op_compiled_series_matches_interpreter(case, ("x",))
-    monkeypatch.setitem(taylor.TAYLOR, Op.EXP, lambda x, n, k: series_math.exp(x[0] * 1.0000001))
+    wrong = dataclasses.replace(
+        OPS[Op.EXP], series=lambda x, n, k: series_math.exp(x[0] * 1.0000001)
+    )
+    monkeypatch.setitem(OPS, Op.EXP, wrong)
     with pytest.raises(AssertionError, match="relative error"):
         test_op_compiled_series_matches_interpreter(case, ("x",))
 

@@ -11,19 +11,30 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
 import pytest
 
 import circuitsketch as cs
-from circuitsketch.grad import NO_GRADIENT, VJP
+from circuitsketch.grad import has_gradient
 from circuitsketch.interpret import evaluate
-from circuitsketch.ir import Op
+from circuitsketch.ir import OPS, Op
 from circuitsketch.models import microgpt
 from circuitsketch.tracing import constant
 from tests.conftest import assert_rel
 from tests.oracle import microgpt as OM
+
+# ops with a VJP rule, and ops that carry no gradient at all (by their family)
+VJP = {op for op, entry in OPS.items() if entry.vjp is not None}
+NO_GRADIENT = {op for op in OPS if not has_gradient(op)}
+
+
+def patch_vjp(monkeypatch, op: Op, rule) -> None:
+    """Replace op's VJP rule in the registry for one test (rule None: remove it)."""
+    monkeypatch.setitem(OPS, op, dataclasses.replace(OPS[op], vjp=rule))
+
 
 FD_STEP = 1e-6
 FD_TOL = 1e-6
@@ -107,6 +118,19 @@ CASES = [
         {"x": (3, 4)},
         {Op.ONE_HOT, Op.LOG},
     ),
+    Case("tanh", lambda x: cs.tanh(x), {"x": (3, 4)}, {Op.TANH}),
+    Case("sigmoid", lambda x: cs.sigmoid(x), {"x": (3, 4)}, {Op.SIGMOID}),
+    # piecewise: random normal inputs lie off the kinks by far more than FD_STEP
+    Case("relu", lambda x: cs.relu(x) * x, {"x": (3, 4)}, {Op.GREATER, Op.WHERE}),
+    Case("abs", lambda x: cs.abs(x), {"x": (3, 4)}, {Op.GREATER_EQUAL, Op.WHERE}),
+    Case("maximum", lambda x, y: cs.maximum(x, y), {"x": (3, 4), "y": (3, 4)}, {Op.WHERE}),
+    Case("clip", lambda x: cs.clip(x, -0.5, 0.7), {"x": (3, 4)}, {Op.WHERE}),
+    Case(
+        "clip_by_global_norm",
+        lambda x, y: cs.concat([g.reshape(-1) for g in cs.clip_by_global_norm([x, y], 1.5)]),
+        {"x": (3, 4), "y": (2,)},
+        {Op.GREATER, Op.WHERE},
+    ),
     Case(
         "rmsnorm_gelu",
         lambda x: microgpt.gelu(microgpt.rmsnorm(x)),
@@ -178,7 +202,7 @@ def test_wrong_vjp_rule_is_caught(monkeypatch):
     exp_case = next(c for c in CASES if c.name == "exp")
     fd_check(exp_case)
     # d exp(x) = exp(x) dx; the wrong rule uses x instead of exp(x)
-    monkeypatch.setitem(VJP, Op.EXP, lambda g, n, ins, out: [g * ins[0]])
+    patch_vjp(monkeypatch, Op.EXP, lambda g, n, ins, out: [g * ins[0]])
     with pytest.raises(AssertionError, match="central differences"):
         fd_check(exp_case)
 
@@ -186,8 +210,8 @@ def test_wrong_vjp_rule_is_caught(monkeypatch):
 def test_slightly_wrong_vjp_rule_is_caught(monkeypatch):
     """A rule off by a relative 1e-5 is still caught: the check is tight, not just sane."""
     case = next(c for c in CASES if c.name == "pow1.7")
-    monkeypatch.setitem(
-        VJP,
+    patch_vjp(
+        monkeypatch,
         Op.POW,
         lambda g, n, ins, out: [g * ((n.attrs[0] * (1 + 1e-5)) * cs.power(ins[0], n.attrs[0] - 1))],
     )
@@ -196,7 +220,7 @@ def test_slightly_wrong_vjp_rule_is_caught(monkeypatch):
 
 
 def test_missing_rule_is_a_named_error(monkeypatch):
-    monkeypatch.delitem(VJP, Op.ERF)
+    patch_vjp(monkeypatch, Op.ERF, None)
     c = _loss_circuit(next(c for c in CASES if c.name == "erf"))
     with pytest.raises(cs.IRError, match="no gradient rule for op 'erf'"):
         cs.grad(c, "out", ["x"])

@@ -21,7 +21,7 @@ from circuitsketch.models import microgpt as m
 from circuitsketch.program import WEIGHT
 from compiler import emit
 from compiler.compiled import _data_layout
-from compiler.emit import ALIAS_OPS, Interface, Tables, assign_slots, state_out_slots
+from compiler.emit import Interface, Tables, assign_slots, is_alias, state_out_slots
 from compiler.fusion import NO_FUSION, fuse
 from compiler.passes import activity, simplify
 from tests.conftest import DOCS
@@ -59,7 +59,7 @@ def clobbered(
         for a, o, n, want in reads:
             if a in mem and (mem[a][o : o + n] != want).any():
                 errors.append(f"%{i} reads %{want} from {a}[{o}], overwritten")
-        if node.op in ALIAS_OPS and i not in out_slot:
+        if is_alias(node.op) and i not in out_slot:
             source[i] = source[node.inputs[0]]
             continue
         if node.op in (Op.INPUT, Op.CONST) and not (
@@ -113,7 +113,11 @@ def test_slots_never_overwrite_a_live_value(c, iface, state_outputs, series, fus
     errors, s = clobbered(c, iface, series, state_outputs, fused)
     assert errors == [], errors[:3]
     if state_outputs:  # reuse happened: far less workspace than one slot per value
-        total = sum(node.size for _, node in c if node.op not in (Op.INPUT, Op.CONST, *ALIAS_OPS))
+        total = sum(
+            node.size
+            for _, node in c
+            if node.op not in (Op.INPUT, Op.CONST) and not is_alias(node.op)
+        )
         assert s.ws_size < total / 3, (s.ws_size, total)
 
 

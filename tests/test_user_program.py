@@ -281,7 +281,7 @@ def _line(marker: str) -> int:
 @pytest.mark.parametrize(
     ("fn", "marker", "construct"),
     [
-        ("build_if", "if", "comparing a traced value"),
+        ("build_if", "if", "Python control flow (if/while"),
         ("build_sin", "sin", "np.sin"),
         ("build_mutation", "mutation", "in-place mutation"),
     ],

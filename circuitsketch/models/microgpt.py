@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-import circuitsketch.tracing as T
+from circuitsketch import nn
+from circuitsketch import ops as O
 from circuitsketch.optim import Adam, init_buffers
 from circuitsketch.program import Program, Step, build_output_circuit, build_step_circuit
-from circuitsketch.tracing import Input, Traced
+from circuitsketch.tracing import Input, Traced, where
 
 N_EMBD, N_HEAD, HEAD_DIM, BLOCK_SIZE, MLP_DIM = 16, 4, 4, 16, 64
 INIT_STD = 0.08
@@ -126,11 +127,10 @@ def load_params(path: str | Path, vocab_size: int = 27) -> dict[str, np.ndarray]
 
 # ---------------------------------------------------------------- the model
 def rmsnorm(x: Traced) -> Traced:
-    return x * T.rsqrt((x * x).mean(axis=-1, keepdims=True) + RMS_EPS)
+    return nn.rmsnorm(x, RMS_EPS)
 
 
-def gelu(x: Traced) -> Traced:
-    return x * (0.5 * (1.0 + T.erf(x * (1.0 / math.sqrt(2.0)))))
+gelu = nn.gelu
 
 
 def linear(x: Traced, w: Traced) -> Traced:
@@ -148,8 +148,8 @@ def attention(P: dict[str, Traced], x: Traced, length: int) -> Traced:
     q, k, v = heads(q), heads(k), heads(v)
     scores = (q @ k.transpose(0, 2, 1)) * (1.0 / math.sqrt(HEAD_DIM))
     causal = np.broadcast_to(np.tril(np.ones((length, length), dtype=bool)), scores.shape)
-    shift = T.shift_max(T.where(causal, scores, -np.inf), axis=-1)
-    e = T.where(causal, T.exp(T.where(causal, scores - shift, 0.0)), 0.0)
+    shift = O.shift_max(where(causal, scores, -np.inf), axis=-1)
+    e = where(causal, O.exp(where(causal, scores - shift, 0.0)), 0.0)
     a = e / e.sum(axis=-1, keepdims=True)
     out = (a @ v).transpose(1, 0, 2).reshape(length, N_EMBD)
     return linear(out, P["layer0.attn_wo"])
@@ -157,7 +157,7 @@ def attention(P: dict[str, Traced], x: Traced, length: int) -> Traced:
 
 def logits(P: dict[str, Traced], tokens: Traced) -> Traced:
     length = tokens.shape[0]
-    x = T.gather(P["wte"], tokens) + P["wpe"][:length]
+    x = O.gather(P["wte"], tokens) + P["wpe"][:length]
     x = rmsnorm(x)
     c = x.circuit
     with c.scope("attention"):
@@ -173,10 +173,7 @@ def doc_loss(P: dict[str, Traced], tokens: Traced, targets: Traced, n_positions:
     """Mean over real positions of -log softmax(logits)[target]; target -1 marks padding."""
     lg = logits(P, tokens)
     with lg.circuit.scope("loss"):
-        z = lg - T.shift_max(lg, axis=-1)
-        logp = z - T.log(T.exp(z).sum(axis=-1, keepdims=True))
-        picked = (T.one_hot(targets, lg.shape[1]) * logp).sum()
-        return -picked / n_positions
+        return nn.cross_entropy(lg, targets) / n_positions
 
 
 # ---------------------------------------------------------------- the program
