@@ -17,9 +17,13 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from circuitsketch.program import Program
+    from compiler.compiled import CompiledProgram
 
 __all__ = [
     "PROGRAM",
@@ -195,7 +199,7 @@ def compiled(spec: TrainingSpec | UserProgramSpec, degree: int):
         return cp
 
 
-def fingerprints(program) -> dict[str, str]:
+def fingerprints(program: Program | CompiledProgram) -> dict[str, str]:
     """Canonical fingerprints of the traced circuits, ``{"step:KEY" | "output:KEY": hash}``.
 
     With a sketch's configuration they decide whether its numbers can be read:

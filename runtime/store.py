@@ -86,7 +86,7 @@ _MISMATCH = {
     "directions": "other directions",
     "chunk_size": "another chunk size",
     "hyperparameters": "other hyper-parameters",
-    "fingerprints": "other traced circuits (the training program changed)",
+    "fingerprints": "other traced circuits (the program or its tracing changed)",
 }
 
 
@@ -354,7 +354,8 @@ class Sketch:
         if diffs:
             raise SketchError(
                 f"sketch {str(self.path)!r} was made by another training program: "
-                f"{'; '.join(diffs)} (the program changed since); recompile the sketch"
+                f"{'; '.join(diffs)} (the program, or how circuitsketch traces it, changed since); "
+                "recompile the sketch"
             )
 
 
