@@ -53,8 +53,11 @@ class ChunkJob:
 def compute_chunk(job: ChunkJob) -> dict[str, Any]:
     """Series training along the job's directions (runs in a worker process).
 
-    Returns {"index", "phi" (B, K, P) complex128, "p0" (P,), "losses" (T,), "module"}.
+    Returns {"index", "phi" (B, K, P) complex128, "p0" (P,), "losses" (T,), "module"}
+    ("module": the hash of the generated code, so that workers running other code are
+    caught).
     """
+    from compiler import cache
     from compiler.compiled import params_of
 
     cp = compiled(job.spec, job.degree)  # built once per worker process
@@ -66,7 +69,7 @@ def compute_chunk(job: ChunkJob) -> dict[str, Any]:
         "phi": np.ascontiguousarray(phi),
         "p0": np.ascontiguousarray(p0),
         "losses": np.array(losses, np.float64),
-        "module": fingerprints(cp)["module"],
+        "module": cache.source_hash(cp.source),
     }
 
 
@@ -105,6 +108,8 @@ def precompute(
     input; KeyboardInterrupt leaves every finished chunk saved.
     """
     import time
+
+    from compiler import cache
 
     t0 = time.perf_counter()
     warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
@@ -162,6 +167,9 @@ def precompute(
             init={"sha256": data_sha},
         )
         info = {"program_file": spec.file, **(info or {})}
+    # information only, never checked: which compiler made the sketch (its numbers are
+    # decided by the configuration above, the traced circuits included)
+    info = {"compiler_key": cache.compiler_key(), **(info or {})}
     with SketchWriter(out, config, info=info, warn=warn) as w:
         w.ensure("directions.npy", psi)
         w.ensure("docs.npy", np.array(spec.docs, dtype=str))
@@ -179,7 +187,7 @@ def precompute(
             chunk_bounds(c, chunk_size, m)[1] - chunk_bounds(c, chunk_size, m)[0] for c in done
         )
         bar = _progress_bar(m, done_dirs, progress)
-        module = config["fingerprints"]["module"]
+        module = cache.source_hash(cp.source)
 
         def store(job: ChunkJob, result: dict[str, Any]) -> None:
             if result["module"] != module:

@@ -120,7 +120,8 @@ def sketch_spec(sketch: Sketch, full: bool = False) -> TrainingSpec | UserProgra
 
 
 def sketch_program(sketch: Sketch):
-    """The compiled degree-K program of a sketch, checked against the manifest's fingerprints."""
+    """The compiled degree-K program of a sketch, its traced circuits checked against the
+    manifest's fingerprints (not its generated code: see ``Sketch.check_compiled``)."""
     if is_user_sketch(sketch):
         spec: TrainingSpec | UserProgramSpec = sketch_spec(sketch)
     else:  # only the circuits matter here: no need for the init file

@@ -17,9 +17,13 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from circuitsketch.program import Program
+    from compiler.compiled import CompiledProgram
 
 __all__ = [
     "PROGRAM",
@@ -195,13 +199,28 @@ def compiled(spec: TrainingSpec | UserProgramSpec, degree: int):
         return cp
 
 
-def fingerprints(cp) -> dict[str, str]:
-    """Content hashes of the compiled circuits and of the generated module."""
-    from compiler import cache
+def fingerprints(program: Program | CompiledProgram) -> dict[str, str]:
+    """Canonical fingerprints of the traced circuits, ``{"step:KEY" | "output:KEY": hash}``.
 
-    out = {f"step:{k!r}": cp.steps_c[k].circuit.fingerprint() for k in cp.step_keys}
-    out.update({f"output:{k!r}": cp.outs_c[k].circuit.fingerprint() for k in cp.out_keys})
-    out["module"] = cache.source_hash(cp.source)
+    With a sketch's configuration they decide whether its numbers can be read:
+    the circuits as traced, before any compiler pass, so that a change to code
+    generation (or to the passes) leaves stored sketches readable.  `program`:
+    a Program or a CompiledProgram (its program is used).
+    """
+    from circuitsketch.program import Program
+
+    if not isinstance(program, Program):
+        program = program.program  # a CompiledProgram
+    out = {
+        f"step:{k!r}": program.step_circuits[k].fingerprint()
+        for k in sorted(program.step_circuits, key=repr)
+    }
+    out.update(
+        {
+            f"output:{k!r}": program.output_circuits[k].fingerprint()
+            for k in sorted(program.output_circuits, key=repr)
+        }
+    )
     return out
 
 

@@ -57,12 +57,16 @@ __all__ = [
     "atomic_save",
     "atomic_write_bytes",
     "atomic_write_json",
+    "circuit_differences",
     "load_verified",
     "npy_bytes",
 ]
 
 FORMAT = "circuitsketch-sketch"
-VERSION = 1
+VERSION = 2
+"""Sketch format version: bumped whenever the meaning of the stored numbers or of the
+manifest changes (2: ``fingerprints`` are those of the traced circuits, with no hash of
+the generated code).  A sketch of another version is refused, naming both versions."""
 MANIFEST = "manifest.json"
 LOCK = ".lock"
 CHUNK_DIR = "chunks"
@@ -82,7 +86,7 @@ _MISMATCH = {
     "directions": "other directions",
     "chunk_size": "another chunk size",
     "hyperparameters": "other hyper-parameters",
-    "fingerprints": "another compiled circuit (the program or the compiler changed)",
+    "fingerprints": "other traced circuits (the program or its tracing changed)",
 }
 
 
@@ -179,7 +183,33 @@ def describe_mismatch(stored: dict[str, Any], wanted: dict[str, Any]) -> list[st
         if a == b:
             continue
         what = _MISMATCH.get(key, f"another {key}")
-        out.append(f"{what} ({key}: sketch has {_short(a)}, asked for {_short(b)})")
+        if key == "fingerprints":
+            out.append(f"{what} ({key}: {'; '.join(circuit_differences(a, b))})")
+        else:
+            out.append(f"{what} ({key}: sketch has {_short(a)}, asked for {_short(b)})")
+    return out
+
+
+def circuit_differences(stored: Any, current: dict[str, str]) -> list[str]:
+    """Which circuits differ between a sketch's fingerprints and the program's.
+
+    Keys are ``"step:KEY"`` / ``"output:KEY"`` (``runtime.spec.fingerprints``; KEY is
+    a length bucket, or a user program's document signature); each difference is
+    named, e.g. "step circuit for bucket 8 differs".
+    """
+    if not isinstance(stored, dict):
+        return ["the sketch records no circuit fingerprints"]
+    out = []
+    for name in sorted(set(stored) | set(current)):
+        kind, _, key = str(name).partition(":")
+        where = f"bucket {key}" if key.isdigit() else f"documents {key}"
+        what = f"{kind} circuit for {where}" if key else f"circuit {name!r}"
+        if name not in current:
+            out.append(f"{what} is in the sketch, not in this program")
+        elif name not in stored:
+            out.append(f"{what} is in this program, not in the sketch")
+        elif stored[name] != current[name]:
+            out.append(f"{what} differs")
     return out
 
 
@@ -314,11 +344,18 @@ class Sketch:
             load_verified(self.path / name, entry, f"sketch {str(self.path)!r}: file {name}")
 
     def check_compiled(self, fps: dict[str, str]) -> None:
-        """Refuse to evaluate this sketch with a circuit other than the one that made it."""
-        if fps != self.config.get("fingerprints"):
+        """Refuse to evaluate this sketch with circuits other than the ones that made it.
+
+        `fps`: the program's traced-circuit fingerprints (``runtime.spec.fingerprints``).
+        The generated code is not compared: a compiler change that keeps the circuits
+        keeps the sketch readable.
+        """
+        diffs = circuit_differences(self.config.get("fingerprints"), fps)
+        if diffs:
             raise SketchError(
-                f"sketch {str(self.path)!r}: {MANIFEST} records another compiled circuit "
-                "(the program or the compiler changed since the sketch was made); recompile it"
+                f"sketch {str(self.path)!r} was made by another training program: "
+                f"{'; '.join(diffs)} (the program, or how circuitsketch traces it, changed since); "
+                "recompile the sketch"
             )
 
 
@@ -335,8 +372,8 @@ def read_manifest(p: Path) -> dict[str, Any]:
         raise SketchError(f"{label} is not a circuitsketch sketch manifest")
     if manifest.get("version") != VERSION:
         raise SketchError(
-            f"{label} has format version {manifest.get('version')!r}; this program reads "
-            f"version {VERSION}"
+            f"{label}: format version {manifest.get('version')!r}, this program reads "
+            f"{VERSION}: recompile the sketch with this version"
         )
     config, files = manifest.get("config"), manifest.get("files")
     required = ("degree", "num_directions", "num_docs", "steps", "seed", "chunk_size")

@@ -375,9 +375,9 @@ def test_manifest_fingerprint_mismatch_is_refused(tmp_path, sketch_w1):
     sk_dir = tmp_path / "sk"
     shutil.copytree(sketch_w1, sk_dir)
     m = json.loads((sk_dir / MANIFEST).read_text())
-    m["config"]["fingerprints"]["module"] = "0" * 20
+    m["config"]["fingerprints"]["step:8"] = "0" * 24
     (sk_dir / MANIFEST).write_text(json.dumps(m))
-    with pytest.raises(SketchError, match="another compiled circuit"):
+    with pytest.raises(SketchError, match="step circuit for bucket 8 differs"):
         coefficients(Sketch.open(sk_dir), ["noah"])
 
 

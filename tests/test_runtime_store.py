@@ -15,11 +15,13 @@ from runtime.directions import (
 )
 from runtime.store import (
     MANIFEST,
+    VERSION,
     Sketch,
     SketchError,
     SketchWriter,
     atomic_save,
     chunk_name,
+    circuit_differences,
     load_verified,
 )
 
@@ -106,7 +108,7 @@ CONFIG = {
     "docs_sha256": "aaa",
     "init": {"seed": 0},
     "directions": {"source": "seed", "seed": 0},
-    "fingerprints": {"module": "m1"},
+    "fingerprints": {"step:8": "s8", "step:16": "s16", "output:8": "o8"},
 }
 
 
@@ -158,7 +160,7 @@ def test_incomplete_sketch_is_refused_then_resumed(tmp_path):
         ("docs_sha256", "bbb", "another documents file"),
         ("init", {"sha256": "ccc"}, "another init"),
         ("degree", 3, "another degree"),
-        ("fingerprints", {"module": "m2"}, "another compiled circuit"),
+        ("fingerprints", {**CONFIG["fingerprints"], "step:8": "t8"}, "step circuit for bucket 8"),
     ],
 )
 def test_resume_with_another_configuration_is_refused(tmp_path, key, value, words):
@@ -217,3 +219,35 @@ def test_reader_names_a_corrupt_or_truncated_file(tmp_path):
     f.unlink()
     with pytest.raises(SketchError, match=r"file chunks/phi_00002.npy is missing"):
         Sketch.open(tmp_path / "sk")
+
+
+# ---------------------------------------------------------------- compatibility
+def test_another_format_version_is_refused_naming_both(tmp_path):
+    _write_sketch(tmp_path / "sk")
+    m = json.loads((tmp_path / "sk" / MANIFEST).read_text())
+    assert m["version"] == VERSION == 2
+    m["version"] = 1
+    (tmp_path / "sk" / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(SketchError, match=r"format version 1, this program reads 2") as e:
+        Sketch.open(tmp_path / "sk")
+    assert "\n" not in str(e.value)
+
+
+def test_another_circuit_is_refused_naming_it(tmp_path):
+    _write_sketch(tmp_path / "sk")
+    sk = Sketch.open(tmp_path / "sk")
+    fps = dict(CONFIG["fingerprints"])
+    sk.check_compiled(fps)  # the same circuits: no complaint
+    with pytest.raises(SketchError, match=r"step circuit for bucket 16 differs") as e:
+        sk.check_compiled({**fps, "step:16": "x"})
+    assert "\n" not in str(e.value) and "recompile" in str(e.value)
+    with pytest.raises(SketchError, match=r"output circuit for bucket 16 is in this program"):
+        sk.check_compiled({**fps, "output:16": "o16"})
+    assert circuit_differences(fps, fps) == []
+    assert circuit_differences({"step:8": "a"}, {"step:8": "a", "output:8": "b"}) == [
+        "output circuit for bucket 8 is in this program, not in the sketch"
+    ]
+    assert circuit_differences({"step:(('x', (3,), 'float'),)": "a"}, {}) == [
+        "step circuit for documents (('x', (3,), 'float'),) is in the sketch, not in this program"
+    ]
+    assert circuit_differences(None, fps) == ["the sketch records no circuit fingerprints"]
