@@ -9,29 +9,18 @@ with the order-0 run computed once per batch.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Hashable
-from dataclasses import dataclass
 
 import numpy as np
 
 from circuitsketch.ir import Circuit
 from circuitsketch.program import WEIGHT, Program
-from compiler import cache, kernels
+from compiler import kernels
 from compiler.diagnose import NonFiniteError, locate_nonfinite
-from compiler.emit import Interface, Tables, emit_function
 from compiler.layout import hi_block
-from compiler.passes import Activity, activity, simplify
+from compiler.pipeline import Build, Unit, run
 from compiler.series_fusion import MAX_DEGREE
-
-
-@dataclass
-class Compiled:
-    """One simplified circuit with its activity and interface."""
-
-    circuit: Circuit
-    act: Activity
-    iface: Interface
+from compiler.slots import Interface
 
 
 def _data_layout(c: Circuit, exclude: set[str]):
@@ -48,6 +37,76 @@ def _data_layout(c: Circuit, exclude: set[str]):
             ints[name] = (io, node.size)
             io += node.size
     return ints, floats
+
+
+def state_layout(program: Program) -> dict[str, tuple[int, int]]:
+    """name -> (offset, size) of each state entry in the flat state vector."""
+    layout, off = {}, 0
+    for n, v in program.init_state.items():
+        size = int(np.asarray(v).size)
+        layout[n] = (off, size)
+        off += size
+    return layout
+
+
+def _mode(degree: int) -> str:
+    if degree == 0:
+        return "real"
+    if degree <= MAX_DEGREE:
+        return f"series (degree {degree}, unrolled in the fused loops)"
+    return "series (any degree: K is a run-time argument)"
+
+
+def program_build(program: Program, degree: int) -> Build:
+    """The pipeline's units for a program at a degree: its step circuits (state and data
+    weight as series), then its output circuits (the state as series)."""
+    layout = state_layout(program)
+    names = set(layout)
+    units = []
+    for i, key in enumerate(sorted(program.step_circuits, key=repr)):
+        c = program.step_circuits[key]
+        ints, floats = _data_layout(c, names | {WEIGHT})
+        units.append(Unit(
+            f"step_{i}", c, Interface(layout, ints, floats, WEIGHT),
+            tuple(n for n in c.inputs if n in names or n == WEIGHT), True,
+            # real mode's compiled loop inlines the step; series mode runs the parts
+            "none" if degree else "inline",
+            f"step circuit for key {key!r}: fingerprint {c.fingerprint()}",
+        ))
+    for i, key in enumerate(sorted(program.output_circuits, key=repr)):
+        c = program.output_circuits[key]
+        ints, floats = _data_layout(c, names)
+        units.append(Unit(
+            f"output_{i}", c, Interface(layout, ints, floats, None),
+            tuple(n for n in c.inputs if n in names), False,
+            comment=f"output circuit for key {key!r}: fingerprint {c.fingerprint()}",
+        ))
+    return Build(units, degree, title=f"Generated for program {program.name!r}, "
+                 f"{_mode(degree)} mode.", footer=None if degree else _run_loop)
+
+
+def _run_loop(b: Build) -> str:
+    """The compiled training loop of real mode (a real step is too short for a Python
+    loop; series mode loops in Python, see ``CompiledProgram._train_series_pass``)."""
+    steps = [u.name for u in b.units if u.state_outputs]
+    args = "start, stop, keys, docs, II, FF, W0, sa, sb, ws, tab, cst, losses, res0, code, traj"
+    call = "sa, sb, ws, tab, cst, II[s], FF[s], W0[d], res0, code"
+    lines = [
+        "@njit(cache=True, nogil=True, error_model='numpy')",
+        f"def run({args}):",
+        "    for s in range(start, stop):",
+        "        if traj.shape[0] > 0:",
+        "            traj[s - start] = sa",
+        "        key = keys[s]",
+        "        d = docs[s]",
+        "        ok = False",
+    ]
+    for i, name in enumerate(steps):
+        lines.append(f"        {'if' if i == 0 else 'elif'} key == {i}:")
+        lines.append(f"            ok = {name}({call})")
+    lines += ["        losses[s] = res0[0]", "        if not ok:", "            return s"]
+    lines += ["        sa, sb = sb, sa", "    return -1", ""]
+    return "\n".join(lines)
 
 
 def pack(values: dict, layout: dict, size: int, dtype) -> np.ndarray:
@@ -76,136 +135,22 @@ class CompiledProgram:
     def __init__(self, program: Program, degree: int = 0):
         if degree < 0:
             raise ValueError(f"degree must be >= 0, got {degree}")
-        t0 = time.perf_counter()
         self.program = program
         self.degree = degree
         self.series = degree >= 1
-        names = list(program.init_state)
-        self.state_layout: dict[str, tuple[int, int]] = {}
-        off = 0
-        for n in names:
-            size = int(np.asarray(program.init_state[n]).size)
-            self.state_layout[n] = (off, size)
-            off += size
-        self.state_size = off
+        self.state_layout = state_layout(program)
+        self.state_size = sum(n for _, n in self.state_layout.values())
         self.step_keys: list[Hashable] = sorted(program.step_circuits, key=repr)
         self.out_keys: list[Hashable] = sorted(program.output_circuits, key=repr)
-        state_names = set(names)
-        self.steps_c: dict[Hashable, Compiled] = {}
-        for key in self.step_keys:
-            c = simplify(program.step_circuits[key])
-            ints, floats = _data_layout(c, state_names | {WEIGHT})
-            self.steps_c[key] = Compiled(
-                c,
-                activity(c, [n for n in c.inputs if n in state_names or n == WEIGHT]),
-                Interface(self.state_layout, ints, floats, WEIGHT),
-            )
-        self.outs_c: dict[Hashable, Compiled] = {}
-        for key in self.out_keys:
-            c = simplify(program.output_circuits[key])
-            ints, floats = _data_layout(c, state_names)
-            self.outs_c[key] = Compiled(
-                c,
-                activity(c, [n for n in c.inputs if n in state_names]),
-                Interface(self.state_layout, ints, floats, None),
-            )
-        self.source, self.tables = self._generate()
-        self.instr, self.tab, self.cst = self.tables.arrays()
-        self.t_generate = time.perf_counter() - t0
-        self.module = cache.load_module(self.source)
+        self.build = run(program_build(program, degree))
+        units = self.build.units
+        self.steps_c = dict(zip(self.step_keys, units[: len(self.step_keys)], strict=True))
+        self.outs_c = dict(zip(self.out_keys, units[len(self.step_keys) :], strict=True))
+        self.source, self.module = self.build.source, self.build.module
+        self.instr, self.tab, self.cst = self.build.tables.arrays()
         self._pack_schedule()
-        self.ws_size = max(getattr(self.module, f"{f}_WS") for f in self._function_names())
-        self.wh_size = max(getattr(self.module, f"{f}_WH") for f in self._function_names())
-        self.t_load = time.perf_counter() - t0 - self.t_generate
-        self._compiled_once = False
-
-    # ---------------------------------------------------------------- codegen
-    def _function_names(self) -> list[str]:
-        return [f"step_{i}" for i in range(len(self.step_keys))] + [
-            f"output_{i}" for i in range(len(self.out_keys))
-        ]
-
-    def _mode(self) -> str:
-        if not self.series:
-            return "real"
-        if self.degree <= MAX_DEGREE:
-            return f"series (degree {self.degree}, unrolled in the fused loops)"
-        return "series (any degree: K is a run-time argument)"
-
-    def _generate(self) -> tuple[str, Tables]:
-        tables = Tables()
-        parts = [
-            f'"""Generated for program {self.program.name!r}, {self._mode()} mode.',
-            "",
-            "Do not edit: regenerated from the circuits; named by a hash of this text.",
-            '"""',
-            "import math",
-            "",
-            "import numpy as np",
-            "from numba import njit",
-            "",
-            "from compiler import kernels as k",
-            "",
-        ]
-        for i, key in enumerate(self.step_keys):
-            cp = self.steps_c[key]
-            parts.append(f"# step circuit for key {key!r}: fingerprint {cp.circuit.fingerprint()}")
-            parts.append(
-                emit_function(
-                    f"step_{i}",
-                    cp.circuit,
-                    cp.act,
-                    cp.iface,
-                    tables,
-                    self.series,
-                    state_outputs=True,
-                    # real mode's compiled loop inlines the step; series mode runs the parts
-                    entry="none" if self.series else "inline",
-                    degree=self.degree,
-                )
-            )
-        for i, key in enumerate(self.out_keys):
-            cp = self.outs_c[key]
-            parts.append(
-                f"# output circuit for key {key!r}: fingerprint {cp.circuit.fingerprint()}"
-            )
-            parts.append(
-                emit_function(
-                    f"output_{i}",
-                    cp.circuit,
-                    cp.act,
-                    cp.iface,
-                    tables,
-                    self.series,
-                    state_outputs=False,
-                    degree=self.degree,
-                )
-            )
-        if not self.series:
-            parts.append(self._emit_run())
-        return "\n".join(parts), tables
-
-    def _emit_run(self) -> str:
-        """The compiled training loop of real mode (a real step is too short for a
-        Python loop; series mode loops in Python, see ``_train_series_pass``)."""
-        args = "start, stop, keys, docs, II, FF, W0, sa, sb, ws, tab, cst, losses, res0, code, traj"
-        call = "sa, sb, ws, tab, cst, II[s], FF[s], W0[d], res0, code"
-        lines = [
-            "@njit(cache=True, nogil=True, error_model='numpy')",
-            f"def run({args}):",
-            "    for s in range(start, stop):",
-            "        if traj.shape[0] > 0:",
-            "            traj[s - start] = sa",
-            "        key = keys[s]",
-            "        d = docs[s]",
-            "        ok = False",
-        ]
-        for i in range(len(self.step_keys)):
-            lines.append(f"        {'if' if i == 0 else 'elif'} key == {i}:")
-            lines.append(f"            ok = step_{i}({call})")
-        lines += ["        losses[s] = res0[0]", "        if not ok:", "            return s"]
-        lines += ["        sa, sb = sb, sa", "    return -1", ""]
-        return "\n".join(lines)
+        self.ws_size = max(u.lowered.ws_size for u in units)
+        self.wh_size = max(u.lowered.wh_size for u in units)
 
     def _pack_schedule(self) -> None:
         prog = self.program

@@ -13,11 +13,36 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from circuitsketch.ir import Circuit, IRError
-from compiler import cache
 from compiler.diagnose import NonFiniteError, locate_nonfinite
-from compiler.emit import Interface, Tables, emit_function
 from compiler.layout import hi_block
-from compiler.passes import activity, simplify
+from compiler.pipeline import Build, Unit, run
+from compiler.slots import Interface
+
+
+def circuit_build(
+    c: Circuit, degree: int = 0, series: Iterable[str] = (), optimize: bool = True,
+    fused: bool = True,
+) -> Build:
+    """The pipeline's one unit for a circuit: float inputs, then outputs, in one flat
+    state layout; int inputs in the int vector; the inputs in `series` carry series."""
+    if "loss" in c.outputs:
+        raise IRError("CompiledCircuit: rename the output 'loss' (reserved for step circuits)")
+    layout: dict[str, tuple[int, int]] = {}
+    ints: dict[str, tuple[int, int]] = {}
+    off = ioff = 0
+    for name, nid in c.inputs.items():
+        node = c.nodes[nid]
+        if node.dtype == "float":
+            layout[name] = (off, node.size)
+            off += node.size
+        else:
+            ints[name] = (ioff, node.size)
+            ioff += node.size
+    for name, nid in c.outputs.items():
+        layout[name] = (off, c.nodes[nid].size)
+        off += c.nodes[nid].size
+    unit = Unit("f", c, Interface(layout, ints, {}, None), tuple(series), True)
+    return Build([unit], degree, optimize, fused)
 
 
 class CompiledCircuit:
@@ -31,49 +56,16 @@ class CompiledCircuit:
         optimize: bool = True,
         fused: bool = True,
     ):
-        if "loss" in c.outputs:
-            raise IRError("CompiledCircuit: rename the output 'loss' (reserved for step circuits)")
-        self.circuit = simplify(c) if optimize else c
-        self.degree = degree
-        self.series_inputs = tuple(series)
-        cc = self.circuit
-        self.layout: dict[str, tuple[int, int]] = {}
-        off = 0
-        ints: dict[str, tuple[int, int]] = {}
-        ioff = 0
-        for name, nid in list(cc.inputs.items()):
-            node = cc.nodes[nid]
-            if node.dtype == "float":
-                self.layout[name] = (off, node.size)
-                off += node.size
-            else:
-                ints[name] = (ioff, node.size)
-                ioff += node.size
-        for name, nid in cc.outputs.items():
-            self.layout[name] = (off, cc.nodes[nid].size)
-            off += cc.nodes[nid].size
-        self.size, self.int_size = off, ioff
-        self.ints = ints
-        self.act = activity(cc, self.series_inputs)
-        tables = Tables()
-        src = emit_function(
-            "f",
-            cc,
-            self.act,
-            Interface(self.layout, ints, {}, None),
-            tables,
-            degree >= 1,
-            state_outputs=True,
-            fused=fused,
-            degree=degree,
-        )
-        header = (
-            "import math\n\nimport numpy as np\nfrom numba import njit\n\n"
-            "from compiler import kernels as k\n\n"
-        )
-        self.source = header + src
-        self.instr, self.tab, self.cst = tables.arrays()
-        self.module = cache.load_module(self.source)
+        self.build = run(circuit_build(c, degree, series, optimize, fused))
+        (unit,) = self.build.units
+        self.circuit, self.degree, self.series_inputs = unit.circuit, degree, unit.series_inputs
+        self.layout, self.ints = dict(unit.iface.state), dict(unit.iface.ints)
+        # an output named like an input takes over its name: sizes are where slots end
+        self.size = max((o + n for o, n in self.layout.values()), default=0)
+        self.int_size = max((o + n for o, n in self.ints.values()), default=0)
+        self.act = unit.act
+        self.source, self.module = self.build.source, self.build.module
+        self.instr, self.tab, self.cst = self.build.tables.arrays()
 
     def __call__(self, inputs: Mapping[str, np.ndarray], directions: int = 1):
         """Real mode: name -> array.  Series mode: inputs in `series` may be given

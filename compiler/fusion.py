@@ -396,12 +396,10 @@ def _balanced_sum(terms: list[str]) -> str:
     return terms[0]
 
 
-def define(name: str, call: FusedCall, deco: str) -> str:
-    """The module-level definition of a fused loop."""
-    text = "\n".join("    " + line for line in call.body.splitlines())
+def loop_args(call: FusedCall) -> str:
+    """The parameters of a fused loop's function."""
     hi = "".join(f", H{k}" for k in range(len(call.hi_offsets)))
-    args = f"{', '.join(call.arrays)}, code, r, tab" + (f", B{hi}" if hi else "")
-    return f"{deco}\ndef {name}({args}):\n{text}\n\n"
+    return f"{', '.join(call.arrays)}, code, r, tab" + (f", B{hi}" if hi else "")
 
 
 def describe(c: Circuit, g: Group) -> list[str]:

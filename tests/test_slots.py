@@ -1,4 +1,4 @@
-"""Workspace slot reuse (``emit.assign_slots``): no value is overwritten while it is live.
+"""Workspace slot reuse (``slots.assign_slots``): no value is overwritten while it is live.
 
 The check is independent of the allocator's own liveness analysis: it replays
 every microgpt step and output circuit (real and series slots) on a tagged
@@ -19,11 +19,12 @@ import pytest
 from circuitsketch.ir import Op
 from circuitsketch.models import microgpt as m
 from circuitsketch.program import WEIGHT
-from compiler import emit
+from compiler import slots
 from compiler.compiled import _data_layout
-from compiler.emit import Interface, Tables, assign_slots, is_alias, state_out_slots
 from compiler.fusion import NO_FUSION, fuse
 from compiler.passes import activity, simplify
+from compiler.slots import Interface, assign_slots, is_alias, state_out_slots
+from compiler.tables import Tables
 from tests.conftest import DOCS
 
 
@@ -125,11 +126,11 @@ def test_check_catches_a_slot_given_back_too_early(monkeypatch):
     """An allocator that frees every value one equation before its last reader is caught."""
     _name, c, iface, state_outputs = CIRCUITS[0]
     assert clobbered(c, iface, False, state_outputs)[0] == []
-    true_last_uses = emit.last_uses
+    true_last_uses = slots.last_uses
 
     def early(c_, out_slot, fusion=NO_FUSION):
         owner, last = true_last_uses(c_, out_slot, fusion)
         return owner, [max(i, v - 1) if v < len(c_.nodes) else v for i, v in enumerate(last)]
 
-    monkeypatch.setattr(emit, "last_uses", early)
+    monkeypatch.setattr(slots, "last_uses", early)
     assert clobbered(c, iface, False, state_outputs)[0], "freeing one equation early went unnoticed"

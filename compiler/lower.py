@@ -1,0 +1,237 @@
+"""Lowering: a circuit with its slots and fusion plan becomes a list of instructions.
+
+Each equation becomes one line of kernel calls: the order-0 kernel its
+registry entry names (``Code.kernel``; or a loop generated from its
+``Code.scalar``) and, for a series, the call of its series rule
+(``compiler/series_rules.py``), with its printed form as a comment above it.
+A fused group (``compiler/fusion.py``) is one line calling its generated loop.
+Offsets and sizes go to the instruction row of the line (``compiler/tables.py``),
+so the generated code is short and every library kernel is compiled once.
+Emission (``compiler/emit.py``) only prints what this module decides.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from circuitsketch.ir import Circuit, IRError, Node, Op, opdef
+from compiler import kernels
+from compiler.fusion import NO_FUSION, Fusion, describe, fused_call, loop_args
+from compiler.layout import BB, E0, E1, E2, E3, HA, HB, HC, HO, OUT, A, C, N
+from compiler.passes import Activity
+from compiler.series_rules import HARGS, series_rule
+from compiler.slots import Interface, Slots, assign_slots, is_alias, state_out_slots
+from compiler.tables import Tables
+
+DECO = "@njit(cache=True, nogil=True, error_model='numpy')"
+OPERAND_COLUMNS = ((A, HA), (BB, HB), (C, HC))  # operand q's order-0 and hi offsets
+EXTRA_COLUMNS = (E0, E1, E2, E3)
+
+
+@functools.cache
+def _trailing_args(kernel: str) -> tuple[str, ...]:
+    """The arguments a kernel takes after ``code, r`` (``tab``, ``cst``), by name."""
+    names = list(inspect.signature(getattr(kernels, kernel).py_func).parameters)
+    return tuple(names[names.index("r") + 1 :])
+
+
+def kernel_call(kernel: str, arrays: list[str], z: str) -> str:
+    """``k.<kernel>(operand arrays, result array, code, r, <tab/cst>)``."""
+    return f"k.{kernel}({', '.join([*arrays, z, 'code', 'r', *_trailing_args(kernel)])})"
+
+
+def elementwise_loop(node: Node) -> tuple[str, str]:
+    """(body, arguments) of the order-0 loop of an op computed from its scalar expression
+    (no library kernel): the same expression a fused loop of it evaluates."""
+    q = len(node.inputs)
+    expr = opdef(node.op).code.scalar_expr([f"x{j}[i]" for j in range(q)], node)
+    body = [f"n = code[r, {N}]"]
+    body += [f"x{j} = X{j}[code[r, {OPERAND_COLUMNS[j][0]}] :][:n]" for j in range(q)]
+    body += [f"z = Z[code[r, {OUT}] :][:n]", "for i in range(n):", f"    z[i] = {expr}"]
+    return "\n".join(body), ", ".join([*(f"X{j}" for j in range(q)), "Z", "code", "r"])
+
+
+def _row(c: Circuit, i: int, s: Slots, tables: Tables) -> dict[int, int]:
+    """The instruction-table row of equation i: operand q's offsets in OPERAND_COLUMNS[q],
+    then the op's own parameters (its registry ``Code.params``) in E0..E3."""
+    node = c.nodes[i]
+    ins = node.inputs
+    row = {OUT: s.r_off[i], HO: s.h_off[i], N: node.size}
+    for (col, hcol), j in zip(OPERAND_COLUMNS, ins, strict=False):
+        row[col], row[hcol] = s.r_off[j], s.h_off[j]
+    code = opdef(node.op).code
+    if (
+        len(ins) > 1
+        and not s.h_arr[ins[0]]
+        and code.series
+        and series_rule(code.series, node.op.value).first_series_in_ha
+    ):
+        row[HA] = s.h_off[ins[1]]  # h_copy / h_neg read their one series operand from HA
+    if code.params is not None:
+        params = code.params(node, [c.nodes[j].shape for j in ins])
+        for col, value in zip(EXTRA_COLUMNS, params, strict=False):
+            if isinstance(value, np.ndarray):
+                add = tables.add_float if value.dtype.kind == "f" else tables.add_int
+                value = add(value)
+            row[col] = int(value)
+    return row
+
+
+def _define(name: str, args: str, body: str) -> str:
+    text = "\n".join("    " + line for line in body.splitlines())
+    return f"{DECO}\ndef {name}({args}):\n{text}\n\n"
+
+
+@dataclass
+class Lowered:
+    """A circuit lowered to one line of calls per equation, for ``emit`` to print.
+
+    lines: per equation (or fused group, or output copy), its comment lines and the
+    line of calls (without the row increment), whose instruction rows are
+    ``first_row, first_row + 1, ...`` of the module's tables.  loops: definitions
+    of generated loops new to the module.  ws_size / wh_size: the workspaces (hi in
+    units of B*K).  unchecked_hi: the state outputs' (offset, size) whose higher
+    orders no fused loop checks (series step functions; the caller checks them).
+    """
+
+    name: str
+    series: bool
+    state_outputs: bool
+    lines: list[list[str]]
+    loops: list[str]
+    first_row: int
+    ws_size: int
+    wh_size: int
+    unchecked_hi: tuple[tuple[int, int], ...] = ()
+    slots: Slots | None = field(default=None, repr=False)
+
+
+def lower(
+    name: str,
+    c: Circuit,
+    act: Activity,
+    iface: Interface,
+    tables: Tables,
+    series: bool,
+    state_outputs: bool,
+    fusion: Fusion = NO_FUSION,
+) -> Lowered:
+    """Lower circuit c (its rows and constants go to `tables`).
+
+    State-named outputs are written to s_out/h_out (when state_outputs); the
+    output "loss" goes to res0[0] and resh (B*K).  A fused loop that writes state
+    higher orders checks them for infinities and NaNs, adding to res0[1].
+    """
+    out_slot = state_out_slots(c, iface) if state_outputs else {}
+    s = assign_slots(c, act, iface, tables, series, out_slot, fusion)
+    first_row = len(tables.rows)
+    checked_hi: set[int] = set()  # state outputs whose hi a fused loop checks (res0[1])
+    loops: list[str] = []  # definitions of generated loops new to this module
+    lines: list[list[str]] = []
+
+    def loop_name(prefix: str, body: str, define_loop) -> str:
+        fname = tables.loops.get(body)
+        if fname is None:
+            fname = tables.loops[body] = f"{prefix}_{len(tables.loops)}"
+            loops.append(define_loop(fname))
+        return fname
+
+    for i, node in c:
+        if i in fusion.absorbed:
+            continue
+        group = fusion.group_of.get(i)
+        if group is not None:
+            if i != group.end:
+                continue
+            call = fused_call(
+                c,
+                group,
+                fusion,
+                lambda j: (s.r_arr[j], s.r_off[j]),
+                lambda j: (s.h_arr[j], s.h_off[j]),
+                lambda j: s.h_arr[j] == "h_out" and j in out_slot,
+            )
+            fname = loop_name(
+                "fused", call.body, lambda f, call=call: _define(f, loop_args(call), call.body)
+            )
+            o = group.outputs[0]
+            row = {OUT: s.r_off[o], N: node.size, E0: tables.add_int(call.offsets)}
+            args = f"{', '.join(call.arrays)}, code, r, tab"
+            if call.hi_arrays:
+                row[E1] = tables.add_int(call.hi_offsets)
+                views = (
+                    f"k.hblock({a}, code, r, tab, {q}, B, K)" for q, a in enumerate(call.hi_arrays)
+                )
+                args += ", B, " + ", ".join(views)
+            tables.add_row(row)
+            checked_hi.update(call.checks)
+            result = "res0[1] += " if call.checks else ""
+            lines.append([*describe(c, group), f"{result}{fname}({args})"])
+            continue
+        has_hi = series and bool(s.h_arr[i])
+        x = [s.r_arr[j] for j in node.inputs]
+        h = [s.h_arr[j] for j in node.inputs]
+        if node.op is Op.INPUT and node.attrs[0] == iface.weight:
+            code = ["k.set_scalar(ws, code, r, w0)"]
+            if has_hi:
+                code.append("k.h_set_weight(wh, code, r, B, K, wpsi)")
+        elif node.op in (Op.INPUT, Op.CONST) or (is_alias(node.op) and i not in out_slot):
+            continue
+        else:
+            entry = opdef(node.op)
+            if entry.code.kernel is not None:
+                code = [kernel_call(entry.code.kernel, x, s.r_arr[i])]
+            elif entry.code.scalar is not None:
+                body, params = elementwise_loop(node)
+                fname = loop_name("loop", body, lambda f, a=params, b=body: _define(f, a, b))
+                code = [f"{fname}({', '.join([*x, s.r_arr[i], 'code', 'r'])})"]
+            else:
+                raise IRError(f"no code for op {node.op.value!r}")
+            if has_hi:
+                rule = series_rule(entry.code.series, node.op.value)
+                code.append(rule.call(x, h, s.r_arr[i], s.h_arr[i]))
+        tables.add_row(_row(c, i, s, tables))
+        lines.append([f"# {c.format_node(i)}", "; ".join(code)])
+
+    for oname, nid in c.outputs.items():
+        if oname == "loss":
+            dst_r, dst_off, dst_h = "res0", 0, "resh"
+        elif state_outputs and oname in iface.state:
+            if nid in out_slot:
+                continue
+            dst_r, dst_off, dst_h = "s_out", iface.state[oname][0], "h_out"
+        elif state_outputs:
+            raise IRError(f"output {oname!r} is neither state nor 'loss'")
+        else:
+            continue
+        code = [f"k.copy({s.r_arr[nid]}, {dst_r}, code, r)"]
+        if series:
+            code.append(
+                f"k.h_copy({s.h_arr[nid]}, {dst_h}, {HARGS})"
+                if s.h_arr[nid]
+                else f"k.h_zero({dst_h}, {HARGS})"
+            )
+        tables.add_row(
+            {
+                A: s.r_off[nid],
+                OUT: dst_off,
+                HA: s.h_off[nid],
+                HO: dst_off if s.h_arr[nid] or series else -1,
+                N: c.nodes[nid].size,
+            }
+        )
+        lines.append([f"# output {oname} = %{nid}", "; ".join(code)])
+    unchecked = ()
+    if series and state_outputs:
+        unchecked = tuple(
+            iface.state[oname]
+            for oname, nid in c.outputs.items()
+            if oname in iface.state and nid not in checked_hi
+        )
+    return Lowered(
+        name, series, state_outputs, lines, loops, first_row, s.ws_size, s.wh_size, unchecked, s
+    )
