@@ -15,9 +15,10 @@ import pytest
 
 import circuitsketch as cs
 from circuitsketch import inspect as insp
-from circuitsketch.cli import main, parse_inputs, parse_shape
 from circuitsketch.ir import Op
 from circuitsketch.models import microgpt
+from runtime.cli import main
+from runtime.cli.inspect import parse_inputs, parse_shape
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ROOT = Path(__file__).resolve().parents[1]
@@ -291,7 +292,7 @@ def test_python_dash_m():
 
 
 def test_inspect_generated_prints_kernel_calls(capsys):
-    from circuitsketch.cli import main
+    from runtime.cli import main
 
     assert main(["inspect", "--generated"]) == 0
     out = capsys.readouterr().out
