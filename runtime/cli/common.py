@@ -75,53 +75,39 @@ class user_errors:
 
 
 # ---------------------------------------------------------------- argument types
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
-def series_degree(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected an integer degree K >= 1, got {text!r}"
-        ) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"the degree K must be >= 1, got {value}")
-    return value
-
-
-def count_of(what: str) -> Callable[[str], int]:
-    """The argument type of a number of `what` (>= 1)."""
+def _int_at_least(low: int, not_int: str, too_small: str) -> Callable[[str], int]:
+    """An argument type for integers >= `low`; the messages get {text!r} or {value}."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected a number of {what} >= 1, got {text!r}"
-            ) from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"the number of {what} must be >= 1, got {value}")
+            raise argparse.ArgumentTypeError(not_int.format(text=text)) from None
+        if value < low:
+            raise argparse.ArgumentTypeError(too_small.format(value=value))
         return value
 
     return parse
+
+
+positive_int = _int_at_least(
+    1, "expected a positive integer, got {text!r}", "expected a positive integer, got {value}"
+)
+nonnegative_int = _int_at_least(
+    0, "expected an integer >= 0, got {text!r}", "expected an integer >= 0, got {value}"
+)
+series_degree = _int_at_least(
+    1, "expected an integer degree K >= 1, got {text!r}", "the degree K must be >= 1, got {value}"
+)
+
+
+def count_of(what: str) -> Callable[[str], int]:
+    """The argument type of a number of `what` (>= 1)."""
+    return _int_at_least(
+        1,
+        f"expected a number of {what} >= 1, got {{text!r}}",
+        f"the number of {what} must be >= 1, got {{value}}",
+    )
 
 
 def unit_float(text: str) -> float:

@@ -26,6 +26,7 @@ from runtime.store import Sketch
 __all__ = [
     "add_deletion",
     "add_json",
+    "add_sketch_and_tests",
     "add_sketch_program",
     "add_test_inputs",
     "add_training",
@@ -76,6 +77,13 @@ def training_options(args: argparse.Namespace, seed_only_inits: bool = False) ->
         seed=0 if args.seed is None else args.seed,
         seed_only_inits=seed_only_inits,
     )
+
+
+def add_sketch_and_tests(p: argparse.ArgumentParser, many: bool = True) -> None:
+    """SKETCH, its test inputs and --program: what `sketch_and_tests` reads."""
+    p.add_argument("sketch", metavar="SKETCH", help="sketch directory made by compile")
+    add_test_inputs(p, many)
+    add_sketch_program(p)
 
 
 def add_sketch_program(p: argparse.ArgumentParser) -> None:

@@ -24,8 +24,7 @@ from runtime.cli.common import (
 from runtime.cli.options import (
     add_deletion,
     add_json,
-    add_sketch_program,
-    add_test_inputs,
+    add_sketch_and_tests,
     deletion,
     sketch_and_tests,
 )
@@ -34,9 +33,7 @@ __all__ = ["COEFFICIENTS", "INFLUENCE", "QUERY", "STABILITY"]
 
 
 def configure_query(p: argparse.ArgumentParser) -> None:
-    p.add_argument("sketch", metavar="SKETCH", help="sketch directory made by compile")
-    add_test_inputs(p)
-    add_sketch_program(p)
+    add_sketch_and_tests(p)
     add_deletion(p)
     p.add_argument(
         "--degree",
@@ -124,9 +121,7 @@ QUERY = Command(
 
 # ---------------------------------------------------------------- coefficients
 def configure_coefficients(p: argparse.ArgumentParser) -> None:
-    p.add_argument("sketch", metavar="SKETCH", help="sketch directory made by compile")
-    add_test_inputs(p)
-    add_sketch_program(p)
+    add_sketch_and_tests(p)
     add_json(p)
 
 
@@ -168,9 +163,7 @@ COEFFICIENTS = Command(
 
 # ---------------------------------------------------------------- influence
 def configure_influence(p: argparse.ArgumentParser) -> None:
-    p.add_argument("sketch", metavar="SKETCH", help="sketch directory made by compile")
-    add_test_inputs(p, many=False)
-    add_sketch_program(p)
+    add_sketch_and_tests(p, many=False)
     p.add_argument(
         "--exact-first-order",
         action="store_true",
@@ -270,9 +263,7 @@ INFLUENCE = Command(
 
 # ---------------------------------------------------------------- stability
 def configure_stability(p: argparse.ArgumentParser) -> None:
-    p.add_argument("sketch", metavar="SKETCH", help="sketch directory made by compile")
-    add_test_inputs(p, many=False)
-    add_sketch_program(p)
+    add_sketch_and_tests(p, many=False)
     p.add_argument("--plot", metavar="FILE.png", help="draw the curves into a PNG picture")
     add_json(p)
 
