@@ -112,12 +112,15 @@ def test_another_run_has_another_key():
     assert MicrogptSource(docs[::-1], 20).key != base.key
 
 
-def test_a_model_configuration_slots_into_microgpt():
+def test_a_model_configuration_slots_into_microgpt(setting):
     docs = tuple(NAMES20)
     small = MicrogptSource(docs, 20, model_config={"n_embd": 8})
     assert small.key != MicrogptSource(docs, 20).key
     assert small.model_settings()["n_embd"] == 8
     assert MicrogptSource(docs, 20).model_settings()["n_embd"] == 16
+    ref = f"{setting['user']['source'].file}:build"
+    with pytest.raises(ValueError, match="--n-embd cannot be combined with --program"):
+        UserProgramSource.from_options(ref, TrainingOptions(model_config={"n_embd": 8}))
 
 
 @pytest.mark.parametrize("kind", KINDS)

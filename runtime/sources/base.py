@@ -119,7 +119,11 @@ class ProgramSource(abc.ABC):
     def for_training(
         cls, ref: str | None, options: TrainingOptions, request: TestRequest
     ) -> tuple[ProgramSource, list[TestInput]]:
-        """The source and its test inputs, each error reported in the source's natural order."""
+        """The source of a training run and its test inputs as read (checked later, by use).
+
+        The default builds the source first: a user program's test inputs
+        (a training document's arrays) need it.
+        """
         source = cls.from_options(ref, options)
         return source, source.test_inputs(request)
 
