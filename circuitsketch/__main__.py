@@ -1,5 +1,5 @@
-"""`python -m circuitsketch`: the same command line as the `circuitsketch` script."""
+"""`python -m circuitsketch`: a shim for the command line, which lives on top in runtime.cli."""
 
-from circuitsketch.cli import main
+from runtime.cli import main
 
 raise SystemExit(main())

@@ -2,7 +2,9 @@
 
 Each optimizer names its state buffers, traces its update, and supplies the
 per-step scalar inputs (learning rate, bias corrections) as plain numbers so
-that the step circuit is the same for every step.
+that the step circuit is the same for every step.  ``clip_norm`` clips all
+gradients together to that global 2-norm before the update
+(``circuitsketch.nn.clip_by_global_norm``, traced into the step).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class Adam:
     beta2: float = 0.99
     eps: float = 1e-3
     decay: bool = True
+    clip_norm: float | None = None  # clip the gradients to this global 2-norm first
 
     def buffers(self, name: str) -> tuple[str, ...]:
         return (f"adam_m.{name}", f"adam_v.{name}")
@@ -53,6 +56,7 @@ class SGD:
     lr: float = 0.1
     momentum: float = 0.9
     decay: bool = False
+    clip_norm: float | None = None  # clip the gradients to this global 2-norm first
 
     def buffers(self, name: str) -> tuple[str, ...]:
         return (f"sgd_velocity.{name}",) if self.momentum else ()

@@ -19,6 +19,7 @@ import numpy as np
 from circuitsketch import interpret
 from circuitsketch.grad import gradients
 from circuitsketch.ir import Circuit
+from circuitsketch.nn import clip_by_global_norm
 from circuitsketch.tracing import Input, Traced, input_value, lift
 
 WEIGHT = "w"
@@ -88,6 +89,9 @@ def build_step_circuit(
         weighted = loss * (1.0 - w)
     with c.scope("backward"):
         grads = gradients(weighted, list(params.values()))
+    if getattr(optimizer, "clip_norm", None) is not None:
+        with c.scope("clip"):
+            grads = clip_by_global_norm(grads, optimizer.clip_norm)
     with c.scope(type(optimizer).__name__.lower()):
         for (name, p), g in zip(params.items(), grads, strict=True):
             new_p, new_bufs = optimizer.update(p, g, bufs[name], hyper)

@@ -57,30 +57,40 @@ def _mode(degree: int) -> str:
     return "series (any degree: K is a run-time argument)"
 
 
-def program_build(program: Program, degree: int) -> Build:
+def program_build(
+    program: Program, degree: int, only: tuple[str, Hashable] | None = None
+) -> Build:
     """The pipeline's units for a program at a degree: its step circuits (state and data
-    weight as series), then its output circuits (the state as series)."""
+    weight as series), then its output circuits (the state as series).  only: one
+    circuit, ("step" | "output", key), built alone as function ``circuit`` (inspect)."""
     layout = state_layout(program)
     names = set(layout)
     units = []
     for i, key in enumerate(sorted(program.step_circuits, key=repr)):
+        if only is not None and only != ("step", key):
+            continue
         c = program.step_circuits[key]
         ints, floats = _data_layout(c, names | {WEIGHT})
         units.append(Unit(
-            f"step_{i}", c, Interface(layout, ints, floats, WEIGHT),
+            "circuit" if only else f"step_{i}", c, Interface(layout, ints, floats, WEIGHT),
             tuple(n for n in c.inputs if n in names or n == WEIGHT), True,
-            # real mode's compiled loop inlines the step; series mode runs the parts
-            "none" if degree else "inline",
+            # real mode's compiled loop inlines the step; series mode runs the parts (a
+            # circuit built alone gets an entry function of its own)
+            "njit" if only else "none" if degree else "inline",
             f"step circuit for key {key!r}: fingerprint {c.fingerprint()}",
         ))
     for i, key in enumerate(sorted(program.output_circuits, key=repr)):
+        if only is not None and only != ("output", key):
+            continue
         c = program.output_circuits[key]
         ints, floats = _data_layout(c, names)
         units.append(Unit(
-            f"output_{i}", c, Interface(layout, ints, floats, None),
+            "circuit" if only else f"output_{i}", c, Interface(layout, ints, floats, None),
             tuple(n for n in c.inputs if n in names), False,
             comment=f"output circuit for key {key!r}: fingerprint {c.fingerprint()}",
         ))
+    if only is not None:
+        return Build(units, degree)
     return Build(units, degree, title=f"Generated for program {program.name!r}, "
                  f"{_mode(degree)} mode.", footer=None if degree else _run_loop)
 

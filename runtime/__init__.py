@@ -2,9 +2,12 @@
 
 Modules (import them directly; this package imports nothing on its own):
 
-* ``spec``        TrainingSpec (documents, steps, init), UserProgramSpec
-                  (--program FILE.py:FN), test inputs, reading inputs, the
-                  per-process cache of CompiledPrograms, circuit fingerprints.
+* ``sources``     program sources: microgpt on a documents file, a user program
+                  (--program FILE.py:FN), behind one interface (build the
+                  program, its key and manifest record, documents, test inputs,
+                  reopening from a sketch).
+* ``spec``        the per-process cache of CompiledPrograms, circuit fingerprints,
+                  sha256 helpers.
 * ``directions``  reproducible complex Gaussian unit directions; --directions-file.
 * ``store``       the sketch directory: manifest.json + .npy arrays, atomic
                   writes, checksums, resume, refusal of corrupt/mismatched sketches.
@@ -19,4 +22,6 @@ Modules (import them directly; this package imports nothing on its own):
 * ``metagrad``    the exact first order g = dF/dw by reverse mode through
                   training; stored beside a sketch for the hybrid estimator.
 * ``demo``        the README's end-to-end run.
+* ``cli``         the ``circuitsketch`` command line, on top of everything else:
+                  one module per command group.
 """

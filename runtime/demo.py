@@ -46,7 +46,7 @@ def run(
     from runtime.precompute import precompute
     from runtime.query import deletion_weights, predict
     from runtime.retrain import retrain
-    from runtime.spec import TrainingSpec, check_test_docs, read_training_docs
+    from runtime.sources.microgpt import MicrogptSource, check_test_docs, read_training_docs
     from runtime.store import Sketch
 
     log = log or (lambda s: None)
@@ -73,7 +73,7 @@ def run(
         if not docs_file.is_file() or docs_file.read_text(encoding="utf-8") != text:
             docs_file.write_text(text, encoding="utf-8")
         docs, docs_sha = read_training_docs(docs_file)
-        spec = TrainingSpec(tuple(docs), len(docs), seed=seed)
+        source = MicrogptSource(tuple(docs), len(docs), seed=seed)
         w, sel, what = deletion_weights(docs, contains=letter)
 
         log(
@@ -84,7 +84,7 @@ def run(
         t0 = time.perf_counter()
         report = precompute(
             work / "sketch",
-            spec,
+            source,
             k,
             num_directions=m,
             seed=seed,
@@ -108,7 +108,7 @@ def run(
 
         log(f"[3/3] truth: retrain {n} steps without those names")
         t0 = time.perf_counter()
-        (truth,), _ = retrain(spec, w, [test])
+        (truth,), _ = retrain(source, w, [test])
         t_retrain = time.perf_counter() - t0
     finally:
         if temp:

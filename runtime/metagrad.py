@@ -17,7 +17,7 @@ written atomically, so each test input's g is computed once.  A stored g
 whose sidecar names another sketch (or whose bytes fail the checksum) is
 refused with a SketchError, never silently used or replaced; ``recompute``
 overwrites it.  Before storing anything, the training run rebuilt from the
-sketch's spec must reproduce the sketch's undeleted parameters.
+sketch's program source must reproduce the sketch's undeleted parameters.
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ def stored_metagradient(sketch, test) -> MetagradResult | None:
     SketchError when a stored one does not belong to this sketch and test
     input, or fails its checksum.
     """
-    from runtime.spec import as_test_input
+    from runtime.sources import as_test_input
     from runtime.store import SketchError, load_verified
 
     t = as_test_input(test)
@@ -220,7 +220,7 @@ def compute_metagradients(
     undeleted parameters): ValueError otherwise.
     """
     from compiler.compiled import params_of
-    from runtime.spec import as_test_input
+    from runtime.sources import as_test_input
 
     items = [as_test_input(t) for t in tests]
     t0 = time.perf_counter()
@@ -264,7 +264,8 @@ def sketch_metagradients(
     (else None) and written to ``SKETCH/metagrad``.  `recompute` ignores and
     overwrites what is stored.
     """
-    from runtime.query import check_tests, sketch_spec
+    from runtime.query import check_tests
+    from runtime.sources import sketch_source
     from runtime.spec import build_program
     from runtime.store import atomic_save, atomic_write_json
 
@@ -276,8 +277,8 @@ def sketch_metagradients(
     todo = [t for k, t in items.items() if out[k] is None]
     if not todo or not compute:
         return out
-    spec = sketch_spec(sketch, full=True)
-    program = build_program(spec)
+    source = sketch_source(sketch, full=True)
+    program = build_program(source)
     for r in compute_metagradients(program, todo, reference_params=sketch.params0()):
         npy, side = _paths(sketch, r.key)
         try:
@@ -288,7 +289,7 @@ def sketch_metagradients(
                 "doc": r.key,
                 "label": r.label,
                 "sketch": sketch.sketch_id,
-                "spec": spec.key,
+                "spec": source.key,
                 "seconds": r.seconds,
                 "train_seconds": r.train_seconds,
                 "setup_seconds": r.setup_seconds,

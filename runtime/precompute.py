@@ -22,16 +22,8 @@ import numpy as np
 
 from runtime import parallel
 from runtime.directions import gaussian_directions, load_directions_file
-from runtime.spec import (
-    PROGRAM,
-    USER_PROGRAM,
-    TrainingSpec,
-    UserProgramSpec,
-    compiled,
-    fingerprints,
-    hyperparameters,
-    sha256_file,
-)
+from runtime.sources import ProgramSource
+from runtime.spec import compiled, fingerprints, sha256_file
 from runtime.store import Sketch, SketchWriter, chunk_bounds, num_chunks
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "ChunkJob", "CompileReport", "compute_chunk", "precompute"]
@@ -43,7 +35,7 @@ DEFAULT_CHUNK_SIZE = 8
 class ChunkJob:
     """One unit of work: chunk `index` = directions [start, start + len(rows))."""
 
-    spec: TrainingSpec | UserProgramSpec
+    spec: ProgramSource
     degree: int
     index: int
     start: int
@@ -84,7 +76,7 @@ class CompileReport:
 
 def precompute(
     out: str | Path,
-    spec: TrainingSpec | UserProgramSpec,
+    spec: ProgramSource,
     degree: int,
     num_directions: int | None = None,
     seed: int = 0,
@@ -140,41 +132,25 @@ def precompute(
 
     cp = compiled(spec, degree)  # generated code only; Numba compiles on first use
     config = {
-        "program": PROGRAM,
-        "hyperparameters": hyperparameters(cp.program),
+        # the source's own record: program, hyper-parameters, documents and init
+        **spec.manifest_config(cp.program, docs_sha256, init_sha256),
         "degree": int(degree),
         "num_directions": int(m),
         "num_docs": int(n),
         "steps": int(spec.steps),
         "seed": int(seed),
         "chunk_size": int(chunk_size),
-        "docs_sha256": docs_sha256 or _docs_sha(spec),
-        "init": {"seed": spec.seed}
-        if spec.init is None
-        else {"sha256": init_sha256 or _init_sha(spec)},
         "directions": dir_config,
         "fingerprints": fingerprints(cp),
     }
-    if isinstance(spec, UserProgramSpec):
-        # a user's program: its file (by content) and function; its documents and initial
-        # state by the hash of every array the program holds
-        data_sha = spec.data_sha256()
-        config.update(
-            program=USER_PROGRAM,
-            program_sha256=spec.sha256,
-            function=spec.function,
-            docs_sha256=data_sha,
-            init={"sha256": data_sha},
-        )
-        info = {"program_file": spec.file, **(info or {})}
     # information only, never checked: which compiler made the sketch (its numbers are
     # decided by the configuration above, the traced circuits included)
-    info = {"compiler_key": cache.compiler_key(), **(info or {})}
+    info = {"compiler_key": cache.compiler_key(), **spec.manifest_info(), **(info or {})}
     with SketchWriter(out, config, info=info, warn=warn) as w:
         w.ensure("directions.npy", psi)
         w.ensure("docs.npy", np.array(spec.docs, dtype=str))
-        if isinstance(spec, TrainingSpec) and spec.init is not None:
-            w.ensure("init.npy", spec.init)  # lets `metagrad SKETCH` rebuild the training run
+        for name, arr in spec.stored_arrays().items():
+            w.ensure(name, arr)
         done = w.done_chunks()
         total = num_chunks(m, chunk_size)
         jobs = []
@@ -213,19 +189,6 @@ def precompute(
         seconds=time.perf_counter() - t0,
         directions_computed=sum(j.rows.shape[0] for j in jobs),
     )
-
-
-def _docs_sha(spec: TrainingSpec) -> str:
-    from runtime.spec import sha256_bytes
-
-    return sha256_bytes(("\n".join(spec.docs) + "\n").encode())
-
-
-def _init_sha(spec: TrainingSpec) -> str:
-    from runtime.spec import sha256_bytes
-
-    assert spec.init is not None
-    return sha256_bytes(spec.init.tobytes())
 
 
 def _progress_bar(total: int, initial: int, progress: bool | None):

@@ -10,11 +10,10 @@ reads only the cache and the directions.
 ``deletion_weights`` turns --delete-indices / --delete-file / --delete-contains
 and --weight into the weight vector w in [0, 1]^N of the spec.
 
-Test inputs are microgpt texts (plain strings) or, for a user program's sketch
-(``compile --program FILE.py:FN``), ``runtime.spec.TestInput`` values holding
-a dict of arrays; results are keyed by the input's ``key`` (a text's key is
-the text itself).  ``sketch_spec`` rebuilds the training run a sketch was made
-from (loading a user program's file, refused if its content changed).
+Test inputs are whatever the sketch's program source takes (``runtime.sources``):
+microgpt texts (plain strings) or, for a user program's sketch, TestInputs
+holding a dict of arrays; the source checks them.  Results are keyed by the
+input's ``key`` (a text's key is the text itself).
 """
 
 from __future__ import annotations
@@ -23,24 +22,12 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from runtime import estimate as est
-from runtime.spec import (
-    USER_PROGRAM,
-    TestInput,
-    TrainingSpec,
-    UserProgramSpec,
-    as_test_input,
-    check_test_docs,
-    compiled,
-    fingerprints,
-    load_init,
-    sha256_bytes,
-    sha256_file,
-)
+from runtime.sources import TestInput, sketch_source
+from runtime.spec import compiled, fingerprints, sha256_bytes
 from runtime.store import (
     Sketch,
     SketchError,
@@ -55,136 +42,27 @@ __all__ = [
     "check_tests",
     "coefficients",
     "deletion_weights",
-    "is_user_sketch",
     "parse_indices",
     "predict",
     "sketch_program",
-    "sketch_spec",
 ]
 
 CACHE_DIR = "cache"
 OUTPUT_BATCH = 64  # directions evaluated per call of the output circuit (bounds memory)
 
 
-def is_user_sketch(sketch: Sketch) -> bool:
-    return sketch.config.get("program") == USER_PROGRAM
-
-
-def sketch_spec(sketch: Sketch, full: bool = False) -> TrainingSpec | UserProgramSpec:
-    """The training run a sketch was made from.
-
-    A user program is loaded from ``sketch.program_file`` (set from --program)
-    or the file recorded at compile time; a changed file, another function or
-    a program that now builds other data is refused.  For microgpt, `full`
-    asks for the exact initial parameters (needed to retrain, e.g. for the
-    metagradient); without it only the circuits matter (coefficients).
-    """
-    cfg = sketch.config
-    where = f"sketch {str(sketch.path)!r}"
-    if is_user_sketch(sketch):
-        path = sketch.program_file or sketch.manifest.get("info", {}).get("program_file")
-        if not path:
-            raise SketchError(f"{where} records no program file: give it with --program FILE:FN")
-        if sketch.program_file is None and not Path(path).is_file():
-            raise SketchError(
-                f"{where}: its program file {path!r} does not exist any more: give its new "
-                "place with --program FILE.py:FN"
-            )
-        cached = getattr(sketch, "_user_spec", None)
-        if cached is not None and cached[0] == path:
-            return cached[1]  # loaded and checked once per opened sketch
-        spec = UserProgramSpec.load(path, cfg["function"], expect_sha256=cfg["program_sha256"])
-        if spec.data_sha256() != cfg["docs_sha256"]:
-            raise SketchError(
-                f"{where}: program {spec.ref} now builds other documents or initial parameters "
-                "than when the sketch was made (is its data generated without a fixed seed?)"
-            )
-        if spec.num_docs != sketch.num_docs or spec.steps != sketch.steps:
-            raise SketchError(f"{where}: program {spec.ref} builds another training run")
-        sketch._user_spec = (path, spec)
-        return spec
-    docs, init = tuple(sketch.docs()), cfg.get("init", {})
-    if "seed" in init:
-        return TrainingSpec(docs, sketch.steps, seed=int(init["seed"]))
-    if "init.npy" in sketch.manifest["files"]:
-        return TrainingSpec(docs, sketch.steps, init=sketch.load("init.npy"))
-    init_file = sketch.manifest.get("info", {}).get("init_file")
-    if init_file and Path(init_file).is_file() and sha256_file(init_file) == init.get("sha256"):
-        return TrainingSpec(docs, sketch.steps, init=load_init(init_file)[0])
-    if full:
-        raise SketchError(
-            f"{where} was compiled with an --init file that is no longer at "
-            f"{init_file!r} (or has changed): cannot rebuild its training run"
-        )
-    return TrainingSpec(docs, sketch.steps, seed=sketch.seed)  # the same circuits
-
-
 def sketch_program(sketch: Sketch):
     """The compiled degree-K program of a sketch, its traced circuits checked against the
-    manifest's fingerprints (not its generated code: see ``Sketch.check_compiled``)."""
-    if is_user_sketch(sketch):
-        spec: TrainingSpec | UserProgramSpec = sketch_spec(sketch)
-    else:  # only the circuits matter here: no need for the init file
-        spec = TrainingSpec(tuple(sketch.docs()), sketch.steps, seed=sketch.seed)
-    cp = compiled(spec, sketch.degree)
+    manifest's fingerprints (not its generated code: see ``Sketch.check_compiled``).
+    Only the circuits matter here, so the source need not read an init file."""
+    cp = compiled(sketch_source(sketch), sketch.degree)
     sketch.check_compiled(fingerprints(cp))
     return cp
 
 
 def check_tests(sketch: Sketch, tests: Sequence[str | TestInput]) -> list[TestInput]:
-    """The test inputs as TestInputs, checked against the sketch's program (ValueError)."""
-    if not tests:
-        raise ValueError(
-            "give a test input with --test-npz FILE.npz or --test-index I"
-            if is_user_sketch(sketch)
-            else "give at least one test document with --doc"
-        )
-    items = [as_test_input(t) for t in tests]
-    if not is_user_sketch(sketch):
-        if any(not isinstance(t.value, str) for t in items):
-            raise ValueError(
-                "this sketch's program is microgpt: its test inputs are texts (--doc), "
-                "not arrays"
-            )
-        check_test_docs([t.value for t in items])
-        return items
-    if any(not isinstance(t.value, dict) for t in items):
-        raise ValueError(
-            "this sketch's program is a user program: give its test inputs with "
-            "--test-npz FILE.npz or --test-index I (--doc takes microgpt text)"
-        )
-    program = sketch_spec(sketch).program()
-    for t in items:
-        check_arrays(program, t)
-    return items
-
-
-def _describe_signature(key: Any) -> str | None:
-    """'label () int, x (4,) float' for a training_program signature key, else None."""
-    try:
-        return ", ".join(f"{n} {tuple(shape)} {dtype}" for n, shape, dtype in key)
-    except (TypeError, ValueError):
-        return None
-
-
-def check_arrays(program, t: TestInput) -> None:
-    """ValueError (naming the input) unless `program` can evaluate test input `t`."""
-    try:
-        program.encode_test(t.value)
-    except Exception as e:  # the program's own check: names, shapes and dtypes
-        from circuitsketch.program import doc_signature
-
-        want = [_describe_signature(k) for k in sorted(program.output_circuits, key=repr)]
-        try:
-            got = _describe_signature(doc_signature(t.value))
-        except Exception:
-            got = None
-        if got is None or any(w is None for w in want):
-            raise ValueError(f"test input {t.label}: {e}") from None
-        raise ValueError(
-            f"test input {t.label} has arrays {got}, which match no training document's "
-            f"names, shapes and dtypes ({' | '.join(want)})"
-        ) from None
+    """The test inputs as TestInputs, checked by the sketch's program source (ValueError)."""
+    return sketch_source(sketch).check_tests(tests)
 
 
 def _cache_paths(sketch: Sketch, doc: str) -> tuple[Path, Path]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from circuitsketch.cli import main
+from runtime.cli import main
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:

@@ -184,7 +184,7 @@ TEST = {"x": np.array([0.5, -1.0, 2.0]), "t": np.array(1.0)}
 def user_sketch(tmp_path_factory) -> Path:
     """A degree-1 sketch of a 4-document linear regression (2 directions)."""
     from runtime.precompute import precompute
-    from runtime.spec import UserProgramSpec
+    from runtime.sources import UserProgramSource as UserProgramSpec
 
     d = tmp_path_factory.mktemp("user")
     (d / "prog.py").write_text(PROGRAM)
@@ -195,20 +195,25 @@ def user_sketch(tmp_path_factory) -> Path:
 
 def test_a_code_generation_change_keeps_sketches_readable(user_sketch, monkeypatch):
     """Other generated code for the same circuits: the sketch is read, with the same bits."""
+    import dataclasses
+
     import runtime.spec
-    from compiler.compiled import CompiledProgram
+    from compiler import pipeline
     from runtime.query import coefficients, sketch_program
     from runtime.store import Sketch
 
     before = coefficients(Sketch.open(user_sketch), [TEST], use_cache=False)
     source = sketch_program(Sketch.open(user_sketch)).source
-    generate = CompiledProgram._generate
+    i = pipeline.PASS_NAMES.index("emit")
+    emit = pipeline.PASSES[i]
 
-    def other_codegen(self):
-        src, tables = generate(self)
-        return src + "\n# code generation changed\n", tables
+    def other_codegen(b):
+        emit.run(b)
+        b.source += "\n# code generation changed\n"
 
-    monkeypatch.setattr(CompiledProgram, "_generate", other_codegen)
+    passes = list(pipeline.PASSES)
+    passes[i] = dataclasses.replace(emit, run=other_codegen)
+    monkeypatch.setattr(pipeline, "PASSES", passes)
     monkeypatch.setattr(runtime.spec, "_COMPILED", {})  # rebuild the compiled program
     sk = Sketch.open(user_sketch)
     cp = sketch_program(sk)
@@ -220,7 +225,8 @@ def test_a_code_generation_change_keeps_sketches_readable(user_sketch, monkeypat
 
 
 def test_a_changed_circuit_is_refused_naming_it(user_sketch, tmp_path):
-    from runtime.spec import UserProgramSpec, fingerprints
+    from runtime.sources import UserProgramSource as UserProgramSpec
+    from runtime.spec import fingerprints
     from runtime.store import Sketch, SketchError
 
     sk = Sketch.open(user_sketch)

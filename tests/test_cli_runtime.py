@@ -1,6 +1,6 @@
 """The runtime's CLI: compile, query, coefficients, retrain, influence, stability, verify, demo.
 
-Commands run in-process through ``circuitsketch.cli.main`` (fast); one case
+Commands run in-process through ``runtime.cli.main`` (fast); one case
 goes through a real subprocess to check the console entry point end to end.
 """
 
@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from circuitsketch.cli import main
 from runtime import estimate as est
+from runtime.cli import main
 from runtime.query import coefficients
 from runtime.retrain import retrain
-from runtime.spec import TrainingSpec
+from runtime.sources import MicrogptSource as TrainingSpec
 from runtime.store import Sketch, chunk_name
 from tests.cli_helpers import run, run_json
 from tests.conftest import NAMES20

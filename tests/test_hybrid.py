@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from circuitsketch.cli import main
 from runtime import estimate as est
+from runtime.cli import main
 from runtime.metagrad import METAGRAD_DIR, Metagradient
 from runtime.precompute import precompute
 from runtime.query import coefficients
 from runtime.retrain import retrain
-from runtime.spec import TrainingSpec, build_program
+from runtime.sources import MicrogptSource as TrainingSpec
+from runtime.spec import build_program
 from runtime.store import Sketch
 from tests import conftest as ct
 from tests.cli_helpers import one_line_error, run, run_json

@@ -15,9 +15,10 @@ import pytest
 
 import circuitsketch as cs
 from circuitsketch import inspect as insp
-from circuitsketch.cli import main, parse_inputs, parse_shape
 from circuitsketch.ir import Op
 from circuitsketch.models import microgpt
+from runtime.cli import main
+from runtime.cli.inspect import parse_inputs, parse_shape
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ROOT = Path(__file__).resolve().parents[1]
@@ -291,7 +292,7 @@ def test_python_dash_m():
 
 
 def test_inspect_generated_prints_kernel_calls(capsys):
-    from circuitsketch.cli import main
+    from runtime.cli import main
 
     assert main(["inspect", "--generated"]) == 0
     out = capsys.readouterr().out
@@ -299,3 +300,40 @@ def test_inspect_generated_prints_kernel_calls(capsys):
     assert main(["inspect", "--generated", "--degree", "0"]) == 0
     real = capsys.readouterr().out
     assert "k.matmul(" in real and "k.h_" not in real
+
+
+# what each compiler pass made of microgpt's step circuit: a line only that pass's product has
+AFTER = {
+    "trace": "output loss = %",
+    "grad": "output adam_m.wte = %",
+    "simplify": "output adam_m.wte = %",
+    "fuse": "fused loops (0 with higher orders)",
+    "series-fuse": "+hi] %",
+    "lower": "k.h_set_weight(wh, code, r, B, K, wpsi)",
+    "emit": "def circuit_part0(",
+    "compile": "module cs_",
+}
+
+
+@pytest.mark.parametrize("after", list(AFTER))
+def test_inspect_after_each_pass(capsys, after):
+    from compiler.pipeline import PASS_NAMES
+
+    assert tuple(AFTER) == PASS_NAMES
+    assert main(["inspect", "--after", after, "--degree", "3"]) == 0
+    out = capsys.readouterr().out
+    assert AFTER[after] in out, out[-500:]
+    if after == "trace":  # the forward pass only: no optimizer state is written
+        assert "output adam" not in out
+
+
+def test_inspect_after_simplify_is_smaller_and_lists_passes(capsys):
+    main(["inspect", "--after", "grad"])
+    grad = capsys.readouterr().out.count("\n")
+    main(["inspect", "--after", "simplify"])
+    assert capsys.readouterr().out.count("\n") < grad
+    assert main(["inspect", "--list-passes"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    from compiler.pipeline import PASS_NAMES
+
+    assert tuple(listed) == PASS_NAMES

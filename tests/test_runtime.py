@@ -23,7 +23,8 @@ from runtime.directions import gaussian_direction, gaussian_directions
 from runtime.precompute import precompute
 from runtime.query import coefficients, deletion_weights, predict
 from runtime.retrain import retrain
-from runtime.spec import TrainingSpec, sha256_file
+from runtime.sources import MicrogptSource as TrainingSpec
+from runtime.spec import sha256_file
 from runtime.store import MANIFEST, Sketch, SketchError, chunk_name
 from tests import conftest as ct
 from tests.conftest import NAMES20

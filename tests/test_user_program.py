@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from circuitsketch.cli import main
+from runtime.cli import main
 from runtime.spec import sha256_file
 from runtime.store import Sketch
 from tests.cli_helpers import one_line_error, run_json
@@ -168,7 +168,7 @@ def test_query_matches_retraining_within_its_error_bars(capsys, sketch, files, i
 
 
 def test_test_npz_is_the_same_input_as_test_index(capsys, sketch, files):
-    from runtime.spec import UserProgramSpec
+    from runtime.sources import UserProgramSource as UserProgramSpec
 
     arrays = UserProgramSpec.load(files["program"], "build").training_doc(2)
     npz = files["dir"] / "point2.npz"

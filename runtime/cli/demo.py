@@ -1,0 +1,75 @@
+"""The ``demo`` command: the README's main job end to end (``runtime.demo``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from runtime.cli.common import (
+    Command,
+    count_of,
+    nonnegative_int,
+    positive_int,
+    print_json,
+    series_degree,
+    user_errors,
+    warn,
+)
+from runtime.cli.options import add_json
+
+__all__ = ["DEMO"]
+
+
+def configure_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="keep the documents and the sketch in DIR (default: a temporary directory)",
+    )
+    p.add_argument(
+        "--num-docs",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="training names (default 250)",
+    )
+    p.add_argument("--directions", type=count_of("directions"), default=None, metavar="M")
+    p.add_argument("--degree", type=series_degree, default=None, metavar="K")
+    p.add_argument("--letter", default=None, help="delete the names containing this letter")
+    p.add_argument("--test", default=None, metavar="NAME", help="test name whose loss is predicted")
+    p.add_argument("--workers", type=positive_int, default=None, metavar="W")
+    p.add_argument("--seed", type=nonnegative_int, default=0, metavar="S")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    add_json(p)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    with user_errors():
+        from runtime import demo
+
+        result = demo.run(
+            out=args.out,
+            num_docs=args.num_docs,
+            directions=args.directions,
+            degree=args.degree,
+            letter=args.letter,
+            test=args.test,
+            workers=args.workers,
+            seed=args.seed,
+            progress=args.progress,
+            log=None if args.json else (lambda s: print(s, file=sys.stderr)),
+            warn=warn,
+        )
+    if args.json:
+        print_json(result)
+    else:
+        print(demo.format_result(result))
+    return 0
+
+
+DEMO = Command(
+    "demo",
+    "End to end: sketch a few hundred names, predict a deletion, retrain, compare.",
+    configure_demo,
+    run_demo,
+)

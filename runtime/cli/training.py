@@ -1,0 +1,206 @@
+"""Commands that train: ``retrain`` (exact ground truth) and ``metagrad`` (dF/dw).
+
+Both take a training run (microgpt's --docs or a user's --program, read by
+its program source) and test inputs; ``metagrad`` can instead take a SKETCH
+and store its results beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from runtime.cli.common import (
+    CLIError,
+    Command,
+    nonnegative_int,
+    one_or_list,
+    print_json,
+    user_errors,
+    warn,
+    write,
+)
+from runtime.cli.options import (
+    add_deletion,
+    add_json,
+    add_test_inputs,
+    add_training,
+    deletion,
+    requested_tests,
+    sketch_and_tests,
+    training_options,
+)
+from runtime.sources import source_class
+from runtime.spec import build_program
+
+__all__ = ["METAGRAD", "RETRAIN"]
+
+
+def configure_retrain(p: argparse.ArgumentParser) -> None:
+    add_training(p)
+    add_deletion(p)
+    add_test_inputs(p)
+    add_json(p)
+
+
+def run_retrain(args: argparse.Namespace) -> int:
+    import time
+
+    with user_errors():
+        from runtime.retrain import retrain
+
+        source, tests = source_class(args.program).for_training(
+            args.program, training_options(args, seed_only_inits=True), requested_tests(args)
+        )
+        w, sel, what = deletion(args, source, list(source.docs))
+        t0 = time.perf_counter()
+        losses, _ = retrain(source, w, tests)
+        seconds = time.perf_counter() - t0
+    results = [
+        {
+            "doc": t.label,
+            "loss": v,
+            "n_deleted": len(sel),
+            "weight": args.weight,
+            "steps": source.steps,
+        }
+        for t, v in zip(tests, losses, strict=True)
+    ]
+    if args.json:
+        print_json(one_or_list(results))
+        return 0
+    print(
+        f"retrained {source.steps} steps on {source.num_docs} docs without {len(sel)} {what} "
+        f"(weight {args.weight:g}) in {seconds:.1f} s"
+    )
+    for r in results:
+        print(f"  {r['doc']!r}: test loss {r['loss']:.6f}")
+    return 0
+
+
+RETRAIN = Command(
+    "retrain",
+    "Exact ground truth: compiled real training without (or down-weighting) some documents.",
+    configure_retrain,
+    run_retrain,
+)
+
+
+# ---------------------------------------------------------------- metagrad
+def configure_metagrad(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "sketch",
+        nargs="?",
+        metavar="SKETCH",
+        help="a sketch directory: use its training run, and store g beside it "
+        "(SKETCH/metagrad; computed once per test input, then read back); with a user "
+        "program's sketch, --program FILE.py:FN says where its file is now",
+    )
+    add_training(p)
+    p.set_defaults(seed=None)
+    add_test_inputs(p)
+    p.add_argument(
+        "--out", metavar="FILE.npy", help="write g: (N,) for one test input, (Q, N) for several"
+    )
+    p.add_argument(
+        "--top",
+        type=nonnegative_int,
+        default=10,
+        metavar="N",
+        help="show the N documents with the largest |g_i| (0: all; default 10)",
+    )
+    p.add_argument(
+        "--recompute",
+        action="store_true",
+        help="with SKETCH: compute again and overwrite what is stored",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print JSON on stdout, with the full vector g"
+    )
+
+
+def run_metagrad(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    with user_errors():
+        from runtime.metagrad import compute_metagradients, sketch_metagradients
+
+        if args.sketch is not None:
+            clash = [
+                f"--{k}" for k in ("docs", "init", "steps", "seed") if getattr(args, k) is not None
+            ]
+            if clash:
+                raise CLIError(
+                    f"{', '.join(clash)} cannot be combined with SKETCH: the metagradient is "
+                    "taken for the sketch's own training run"
+                )
+            sk, _, tests = sketch_and_tests(args)
+            stored = sketch_metagradients(sk, tests, recompute=args.recompute, warn=warn)
+            results = [stored[t.key] for t in tests]
+            docs = sk.docs()
+        else:
+            if args.recompute:
+                raise CLIError("--recompute applies to a SKETCH's stored metagradients")
+            source, tests = source_class(args.program).for_training(
+                args.program, training_options(args), requested_tests(args)
+            )
+            tests = source.check_tests(tests)
+            results = compute_metagradients(build_program(source), tests)
+            docs = list(source.docs)
+    if args.out:
+        arr = np.stack([r.g for r in results]) if len(results) > 1 else results[0].g
+
+        def save() -> None:
+            with open(args.out, "wb") as f:
+                np.save(f, arr, allow_pickle=False)
+
+        write("metagradient", args.out, save)
+    out = []
+    for r in results:
+        order = np.argsort(-np.abs(r.g), kind="stable")
+        if args.top:
+            order = order[: args.top]
+        out.append(
+            {
+                "doc": r.label,
+                "num_docs": len(docs),
+                "computed": r.computed,
+                "seconds": r.seconds,
+                "train_seconds": r.train_seconds,
+                "setup_seconds": r.setup_seconds,
+                "cost_training_runs": r.cost,
+                "stored": r.path,
+                "top": [{"index": int(i), "doc": docs[i], "g": float(r.g[i])} for i in order],
+                "metagradient": [float(v) for v in r.g],
+            }
+        )
+    if args.json:
+        print_json(one_or_list(out))
+        return 0
+    for r, o in zip(results, out, strict=True):
+        print(f"test document {r.label!r}: metagradient dF/dw over {len(docs)} training documents")
+        cost = f" = {r.cost:.1f} training runs" if r.cost is not None else ""
+        run = f"one training run {r.train_seconds:.3g} s" if r.train_seconds else ""
+        setup = (
+            f"; once: forward pass with trajectory, reverse program {r.setup_seconds:.2f} s"
+            if r.setup_seconds is not None
+            else ""
+        )
+        if r.computed:
+            print(f"  computed in {r.seconds:.3g} s{cost} ({run}{setup})")
+        else:
+            print(f"  read from {r.path} (computed earlier in {r.seconds:.3g} s{cost})")
+        if r.computed and r.path:
+            print(f"  stored in {r.path}")
+        print("  g_i ~ change of the test loss when document i is deleted, to first order")
+        print(f"  {'index':>6}  {'document':<16} {'g_i':>14}")
+        for row in o["top"]:
+            print(f"  {row['index']:>6}  {row['doc']:<16} {row['g']:>+14.6e}")
+    return 0
+
+
+METAGRAD = Command(
+    "metagrad",
+    "Exact first-order effects dF/dw of every training document (reverse mode through training).",
+    configure_metagrad,
+    run_metagrad,
+)
