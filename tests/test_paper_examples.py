@@ -18,8 +18,9 @@ test (no series arithmetic, no estimator, no metagradient):
   r: interpolate at s = 0, 1, -1, 2 and evaluate at s = i).  Against the
   oracle's and the compiled series these are within ~1e-15, 1e-12, 1e-10, 5e-9,
   1e-8, 2e-7 for r = 0..5, hence ``COEF_TOL``.  The metagradient is c_1 along e_i;
-* the estimator, its standard error and median of means written out here from
-  runtime/estimate.py's documented formulas and applied to those references.
+* the estimator, its standard error and median of means written out from
+  runtime/estimate.py's documented formulas (tests/estimator_reference.py) and
+  applied to those references.
   ``PRED_TOL`` covers what the reference coefficients' errors move a prediction
   (binom(22, 3) |u|^3 times c_3's error dominates; ~1.5e-9 observed).
 
@@ -49,6 +50,7 @@ from examples import (
 )
 from runtime.directions import gaussian_directions
 from tests.conftest import assert_rel
+from tests.estimator_reference import estimate as ref_estimate
 from tests.oracle import microgpt as OM
 
 TEST_DOC = paper_common.TEST_DOC
@@ -172,28 +174,6 @@ def assert_coeffs(got, want, what: str) -> None:
 def assert_close(got, want, tol: float, what: str) -> None:
     err = float(np.max(np.abs(np.asarray(got, np.float64) - np.asarray(want, np.float64))))
     assert err <= tol, f"{what}: off by {err:.3e} > {tol:.0e}"
-
-
-def ref_estimate(coeffs, psi, weights, k: int, exact1=None) -> dict:
-    """The estimator of runtime/estimate.py's docstring, written out: u = conj(psi) w,
-    T_r = Re(c_r u^r) binom(N+r-1, r), prediction = c_0 (+ <g, w>) + mean of the
-    sampled T_r; stderr = std(ddof=1)/sqrt(M); median of means over max(1, min(9, M//4))
-    contiguous groups."""
-    m, n = psi.shape
-    w = np.atleast_2d(weights)
-    u = np.conj(psi) @ w.T  # (M, Q)
-    t = np.array(
-        [np.real(coeffs[:, r, None] * u**r) * math.comb(n + r - 1, r) for r in range(1, k + 1)]
-    ).reshape(k, m, w.shape[0])
-    c0 = coeffs[0, 0].real
-    sampled = t.sum(axis=0) if exact1 is None else t[1:].sum(axis=0)
-    shift = 0.0 if exact1 is None else exact1
-    groups = np.array_split(np.arange(m), max(1, min(9, m // 4)))
-    return {
-        "prediction": c0 + shift + sampled.mean(axis=0),
-        "stderr": sampled.std(axis=0, ddof=1) / math.sqrt(m),
-        "median_of_means": c0 + shift + np.median([sampled[i].mean(axis=0) for i in groups], 0),
-    }
 
 
 # ================================================================ setting and helpers
