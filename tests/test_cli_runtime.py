@@ -7,6 +7,7 @@ goes through a real subprocess to check the console entry point end to end.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -15,12 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime import estimate as est
+from circuitsketch.models import microgpt
+from compiler.compiled import CompiledProgram
 from runtime.cli import main
+from runtime.directions import gaussian_directions
 from runtime.query import coefficients
 from runtime.retrain import retrain
 from runtime.sources import MicrogptSource as TrainingSpec
 from runtime.store import Sketch, chunk_name
+from tests import estimator_reference as ref
 from tests.cli_helpers import run, run_json
 from tests.conftest import NAMES20
 
@@ -103,8 +107,9 @@ def test_query_json(capsys, sketch):
     sk = Sketch.open(sketch)
     w = np.zeros(20)
     w[[7, 8, 11, 18, 19]] = 1
-    e = est.estimate(coefficients(sk, ["zoe"])["zoe"], sk.directions(), w)
-    assert r["prediction"] == e.prediction[0] and r["stderr"]["total"] == e.stderr[0]
+    e = ref.estimate(coefficients(sk, ["zoe"])["zoe"], sk.directions(), w, 3)
+    assert r["prediction"] == pytest.approx(e["prediction"][0], rel=1e-13)
+    assert r["stderr"]["total"] == pytest.approx(e["stderr"][0], rel=1e-12)
     both = run_json(
         capsys, "query", sketch, "--doc", "zoe", "--doc", "max", "--delete-indices", "1,3-4"
     )
@@ -116,6 +121,11 @@ def test_query_json(capsys, sketch):
         capsys, "query", sketch, "--doc", "zoe", "--delete-indices", "2", "--degree", "1"
     )
     assert len(low["terms"]) == 1 and half["weight"] == 0.5
+    coefs, psi, e2 = coefficients(sk, ["zoe"])["zoe"], sk.directions(), np.eye(20)[2]
+    for got, w, k in ((half, 0.5 * e2, 3), (low, e2, 1)):
+        want = ref.estimate(coefs, psi, w, k)
+        assert got["prediction"] == pytest.approx(want["prediction"][0], rel=1e-13)
+        assert got["stderr"]["total"] == pytest.approx(want["stderr"][0], rel=1e-12)
 
 
 def test_query_text_and_unreliable_warning(capsys, sketch):
@@ -185,7 +195,12 @@ def test_stability(capsys, sketch, tmp_path):
     r = run_json(capsys, "stability", sketch, "--doc", "emma", "--plot", png)
     assert r["degrees"] == [0, 1, 2, 3] and len(r["per_direction"]) == 8
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert r["mean"][0] == pytest.approx(np.log2(r["per_direction"][0][0] * 0 + 2 ** r["mean"][0]))
+    # the definition, log2(sqrt(binom(N+r-1, r)) |c_r|), on the sketch's coefficients
+    c = coefficients(Sketch.open(sketch), ["emma"])["emma"]
+    binom = np.array([math.comb(20 + r - 1, r) for r in range(4)])
+    want = np.log2(np.sqrt(binom) * np.abs(c))
+    np.testing.assert_allclose(r["per_direction"], want, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(r["mean"], want.mean(axis=0), rtol=1e-13, atol=1e-13)
     rc, out, _ = run(capsys, "stability", sketch, "--doc", "emma")
     assert rc == 0 and "mean" in out
 
@@ -362,10 +377,23 @@ def test_small_demo(capsys, tmp_path):
         "--out",
         tmp_path / "demo",
     )
-    assert r["n_deleted"] == 3 and r["directions"] == 4  # evelyn, emily, avery
-    for key in ("c0", "prediction", "stderr", "retrained", "error"):
-        assert np.isfinite(r[key])
-    assert (tmp_path / "demo" / "sketch" / "manifest.json").is_file()
+    names = microgpt.read_docs(microgpt.corpus_path())[:20]
+    w = np.array([float("y" in d) for d in names])
+    assert r["deleted"] == [d for d in names if "y" in d] == ["evelyn", "emily", "avery"]
+    assert r["n_deleted"] == 3 and r["directions"] == 4
+    # the undeleted and the retrained loss: plain compiled training of the first 20 names
+    cp = CompiledProgram(microgpt.build(names, steps=20, seed=0), 0)
+    for key, weights in (("c0", np.zeros(20)), ("retrained", w)):
+        state, _ = cp.train(weights)
+        assert r[key] == pytest.approx(cp.output(state, "zoe"), rel=1e-13, abs=0), key
+    # the prediction: the documented estimator on the stored sketch of seed 0
+    sk = Sketch.open(tmp_path / "demo" / "sketch")
+    np.testing.assert_array_equal(sk.directions(), gaussian_directions(0, 0, 4, 20))
+    want = ref.estimate(coefficients(sk, ["zoe"])["zoe"], sk.directions(), w, 3)
+    assert r["prediction"] == pytest.approx(want["prediction"][0], rel=1e-13)
+    assert r["stderr"] == pytest.approx(want["stderr"][0], rel=1e-12)
+    assert r["error"] == r["prediction"] - r["retrained"]
+    assert r["true_change"] == r["retrained"] - r["c0"]
     rc, out, _ = run(
         capsys, "demo", "--num-docs", "20", "--directions", "4", "--letter", "y", "--test",
         "zoe", "--workers", "1", "--out", tmp_path / "demo",

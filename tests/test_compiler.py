@@ -24,7 +24,7 @@ import pytest
 
 import circuitsketch as cs
 from circuitsketch import program as P
-from circuitsketch.interpret import evaluate, evaluate_series
+from circuitsketch.interpret import evaluate
 from circuitsketch.ir import Op
 from circuitsketch.optim import SGD
 from circuitsketch.program import Program, Step, build_output_circuit, build_step_circuit
@@ -44,6 +44,7 @@ from tests.conftest import (
     directions,
     rel_err,
 )
+from tests.interpreter_check import check_real, check_series, series_inputs
 
 # ================================================================ every op vs the interpreter
 K_OP, B_OP = 3, 2
@@ -166,16 +167,28 @@ def test_op_cases_cover_every_op():
     assert covered == set(Op), f"no compiled-op case uses {set(Op) - covered}"
 
 
+def check_op_real(case: OpCase, compiled=None) -> None:
+    """The real op check: `compiled` (default: the case compiled at degree 0) against
+    ``evaluate`` at REAL_TOL, on the case's inputs drawn with seed 0."""
+    c = case.trace()
+    compiled = compiled or CompiledCircuit(c, 0)
+    check_real(c, compiled, case.values(np.random.default_rng(0)), case.name)
+
+
+def check_op_series(case: OpCase, series: tuple[str, ...], K: int = K_OP, compiled=None) -> None:
+    """The series op check: `compiled` (default: the case compiled at degree K with
+    `series` as series inputs) against ``evaluate_series`` at SERIES_TOL, B_OP
+    directions, on inputs drawn with seed 1."""
+    c = case.trace()
+    rng = np.random.default_rng(1)
+    inputs = series_inputs(case.values(rng), series, K, B_OP, rng)
+    compiled = compiled or CompiledCircuit(c, K, series)
+    check_series(c, compiled, inputs, series, K, B_OP, f"{case.name} {series}")
+
+
 @pytest.mark.parametrize("case", OP_CASES, ids=lambda c: c.name)
 def test_op_compiled_real_matches_interpreter(case):
-    c = case.trace()
-    x = case.values(np.random.default_rng(0))
-    got = CompiledCircuit(c, 0)(x)
-    want = evaluate(c, x)
-    assert set(got) == set(want)
-    for name in want:
-        assert got[name].shape == want[name].shape, name
-        assert_rel(got[name], want[name], 1e-13, f"{case.name}: output {name} (1e-13)")
+    check_op_real(case)
 
 
 @pytest.mark.parametrize(
@@ -294,9 +307,7 @@ def test_fused_loops_give_the_same_bits(series):
     for name in want:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
     if not series:
-        ref = evaluate(c, x)
-        for name in ref:
-            assert_rel(got[name], ref[name], 1e-13, f"fused {name} vs interpreter (1e-13)")
+        check_real(c, fused, x, "fused")
 
 
 def _every_series_rule(p, g, m, v, lr, bias1, bias2):
@@ -331,9 +342,7 @@ def test_series_fused_loops_give_the_same_bits(K):
     got, want = fused(x, 3), apart(x, 3)
     for name in want:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
-    ref = evaluate_series(c, {**x, "g": x["g"][1]}, K)
-    for name in ref:
-        assert_rel(got[name][1], ref[name], 1e-11, f"fused {name} vs interpreter (1e-11)")
+    check_series(c, fused, x, ("g",), K, 3, f"fused, K = {K}", tol=1e-11)
 
 
 def test_only_long_series_chains_fuse():
@@ -401,27 +410,8 @@ def test_series_fusion_edge_cases_from_review():
 
 
 @pytest.mark.parametrize(("case", "series"), SERIES_PARAMS)
-def test_op_compiled_series_matches_interpreter(case, series, K_OP=K_OP):
-    c = case.trace()
-    rng = np.random.default_rng(1)
-    base = case.values(rng)
-    inputs = dict(base)
-    for name in series:
-        v = np.zeros((B_OP, K_OP + 1, *base[name].shape), np.complex128)
-        v[:, 0] = base[name]  # order 0 is real and shared by all directions
-        hi_shape = (B_OP, K_OP, *base[name].shape)
-        v[:, 1:] = rng.normal(size=hi_shape) + 1j * rng.normal(size=hi_shape)
-        inputs[name] = v
-    got = CompiledCircuit(c, K_OP, series)(inputs, B_OP)
-    for b in range(B_OP):
-        per_b = {k: (v[b] if k in series else v) for k, v in inputs.items()}
-        want = evaluate_series(c, per_b, K_OP)
-        assert set(got) == set(want)
-        for name, ref in want.items():
-            assert got[name].shape == (B_OP, *ref.shape), name
-            assert_rel(
-                got[name][b], ref, 1e-12, f"{case.name} {series}: {name}, direction {b} (1e-12)"
-            )
+def test_op_compiled_series_matches_interpreter(case, series):
+    check_op_series(case, series)
 
 
 # A higher degree and larger operands than the cases above (more than 64 elements per
@@ -449,24 +439,26 @@ HIGH_CASES = [
     ],
 )
 def test_high_degree_kernels_match_interpreter(case, series):
-    test_op_compiled_series_matches_interpreter(case, series, K_OP=HIGH_DEGREE)
+    check_op_series(case, series, K=HIGH_DEGREE)
 
 
-def test_op_check_catches_a_wrong_kernel(monkeypatch):
-    """The per-op comparison is sharp: a wrong series rule in the reference is detected."""
+def test_op_check_catches_a_wrong_reference_rule(monkeypatch):
+    """The series op check also fails when the interpreter's own rule is wrong (exp's
+    series 1e-7 off): compiled code and reference are compared, neither is trusted.
+    That the check catches wrong compiled code is test_checks_are_sharp.py's job."""
     import dataclasses
 
     from circuitsketch import series_math
     from circuitsketch.ir import OPS
 
     case = next(c for c in OP_CASES if c.name == "exp")
-    test_op_compiled_series_matches_interpreter(case, ("x",))
+    check_op_series(case, ("x",))
     wrong = dataclasses.replace(
         OPS[Op.EXP], series=lambda x, n, k: series_math.exp(x[0] * 1.0000001)
     )
     monkeypatch.setitem(OPS, Op.EXP, wrong)
     with pytest.raises(AssertionError, match="relative error"):
-        test_op_compiled_series_matches_interpreter(case, ("x",))
+        check_op_series(case, ("x",))
 
 
 # ================================================================ microgpt, degree 0

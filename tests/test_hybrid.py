@@ -28,6 +28,7 @@ from runtime.sources import MicrogptSource as TrainingSpec
 from runtime.spec import build_program
 from runtime.store import Sketch
 from tests import conftest as ct
+from tests import estimator_reference as ref
 from tests.cli_helpers import one_line_error, run, run_json
 
 K, M = 3, 16
@@ -94,7 +95,7 @@ def test_hybrid_prediction_is_exact_first_order_plus_sketched_higher_orders(caps
     coefs = coefficients(sk, [TEST])[TEST]
     psi, w = sk.directions(), weights(idx)
     u = np.conj(psi) @ w
-    t = est.term_samples(coefs, u, len(ct.DOCS), K)  # (K, M)
+    t = ref.terms(coefs, u, len(ct.DOCS), K)  # (K, M), the documented T_r
     c0 = float(np.mean(coefs[:, 0].real))
     first = float(g[TEST] @ w)
     assert r["estimator"] == "hybrid"
@@ -190,7 +191,7 @@ def test_influence_with_exact_first_order(capsys, sketch, g):
     assert effects == sorted(effects, reverse=True)
     sk = Sketch.open(sketch)
     coefs = coefficients(sk, [TEST])[TEST]
-    t = est.term_samples(coefs, np.conj(sk.directions()), len(ct.DOCS), K)  # (K, M, N)
+    t = ref.terms(coefs, np.conj(sk.directions()), len(ct.DOCS), K)  # (K, M, N)
     for row in r["influence"]:
         i = row["index"]
         assert row["first_order_exact"] == pytest.approx(g[TEST][i], rel=1e-12)
