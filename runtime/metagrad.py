@@ -203,9 +203,17 @@ def compute_metagradients(
     undeleted parameters): ValueError otherwise.
     """
     from compiler.compiled import params_of
+    from runtime import resources
     from runtime.sources import as_test_input
 
     items = [as_test_input(t) for t in tests]
+    size = int(sum(np.size(v) for v in program.init_state.values()))
+    resources.require(
+        resources.metagrad_memory(program.num_steps, size),
+        f"the metagradient (the training trajectory: --steps {program.num_steps} states x "
+        f"{size} values x 8 bytes, twice)",
+        "use fewer --steps",
+    )
     t0 = time.perf_counter()
     mg = Metagradient(program)
     # load (or JIT-compile) the reverse run's compiled loop with one step, so that the

@@ -24,6 +24,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -74,9 +75,24 @@ def run_tasks(
         _run_pool(fn, tasks, on_result, min(workers, len(tasks)))
 
 
+# When this process is killed outright (SIGKILL, out of memory), the pool's queues never
+# release their semaphores; multiprocessing's resource tracker, which outlives it, then
+# cleans them up and warns about "leaked semaphore objects" on the terminal.  The clean-up
+# is right and the warning is noise: the tracker (started with this process's -W options)
+# is told to keep quiet about it.
+QUIET_TRACKER = "ignore:resource_tracker:UserWarning"
+
+
+def _quiet_resource_tracker() -> None:
+    if QUIET_TRACKER not in sys.warnoptions:
+        sys.warnoptions.append(QUIET_TRACKER)
+
+
 def _run_pool(fn, tasks, on_result, workers: int) -> None:
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
+
+    _quiet_resource_tracker()
 
     ex = ProcessPoolExecutor(
         max_workers=workers,

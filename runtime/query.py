@@ -36,6 +36,7 @@ __all__ = [
     "check_tests",
     "coefficient_cache",
     "coefficients",
+    "counted",
     "deletion_weights",
     "parse_indices",
     "predict",
@@ -78,6 +79,7 @@ def coefficients(
     """
     warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
     tests = {t.key: t for t in check_tests(sketch, docs)}
+    check_memory(sketch, len(tests))
     out: dict[str, np.ndarray] = {}
     cache = coefficient_cache(sketch, warn)
     shape = (sketch.num_directions, sketch.degree + 1)
@@ -115,6 +117,22 @@ def coefficients(
         if use_cache:
             cache.put(d, res[d])
     return out
+
+
+def check_memory(sketch: Sketch, tests: int) -> None:
+    """ResourceError before reading anything if querying `tests` inputs cannot fit."""
+    from runtime import resources
+
+    files = sketch.manifest["files"]
+    chunk_bytes = max((files[chunk_name(c)]["bytes"] for c in sketch.done_chunks()), default=0)
+    p = int(np.prod(files["params0.npy"]["shape"])) if "params0.npy" in files else 0
+    m, n, k = sketch.num_directions, sketch.num_docs, sketch.degree
+    resources.require(
+        resources.query_memory(m, n, k, chunk_bytes, p, tests, OUTPUT_BATCH),
+        f"a query of sketch {str(sketch.path)!r} (M = {m} directions x N = {n} documents, "
+        f"K = {k}, {tests} test input(s))",
+        "query fewer test inputs at once, or on a machine with more memory",
+    )
 
 
 # ---------------------------------------------------------------- deletion sets
@@ -175,12 +193,12 @@ def deletion_weights(
         raise ValueError(f"--weight must be in [0, 1] (1 = delete), got {weight}")
     if indices is not None:
         sel = parse_indices(indices, n)
-        what = f"documents {indices}"
+        what = f"documents at {'index' if len(sel) == 1 else 'indices'} {indices}"
     elif file is not None:
-        from circuitsketch.models.microgpt import read_docs
+        from runtime.sources.documents import read_documents
 
         p = Path(file)
-        lines = read_docs(p, "--delete-file")
+        lines = read_documents(p, "--delete-file", blank_ok=True)
         if all(ln.replace("-", "").isdigit() for ln in lines):
             sel = parse_indices(",".join(lines), n, f"--delete-file {str(p)!r}")
         elif not text_docs:
@@ -213,6 +231,13 @@ def deletion_weights(
     w = np.zeros(n)
     w[sel] = weight
     return w, sel, what
+
+
+def counted(n: int, what: str) -> str:
+    """'1 document at index 3', '5 documents containing ...': `what` as deletion_weights
+    describes it ("documents ...") with its count."""
+    rest = what.removeprefix("documents")
+    return f"{n} document{'' if n == 1 else 's'}{rest}"
 
 
 def predict(

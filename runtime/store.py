@@ -281,8 +281,10 @@ class Sketch:
             entry = self._entry(name)
             path = self.path / name
             stamp = stamp_of(path)
-            if not force and stamp is not None and (
-                self._verified.get(name) == stamp or self.stamps.valid(name, entry["sha256"])
+            if (
+                not force
+                and stamp is not None
+                and (self._verified.get(name) == stamp or self.stamps.valid(name, entry["sha256"]))
             ):
                 self._verified[name] = stamp
                 continue
@@ -373,8 +375,7 @@ def read_manifest(p: Path) -> dict[str, Any]:
     ):
         raise SketchError(f"{label} has a missing or malformed configuration")
     if not isinstance(files, dict) or any(
-        not isinstance(e, dict)
-        or any(not isinstance(e.get(k), t) for k, t in _ENTRY_TYPES.items())
+        not isinstance(e, dict) or any(not isinstance(e.get(k), t) for k, t in _ENTRY_TYPES.items())
         for e in files.values()
     ):
         raise SketchError(f"{label} has a malformed file table")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +127,15 @@ class SketchWriter:
             self.stamps.flush()
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
+
+    @contextlib.contextmanager
+    def discarding(self) -> Iterator[None]:
+        """On an exception in the block, ``discard`` (then re-raise)."""
+        try:
+            yield
+        except BaseException:
+            self.discard()
+            raise
 
     def discard(self) -> bool:
         """Remove a sketch this writer started and that holds no finished chunk yet.

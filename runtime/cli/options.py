@@ -43,7 +43,17 @@ def add_json(p: argparse.ArgumentParser) -> None:
 
 def add_training(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training run (microgpt with --docs, or a user program)")
-    g.add_argument("--docs", metavar="FILE", help="microgpt's training documents, one per line")
+    g.add_argument(
+        "--docs",
+        metavar="FILE",
+        help="microgpt's training documents, one per line (document i is line i + 1)",
+    )
+    g.add_argument(
+        "--skip-blank-lines",
+        action="store_true",
+        help="skip blank lines in --docs with a warning (default: a blank line is an error, "
+        "since indices would no longer follow line numbers)",
+    )
     g.add_argument(
         "--program",
         metavar="FILE.py:FN",
@@ -76,6 +86,7 @@ def training_options(args: argparse.Namespace, seed_only_inits: bool = False) ->
         steps=args.steps,
         seed=0 if args.seed is None else args.seed,
         seed_only_inits=seed_only_inits,
+        skip_blank_lines=getattr(args, "skip_blank_lines", False),
     )
 
 

@@ -62,7 +62,7 @@ def configure_query(p: argparse.ArgumentParser) -> None:
 def run_query(args: argparse.Namespace) -> int:
     with user_errors():
         from runtime.metagrad import sketch_metagradients
-        from runtime.query import predict
+        from runtime.query import counted, predict
 
         sk, source, tests = sketch_and_tests(args)
         w, sel, what = deletion(args, source, sk.docs())
@@ -85,7 +85,7 @@ def run_query(args: argparse.Namespace) -> int:
             r["warning"] = (
                 f"the prediction for {r['doc']!r} is unreliable: estimated error "
                 f"±{r['estimated_error']:.4g} against a predicted change of "
-                f"{r['prediction'] - r['c0']:+.4g} when deleting {len(sel)} documents "
+                f"{r['prediction'] - r['c0']:+.4g} when deleting {counted(len(sel), 'documents')} "
                 "(use more directions, a lower --degree, or fewer documents)"
             )
             warn(r["warning"])
@@ -96,7 +96,7 @@ def run_query(args: argparse.Namespace) -> int:
         f"sketch {args.sketch}: N = {sk.num_docs} docs, T = {sk.steps}, K = {sk.degree}, "
         f"M = {sk.num_directions} directions"
     )
-    print(f"deleting {len(sel)} {what} (weight {args.weight:g})")
+    print(f"deleting {counted(len(sel), what)} (weight {args.weight:g})")
     for r in results:
         print()
         print(f"test document {r['doc']!r} ({r['estimator']} estimator)")

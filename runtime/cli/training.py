@@ -46,6 +46,7 @@ def run_retrain(args: argparse.Namespace) -> int:
     import time
 
     with user_errors():
+        from runtime.query import counted
         from runtime.retrain import retrain
 
         source, tests = source_class(args.program).for_training(
@@ -69,7 +70,8 @@ def run_retrain(args: argparse.Namespace) -> int:
         print_json(one_or_list(results))
         return 0
     print(
-        f"retrained {source.steps} steps on {source.num_docs} docs without {len(sel)} {what} "
+        f"retrained {source.steps} steps on {source.num_docs} docs without "
+        f"{counted(len(sel), what)} "
         f"(weight {args.weight:g}) in {seconds:.1f} s"
     )
     for r in results:
