@@ -33,6 +33,9 @@ from typing import Any
 __all__ = ["SchedulerError", "default_workers", "run_tasks"]
 
 
+CONNECT_TIMEOUT = "15s"  # how long to try reaching a Dask scheduler
+
+
 class SchedulerError(ValueError):
     """The Dask scheduler cannot be reached or a worker pool broke."""
 
@@ -143,7 +146,7 @@ def _run_dask(fn, tasks, on_result, address: str) -> None:
     except ImportError:  # pragma: no cover - dask is a dependency
         raise SchedulerError("--scheduler needs dask[distributed] installed") from None
     try:
-        client = Client(address, timeout="15s", set_as_default=False)
+        client = Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as e:
         raise SchedulerError(f"cannot connect to the Dask scheduler at {address!r}: {e}") from None
     futures = []
