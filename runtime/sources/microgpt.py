@@ -63,7 +63,7 @@ def read_training_docs(path: str | Path, skip_blank: bool = False) -> tuple[list
             tok.encode(d)
         except ValueError as e:
             raise ValueError(
-                f"documents file {str(p)!r}, line {number} (document {i}): {e}"
+                f"documents file {str(p)!r}, line {number}, document {i}: {e}"
             ) from None
     return [d for _, d in lines], sha256_file(p)
 
