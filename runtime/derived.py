@@ -161,16 +161,26 @@ class Derived:
         return Hit(arr, dict(entry.get("meta") or {}), npy)
 
     def _stale(self, recorded: Any) -> str | None:
-        """What differs between the inputs a result records and the current ones."""
-        if not isinstance(recorded, dict):
+        """What differs between the inputs a result records and this store's inputs."""
+        return self._stale_against(recorded, self.inputs["config"], self.inputs["files"])
+
+    def _stale_now(self, recorded: Any) -> str | None:
+        """What changed in the sketch since a result recorded `recorded` (its own inputs)."""
+        files = self.sketch.manifest["files"]
+        try:
+            now = {n: files.get(n, {}).get("sha256") for n in recorded["files"]}
+            return Derived._stale_against(recorded, self.sketch.config_checksum, now)
+        except (KeyError, TypeError, AttributeError):
             return "unrecorded inputs"
-        if recorded.get("config") != self.inputs["config"]:
+
+    @staticmethod
+    def _stale_against(recorded: Any, config: str, files: dict[str, Any]) -> str | None:
+        if not isinstance(recorded, dict) or not isinstance(recorded.get("files"), dict):
+            return "unrecorded inputs"
+        if recorded.get("config") != config:
             return "another configuration of the sketch (or another sketch)"
-        files = recorded.get("files")
-        if not isinstance(files, dict):
-            return "unrecorded inputs"
-        for n in sorted(set(files) | set(self.inputs["files"])):
-            if files.get(n) != self.inputs["files"].get(n):
+        for n in sorted(set(recorded["files"]) | set(files)):
+            if recorded["files"].get(n) != files.get(n):
                 return f"another version of the sketch's file {n}"
         return None
 
@@ -224,12 +234,13 @@ class Derived:
         return arr
 
     def entries(self) -> list[tuple[str, str | None]]:
-        """(sidecar name, None if current else what is wrong) for every stored result."""
+        """(sidecar name, None if current else what is wrong) for every stored result of
+        this kind, each judged by the inputs it records."""
         out = []
         for side in sorted(self.dir.glob("*.json")) if self.dir.is_dir() else []:
             try:
                 entry = json.loads(side.read_text(encoding="utf-8"))
-                stale = self._stale(entry.get("inputs"))
+                stale = self._stale_now(entry.get("inputs"))
                 if stale is None:
                     load_verified(side.with_suffix(".npy"), entry["array"], side.stem)
             except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:

@@ -264,3 +264,22 @@ def test_files_lock_is_reentrant_across_descriptors(tmp_path):
     ):
         assert a and b
     assert not files_mod.lock_is_held(tmp_path / "l")
+
+
+def test_verify_checks_the_seal_and_reports_stale_results(sk, capsys):
+    from tests.cli_helpers import one_line_error, run
+
+    Sketch.open(sk).derived("cache").put("a", np.ones(2))
+    Sketch.open(sk).derived("metagrad", ["docs.npy"]).put("b", np.ones(2))
+    rc, out, _ = run(capsys, "verify", sk)
+    assert rc == 0 and "manifest checksum and 7 array files verified" in out
+    assert "cache/: 1 stored results\n" in out and "metagrad/: 1 stored results\n" in out
+    # a recomputed chunk (new bytes, resealed: a legitimate new state) makes the cache stale
+    entry = files_mod.atomic_save(sk / chunk_name(0), np.full((2, 2, 6), 9 + 0j))
+    edit(sk, lambda m: m["files"].__setitem__(chunk_name(0), entry), reseal=True)
+    rc, out, _ = run(capsys, "verify", sk)
+    assert rc == 0 and "cache/: 1 stored results, 1 stale or damaged" in out
+    assert "metagrad/: 1 stored results\n" in out  # computed from docs.npy only
+    edit(sk, lambda m: m["config"].__setitem__("num_docs", 4))
+    err = one_line_error(capsys, "verify", sk)
+    assert "field config.num_docs" in err
