@@ -72,8 +72,7 @@ def read_document_lines(
         if not skip_blank:
             raise ValueError(
                 f"{what} {str(p)!r}, line {inner[0]}: blank line (document i is line i + 1; "
-                f"blank lines at {lines}): remove them, or pass {SKIP_BLANK_OPTION} to skip "
-                "them"
+                f"blank lines: {lines}): remove them, or pass {SKIP_BLANK_OPTION} to skip them"
             )
         (warn or _warn)(
             f"{what} {str(p)!r}: skipped {len(inner)} blank line(s) (line {lines}): "
