@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runtime.integrity import STAMPS  # noqa: E402
-from runtime.query import coefficient_cache, deletion_weights, predict  # noqa: E402
-from runtime.store import Sketch  # noqa: E402
+from runtime.integrity import STAMPS
+from runtime.query import coefficient_cache, deletion_weights, predict
+from runtime.store import Sketch
 
 
 def timed(fn, repeat: int = 5) -> float:

@@ -28,7 +28,7 @@ from runtime.store import MANIFEST, Sketch, SketchError
 from tests.test_runtime_store import _write_sketch
 
 FEW = settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 
 

@@ -283,3 +283,19 @@ def test_verify_checks_the_seal_and_reports_stale_results(sk, capsys):
     edit(sk, lambda m: m["config"].__setitem__("num_docs", 4))
     err = one_line_error(capsys, "verify", sk)
     assert "field config.num_docs" in err
+
+
+def test_a_query_too_big_for_memory_is_refused_before_reading(tmp_path):
+    """A (synthetic) sketch of 10^9 directions: the query refuses before it loads or builds
+    anything, naming the sketch's size."""
+    from runtime.query import coefficients
+
+    config = {**CONFIG, "num_directions": 10**9, "chunk_size": 10**9}
+    _write_sketch(tmp_path / "sk", config=config, chunks=(), finish=False)
+    with SketchWriter(tmp_path / "sk", config) as w:
+        w.add_chunk(0, np.zeros((1, 2, 6), np.complex128), np.zeros(6), np.zeros(3))
+        w.finish()
+    with pytest.raises(resources.ResourceError) as e:
+        coefficients(Sketch.open(tmp_path / "sk"), ["ava"])
+    assert "M = 1000000000 directions x N = 3 documents" in str(e.value)
+    assert "of memory, and this machine has" in str(e.value)

@@ -218,3 +218,11 @@ def test_row6_one_document_is_singular(capsys, sk1):
 def test_row6_readme_says_how_long_the_suite_takes():
     text = (ROOT / "README.md").read_text()
     assert "the test suite takes about" in text.lower()
+
+
+def test_row3_a_metagradient_too_big_for_memory_is_refused(capsys, files):
+    err = one_line_error(
+        capsys, "metagrad", "--docs", files["docs"], "--steps", 300000, "--doc", TEST
+    )
+    assert "the metagradient (the training trajectory: --steps 300000 states" in err
+    assert "of memory, and this machine has" in err
