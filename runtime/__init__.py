@@ -9,8 +9,15 @@ Modules (import them directly; this package imports nothing on its own):
 * ``spec``        the per-process cache of CompiledPrograms, circuit fingerprints,
                   sha256 helpers.
 * ``directions``  reproducible complex Gaussian unit directions; --directions-file.
-* ``store``       the sketch directory: manifest.json + .npy arrays, atomic
-                  writes, checksums, resume, refusal of corrupt/mismatched sketches.
+* ``store``       the sketch directory: manifest.json + .npy arrays, opened and
+                  checked (refusal of corrupt, edited or mismatched sketches);
+                  ``writer`` writes and resumes one.
+* ``files``       atomic writes, verified reads, file locks, stat stamps.
+* ``integrity``   the manifest's seal (edits named), safe file names, the record
+                  of verified files (docs/integrity.md).
+* ``derived``     results stored beside a sketch (query caches, metagradients),
+                  keyed by the checksums of what they were computed from.
+* ``resources``   memory and disk estimates checked before a job allocates.
 * ``parallel``    run independent tasks inline, in local worker processes or on
                   a Dask cluster.
 * ``precompute``  the chunked, resumable series training that fills a sketch.

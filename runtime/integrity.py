@@ -67,7 +67,11 @@ def _leaves(value: Any, parts: tuple[str, ...], out: dict[str, str]) -> None:
         for k, v in value.items():
             _leaves(v, (*parts, str(k)), out)
     else:
-        out[_path(parts)] = hashlib.sha256(canonical_json(value)).hexdigest()[:16]
+        try:
+            text = canonical_json(value)
+        except ValueError:  # NaN or infinity, written by hand: still a value to compare
+            text = json.dumps(value, sort_keys=True).encode()
+        out[_path(parts)] = hashlib.sha256(text).hexdigest()[:16]
 
 
 def _content(manifest: dict[str, Any]) -> dict[str, Any]:

@@ -64,6 +64,7 @@ def test_manifest_is_sealed_and_formatting_is_not_content(sk):
             'field files["docs.npy"].sha256',
         ),
         (lambda m: m["files"].pop("losses.npy"), 'field files["losses.npy"] (removed)'),
+        (lambda m: m["config"].__setitem__("seed", float("nan")), "field config.seed"),
         (lambda m: m.__setitem__("checksum", "1" * 64), "its checksum or field_checksums"),
         (lambda m: m.pop("field_checksums"), "carries no checksum"),
     ],
