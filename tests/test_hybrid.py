@@ -300,7 +300,8 @@ def test_mismatched_or_corrupt_stored_metagradient_is_dropped(capsys, files, ske
     rc, out, err = run(capsys, "query", other, "--doc", TEST, "--delete-indices", "1", "--json")
     assert rc == 0 and json.loads(out)["estimator"] == "sketch"
     assert "stored metagradient for 'olivia' was computed from another configuration" in err
-    assert not list((other / METAGRAD_DIR).glob("*.npy"))  # dropped
+    kept = [json.loads(p.read_text())["key"] for p in (other / METAGRAD_DIR).glob("*.json")]
+    assert TEST not in kept  # dropped (another test input's, not asked for, is untouched)
     for argv in (
         ["query", other, "--doc", TEST, "--delete-indices", "1", "--hybrid"],
         ["influence", other, "--doc", TEST, "--exact-first-order"],
