@@ -93,15 +93,16 @@ def measure_costs(
     per_direction = series / b / real
     fo = [r.cost for r in metagrads.values() if r is not None and r.cost is not None]
     measured = retrained is not None and bool(retrained.train_seconds)
+    retrain_runs = 1.0  # by definition, when this run retrained nothing
+    if retrained is not None and retrained.train_seconds:
+        retrain_runs = float(np.median(retrained.train_seconds)) / train
     return {
         "train_seconds": train,
         "probe": {"directions": b, "steps": steps, "series_seconds": series, "real_seconds": real},
         "sketch_direction_runs": per_direction,
         "sketch_runs": per_direction * sketch.num_directions,
         "first_order_runs_per_test": float(np.mean(fo)) if fo else None,
-        "retrain_runs_per_set": float(np.mean(retrained.train_seconds)) / train  # type: ignore[union-attr]
-        if measured
-        else 1.0,
+        "retrain_runs_per_set": retrain_runs,
         "retrain_measured": measured,
     }
 
@@ -259,7 +260,12 @@ def evaluate(
 
         fig = outdir / "evaluation.png"
         plot_evaluation(
-            fig, report, {n: r.prediction for n, r in results.items()}, truth, sets.sizes
+            fig,
+            report,
+            {n: r.prediction for n, r in results.items()},
+            truth,
+            sets.sizes,
+            next(iter(results.values())).c0,
         )
         report["figure"] = str(fig)
     if store_findings:

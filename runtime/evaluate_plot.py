@@ -1,8 +1,10 @@
 """The figure of ``evaluate``: prediction against truth per estimator and size; LDS against size.
 
 One row of scatter plots per estimator (a column per set size, one colour
-per test input, the diagonal y = x), and a last panel with each estimator's
-LDS against the set size (log scale) with its bootstrap interval.
+per test input, the diagonal y = x), drawn as changes from the undeleted
+output c_0 so that test inputs of different losses share the axes; and a
+last panel with each estimator's LDS against the set size (log scale) with
+its bootstrap interval.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ def plot_evaluation(
     predictions: dict[str, np.ndarray],
     truth: np.ndarray,
     sizes: np.ndarray,
+    c0: np.ndarray,
 ) -> None:
     """Draw the figure into `path` (PNG), written atomically."""
     import io
@@ -41,7 +44,7 @@ def plot_evaluation(
         for j, z in enumerate(size_list):
             ax = axes[i, j]
             sel = sizes == z
-            p, t = predictions[name][sel], truth[sel]
+            p, t = predictions[name][sel] - c0, truth[sel] - c0
             for d in range(t.shape[1]):
                 ax.scatter(
                     t[:, d],
@@ -59,9 +62,9 @@ def plot_evaluation(
             lds = "n/a" if s["lds"] is None else f"{s['lds']:.2f}"
             ax.set_title(f"{name}, |D| = {z}: LDS {lds}", fontsize=9)
             if j == 0:
-                ax.set_ylabel("prediction")
+                ax.set_ylabel("predicted change")
             if i == len(names) - 1:
-                ax.set_xlabel("retrained")
+                ax.set_xlabel("change on retraining")
     if tests and len(tests) <= 10:
         axes[0, 0].legend(fontsize=7, loc="best")
     ax = axes[-1, 0]

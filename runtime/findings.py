@@ -21,8 +21,8 @@ used): ``first-order`` if its metagradient is stored, else ``sketch``.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Collection
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +94,8 @@ def nearest_size(sizes: Collection[int], z: int) -> int:
     """The evaluated size nearest z on a log scale (the smaller one on a tie; z = 0: the
     smallest)."""
     zz = max(int(z), 1)
-    return min(sizes, key=lambda s: (abs(math.log(s) - math.log(zz)), s))
+    # the ratio max/min as an exact fraction: no rounding decides a tie
+    return min(sizes, key=lambda s: (Fraction(max(s, zz), min(s, zz)), s))
 
 
 def choose(

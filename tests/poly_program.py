@@ -44,8 +44,13 @@ def build():
     x, t = data()
     docs = [{"x": x[i], "t": np.array(t[i])} for i in range(N)]
     return cs.training_program(
-        name="cubic12", params={"theta": theta0()}, loss=loss, output=output, docs=docs,
-        optimizer=cs.SGD(lr=LR, momentum=0.0), steps=EPOCHS * N,
+        name="cubic12",
+        params={"theta": theta0()},
+        loss=loss,
+        output=output,
+        docs=docs,
+        optimizer=cs.SGD(lr=LR, momentum=0.0),
+        steps=EPOCHS * N,
     )
 
 
@@ -78,5 +83,6 @@ def coefficients(x_test, t_test, psi: np.ndarray) -> np.ndarray:
     e, b = closed_form(x_test, t_test)
     beta = np.asarray(psi) @ b  # F(z psi) = q(e - z beta)
     d = [q(e), 2 * e + 1.5 * e * e, 2 + 3 * e, 3.0]  # q, q', q'', q'''
-    return np.stack([np.full_like(beta, d[0]), -d[1] * beta, d[2] / 2 * beta**2,
-                     -d[3] / 6 * beta**3], axis=1)
+    return np.stack(
+        [np.full_like(beta, d[0]), -d[1] * beta, d[2] / 2 * beta**2, -d[3] / 6 * beta**3], axis=1
+    )
