@@ -89,9 +89,17 @@ def test_cli_batch_equals_single_queries(capsys, sketch, tmp_path):
     for r in recs:
         idx = ",".join(map(str, sets[r["set"]]))
         one = run_json(
-            capsys, "query", sketch.path, "--doc", r["doc"], "--delete-indices", idx,
-            "--weight", r["weight"], "--no-hybrid",
-        )  # fmt: skip
+            capsys,
+            "query",
+            sketch.path,
+            "--doc",
+            r["doc"],
+            "--delete-indices",
+            idx,
+            "--weight",
+            r["weight"],
+            "--no-hybrid",
+        )
         assert r["prediction"] == pytest.approx(one["prediction"], rel=1e-12)
         assert r["stderr"] == pytest.approx(one["stderr"]["total"], rel=1e-10)
         assert r["median_of_means"] == pytest.approx(one["median_of_means"], rel=1e-12)
@@ -99,13 +107,25 @@ def test_cli_batch_equals_single_queries(capsys, sketch, tmp_path):
         assert r["size"] == len(sets[r["set"]])
     # to a file: the same records, one a line
     out = tmp_path / "out.jsonl"
-    summary = run_json(capsys, "query", sketch.path, "--sets", f, "--doc", TEST, "--doc", OTHER,
-                       "--out", out)  # fmt: skip
+    summary = run_json(
+        capsys, "query", sketch.path, "--sets", f, "--doc", TEST, "--doc", OTHER, "--out", out
+    )
     assert summary["records"] == 6 and summary["out"] == str(out)
     assert [json.loads(ln) for ln in out.read_text().splitlines()] == recs
     # one set given the single way, with --estimator: a record like the batch's
-    r = run_json(capsys, "query", sketch.path, "--doc", TEST, "--delete-indices", "1,4",
-                 "--weight", "0.5", "--estimator", "sketch")  # fmt: skip
+    r = run_json(
+        capsys,
+        "query",
+        sketch.path,
+        "--doc",
+        TEST,
+        "--delete-indices",
+        "1,4",
+        "--weight",
+        "0.5",
+        "--estimator",
+        "sketch",
+    )
     assert r == [{**recs[2], "set": 0}]
 
 
@@ -135,11 +155,21 @@ def test_cli_batch_errors(capsys, sketch, tmp_path):
     good = write(tmp_path / "good.jsonl", [[0]])
     err = one_line_error(capsys, "query", sketch.path, "--sets", good, "--doc", TEST, "--hybrid")
     assert "choose --estimator hybrid" in err
-    err = one_line_error(capsys, "query", sketch.path, "--delete-indices", "0", "--doc", TEST,
-                         "--out", tmp_path / "x.jsonl")  # fmt: skip
+    err = one_line_error(
+        capsys,
+        "query",
+        sketch.path,
+        "--delete-indices",
+        "0",
+        "--doc",
+        TEST,
+        "--out",
+        tmp_path / "x.jsonl",
+    )
     assert "--out applies to --sets" in err
-    err = one_line_error(capsys, "query", sketch.path, "--sets", good, "--doc", TEST,
-                         "--degree", "4")  # fmt: skip
+    err = one_line_error(
+        capsys, "query", sketch.path, "--sets", good, "--doc", TEST, "--degree", "4"
+    )
     assert "--degree must be between 1 and the sketch's degree 3" in err
 
 
@@ -163,31 +193,61 @@ def test_auto_picks_by_findings_and_says_so(capsys, sketch, tmp_path):
     sets = [[1], [0, 3], [0, 1, 2, 3, 4]]
     f = write(tmp_path / "sets.jsonl", sets)
     sketch.metagradient([TEST])  # stored for TEST only
-    recs = run_json(capsys, "query", sketch.path, "--sets", f, "--doc", TEST, "--doc", "max",
-                    "--estimator", "auto")  # fmt: skip
+    recs = run_json(
+        capsys,
+        "query",
+        sketch.path,
+        "--sets",
+        f,
+        "--doc",
+        TEST,
+        "--doc",
+        "max",
+        "--estimator",
+        "auto",
+    )
     picks = {(r["set"], r["doc"]): (r["estimator"], r["auto_evaluated_size"]) for r in recs}
     # no findings: first order where stored, else the sketch
     assert {v for (s, d), v in picks.items() if d == TEST} == {("first-order", None)}
     assert {v for (s, d), v in picks.items() if d == "max"} == {("sketch", None)}
-    body = {"sizes": {"1": {"ranking": ["hybrid", "first-order", "sketch"]},
-                      "4": {"ranking": ["first-order", "sketch", "hybrid"]}}}  # fmt: skip
+    body = {
+        "sizes": {
+            "1": {"ranking": ["hybrid", "first-order", "sketch"]},
+            "4": {"ranking": ["first-order", "sketch", "hybrid"]},
+        }
+    }
     write_findings(sketch.store, body)
     assert read_findings(sketch.store) == body
-    recs = run_json(capsys, "query", sketch.path, "--sets", f, "--doc", TEST, "--doc", "max",
-                    "--estimator", "auto")  # fmt: skip
+    recs = run_json(
+        capsys,
+        "query",
+        sketch.path,
+        "--sets",
+        f,
+        "--doc",
+        TEST,
+        "--doc",
+        "max",
+        "--estimator",
+        "auto",
+    )
     got = [(r["set"], r["doc"], r["estimator"], r["auto_evaluated_size"]) for r in recs]
     assert got == [
-        (0, TEST, "hybrid", 1), (0, "max", "sketch", 1),       # size 1: hybrid unusable for max
-        (1, TEST, "hybrid", 1), (1, "max", "sketch", 1),       # size 2: log-nearest 1 (tie)
-        (2, TEST, "first-order", 4), (2, "max", "sketch", 4),  # size 5: nearest 4
-    ]  # fmt: skip
+        (0, TEST, "hybrid", 1),
+        (0, "max", "sketch", 1),  # size 1: hybrid unusable for max
+        (1, TEST, "hybrid", 1),
+        (1, "max", "sketch", 1),  # size 2: log-nearest 1 (tie)
+        (2, TEST, "first-order", 4),
+        (2, "max", "sketch", 4),  # size 5: nearest 4
+    ]
     # each record is what that estimator answers alone
     for r in recs:
         alone = sketch.query([sets[r["set"]]], [r["doc"]], estimator=r["estimator"])
         assert r["prediction"] == pytest.approx(float(alone.prediction[0, 0]), rel=1e-13)
     # the text table names the pick too
-    rc, out, _ = run(capsys, "query", sketch.path, "--sets", f, "--doc", TEST, "--estimator",
-                     "auto")  # fmt: skip
+    rc, out, _ = run(
+        capsys, "query", sketch.path, "--sets", f, "--doc", TEST, "--estimator", "auto"
+    )
     assert rc == 0 and out.count("hybrid") == 2 and out.count("first-order") == 1
 
 

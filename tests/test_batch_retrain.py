@@ -112,8 +112,9 @@ def test_files_of_other_runs_or_other_sets_are_refused(tmp_path, sets, reference
     out.write_bytes(reference)
     with pytest.raises(ValueError, match="results of another training run"):
         br.batch_retrain(source(steps=ct.T - 1), sets, TESTS, out)
-    other = DeletionSets.from_lists([[1]] + [sets.members(s) for s in range(1, len(sets))],
-                                    len(ct.DOCS))  # fmt: skip
+    other = DeletionSets.from_lists(
+        [[1]] + [sets.members(s) for s in range(1, len(sets))], len(ct.DOCS)
+    )
     with pytest.raises(ValueError, match="set 0 there is not set 0 of these deletion sets"):
         br.batch_retrain(source(), other, TESTS, out)
     out.write_text('{"set": 0}\n')

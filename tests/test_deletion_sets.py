@@ -172,8 +172,11 @@ def test_cli_retrain_sets_records(capsys, tmp_path, docs_file):
     argv = ["retrain", "--docs", docs_file, "--steps", 20, "--seed", ct.INIT_SEED]
     recs = run_json(capsys, *argv, "--sets", f, "--doc", "olivia", "--doc", "max", "--workers", 1)
     assert [(r["set"], r["doc"]) for r in recs] == [
-        (0, "olivia"), (0, "max"), (1, "olivia"), (1, "max"),
-    ]  # fmt: skip
+        (0, "olivia"),
+        (0, "max"),
+        (1, "olivia"),
+        (1, "max"),
+    ]
     assert [r["weight"] for r in recs] == [1.0, 1.0, 0.5, 0.5]
     one = run_json(capsys, *argv, "--delete-indices", "5", "--weight", "0.5", "--doc", "max")
     assert one["loss"] == recs[3]["loss"]  # the single retrain, bit for bit

@@ -87,14 +87,14 @@ def lines(path: Path) -> list[str]:
 
 
 def argv(files, *more) -> list:
-    return ["evaluate", files["sketch"], *files["tests"], "--workers", 1, "--bootstrap", 200,
-            *more]  # fmt: skip
+    return ["evaluate", files["sketch"], *files["tests"], "--workers", 1, "--bootstrap", 200, *more]
 
 
 def test_evaluate_scores_are_recomputed_from_its_files(capsys, files):
     out = files["dir"] / "ev"
-    rep = run_json(capsys, *argv(files, "--sizes", "1,2,4", "--sets-per-size", 6, "--seed", 3,
-                                 "--out", out))  # fmt: skip
+    rep = run_json(
+        capsys, *argv(files, "--sizes", "1,2,4", "--sets-per-size", 6, "--seed", 3, "--out", out)
+    )
     assert rep["sets"]["count"] == 18 and rep["sets"]["sizes"] == [1, 2, 4]
     sets = rt.read_sets(out / "sets.jsonl", pp.N)
     np.testing.assert_array_equal(sets.matrix(), rt.sample_sets(pp.N, [1, 2, 4], 6, 3).matrix())
@@ -109,13 +109,15 @@ def test_evaluate_scores_are_recomputed_from_its_files(capsys, files):
     for name, est in rep["estimators"].items():
         for z, s in est["by_size"].items():
             rows = [p for p in preds if p["estimator"] == name and p["size"] == int(z)]
-            lds = np.mean([
-                naive_spearman(
-                    np.array([p["prediction"] for p in rows if p["doc"] == lb]),
-                    np.array([truth[(p["set"], lb)] for p in rows if p["doc"] == lb]),
-                )
-                for lb in labels
-            ])  # fmt: skip
+            lds = np.mean(
+                [
+                    naive_spearman(
+                        np.array([p["prediction"] for p in rows if p["doc"] == lb]),
+                        np.array([truth[(p["set"], lb)] for p in rows if p["doc"] == lb]),
+                    )
+                    for lb in labels
+                ]
+            )
             assert s["lds"] == pytest.approx(lds, rel=1e-12)
             mae = np.mean([abs(p["prediction"] - truth[(p["set"], p["doc"])]) for p in rows])
             assert s["mae"] == pytest.approx(mae, rel=1e-12)
@@ -139,16 +141,18 @@ def test_evaluate_scores_are_recomputed_from_its_files(capsys, files):
     sk = rt.open_sketch(files["sketch"])
     res = sk.query([[0], [1, 2], [3, 4, 5, 6, 7]], TESTS, estimator="auto")
     assert [res.estimator[s, 0] for s in range(3)] == [
-        rep["ranking"]["1"][0], rep["ranking"]["2"][0], rep["ranking"]["4"][0],
-    ]  # fmt: skip
+        rep["ranking"]["1"][0],
+        rep["ranking"]["2"][0],
+        rep["ranking"]["4"][0],
+    ]
     # a rerun retrains nothing and scores the same
-    again = run_json(capsys, *argv(files, "--sizes", "1,2,4", "--sets-per-size", 6, "--seed", 3,
-                                   "--out", out))  # fmt: skip
+    again = run_json(
+        capsys, *argv(files, "--sizes", "1,2,4", "--sets-per-size", 6, "--seed", 3, "--out", out)
+    )
     assert again["retrain"]["computed"] == 0 and again["retrain"]["reused"] == 18
     assert again["estimators"]["sketch"]["by_size"] == rep["estimators"]["sketch"]["by_size"]
     # the same directory with other sets is refused
-    err = one_line_error(capsys, *argv(files, "--sizes", "1,2", "--sets-per-size", 6, "--out",
-                                       out))  # fmt: skip
+    err = one_line_error(capsys, *argv(files, "--sizes", "1,2", "--sets-per-size", 6, "--out", out))
     assert "holds an evaluation of other deletion sets" in err
 
 
