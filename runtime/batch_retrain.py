@@ -1,7 +1,7 @@
 """Ground truth for many deletion sets: compiled real training, in parallel, resumable.
 
 ``batch_retrain(source, sets, tests, out=FILE.jsonl, workers=W)`` retrains
-once per set (the degree-0 compiled program, as ``runtime.retrain``) and
+once per set (``runtime.retrain.retrain``: the degree-0 compiled program) and
 records the test output of every test input, one JSON line per (set, test)::
 
     {"set": 3, "doc": "emma", "loss": 2.91..., "size": 10, "weight": 1.0,
@@ -53,20 +53,22 @@ class RetrainJob:
 
 
 def retrain_job(job: RetrainJob) -> list[tuple[int, list[float], float]]:
-    """[(set, one loss per test, seconds of its training)] (runs in a worker process)."""
+    """[(set, one loss per test, seconds of its retraining)] (runs in a worker process).
+
+    Each set is ``runtime.retrain.retrain``: the one definition of ground truth.
+    """
+    from runtime.retrain import retrain
     from runtime.spec import compiled
 
-    cp = compiled(job.source, 0)  # built once per worker process
-    cp.train(stop=1)  # load the compiled code before timing a training run
-    n = cp.program.num_docs
+    compiled(job.source, 0).train(stop=1)  # build and load the code before timing a run
+    n = job.source.num_docs
     out = []
     for s, idx, wt in zip(job.rows, job.members, job.weights, strict=True):
         w = np.zeros(n)
         w[idx] = wt
         t0 = time.perf_counter()
-        state, _ = cp.train(w)
-        seconds = time.perf_counter() - t0
-        out.append((s, [float(cp.output(state, t.value)) for t in job.tests], seconds))
+        losses, _ = retrain(job.source, w, job.tests)
+        out.append((s, losses, time.perf_counter() - t0))
     return out
 
 

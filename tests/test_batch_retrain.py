@@ -147,3 +147,14 @@ def test_cli_resumes_and_reports(capsys, tmp_path, sets, reference):
     assert out.read_bytes() == reference
     err = one_line_error(capsys, *argv[:4], ct.T - 1, *argv[5:])
     assert "holds results of another training run" in err
+
+
+def test_a_dask_cluster_writes_the_same_bytes(tmp_path, sets, reference):
+    import distributed  # a dependency of the package: never skipped
+
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        out = tmp_path / "t.jsonl"
+        br.batch_retrain(source(), sets, TESTS, out, scheduler=cluster.scheduler_address)
+    assert out.read_bytes() == reference
