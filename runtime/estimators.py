@@ -232,12 +232,17 @@ def sampled_terms(test: TestData, sets: SetBlock, first: int, k: int) -> np.ndar
     return np.ascontiguousarray(h.real)
 
 
-def spread(x: np.ndarray) -> np.ndarray:
-    """std over directions (axis 1, ddof 1) / sqrt(M); NaN for M = 1."""
+def mean_and_spread(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over directions (axis 1) and std (ddof 1) / sqrt(M), NaN for M = 1.
+
+    Overwrites `x` with its deviations from the mean (one pass saved).
+    """
     m = x.shape[1]
+    mean = x.mean(axis=1)
     if m < 2:
-        return np.full(x.shape[0], np.nan)
-    return x.std(axis=1, ddof=1) / math.sqrt(m)
+        return mean, np.full(x.shape[0], np.nan)
+    x -= mean[:, None]
+    return mean, np.sqrt(np.einsum("ij,ij->i", x, x) / (m - 1) / m)
 
 
 def median_of_means(x: np.ndarray, groups: int | None) -> np.ndarray:
@@ -258,11 +263,9 @@ def sketch(test: TestData, sets: SetBlock, options: Options) -> Answer:
     k = degree_of(test, options)
     x = sampled_terms(test, sets, 1, k)
     base = test.c0
-    return Answer(
-        base + x.mean(axis=1),
-        spread(x) if k else np.zeros(len(sets)),
-        {"median_of_means": base + median_of_means(x, options.groups)},
-    )
+    mom = base + median_of_means(x, options.groups)
+    mean, se = mean_and_spread(x)
+    return Answer(base + mean, se, {"median_of_means": mom})
 
 
 @register("first-order", ("first_order",), "c0 + <g, w>: the exact metagradient, no sketch")
@@ -282,8 +285,8 @@ def hybrid(test: TestData, sets: SetBlock, options: Options) -> Answer:
     exact = sets.dot(test.first_order)
     x = sampled_terms(test, sets, 2, k)
     base = test.c0 + exact
-    return Answer(
-        base + x.mean(axis=1),
-        spread(x) if k >= 2 else np.zeros(len(sets)),
-        {"first_order": exact, "median_of_means": base + median_of_means(x, options.groups)},
-    )
+    mom = base + median_of_means(x, options.groups)
+    mean, se = mean_and_spread(x)
+    if k < 2:  # nothing sampled: no sampling error
+        se = np.zeros(len(sets))
+    return Answer(base + mean, se, {"first_order": exact, "median_of_means": mom})
