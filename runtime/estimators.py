@@ -222,12 +222,11 @@ def sampled_terms(test: TestData, sets: SetBlock, first: int, k: int) -> np.ndar
         t = est.term_samples(c, sets.u().T, sets.n, k)  # (k, M, S)
         return np.ascontiguousarray(t[first - 1 :].sum(axis=0).T)
     u = sets.u()
-    h = np.empty((s_count, m), np.complex128)
-    h[:] = c[:, k] * b[k]
+    h = u * (c[:, k] * b[k])
     for r in range(k - 1, first - 1, -1):
-        h *= u
         h += c[:, r] * b[r]
-    for _ in range(first):
+        h *= u
+    for _ in range(first - 1):
         h *= u
     return np.ascontiguousarray(h.real)
 
