@@ -286,3 +286,25 @@ def test_registry_plugs_in_a_new_estimator(sketch):
         del E.ESTIMATORS["half-first-order"]
     with pytest.raises(ValueError, match="unknown needs"):
         E.register("x", ("hessian",), "")
+
+
+def test_huge_binomials_take_the_log_domain_path_of_estimate():
+    """K = 150 over N = 10,000 documents: binom(N + r - 1, r) overflows past 1e290, and the
+    engine must then agree with ``estimate.estimate`` (which computes it in logs)."""
+    from runtime import estimate as est
+    from runtime.batch_query import run_estimators
+
+    rng = np.random.default_rng(3)
+    m, n, k = 4, 10_000, 150
+    assert est.binom_factor(n, k) > 1e290
+    psi = rng.normal(size=(m, n)) + 1j * rng.normal(size=(m, n))
+    psi /= np.linalg.norm(psi, axis=1, keepdims=True)
+    c = (rng.normal(size=(m, k + 1)) + 1j * rng.normal(size=(m, k + 1))) * 0.5 ** np.arange(k + 1)
+    c[:, 0] = 1.0
+    sets = rt.DeletionSets.from_lists([[0], [1, 2], [3, 4, 5]], n)
+    data = [E.TestData("t", "t", 1.0, c)]
+    pred, se, _ = run_estimators(data, psi, sets, np.full((3, 1), "sketch", dtype=object))
+    want = est.estimate(c, psi, sets.matrix())
+    assert np.isfinite(pred).all() and np.isfinite(se).all()
+    np.testing.assert_allclose(pred[:, 0], want.prediction, rtol=1e-10)
+    np.testing.assert_allclose(se[:, 0], want.stderr, rtol=1e-8)
