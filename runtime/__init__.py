@@ -28,6 +28,16 @@ Modules (import them directly; this package imports nothing on its own):
 * ``retrain``     exact ground truth by compiled real training.
 * ``metagrad``    the exact first order g = dF/dw by reverse mode through
                   training; stored beside a sketch for the hybrid estimator.
+* ``deletion_sets`` many deletion sets: the container, the --sets JSONL format,
+                  seeded sampling.
+* ``estimators``  the estimator registry (sketch, first-order, hybrid; a new one
+                  is one entry) over blocks of sets.
+* ``batch_query`` many sets x many test inputs from one loaded sketch; auto.
+* ``findings``    what evaluate found, stored beside a sketch for auto.
+* ``batch_retrain`` ground truth for many sets, parallel and resumable.
+* ``metrics``     LDS (Spearman) with a bootstrap interval, MAE, coverage.
+* ``evaluate``    every estimator against retraining; ``evaluate_plot`` its figure.
+* ``api``         the Python API: the command line's whole path from Python.
 * ``demo``        the README's end-to-end run.
 * ``cli``         the ``circuitsketch`` command line, on top of everything else:
                   one module per command group.

@@ -10,6 +10,7 @@ import argparse
 from typing import Any
 
 from runtime.cli.common import (
+    CLIError,
     Command,
     fmt_pm,
     nonnegative_int,
@@ -28,13 +29,15 @@ from runtime.cli.options import (
     deletion,
     sketch_and_tests,
 )
+from runtime.cli.sets import add_batch_query, run_batch_query
 
 __all__ = ["COEFFICIENTS", "INFLUENCE", "QUERY", "STABILITY"]
 
 
 def configure_query(p: argparse.ArgumentParser) -> None:
     add_sketch_and_tests(p)
-    add_deletion(p)
+    add_deletion(p, sets=True)
+    add_batch_query(p)
     p.add_argument(
         "--degree",
         type=series_degree,
@@ -60,6 +63,10 @@ def configure_query(p: argparse.ArgumentParser) -> None:
 
 
 def run_query(args: argparse.Namespace) -> int:
+    if args.sets is not None or args.estimator is not None:
+        return run_batch_query(args)
+    if args.out is not None:
+        raise CLIError("--out applies to --sets (or --estimator): one record per set and test")
     with user_errors():
         from runtime.metagrad import sketch_metagradients
         from runtime.query import counted, predict
