@@ -38,6 +38,7 @@ import functools
 import io
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -86,6 +87,8 @@ _MISMATCH = {
     "directions": "other directions",
     "chunk_size": "another chunk size",
     "hyperparameters": "other hyper-parameters",
+    "model_config": "another model configuration",
+    "train_config": "other training settings",
     "fingerprints": "other traced circuits (the program or its tracing changed)",
 }
 
@@ -178,13 +181,24 @@ def load_verified(path: str | Path, entry: dict[str, Any], label: str) -> np.nda
 def describe_mismatch(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     """Plain-words differences between two sketch configurations."""
     out = []
-    for key in sorted(set(stored) | set(wanted), key=lambda k: (k not in _MISMATCH, k)):
+    # the settings a user chose first, naming each that differs
+    first = ("model_config", "train_config")
+    for key in sorted(set(stored) | set(wanted),
+                      key=lambda k: (k not in first, k not in _MISMATCH, k)):
         a, b = stored.get(key), wanted.get(key)
         if a == b:
             continue
         what = _MISMATCH.get(key, f"another {key}")
         if key == "fingerprints":
             out.append(f"{what} ({key}: {'; '.join(circuit_differences(a, b))})")
+        elif key in ("model_config", "train_config"):  # settings absent are the defaults
+            a, b = a or {}, b or {}
+            def value(d: dict, k: str) -> str:
+                return _short(d[k]) if k in d else "the default"
+
+            diffs = [f"{k}: sketch has {value(a, k)}, asked for {value(b, k)}"
+                     for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+            out.append(f"{what} ({'; '.join(diffs)})")
         else:
             out.append(f"{what} ({key}: sketch has {_short(a)}, asked for {_short(b)})")
     return out
@@ -202,7 +216,9 @@ def circuit_differences(stored: Any, current: dict[str, str]) -> list[str]:
     out = []
     for name in sorted(set(stored) | set(current)):
         kind, _, key = str(name).partition(":")
-        where = f"bucket {key}" if key.isdigit() else f"documents {key}"
+        batch = re.fullmatch(r"\((\d+), (\d+)\)", key)  # microgpt's (batch size, bucket)
+        where = (f"bucket {key}" if key.isdigit() else
+                 f"batches of {batch[1]}, bucket {batch[2]}" if batch else f"documents {key}")
         what = f"{kind} circuit for {where}" if key else f"circuit {name!r}"
         if name not in current:
             out.append(f"{what} is in the sketch, not in this program")

@@ -29,6 +29,7 @@ from runtime.cli.options import (
     sketch_and_tests,
     training_options,
 )
+from runtime.cli.settings import TRAIN_OPTIONS
 from runtime.sources import source_class
 from runtime.spec import build_program
 
@@ -126,8 +127,10 @@ def run_metagrad(args: argparse.Namespace) -> int:
 
         if args.sketch is not None:
             clash = [
-                f"--{k}" for k in ("docs", "init", "steps", "seed") if getattr(args, k) is not None
+                f"--{k}" for k in ("docs", "init", "steps", "seed", "epochs")
+                if getattr(args, k) is not None
             ]
+            clash += [s.flag for s in TRAIN_OPTIONS if getattr(args, s.key) is not None]
             if clash:
                 raise CLIError(
                     f"{', '.join(clash)} cannot be combined with SKETCH: the metagradient is "

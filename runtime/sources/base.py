@@ -41,6 +41,8 @@ class TrainingOptions:
     seed: int = 0  # --seed S
     seed_only_inits: bool = False  # the seed draws nothing but initial parameters (retrain)
     model_config: dict[str, Any] = field(default_factory=dict)  # a model's own settings
+    train_config: dict[str, Any] = field(default_factory=dict)  # batches, optimizer, schedule
+    epochs: int | None = None  # --epochs E (instead of --steps)
 
 
 @dataclass(frozen=True)
@@ -129,10 +131,15 @@ class ProgramSource(abc.ABC):
     @classmethod
     @abc.abstractmethod
     def inspect_circuit(
-        cls, ref: str | None, circuit: str, length: int | None, docs_file: str | None
+        cls,
+        ref: str | None,
+        circuit: str,
+        length: int | None,
+        docs_file: str | None,
+        options: TrainingOptions | None = None,
     ) -> tuple[Program, Hashable, str]:
         """The program whose step or output `circuit` to inspect, that circuit's key, and a
-        one-line description of it."""
+        one-line description of it (`options`: a model's own settings, e.g. its size)."""
 
     # ---- test inputs
     @abc.abstractmethod
