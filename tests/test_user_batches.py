@@ -127,6 +127,32 @@ def test_integer_labels_are_batched_one_by_one():
     assert_rel(state[:12], interp["W"].ravel(), 1e-14, "W")
     assert P.document_data(prog, 5)["label"] == y[5]
 
+    def batch_softmax_loss(params, x, label):  # x (B, 4), label (B,): one-hot of them all
+        logits = x @ params["W"].T + params["b"]
+        z = logits - cs.shift_max(logits, axis=1)
+        logp = z - cs.log(cs.exp(z).sum(axis=1, keepdims=True))
+        return -(cs.one_hot(label, 3) * logp).sum(axis=1)
+
+    batched = cs.training_program(name="sr", params={"W": np.zeros((3, 4)), "b": np.zeros(3)},
+                                  loss=softmax_loss, docs=docs, optimizer=cs.SGD(lr=0.1),
+                                  batch_size=4, epochs=2, batch_loss=batch_softmax_loss)
+    other, _ = P.train(batched, w)
+    assert_rel(other["W"], interp["W"], 1e-14, "batch_loss W")
+
+
+def test_slicing_integer_arrays_in_compiled_code_is_named():
+    def first_label_loss(params, x, t):
+        idx = cs.one_hot(t.reshape(4)[0:2], 3)  # slicing ints: not in compiled code
+        return (idx.sum() + (x @ params["theta"])) ** 2
+
+    docs = [{"x": X[i], "t": np.array(i % 3)} for i in range(8)]
+    prog = cs.training_program(
+        name="ints", params={"theta": np.zeros(3)}, docs=docs, optimizer=cs.SGD(),
+        loss=lambda p, x, t: (cs.one_hot(t.reshape(1), 3).sum() + (x * p["theta"]).sum()) ** 2,
+        batch_size=4, batch_loss=first_label_loss)
+    with pytest.raises(cs.IRError, match="integer arrays where they are given"):
+        CompiledProgram(prog, 0)
+
 
 def test_batch_errors_are_named():
     docs = [*DOCS[:3], {**DOCS[3], "extra": np.zeros(2)}]

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.cli.common import CLIError, nonnegative_int, positive_int
+from runtime.cli.common import nonnegative_int, positive_int, user_errors
+from runtime.sources import check_model_settings
 from runtime.store import Sketch
 
 __all__ = [
@@ -114,17 +115,6 @@ def given(args: argparse.Namespace, table: tuple[Setting, ...]) -> dict[str, Any
 def check_sketch_settings(args: argparse.Namespace, sketch: Sketch) -> None:
     """CLIError naming the first model option given that differs from the sketch's model."""
     asked = given(args, MODEL_OPTIONS)
-    if not asked:
-        return
-    where = f"sketch {str(sketch.path)!r}"
-    if sketch.config.get("program") != "microgpt":
-        flag = "--" + next(iter(asked)).replace("_", "-")
-        raise CLIError(f"{flag} sets microgpt's size; {where} is of a user program")
-    model = sketch.config.get("hyperparameters", {})
-    for s in MODEL_OPTIONS:
-        if s.key in asked and model.get(s.key) != asked[s.key]:
-            raise CLIError(
-                f"{s.flag} {asked[s.key]}: {where} is of a model with {s.key} = "
-                f"{model.get(s.key)}; it answers only for its own model (compile a sketch "
-                "of this one)"
-            )
+    if asked:
+        with user_errors():
+            check_model_settings(sketch, asked)

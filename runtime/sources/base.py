@@ -110,6 +110,17 @@ class ProgramSource(abc.ABC):
         the circuits (to evaluate coefficients).
         """
 
+    @classmethod
+    def check_model(cls, sketch: Sketch, asked: dict[str, Any]) -> None:
+        """ValueError unless `sketch`'s model has the settings `asked` (options given with a
+        SKETCH, e.g. {"n_layer": 2}); a program without such settings refuses any."""
+        if asked:
+            flag = "--" + next(iter(asked)).replace("_", "-")
+            raise ValueError(
+                f"{flag} sets microgpt's size; sketch {str(sketch.path)!r} is of a {cls.kind} "
+                "program"
+            )
+
     # ---- from the command line
     @classmethod
     @abc.abstractmethod

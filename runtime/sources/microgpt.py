@@ -300,6 +300,17 @@ class MicrogptSource(ProgramSource):
             f"{init_file!r} (or has changed): cannot rebuild its training run"
         )
 
+    @classmethod
+    def check_model(cls, sketch: Sketch, asked: dict[str, Any]) -> None:
+        model = sketch.config.get("hyperparameters", {})
+        for key, value in asked.items():
+            if model.get(key) != value:
+                raise ValueError(
+                    f"--{key.replace('_', '-')} {value}: sketch {str(sketch.path)!r} is of a "
+                    f"model with {key} = {model.get(key)}; it answers only for its own model "
+                    "(compile a sketch of this one)"
+                )
+
     # ---- from the command line
     @classmethod
     def from_options(cls, ref: str | None, options: TrainingOptions) -> MicrogptSource:
