@@ -162,10 +162,18 @@ class ProgramSource(abc.ABC):
         """`tests` as TestInputs the program can evaluate (ValueError naming a bad one)."""
 
 
+# settings the optimizers gained later (issue 18), recorded only when used: a run without
+# them keeps the manifest it had, so its earlier sketches stay resumable
+_LATER_SETTINGS = {"weight_decay": 0.0, "lr_schedule": None, "warmup": 0, "nesterov": False}
+
+
 def optimizer_settings(program: Program) -> dict[str, Any]:
     """The optimizer's name and settings, as recorded in a manifest."""
     opt = program.optimizer
-    return {"name": type(opt).__name__, **(asdict(opt) if is_dataclass(opt) else {})}
+    settings = asdict(opt) if is_dataclass(opt) else {}
+    settings = {k: v for k, v in settings.items()
+                if k not in _LATER_SETTINGS or v != _LATER_SETTINGS[k]}
+    return {"name": type(opt).__name__, **settings}
 
 
 def num_params(program: Program) -> int:
