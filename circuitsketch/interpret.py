@@ -84,6 +84,9 @@ def evaluate_series(c: Circuit, inputs: Mapping[str, object], degree: int) -> di
         elif node.op is Op.CONST:
             v = c.consts[i]
             env[i] = constant_series(v, degree) if node.dtype == "float" else v
+        elif node.dtype != "float" and all(c.nodes[j].dtype != "float" for j in node.inputs):
+            # integer or boolean data moved around (a minibatch's token ids): no series
+            env[i] = np.asarray(opdef(node.op).eval([env[j] for j in node.inputs], node))
         else:
             env[i] = opdef(node.op).series([env[j] for j in node.inputs], node, degree)
     return {name: env[nid] for name, nid in c.outputs.items()}

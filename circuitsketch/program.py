@@ -6,11 +6,16 @@ hold the document's data, the optimizer's scalars (learning rate, bias
 corrections) and the data weight ``w`` of the document, the variable a sketch
 differentiates along.  The loss of step s is multiplied by ``1 - w[doc]``.
 Documents of different sizes may use different step circuits (``key``).
+
+A minibatch step trains on several documents at once: its data arrays have a
+leading axis over its documents, ``w`` is the vector of their weights, and its
+loss is (1/B) sum_d (1 - w_d) loss_d over its B documents (B stays the batch's
+size when documents are down-weighted, as one document's loss keeps its scale).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,9 +33,25 @@ LOSS = "loss"
 
 @dataclass(frozen=True)
 class Step:
+    """One training step: its circuit's key, its document(s) and their data arrays.
+
+    ``doc`` is one document's index (a scalar weight ``w``) or, for a minibatch
+    step, the tuple of its documents' indices (``w`` a vector over them, and each
+    data array has a leading axis over them).
+    """
+
     key: Hashable
-    doc: int
+    doc: int | tuple[int, ...]
     data: Mapping[str, np.ndarray]
+
+    @property
+    def docs(self) -> tuple[int, ...]:
+        """The indices of the documents the step trains on."""
+        return self.doc if isinstance(self.doc, tuple) else (self.doc,)
+
+    def weight(self, w: np.ndarray) -> Any:
+        """The step's data-weight input from the weights of all documents (N, ...)."""
+        return w[list(self.doc)] if isinstance(self.doc, tuple) else w[self.doc]
 
 
 @dataclass
@@ -47,6 +68,8 @@ class Program:
     optimizer: Any
     encode_test: Callable[[Any], tuple[Hashable, dict[str, np.ndarray]]]
     meta: dict[str, Any] = field(default_factory=dict)
+    # each document's own arrays, when steps hold them otherwise (minibatches)
+    documents: Sequence[Mapping[str, np.ndarray]] | None = None
 
     @property
     def num_steps(self) -> int:
@@ -66,8 +89,14 @@ def build_step_circuit(
     data_inputs: Mapping[str, Input],
     optimizer: Any,
     scope: str = "model",
+    batch: int | None = None,
 ) -> Circuit:
-    """Trace one training step: weighted loss, its gradient, the optimizer update."""
+    """Trace one training step: weighted loss, its gradient, the optimizer update.
+
+    batch: None for one document (``loss_fn`` returns its scalar loss, ``w`` is a
+    scalar); B for a minibatch (``loss_fn`` returns the (B,) losses of its
+    documents, ``w`` is (B,), and the step's loss is their weighted mean).
+    """
     reserved = {WEIGHT, *optimizer.schedule(0, 1)}
     taken = [*param_shapes, *data_inputs]
     clash = sorted(reserved.intersection(taken))
@@ -81,12 +110,15 @@ def build_step_circuit(
         for n, s in param_shapes.items()
     }
     data = {k: input_value(c, k, spec) for k, spec in data_inputs.items()}
-    w = input_value(c, WEIGHT, Input(()))
+    w = input_value(c, WEIGHT, Input(() if batch is None else (int(batch),)))
     hyper = {k: input_value(c, k, Input(())) for k in optimizer.schedule(0, 1)}
     with c.scope(scope):
-        loss = loss_fn(params, **data)
+        loss = lift(c, loss_fn(params, **data))
+    if loss.shape != w.shape:
+        what = "a scalar" if batch is None else f"one loss per document, shape ({batch},)"
+        raise ValueError(f"the loss function returned shape {loss.shape}, expected {what}")
     with c.scope("weight"):
-        weighted = loss * (1.0 - w)
+        weighted = loss * (1.0 - w) if batch is None else (loss * (1.0 - w)).sum() / float(batch)
     with c.scope("backward"):
         grads = gradients(weighted, list(params.values()))
     if getattr(optimizer, "clip_norm", None) is not None:
@@ -134,7 +166,7 @@ def train(program: Program, weights=None) -> tuple[dict[str, np.ndarray], np.nda
     losses = np.empty(program.num_steps)
     for s in range(program.num_steps):
         circuit, inputs = program.step_inputs(s)
-        out = interpret.evaluate(circuit, {**state, **inputs, WEIGHT: w[program.steps[s].doc]})
+        out = interpret.evaluate(circuit, {**state, **inputs, WEIGHT: program.steps[s].weight(w)})
         losses[s] = out.pop(LOSS)
         state = out
     return state, losses
@@ -153,9 +185,10 @@ def train_series(
     losses = np.empty((program.num_steps, degree + 1), dtype=np.complex128)
     for s in range(program.num_steps):
         circuit, inputs = program.step_inputs(s)
-        w = np.zeros(degree + 1, dtype=np.complex128)
+        order1 = program.steps[s].weight(psi)
+        w = np.zeros((degree + 1, *np.shape(order1)), dtype=np.complex128)
         if degree >= 1:
-            w[1] = psi[program.steps[s].doc]
+            w[1] = order1
         out = interpret.evaluate_series(circuit, {**state, **inputs, WEIGHT: w}, degree)
         losses[s] = out.pop(LOSS)
         state = out
@@ -179,6 +212,32 @@ def doc_signature(data: Mapping[str, Any]) -> tuple:
     return tuple(sorted((k, np.shape(v), ir_dtype(np.asarray(v))) for k, v in data.items()))
 
 
+def per_document(program: Program, per_step: np.ndarray) -> np.ndarray:
+    """Per-step values of each step's documents summed into a vector over documents (N,).
+
+    per_step: (T,) one value per step (one-document steps), or (T, W) with row s
+    holding the values of step s's documents in order (zeros after them).
+    """
+    per_step = np.asarray(per_step)
+    docs, vals = [], []
+    for s, st in enumerate(program.steps):
+        row = per_step[s] if per_step.ndim == 2 else per_step[s : s + 1]
+        docs.extend(st.docs)
+        vals.extend(row[: len(st.docs)])
+    out = np.zeros(program.num_docs, dtype=per_step.dtype)
+    np.add.at(out, np.asarray(docs, np.int64), np.asarray(vals, per_step.dtype))
+    return out
+
+
+def document_data(program: Program, index: int) -> dict[str, np.ndarray] | None:
+    """The data arrays of training document `index` (None when no step trains on it)."""
+    if not any(index in st.docs for st in program.steps):
+        return None
+    if program.documents is not None:
+        return {k: np.asarray(v) for k, v in program.documents[index].items()}
+    st = next(st for st in program.steps if st.doc == index)  # one-document steps
+    return {k: np.asarray(v) for k, v in st.data.items()}
+
 def training_program(
     *,
     name: str,
@@ -188,6 +247,10 @@ def training_program(
     optimizer: Any,
     steps: int | None = None,
     output: Callable[..., Traced] | None = None,
+    batch_size: int = 1,
+    epochs: int | None = None,
+    shuffle_seed: int | None = None,
+    batch_loss: Callable[..., Traced] | None = None,
 ) -> Program:
     """A sketchable training program from a traced loss, documents and an optimizer.
 
@@ -197,6 +260,14 @@ def training_program(
     s mod N with its loss times (1 - w[doc]).  ``output(params, **test)``
     (default: ``loss``) is what queries ask about; a test input is a dict of
     arrays shaped like some training document's.
+
+    Minibatches: with ``batch_size`` B > 1 a step trains on B documents with
+    loss (1/B) sum_d (1 - w_d) loss_d (the last batch of an epoch may be
+    smaller); the documents of a batch must have arrays of the same shapes.
+    ``batch_loss(params, **batch)``, given arrays with a leading axis over the
+    batch's documents, returns their (B,) losses as batched tensor work; without
+    it ``loss`` is traced once per document of the batch.  ``epochs`` (instead of
+    ``steps``) and ``shuffle_seed`` choose the order (``circuitsketch.batches``).
 
     Example::
 
@@ -208,22 +279,30 @@ def training_program(
             docs=[{"x": X[i], "t": y[i]} for i in range(20)],
             optimizer=cs.SGD(lr=0.05, momentum=0.0))
     """
+    from circuitsketch.batches import minibatches, stack_documents
+
     if not docs:
         raise ValueError("training_program: no documents")
-    num_steps = len(docs) if steps is None else int(steps)
-    if num_steps < 1:
-        raise ValueError(f"training_program: steps must be >= 1, got {num_steps}")
+    if steps is not None and int(steps) < 1:
+        raise ValueError(f"training_program: steps must be >= 1, got {int(steps)}")
+    try:
+        batches = minibatches(len(docs), batch_size, steps, epochs, shuffle_seed)
+    except ValueError as e:
+        raise ValueError(f"training_program: {e}") from None
     shapes = {k: tuple(np.shape(v)) for k, v in params.items()}
     keys = [doc_signature(d) for d in docs]
     specs = {key: {k: Input(shape, dtype) for k, shape, dtype in key}
              for key in dict.fromkeys(keys)}
-    step_circuits = {key: build_step_circuit(loss, shapes, spec, optimizer)
-                     for key, spec in specs.items()}
     output_circuits = {key: build_output_circuit(output or loss, shapes, spec)
                        for key, spec in specs.items()}
-    sched = [Step(keys[s % len(docs)], s % len(docs),
-                  {k: np.asarray(v) for k, v in docs[s % len(docs)].items()})
-             for s in range(num_steps)]
+    if batch_size == 1:
+        step_circuits = {key: build_step_circuit(loss, shapes, spec, optimizer)
+                         for key, spec in specs.items()}
+        sched = [Step(keys[b[0]], b[0], {k: np.asarray(v) for k, v in docs[b[0]].items()})
+                 for b in batches]
+    else:
+        sched, step_circuits = _minibatch_steps(
+            batches, docs, keys, specs, loss, batch_loss, shapes, optimizer, stack_documents)
 
     def encode_test(test: Mapping[str, Any]):
         key = doc_signature(test)
@@ -236,8 +315,56 @@ def training_program(
              **_init_buffers(optimizer, params)}
     return Program(name=name, init_state=state, params=tuple(shapes), step_circuits=step_circuits,
                    output_circuits=output_circuits, steps=sched, num_docs=len(docs),
-                   optimizer=optimizer, encode_test=encode_test)
+                   optimizer=optimizer, encode_test=encode_test,
+                   documents=None if batch_size == 1 else
+                   [{k: np.asarray(v) for k, v in d.items()} for d in docs])
 
+
+def _minibatch_steps(batches, docs, keys, specs, loss, batch_loss, shapes, optimizer, stack):
+    """Steps of a minibatch schedule and their circuits, keyed (batch size, signature).
+
+    With `batch_loss` a step's arrays are stacked (a leading axis over its
+    documents); without it each document keeps its own arrays, named
+    ``name[j]`` for the j-th document of the batch, and `loss` is traced on each.
+    """
+    sched, circuits = [], {}
+    for b in batches:
+        sig = keys[b[0]]
+        other = next((i for i in b if keys[i] != sig), None)
+        if other is not None:
+            raise ValueError(
+                f"training_program: documents {b[0]} and {other} share a minibatch but their "
+                "arrays differ in names, shapes or dtypes; pad them to one shape")
+        key = (len(b), sig)
+        if batch_loss is not None:
+            data = stack([docs[i] for i in b])
+        else:
+            data = {f"{k}[{j}]": np.asarray(docs[i][k]) for j, i in enumerate(b) for k in docs[i]}
+        if key not in circuits:
+            if batch_loss is not None:
+                fn, data_specs = batch_loss, {k: Input((len(b), *spec.shape), spec.dtype)
+                                              for k, spec in specs[sig].items()}
+            else:
+                fn = _losses_one_by_one(loss, len(b), list(specs[sig]))
+                data_specs = {f"{k}[{j}]": spec for j in range(len(b))
+                              for k, spec in specs[sig].items()}
+            circuits[key] = build_step_circuit(fn, shapes, data_specs, optimizer, batch=len(b))
+        sched.append(Step(key, tuple(b), data))
+    return sched, circuits
+
+
+def _losses_one_by_one(loss: Callable[..., Traced], size: int, names: list[str]
+                       ) -> Callable[..., Traced]:
+    """A batch's (B,) losses: the one-document loss traced on each document's arrays."""
+    from circuitsketch.ops.structure import stack
+
+    def batch_loss(params, **batch):
+        c = next(iter(params.values())).circuit
+        rows = [lift(c, loss(params, **{k: batch[f"{k}[{j}]"] for k in names}))
+                for j in range(size)]
+        return stack(rows)
+
+    return batch_loss
 
 def _init_buffers(optimizer: Any, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     from circuitsketch.optim import init_buffers

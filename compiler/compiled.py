@@ -5,10 +5,15 @@ a packed schedule; the state lives in two flat buffers used in turn, so a
 step reads one and writes the other.  Degree 0 is the real trainer (float64);
 degree K >= 1 propagates series of the data weights in B directions at once,
 with the order-0 run computed once per batch.
+
+The schedule holds each step's documents (one, or a minibatch's): a step's
+weight input receives their weights, ``w0`` (order 0) and ``wpsi`` (their
+direction entries, documents x directions).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Hashable
 
 import numpy as np
@@ -91,16 +96,34 @@ def program_build(
         ))
     if only is not None:
         return Build(units, degree)
+    width = loss_width(program)
+    if degree and width > 1:
+        raise ValueError("a program whose steps output one loss per document runs in real "
+                         "mode only")
     return Build(units, degree, title=f"Generated for program {program.name!r}, "
-                 f"{_mode(degree)} mode.", footer=None if degree else _run_loop)
+                 f"{_mode(degree)} mode.",
+                 footer=None if degree else functools.partial(_run_loop, width=width))
 
 
-def _run_loop(b: Build) -> str:
+def loss_width(program: Program) -> int:
+    """Entries of the widest per-step ``loss`` output: 1, or a reverse run's per-document
+    weight cotangents of its largest minibatch (``runtime.metagrad``)."""
+    return max(
+        (c.nodes[c.outputs["loss"]].size for c in program.step_circuits.values()), default=1
+    )
+
+
+def _run_loop(b: Build, width: int = 1) -> str:
     """The compiled training loop of real mode (a real step is too short for a Python
-    loop; series mode loops in Python, see ``CompiledProgram._train_series_pass``)."""
+    loop; series mode loops in Python, see ``CompiledProgram._train_series_pass``).
+    wb receives the weights of the step's documents; a loss of `width` > 1 entries
+    per step (one per document) goes to row s of losses."""
     steps = [u.name for u in b.units if u.state_outputs]
-    args = "start, stop, keys, docs, II, FF, W0, sa, sb, ws, tab, cst, losses, res0, code, traj"
-    call = "sa, sb, ws, tab, cst, II[s], FF[s], W0[d], res0, code"
+    args = (
+        "start, stop, keys, docs, ndocs, II, FF, W0, wb, sa, sb, ws, tab, cst, losses, res0, "
+        "code, traj"
+    )
+    call = "sa, sb, ws, tab, cst, II[s], FF[s], wb, res0, code"
     lines = [
         "@njit(cache=True, nogil=True, error_model='numpy')",
         f"def run({args}):",
@@ -108,13 +131,18 @@ def _run_loop(b: Build) -> str:
         "        if traj.shape[0] > 0:",
         "            traj[s - start] = sa",
         "        key = keys[s]",
-        "        d = docs[s]",
+        "        for j in range(ndocs[s]):",
+        "            wb[j] = W0[docs[s, j]]",
         "        ok = False",
     ]
     for i, name in enumerate(steps):
         lines.append(f"        {'if' if i == 0 else 'elif'} key == {i}:")
         lines.append(f"            ok = {name}({call})")
-    lines += ["        losses[s] = res0[0]", "        if not ok:", "            return s"]
+    if width == 1:
+        lines.append("        losses[s] = res0[0]")
+    else:
+        lines += ["        for j in range(ndocs[s]):", "            losses[s, j] = res0[j]"]
+    lines += ["        if not ok:", "            return s"]
     lines += ["        sa, sb = sb, sa", "    return -1", ""]
     return "\n".join(lines)
 
@@ -155,6 +183,7 @@ class CompiledProgram:
         self.source, self.module = self.build.source, self.build.module
         self.instr, self.tab, self.cst = self.build.tables.arrays()
         self._pack_schedule()
+        self.loss_width = loss_width(program)
         self.ws_size = max(u.lowered.ws_size for u in units)
         self.wh_size = max(u.lowered.wh_size for u in units)
 
@@ -168,8 +197,10 @@ class CompiledProgram:
         fsz = max(
             (sum(n for _, n in cp.iface.floats.values()) for cp in self.steps_c.values()), default=1
         )
+        width = max((len(st.docs) for st in prog.steps), default=1)
         self.keys = np.empty(T, np.int64)
-        self.docs = np.empty(T, np.int64)
+        self.docs = np.zeros((T, width), np.int64)  # row s: step s's documents, then 0s
+        self.ndocs = np.empty(T, np.int64)
         self.II = np.zeros((T, max(isz, 1)), np.int64)
         self.FF = np.zeros((T, max(fsz, 1)), np.float64)
         for s in range(T):
@@ -177,7 +208,9 @@ class CompiledProgram:
             key = prog.steps[s].key
             cp = self.steps_c[key]
             self.keys[s] = key_index[key]
-            self.docs[s] = prog.steps[s].doc
+            docs = prog.steps[s].docs
+            self.docs[s, : len(docs)] = docs
+            self.ndocs[s] = len(docs)
             self.II[s, :] = pack(inputs, cp.iface.ints, self.II.shape[1], np.int64)
             self.FF[s, :] = pack(inputs, cp.iface.floats, self.FF.shape[1], np.float64)
 
@@ -218,10 +251,12 @@ class CompiledProgram:
         if sa.shape != (self.state_size,):
             raise ValueError(f"state: shape {sa.shape}, expected ({self.state_size},)")
         ws = np.empty(max(self.ws_size, 1))
-        losses = np.zeros(self.program.num_steps)
+        T, width = self.program.num_steps, self.loss_width
+        losses = np.zeros(T) if width == 1 else np.zeros((T, width))
         # res0: the loss, and in series mode the sum fused loops return over the new
         # state's higher orders (0.0, or NaN if one is not finite; emit.py)
-        return stop, self._weights(weights), sa, np.empty_like(sa), ws, losses, np.zeros(2)
+        res0 = np.zeros(max(2, width))
+        return stop, self._weights(weights), sa, np.empty_like(sa), ws, losses, res0
 
     def train(
         self,
@@ -233,7 +268,8 @@ class CompiledProgram:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Real training (degree 0 module) from `state` at step `start` to `stop`.
 
-        Returns the flat final state and the per-step losses of the steps run.
+        Returns the flat final state and the per-step losses of the steps run
+        ((steps,), or (steps, W) for a loss of one entry per document of a step).
         If `trajectory` (stop - start, S) is given, row s - start receives the
         state that step s reads.
         """
@@ -245,9 +281,11 @@ class CompiledProgram:
             stop,
             self.keys,
             self.docs,
+            self.ndocs,
             self.II,
             self.FF,
             w,
+            np.zeros(self.docs.shape[1]),
             sa,
             sb,
             ws,
@@ -346,11 +384,12 @@ class CompiledProgram:
         ]
         tab, cst, code, II, FF = self.tab, self.cst, self.instr, self.II, self.FF
         for s in range(start, stop):
-            d = self.docs[s]
+            docs = self.docs[s, : self.ndocs[s]]
+            w0, wpsi = w[docs], psi_t[docs]
             parts, r, unchecked = steps[self.keys[s]]
             res0[1] = 0.0
             for part in parts:
-                r = part(sa, sb, ha, hb, ws, wh, tab, cst, II[s], FF[s], w[d], psi_t[d],
+                r = part(sa, sb, ha, hb, ws, wh, tab, cst, II[s], FF[s], w0, wpsi,
                          res0, resh, code, B, K, r)  # fmt: skip
             losses[s] = res0[0]
             finite = res0[1] == 0.0 and kernels.all_finite(sb)
@@ -410,10 +449,10 @@ class CompiledProgram:
     def _raise_nonfinite(self, step: int, s0, hi, w, psi) -> None:
         prog = self.program
         circuit, inputs = prog.step_inputs(step)
-        doc = prog.steps[step].doc
+        st = prog.steps[step]
         state = self.unpack_state(s0)
         if hi is None:
-            where = locate_nonfinite(circuit, {**state, **inputs, WEIGHT: w[doc]}, None)
+            where = locate_nonfinite(circuit, {**state, **inputs, WEIGHT: st.weight(w)}, None)
         else:
             K = self.degree
             his = self.unpack_hi(hi, psi.shape[0])
@@ -426,10 +465,12 @@ class CompiledProgram:
                 0,
             )
             series_state = {n: np.concatenate([v[None], his[n][bad_b]]) for n, v in state.items()}
-            wser = np.zeros(K + 1, np.complex128)
-            wser[0], wser[1] = w[doc], psi[bad_b, doc]
+            w0 = st.weight(w)
+            wser = np.zeros((K + 1, *np.shape(w0)), np.complex128)
+            wser[0], wser[1] = w0, st.weight(psi[bad_b])
             where = locate_nonfinite(circuit, {**series_state, **inputs, WEIGHT: wser}, K)
-        raise NonFiniteError(f"non-finite value at training step {step} (document {doc}): {where}")
+        docs = f"document {st.doc}" if isinstance(st.doc, int) else f"documents {list(st.doc)}"
+        raise NonFiniteError(f"non-finite value at training step {step} ({docs}): {where}")
 
 
 def compile_program(program: Program, degree: int = 0) -> CompiledProgram:

@@ -210,8 +210,12 @@ def copy(X, Z, code, r):
 
 
 @jit
-def set_scalar(Z, code, r, value):
-    Z[code[r, OUT]] = value
+def set_weight(Z, code, r, w):
+    """The data weight's order 0: the weights w[0 : n] of the step's n documents."""
+    n = code[r, N]
+    z = Z[code[r, OUT] :][:n]
+    for i in range(n):
+        z[i] = w[i]
 
 
 @jit
@@ -515,9 +519,12 @@ def h_ode(HX, Q, HZ, code, r, B, K, cst):
 
 @jit
 def h_set_weight(HZ, code, r, B, K, psi):
-    """The data weight w = w0 + z psi: order 1 is psi, higher orders 0 (size 1)."""
-    z = hview(HZ, code[r, HO], B, K, 1)
+    """The data weight w = w0 + z psi of the step's n documents: order 1 of document i
+    along direction b is psi[i, b], higher orders 0."""
+    n = code[r, N]
+    z = hview(HZ, code[r, HO], B, K, n)
     for b in range(B):
-        z[b, 0, 0] = psi[b]
-        for k in range(1, K):
-            z[b, k, 0] = 0.0
+        for i in range(n):
+            z[b, 0, i] = psi[i, b]
+            for k in range(1, K):
+                z[b, k, i] = 0.0

@@ -176,12 +176,17 @@ def lower(
         x = [s.r_arr[j] for j in node.inputs]
         h = [s.h_arr[j] for j in node.inputs]
         if node.op is Op.INPUT and node.attrs[0] == iface.weight:
-            code = ["k.set_scalar(ws, code, r, w0)"]
+            code = ["k.set_weight(ws, code, r, w0)"]
             if has_hi:
                 code.append("k.h_set_weight(wh, code, r, B, K, wpsi)")
         elif node.op in (Op.INPUT, Op.CONST) or (is_alias(node.op) and i not in out_slot):
             continue
         else:
+            if node.dtype == "int":
+                raise IRError(
+                    f"compiled code keeps integer arrays where they are given (they may be "
+                    f"reshaped, not computed): {c.format_node(i)}"
+                )
             entry = opdef(node.op)
             if entry.code.kernel is not None:
                 code = [kernel_call(entry.code.kernel, x, s.r_arr[i])]

@@ -40,13 +40,19 @@ def run(
     progress: bool | None = None,
     log: Callable[[str], None] | None = None,
     warn: Callable[[str], None] | None = None,
+    model_config: dict[str, Any] | None = None,
+    train_config: dict[str, Any] | None = None,
+    epochs: int | None = None,
 ) -> dict[str, Any]:
+    """The demo's result; `model_config` / `train_config` / `epochs`: microgpt's size and
+    training (``runtime.sources.microgpt_settings``; default: the spec's, one epoch)."""
     from circuitsketch.models import microgpt
     from runtime.parallel import default_workers
     from runtime.precompute import precompute
     from runtime.query import counted, deletion_weights, predict
     from runtime.retrain import retrain
     from runtime.sources.microgpt import MicrogptSource, check_test_docs, read_training_docs
+    from runtime.sources.microgpt_settings import normalized_train, num_steps
     from runtime.store import Sketch
 
     log = log or (lambda s: None)
@@ -78,7 +84,10 @@ def run(
         if not docs_file.is_file() or docs_file.read_text(encoding="utf-8") != text:
             docs_file.write_text(text, encoding="utf-8")
         docs, docs_sha = read_training_docs(docs_file)
-        source = MicrogptSource(tuple(docs), len(docs), seed=seed)
+        train = normalized_train(train_config or {})
+        steps = num_steps(len(docs), None, epochs, train.get("batch_size", 1))
+        source = MicrogptSource(tuple(docs), steps, seed=seed, model_config=model_config or {},
+                                train_config=train)
         if not any(letter in d for d in docs):
             raise ValueError(
                 f"--letter {letter!r}: none of the first {n} names contains it, so there is "
@@ -87,7 +96,7 @@ def run(
         w, sel, what = deletion_weights(docs, contains=letter)
 
         log(
-            f"[1/3] sketch: microgpt on the first {n} names, T = {n} steps, degree K = {k}, "
+            f"[1/3] sketch: microgpt on the first {n} names, T = {steps} steps, degree K = {k}, "
             f"M = {m} directions, {workers} worker(s) (the first run compiles the Numba "
             "kernels once, about a minute; they are cached on disk)"
         )
@@ -116,7 +125,7 @@ def run(
         t_query_cached = time.perf_counter() - t0
         assert pred_again["prediction"] == pred["prediction"]
 
-        log(f"[3/3] truth: retrain {n} steps without those names")
+        log(f"[3/3] truth: retrain {steps} steps without those names")
         t0 = time.perf_counter()
         (truth,), _ = retrain(source, w, [test])
         t_retrain = time.perf_counter() - t0
@@ -128,7 +137,7 @@ def run(
     true_change = truth - pred["c0"]
     return {
         "num_docs": n,
-        "steps": n,
+        "steps": steps,
         "degree": k,
         "directions": m,
         "workers": workers,

@@ -31,7 +31,7 @@ import numpy as np
 
 from circuitsketch import interpret
 from circuitsketch.grad import grad, reverse_step
-from circuitsketch.program import LOSS, WEIGHT, Program, Step
+from circuitsketch.program import LOSS, WEIGHT, Program, Step, per_document
 from compiler.compiled import CompiledProgram
 
 FWD = "fwd."
@@ -98,7 +98,6 @@ class Metagradient:
         self.forward = CompiledProgram(program, 0)
         self.traj = trajectory(self.forward, weights)
         self.reverse = CompiledProgram(reverse_program(program, self.forward, self.traj), 0)
-        self.docs = np.array([st.doc for st in self.reverse.program.steps])
 
     def seed(self, test) -> np.ndarray:
         """The cotangent of the final state: dF/dparams, zero for optimizer buffers."""
@@ -115,9 +114,8 @@ class Metagradient:
 
     def __call__(self, test) -> np.ndarray:
         _, per_step = self.reverse.train(self.weights, state=self.seed(test))
-        g = np.zeros(self.program.num_docs)
-        np.add.at(g, self.docs, per_step)
-        return g
+        # per_step: each step's weight cotangent, one per document of a minibatch step
+        return per_document(self.reverse.program, per_step)
 
 
 def metagradient(program: Program, test, weights=None) -> np.ndarray:

@@ -39,6 +39,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,8 @@ _MISMATCH = {
     "directions": "other directions",
     "chunk_size": "another chunk size",
     "hyperparameters": "other hyper-parameters",
+    "model_config": "another model configuration",
+    "train_config": "other training settings",
     "fingerprints": "other traced circuits (the program or its tracing changed)",
 }
 
@@ -107,13 +110,24 @@ _MISMATCH = {
 def describe_mismatch(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     """Plain-words differences between two sketch configurations."""
     out = []
-    for key in sorted(set(stored) | set(wanted), key=lambda k: (k not in _MISMATCH, k)):
+    # the settings a user chose first, naming each that differs
+    first = ("model_config", "train_config")
+    for key in sorted(set(stored) | set(wanted),
+                      key=lambda k: (k not in first, k not in _MISMATCH, k)):
         a, b = stored.get(key), wanted.get(key)
         if a == b:
             continue
         what = _MISMATCH.get(key, f"another {key}")
         if key == "fingerprints":
             out.append(f"{what} ({key}: {'; '.join(circuit_differences(a, b))})")
+        elif key in ("model_config", "train_config"):  # settings absent are the defaults
+            a, b = a or {}, b or {}
+            def value(d: dict, k: str) -> str:
+                return _short(d[k]) if k in d else "the default"
+
+            diffs = [f"{k}: sketch has {value(a, k)}, asked for {value(b, k)}"
+                     for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+            out.append(f"{what} ({'; '.join(diffs)})")
         else:
             out.append(f"{what} ({key}: sketch has {_short(a)}, asked for {_short(b)})")
     return out
@@ -131,7 +145,9 @@ def circuit_differences(stored: Any, current: dict[str, str]) -> list[str]:
     out = []
     for name in sorted(set(stored) | set(current)):
         kind, _, key = str(name).partition(":")
-        where = f"bucket {key}" if key.isdigit() else f"documents {key}"
+        batch = re.fullmatch(r"\((\d+), (\d+)\)", key)  # microgpt's (batch size, bucket)
+        where = (f"bucket {key}" if key.isdigit() else
+                 f"batches of {batch[1]}, bucket {batch[2]}" if batch else f"documents {key}")
         what = f"{kind} circuit for {where}" if key else f"circuit {name!r}"
         if name not in current:
             out.append(f"{what} is in the sketch, not in this program")

@@ -6,19 +6,29 @@ of n positions runs in the step circuit of the smallest length bucket L >= n;
 the extra positions carry token BOS and target -1 (a zero one-hot row), and
 causality keeps them invisible to the real ones, so the loss and its gradient
 equal the unpadded ones up to summation order (exact zeros are added).
+
+The model's size is a ``Config`` (layers, width, heads, context; the default
+is the spec's model, traced exactly as before).  A minibatch step runs its
+documents together, padded to one bucket: every linear layer is one matrix
+product over all their positions and attention one batched product over
+(document, head) pairs (``batched_loss``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from circuitsketch import nn
 from circuitsketch import ops as O
+from circuitsketch.batches import minibatches
+from circuitsketch.models.microgpt_config import Config
 from circuitsketch.optim import Adam, init_buffers
 from circuitsketch.program import Program, Step, build_output_circuit, build_step_circuit
 from circuitsketch.tracing import Input, Traced, where
@@ -27,21 +37,23 @@ N_EMBD, N_HEAD, HEAD_DIM, BLOCK_SIZE, MLP_DIM = 16, 4, 4, 16, 64
 INIT_STD = 0.08
 RMS_EPS = 1e-5
 DEFAULT_BUCKETS = (8, 16)
+DEFAULT = Config()
 
 
-def param_shapes(vocab_size: int = 27) -> dict[str, tuple[int, int]]:
-    """Parameter names and (out, in) shapes, in the spec's flattening order."""
-    return {
-        "wte": (vocab_size, N_EMBD),
-        "wpe": (BLOCK_SIZE, N_EMBD),
-        "lm_head": (vocab_size, N_EMBD),
-        "layer0.attn_wq": (N_EMBD, N_EMBD),
-        "layer0.attn_wk": (N_EMBD, N_EMBD),
-        "layer0.attn_wv": (N_EMBD, N_EMBD),
-        "layer0.attn_wo": (N_EMBD, N_EMBD),
-        "layer0.mlp_fc1": (MLP_DIM, N_EMBD),
-        "layer0.mlp_fc2": (N_EMBD, MLP_DIM),
-    }
+def param_shapes(vocab_size: int = 27, config: Config = DEFAULT) -> dict[str, tuple[int, int]]:
+    """Parameter names and (out, in) shapes, in the spec's flattening order (layer by layer)."""
+    e, h = config.n_embd, config.mlp_dim
+    shapes = {"wte": (vocab_size, e), "wpe": (config.block_size, e), "lm_head": (vocab_size, e)}
+    for i in range(config.n_layer):
+        shapes.update({
+            f"layer{i}.attn_wq": (e, e),
+            f"layer{i}.attn_wk": (e, e),
+            f"layer{i}.attn_wv": (e, e),
+            f"layer{i}.attn_wo": (e, e),
+            f"layer{i}.mlp_fc1": (h, e),
+            f"layer{i}.mlp_fc2": (e, h),
+        })
+    return shapes
 
 
 # ---------------------------------------------------------------- data
@@ -93,15 +105,18 @@ class Tokenizer:
 
 
 # ---------------------------------------------------------------- parameters
-def init_params(seed: int = 0, vocab_size: int = 27) -> dict[str, np.ndarray]:
+def init_params(seed: int = 0, vocab_size: int = 27, config: Config = DEFAULT
+                ) -> dict[str, np.ndarray]:
     """i.i.d. N(0, 0.08^2) parameters from numpy's default_rng(seed), in spec order."""
     rng = np.random.default_rng(seed)
-    return {n: rng.normal(0.0, INIT_STD, size=s) for n, s in param_shapes(vocab_size).items()}
+    shapes = param_shapes(vocab_size, config)
+    return {n: rng.normal(0.0, INIT_STD, size=s) for n, s in shapes.items()}
 
 
-def load_params(path: str | Path, vocab_size: int = 27) -> dict[str, np.ndarray]:
+def load_params(path: str | Path, vocab_size: int = 27, config: Config = DEFAULT
+                ) -> dict[str, np.ndarray]:
     """Parameters from an .npz whose keys are the spec's names; checks every key and shape."""
-    shapes = param_shapes(vocab_size)
+    shapes = param_shapes(vocab_size, config)
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: np.asarray(f[k]) for k in f.files}
@@ -137,43 +152,83 @@ def linear(x: Traced, w: Traced) -> Traced:
     return x @ w.T
 
 
-def attention(P: dict[str, Traced], x: Traced, length: int) -> Traced:
-    q = linear(x, P["layer0.attn_wq"])
-    k = linear(x, P["layer0.attn_wk"])
-    v = linear(x, P["layer0.attn_wv"])
+def attention(
+    P: dict[str, Traced], x: Traced, length: int, config: Config = DEFAULT, layer: int = 0,
+    batch: int | None = None,
+) -> Traced:
+    """Causal multi-head attention over rows x: (length, E), or (batch * length, E) for
+    `batch` documents of `length` positions each."""
+    E, H, D = config.n_embd, config.n_head, config.head_dim
+    q = linear(x, P[f"layer{layer}.attn_wq"])
+    k = linear(x, P[f"layer{layer}.attn_wk"])
+    v = linear(x, P[f"layer{layer}.attn_wv"])
 
-    def heads(t: Traced) -> Traced:
-        return t.reshape(length, N_HEAD, HEAD_DIM).transpose(1, 0, 2)
+    def heads(t: Traced) -> Traced:  # -> (groups, length, D), a group = (document, head)
+        if batch is None:
+            return t.reshape(length, H, D).transpose(1, 0, 2)
+        return t.reshape(batch, length, H, D).transpose(0, 2, 1, 3).reshape(batch * H, length, D)
 
     q, k, v = heads(q), heads(k), heads(v)
-    scores = (q @ k.transpose(0, 2, 1)) * (1.0 / math.sqrt(HEAD_DIM))
+    scores = (q @ k.transpose(0, 2, 1)) * (1.0 / math.sqrt(D))
     causal = np.broadcast_to(np.tril(np.ones((length, length), dtype=bool)), scores.shape)
     shift = O.shift_max(where(causal, scores, -np.inf), axis=-1)
     e = where(causal, O.exp(where(causal, scores - shift, 0.0)), 0.0)
     a = e / e.sum(axis=-1, keepdims=True)
-    out = (a @ v).transpose(1, 0, 2).reshape(length, N_EMBD)
-    return linear(out, P["layer0.attn_wo"])
+    out = a @ v
+    if batch is None:
+        out = out.transpose(1, 0, 2).reshape(length, E)
+    else:
+        out = out.reshape(batch, H, length, D).transpose(0, 2, 1, 3).reshape(batch * length, E)
+    return linear(out, P[f"layer{layer}.attn_wo"])
 
 
-def logits(P: dict[str, Traced], tokens: Traced) -> Traced:
-    length = tokens.shape[0]
-    x = O.gather(P["wte"], tokens) + P["wpe"][:length]
-    x = rmsnorm(x)
+def _blocks(P: dict[str, Traced], x: Traced, length: int, config: Config,
+            batch: int | None) -> Traced:
     c = x.circuit
-    with c.scope("attention"):
-        x = attention(P, rmsnorm(x), length) + x
-    with c.scope("mlp"):
-        h = gelu(linear(rmsnorm(x), P["layer0.mlp_fc1"]))
-        x = linear(h, P["layer0.mlp_fc2"]) + x
+    for i in range(config.n_layer):
+        with c.scope(f"layer{i}") if config.n_layer > 1 else contextlib.nullcontext():
+            with c.scope("attention"):
+                x = attention(P, rmsnorm(x), length, config, i, batch) + x
+            with c.scope("mlp"):
+                h = gelu(linear(rmsnorm(x), P[f"layer{i}.mlp_fc1"]))
+                x = linear(h, P[f"layer{i}.mlp_fc2"]) + x
     with c.scope("head"):
         return linear(x, P["lm_head"])
 
 
-def doc_loss(P: dict[str, Traced], tokens: Traced, targets: Traced, n_positions: Traced) -> Traced:
+def logits(P: dict[str, Traced], tokens: Traced, config: Config = DEFAULT) -> Traced:
+    length = tokens.shape[0]
+    x = O.gather(P["wte"], tokens) + P["wpe"][:length]
+    return _blocks(P, rmsnorm(x), length, config, None)
+
+
+def batched_logits(P: dict[str, Traced], tokens: Traced, config: Config = DEFAULT) -> Traced:
+    """Logits (batch * length, V) of the documents of tokens (batch, length), row-major."""
+    batch, length = tokens.shape
+    E = config.n_embd
+    x = O.gather(P["wte"], tokens.reshape(batch * length)).reshape(batch, length, E)
+    x = (x + P["wpe"][:length]).reshape(batch * length, E)
+    return _blocks(P, rmsnorm(x), length, config, batch)
+
+
+def doc_loss(P: dict[str, Traced], tokens: Traced, targets: Traced, n_positions: Traced,
+             config: Config = DEFAULT) -> Traced:
     """Mean over real positions of -log softmax(logits)[target]; target -1 marks padding."""
-    lg = logits(P, tokens)
+    lg = logits(P, tokens, config)
     with lg.circuit.scope("loss"):
         return nn.cross_entropy(lg, targets) / n_positions
+
+
+def batched_loss(P: dict[str, Traced], tokens: Traced, targets: Traced, n_positions: Traced,
+                 config: Config = DEFAULT) -> Traced:
+    """The (batch,) losses of documents padded to one length: tokens, targets (batch, length)."""
+    batch, length = tokens.shape
+    lg = batched_logits(P, tokens, config)
+    with lg.circuit.scope("loss"):
+        vocab = lg.shape[-1]
+        picked = O.one_hot(targets.reshape(batch * length), vocab) * nn.log_softmax(lg, axis=-1)
+        # per document, the sum over its positions and the vocabulary, in doc_loss's order
+        return -(picked.reshape(batch, length, vocab).sum(axis=2).sum(axis=1)) / n_positions
 
 
 # ---------------------------------------------------------------- the program
@@ -184,9 +239,21 @@ def bucket_of(n: int, buckets: Sequence[int]) -> int:
     raise ValueError(f"no length bucket holds {n} positions (buckets {tuple(buckets)})")
 
 
-def encode_padded(tokens: list[int], length: int, bos: int) -> dict[str, np.ndarray]:
+BATCH_BUCKETS = (8, 10, 12, 16)
+
+
+def default_buckets(block_size: int, batched: bool = False) -> tuple[int, ...]:
+    """(8, 16) for the spec's context of 16, (8, 10, 12, 16) for minibatches (a batch is
+    padded to its longest document, so finer buckets waste fewer positions); for another
+    context, the buckets below it, and it."""
+    base = BATCH_BUCKETS if batched else DEFAULT_BUCKETS
+    return tuple(sorted({b for b in base if b < block_size} | {block_size}))
+
+
+def encode_padded(tokens: list[int], length: int, bos: int, block_size: int = BLOCK_SIZE
+                  ) -> dict[str, np.ndarray]:
     """Inputs and targets of a tokenised document, padded to `length` positions."""
-    n = min(BLOCK_SIZE, len(tokens) - 1)
+    n = min(block_size, len(tokens) - 1)
     inp = np.full(length, bos, dtype=np.int64)
     tgt = np.full(length, -1, dtype=np.int64)
     inp[:n] = tokens[:n]
@@ -194,49 +261,85 @@ def encode_padded(tokens: list[int], length: int, bos: int) -> dict[str, np.ndar
     return {"tokens": inp, "targets": tgt, "n_positions": np.float64(n)}
 
 
+def _data_specs(length: int, batch: int | None = None) -> dict[str, Input]:
+    lead = () if batch is None else (batch,)
+    return {
+        "tokens": Input((*lead, length), "int"),
+        "targets": Input((*lead, length), "int"),
+        "n_positions": Input(lead),
+    }
+
+
 def build(
     docs: Sequence[str],
     steps: int | None = None,
     init: dict[str, np.ndarray] | None = None,
     seed: int = 0,
-    buckets: Sequence[int] = DEFAULT_BUCKETS,
+    buckets: Sequence[int] | None = None,
     tokenizer: Tokenizer | None = None,
+    *,
+    n_layer: int = 1,
+    n_embd: int = N_EMBD,
+    n_head: int = N_HEAD,
+    block_size: int = BLOCK_SIZE,
+    batch_size: int = 1,
+    epochs: int | None = None,
+    shuffle_seed: int | None = None,
+    optimizer: Any = None,
 ) -> Program:
-    """microgpt trained for `steps` steps (default: one pass) on `docs`, step s on doc s mod N."""
+    """microgpt of the given size trained on `docs` with `optimizer` (default: the spec's Adam).
+
+    The steps follow ``circuitsketch.batches.minibatches`` (`steps` or `epochs`, not
+    both; neither: one epoch); by default step s trains on document s mod N.  A batch
+    size of 1 traces the spec's one-document step (a scalar weight).
+    """
     tok = tokenizer or Tokenizer.from_corpus()
+    cfg = Config(n_layer, n_embd, n_head, block_size)
     if not docs:
         raise ValueError("no training documents")
-    num_steps = len(docs) if steps is None else int(steps)
-    if num_steps < 1:
-        raise ValueError(f"number of steps must be >= 1, got {num_steps}")
-    buckets = tuple(sorted(set(int(b) for b in buckets)))
-    if not buckets or buckets[-1] < BLOCK_SIZE or buckets[0] < 1:
-        raise ValueError(f"length buckets {buckets} must be positive and include {BLOCK_SIZE}")
-    shapes = param_shapes(tok.vocab_size)
-    params = init if init is not None else init_params(seed, tok.vocab_size)
+    if steps is not None and int(steps) < 1:
+        raise ValueError(f"number of steps must be >= 1, got {int(steps)}")
+    batches = minibatches(len(docs), batch_size, steps, epochs, shuffle_seed)
+    # test documents run alone: the coarse buckets (fewer output circuits to compile)
+    out_buckets = tuple(sorted(set(int(b) for b in (buckets or default_buckets(block_size)))))
+    buckets = tuple(sorted(set(int(b) for b in (buckets or
+                                                default_buckets(block_size, batch_size > 1)))))
+    if not buckets or buckets[-1] < block_size or buckets[0] < 1:
+        raise ValueError(f"length buckets {buckets} must be positive and include {block_size}")
+    shapes = param_shapes(tok.vocab_size, cfg)
+    params = init if init is not None else init_params(seed, tok.vocab_size, cfg)
     encoded = [tok.encode(d) for d in docs]
-    opt = Adam()
+    lengths = [bucket_of(min(block_size, len(t) - 1), buckets) for t in encoded]
+    opt = optimizer if optimizer is not None else Adam()
 
-    def data_specs(length: int) -> dict[str, Input]:
-        return {
-            "tokens": Input((length,), "int"),
-            "targets": Input((length,), "int"),
-            "n_positions": Input(()),
-        }
+    def loss(P, tokens, targets, n_positions):
+        return doc_loss(P, tokens, targets, n_positions, cfg)
+
+    def loss_of_batch(P, tokens, targets, n_positions):
+        return batched_loss(P, tokens, targets, n_positions, cfg)
 
     sched = []
-    for s in range(num_steps):
-        i = s % len(docs)
-        key = bucket_of(min(BLOCK_SIZE, len(encoded[i]) - 1), buckets)
-        sched.append(Step(key, i, encode_padded(encoded[i], key, tok.bos)))
-    used = sorted({st.key for st in sched})
-    step_circuits = {L: build_step_circuit(doc_loss, shapes, data_specs(L), opt) for L in used}
-    output_circuits = {L: build_output_circuit(doc_loss, shapes, data_specs(L)) for L in buckets}
+    for b in batches:
+        key = max(lengths[i] for i in b)
+        rows = [encode_padded(encoded[i], key, tok.bos, block_size) for i in b]
+        if batch_size == 1:
+            sched.append(Step(key, b[0], rows[0]))
+        else:
+            stacked = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+            sched.append(Step((len(b), key), b, stacked))
+    step_circuits = {}
+    for key in sorted({st.key for st in sched}):
+        if batch_size == 1:
+            step_circuits[key] = build_step_circuit(loss, shapes, _data_specs(key), opt)
+        else:
+            step_circuits[key] = build_step_circuit(
+                loss_of_batch, shapes, _data_specs(key[1], key[0]), opt, batch=key[0])
+    output_circuits = {L: build_output_circuit(loss, shapes, _data_specs(L)) for L in out_buckets}
 
     def encode_test(doc: str):
         toks = tok.encode(doc)
-        key = bucket_of(min(BLOCK_SIZE, len(toks) - 1), buckets)
-        return key, encode_padded(toks, key, tok.bos)
+        key = bucket_of(min(block_size, len(toks) - 1), out_buckets)
+        return key, encode_padded(toks, key, tok.bos, block_size)
 
     state = {
         **{n: np.array(v, dtype=np.float64) for n, v in params.items()},

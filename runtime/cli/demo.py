@@ -16,6 +16,13 @@ from runtime.cli.common import (
     warn,
 )
 from runtime.cli.options import add_json
+from runtime.cli.settings import (
+    MODEL_OPTIONS,
+    TRAIN_OPTIONS,
+    add_model_options,
+    add_train_options,
+    given,
+)
 
 __all__ = ["DEMO"]
 
@@ -72,6 +79,10 @@ def configure_demo(p: argparse.ArgumentParser) -> None:
         default=None,
         help="show a progress bar (default: when stderr is a terminal)",
     )
+    p.add_argument("--epochs", type=count_of("epochs"), default=None, metavar="E",
+                   help="passes over the names (default 1)")
+    add_model_options(p)
+    add_train_options(p)
     add_json(p)
 
 
@@ -91,6 +102,9 @@ def run_demo(args: argparse.Namespace) -> int:
             progress=args.progress,
             log=None if args.json else (lambda s: print(s, file=sys.stderr)),
             warn=warn,
+            model_config=given(args, MODEL_OPTIONS),
+            train_config=given(args, TRAIN_OPTIONS),
+            epochs=args.epochs,
         )
     if args.json:
         print_json(result)

@@ -17,7 +17,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from runtime.cli.common import CLIError, Command, nonnegative_int, positive_int, user_errors, write
-from runtime.sources import source_class
+from runtime.cli.settings import (
+    MODEL_OPTIONS,
+    TRAIN_OPTIONS,
+    add_model_options,
+    add_train_options,
+    given,
+)
+from runtime.sources import TrainingOptions, source_class
 
 __all__ = ["INSPECT", "generated_source", "load_function", "parse_inputs", "parse_shape"]
 
@@ -128,6 +135,8 @@ def configure_inspect(p: argparse.ArgumentParser) -> None:
         metavar="NAME=SHAPE[:DTYPE]",
         help="inputs of --function, e.g. x=3x4,y=scalar,tokens=8:int (repeatable)",
     )
+    add_model_options(p)
+    add_train_options(p)
     out = p.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print the summary as JSON")
     out.add_argument(
@@ -226,6 +235,8 @@ def run_inspect(args: argparse.Namespace) -> int:
             for k in ("program", "circuit", "length", "docs")
             if getattr(args, k) is not None
         ]
+        clash += [s.flag for s in (*MODEL_OPTIONS, *TRAIN_OPTIONS)
+                  if getattr(args, s.key) is not None]
         if clash:
             raise CLIError(f"{', '.join(clash)} cannot be combined with --function")
         c, source = function_circuit(args.function, args.input)
@@ -235,8 +246,10 @@ def run_inspect(args: argparse.Namespace) -> int:
             raise CLIError("--input only applies to --function")
         kind = args.circuit or "step"
         with user_errors():
+            options = TrainingOptions(model_config=given(args, MODEL_OPTIONS),
+                                      train_config=given(args, TRAIN_OPTIONS))
             program, key, source = source_class(args.program).inspect_circuit(
-                args.program, kind, args.length, args.docs
+                args.program, kind, args.length, args.docs, options
             )
         c = (program.step_circuits if kind == "step" else program.output_circuits)[key]
         target = (program, kind, key)

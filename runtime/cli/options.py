@@ -13,8 +13,16 @@ import argparse
 
 import numpy as np
 
-from runtime.cli.common import nonnegative_int, positive_int, unit_float
+from runtime.cli.common import count_of, nonnegative_int, positive_int, unit_float
 from runtime.deletion_sets import DeletionSets
+from runtime.cli.settings import (
+    MODEL_OPTIONS,
+    TRAIN_OPTIONS,
+    add_model_options,
+    add_train_options,
+    check_sketch_settings,
+    given,
+)
 from runtime.sources import (
     ProgramSource,
     TestInput,
@@ -78,6 +86,14 @@ def add_training(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help="seed of the initial parameters (without --init) and of the directions (default 0)",
     )
+    g.add_argument(
+        "--epochs",
+        type=count_of("epochs"),
+        metavar="E",
+        help="train E passes over the documents (instead of --steps)",
+    )
+    add_model_options(p)
+    add_train_options(p)
 
 
 def training_options(args: argparse.Namespace, seed_only_inits: bool = False) -> TrainingOptions:
@@ -89,6 +105,9 @@ def training_options(args: argparse.Namespace, seed_only_inits: bool = False) ->
         seed=0 if args.seed is None else args.seed,
         seed_only_inits=seed_only_inits,
         skip_blank_lines=getattr(args, "skip_blank_lines", False),
+        model_config=given(args, MODEL_OPTIONS),
+        train_config=given(args, TRAIN_OPTIONS),
+        epochs=args.epochs,
     )
 
 
@@ -97,6 +116,7 @@ def add_sketch_and_tests(p: argparse.ArgumentParser, many: bool = True) -> None:
     p.add_argument("sketch", metavar="SKETCH", help="sketch directory made by compile")
     add_test_inputs(p, many)
     add_sketch_program(p)
+    add_model_options(p, check=True)
 
 
 def add_sketch_program(p: argparse.ArgumentParser) -> None:
@@ -116,6 +136,7 @@ def sketch_and_tests(
     --program FILE.py:FN says where a user program's file is now.
     """
     sk = Sketch.open(args.sketch)
+    check_sketch_settings(args, sk)
     source = sketch_source(sk, args.program)
     return sk, source, source.check_tests(source.test_inputs(requested_tests(args, many)))
 

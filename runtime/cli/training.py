@@ -30,6 +30,7 @@ from runtime.cli.options import (
     training_options,
 )
 from runtime.cli.sets import add_batch_retrain, run_batch_retrain
+from runtime.cli.settings import TRAIN_OPTIONS
 from runtime.sources import source_class
 from runtime.spec import build_program
 
@@ -136,8 +137,10 @@ def run_metagrad(args: argparse.Namespace) -> int:
 
         if args.sketch is not None:
             clash = [
-                f"--{k}" for k in ("docs", "init", "steps", "seed") if getattr(args, k) is not None
+                f"--{k}" for k in ("docs", "init", "steps", "seed", "epochs")
+                if getattr(args, k) is not None
             ]
+            clash += [s.flag for s in TRAIN_OPTIONS if getattr(args, s.key) is not None]
             if clash:
                 raise CLIError(
                     f"{', '.join(clash)} cannot be combined with SKETCH: the metagradient is "

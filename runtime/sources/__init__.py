@@ -34,6 +34,7 @@ __all__ = [
     "TrainingOptions",
     "UserProgramSource",
     "as_test_input",
+    "check_model_settings",
     "sketch_source",
     "source_class",
 ]
@@ -70,3 +71,12 @@ def sketch_source(sketch: Sketch, ref: str | None = None, full: bool = False) ->
     source = cls.reopen(sketch, ref, full)
     opened[full] = (ref, source)
     return source
+
+
+def check_model_settings(sketch: Sketch, asked: dict) -> None:
+    """ValueError naming the first of the model settings `asked` (e.g. {"n_layer": 2}) that
+    differs from the model `sketch` was made of."""
+    cls = SOURCES.get(sketch.config.get("program"))  # type: ignore[arg-type]
+    if cls is None:
+        raise SketchError(f"sketch {str(sketch.path)!r} was made from an unknown program")
+    cls.check_model(sketch, asked)

@@ -42,6 +42,8 @@ class TrainingOptions:
     seed_only_inits: bool = False  # the seed draws nothing but initial parameters (retrain)
     skip_blank_lines: bool = False  # --skip-blank-lines: blank lines in --docs skipped, warned
     model_config: dict[str, Any] = field(default_factory=dict)  # a model's own settings
+    train_config: dict[str, Any] = field(default_factory=dict)  # batches, optimizer, schedule
+    epochs: int | None = None  # --epochs E (instead of --steps)
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,17 @@ class ProgramSource(abc.ABC):
         the circuits (to evaluate coefficients).
         """
 
+    @classmethod
+    def check_model(cls, sketch: Sketch, asked: dict[str, Any]) -> None:
+        """ValueError unless `sketch`'s model has the settings `asked` (options given with a
+        SKETCH, e.g. {"n_layer": 2}); a program without such settings refuses any."""
+        if asked:
+            flag = "--" + next(iter(asked)).replace("_", "-")
+            raise ValueError(
+                f"{flag} sets microgpt's size; sketch {str(sketch.path)!r} is of a {cls.kind} "
+                "program"
+            )
+
     # ---- from the command line
     @classmethod
     @abc.abstractmethod
@@ -130,10 +143,15 @@ class ProgramSource(abc.ABC):
     @classmethod
     @abc.abstractmethod
     def inspect_circuit(
-        cls, ref: str | None, circuit: str, length: int | None, docs_file: str | None
+        cls,
+        ref: str | None,
+        circuit: str,
+        length: int | None,
+        docs_file: str | None,
+        options: TrainingOptions | None = None,
     ) -> tuple[Program, Hashable, str]:
         """The program whose step or output `circuit` to inspect, that circuit's key, and a
-        one-line description of it."""
+        one-line description of it (`options`: a model's own settings, e.g. its size)."""
 
     # ---- test inputs
     @abc.abstractmethod
@@ -145,10 +163,18 @@ class ProgramSource(abc.ABC):
         """`tests` as TestInputs the program can evaluate (ValueError naming a bad one)."""
 
 
+# settings the optimizers gained later (issue 18), recorded only when used: a run without
+# them keeps the manifest it had, so its earlier sketches stay resumable
+_LATER_SETTINGS = {"weight_decay": 0.0, "lr_schedule": None, "warmup": 0, "nesterov": False}
+
+
 def optimizer_settings(program: Program) -> dict[str, Any]:
     """The optimizer's name and settings, as recorded in a manifest."""
     opt = program.optimizer
-    return {"name": type(opt).__name__, **(asdict(opt) if is_dataclass(opt) else {})}
+    settings = asdict(opt) if is_dataclass(opt) else {}
+    settings = {k: v for k, v in settings.items()
+                if k not in _LATER_SETTINGS or v != _LATER_SETTINGS[k]}
+    return {"name": type(opt).__name__, **settings}
 
 
 def num_params(program: Program) -> int:

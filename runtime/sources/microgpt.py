@@ -2,9 +2,13 @@
 
 A ``MicrogptSource`` (documents, steps, initial parameters from a seed or an
 --init file) rebuilds the shipped model's training run; ``model_config``
-holds the model's own settings (empty: the shipped one-layer model), which
-``microgpt.build`` receives as keywords, the key hashes and a manifest
-records, so a configurable model slots in without touching any caller.
+holds the model's own settings (empty: the shipped one-layer model) and
+``train_config`` how it is trained (empty: one document per step in order,
+the spec's Adam), both only where they differ from the spec
+(``runtime.sources.microgpt_settings``).  ``microgpt.build`` receives them as
+keywords, the key hashes them and a manifest records them; a run with
+minibatches or shuffling also stores its schedule (``schedule.npy``), which
+reopening the sketch checks step by step.
 """
 
 from __future__ import annotations
@@ -28,6 +32,13 @@ from runtime.sources.base import (
 )
 from runtime.sources.documents import read_document_lines, read_documents
 from runtime.sources.inputs import TestInput, as_test_input
+from runtime.sources.microgpt_settings import (
+    build_keywords,
+    normalized_model,
+    normalized_train,
+    num_steps,
+    schedule_array,
+)
 from runtime.spec import sha256_bytes, sha256_file
 from runtime.store import SketchError
 
@@ -79,14 +90,16 @@ def check_test_docs(docs: Sequence[str]) -> None:
         tok.encode(d)
 
 
-def load_init(path: str | Path) -> tuple[np.ndarray, str]:
+def load_init(path: str | Path, model_config: dict[str, Any] | None = None
+              ) -> tuple[np.ndarray, str]:
     """Initial parameters of an .npz (validated) as a flat vector in spec order, and its sha256."""
     from circuitsketch.models import microgpt
+    from circuitsketch.models.microgpt_config import Config
 
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"init file {str(p)!r} does not exist")
-    params = microgpt.load_params(p)
+    params = microgpt.load_params(p, config=Config(**(model_config or {})))
     return np.concatenate([v.ravel() for v in params.values()]), sha256_file(p)
 
 
@@ -102,6 +115,7 @@ class MicrogptSource(ProgramSource):
     seed: int = 0
     init: np.ndarray | None = None  # flat (P,) float64 in the model's parameter order
     model_config: dict[str, Any] = field(default_factory=dict)  # empty: the shipped model
+    train_config: dict[str, Any] = field(default_factory=dict)  # empty: the spec's training
     # sha256 of the files the documents and the init were read from (for the manifest)
     docs_sha256: str | None = field(default=None, repr=False, compare=False)
     init_sha256: str | None = field(default=None, repr=False, compare=False)
@@ -115,6 +129,13 @@ class MicrogptSource(ProgramSource):
             raise ValueError(f"number of steps must be >= 1, got {self.steps}")
         self.steps = int(self.steps)
         self.seed = int(self.seed)
+        self.model_config = normalized_model(self.model_config)
+        self.train_config = normalized_train(self.train_config)
+        warmup = int(self.train_config.get("warmup", 0))
+        if warmup >= self.steps:
+            raise ValueError(
+                f"--warmup {warmup} must be less than the number of training steps ({self.steps})"
+            )
         if self.init is not None:
             self.init = np.ascontiguousarray(self.init, dtype=np.float64)
 
@@ -131,6 +152,8 @@ class MicrogptSource(ProgramSource):
                 h.update(self.init.tobytes())
             if self.model_config:  # the shipped model keeps the key it always had
                 h.update(f";model={json.dumps(self.model_config, sort_keys=True)}".encode())
+            if self.train_config:
+                h.update(f";train={json.dumps(self.train_config, sort_keys=True)}".encode())
             self._key = h.hexdigest()
         return self._key
 
@@ -139,9 +162,10 @@ class MicrogptSource(ProgramSource):
         if self.init is None:
             return None
         from circuitsketch.models import microgpt
+        from circuitsketch.models.microgpt_config import Config
 
         out, pos = {}, 0
-        for name, shape in microgpt.param_shapes().items():
+        for name, shape in microgpt.param_shapes(config=Config(**self.model_config)).items():
             n = int(np.prod(shape))
             out[name] = self.init[pos : pos + n].reshape(shape).copy()
             pos += n
@@ -157,25 +181,42 @@ class MicrogptSource(ProgramSource):
             steps=self.steps,
             init=self.init_params(),
             seed=self.seed,
-            **self.model_config,
+            **build_keywords(self.model_config, self.train_config),
+        )
+
+    @property
+    def minibatched(self) -> bool:
+        """Whether steps differ from the spec's one document s mod N per step."""
+        return self.train_config.get("batch_size", 1) != 1 or "shuffle_seed" in self.train_config
+
+    def schedule(self) -> list[tuple[int, ...]]:
+        """The documents of every step (what ``build`` trains on, without tracing)."""
+        from circuitsketch.batches import minibatches
+
+        return minibatches(
+            self.num_docs,
+            int(self.train_config.get("batch_size", 1)),
+            self.steps,
+            shuffle_seed=self.train_config.get("shuffle_seed"),
         )
 
     # ---- a sketch's manifest
     def model_settings(self) -> dict[str, Any]:
         """The model's settings as a manifest records them: the shipped ones, then model_config."""
         from circuitsketch.models import microgpt
+        from circuitsketch.models.microgpt_config import Config
 
-        shipped = {
-            "n_layer": 1,
-            "n_embd": microgpt.N_EMBD,
-            "n_head": microgpt.N_HEAD,
-            "head_dim": microgpt.HEAD_DIM,
-            "block_size": microgpt.BLOCK_SIZE,
-            "mlp_dim": microgpt.MLP_DIM,
+        cfg = Config(**self.model_config)
+        return {
+            "n_layer": cfg.n_layer,
+            "n_embd": cfg.n_embd,
+            "n_head": cfg.n_head,
+            "head_dim": cfg.head_dim,
+            "block_size": cfg.block_size,
+            "mlp_dim": cfg.mlp_dim,
             "init_std": microgpt.INIT_STD,
             "rms_eps": microgpt.RMS_EPS,
         }
-        return {**shipped, **self.model_config}
 
     def manifest_config(
         self, program: Program, docs_sha256: str | None = None, init_sha256: str | None = None
@@ -197,32 +238,78 @@ class MicrogptSource(ProgramSource):
         }
         if self.model_config:
             config["model_config"] = dict(self.model_config)
+        if self.train_config:
+            config["train_config"] = dict(self.train_config)
         return config
 
     def stored_arrays(self) -> dict[str, np.ndarray]:
         # an --init vector is kept, so that `metagrad SKETCH` can rebuild the training run
-        return {} if self.init is None else {"init.npy": self.init}
+        out = {} if self.init is None else {"init.npy": self.init}
+        if self.minibatched:  # which documents each step trained on
+            out["schedule.npy"] = schedule_array(self.schedule())
+        return out
+
+    def check_schedule(self, sketch: Sketch) -> None:
+        """SketchError unless the sketch's stored schedule is the one this source trains."""
+        if not self.minibatched and "schedule.npy" not in sketch.manifest["files"]:
+            return
+        where = f"sketch {str(sketch.path)!r}"
+        if "schedule.npy" not in sketch.manifest["files"]:
+            raise SketchError(f"{where} stores no schedule.npy for its minibatched training run")
+        stored, mine = sketch.load("schedule.npy"), schedule_array(self.schedule())
+        if stored.shape != mine.shape or not np.array_equal(stored, mine):
+            bad = next((s for s in range(min(len(stored), len(mine)))
+                        if not np.array_equal(stored[s], mine[s])), min(len(stored), len(mine)))
+            raise SketchError(
+                f"{where}: its stored schedule differs from the one its settings draw now "
+                f"(first at step {bad}); numpy's random generator or the schedule changed: "
+                "recompile the sketch"
+            )
 
     @classmethod
     def reopen(cls, sketch: Sketch, ref: str | None = None, full: bool = False) -> MicrogptSource:
         where = f"sketch {str(sketch.path)!r}"
         if ref is not None and ref != cls.kind:
             raise SketchError(f"--program {ref}: {where} is of microgpt, not a user program")
-        docs, model = tuple(sketch.docs()), dict(sketch.config.get("model_config", {}))
+        docs = tuple(sketch.docs())
+        settings = {
+            "model_config": dict(sketch.config.get("model_config", {})),
+            "train_config": dict(sketch.config.get("train_config", {})),
+        }
+        source = cls._reopened(sketch, docs, full, settings)
+        source.check_schedule(sketch)
+        return source
+
+    @classmethod
+    def _reopened(cls, sketch: Sketch, docs: tuple[str, ...], full: bool,
+                  settings: dict[str, Any]) -> MicrogptSource:
+        where = f"sketch {str(sketch.path)!r}"
         if not full:  # the circuits only (coefficients): no need for the initial parameters
-            return cls(docs, sketch.steps, seed=sketch.seed, model_config=model)
+            return cls(docs, sketch.steps, seed=sketch.seed, **settings)
         init = sketch.config.get("init", {})
         if "seed" in init:
-            return cls(docs, sketch.steps, seed=int(init["seed"]), model_config=model)
+            return cls(docs, sketch.steps, seed=int(init["seed"]), **settings)
         if "init.npy" in sketch.manifest["files"]:
-            return cls(docs, sketch.steps, init=sketch.load("init.npy"), model_config=model)
+            return cls(docs, sketch.steps, init=sketch.load("init.npy"), **settings)
         init_file = sketch.manifest.get("info", {}).get("init_file")
         if init_file and Path(init_file).is_file() and sha256_file(init_file) == init.get("sha256"):
-            return cls(docs, sketch.steps, init=load_init(init_file)[0], model_config=model)
+            init_vec = load_init(init_file, settings["model_config"])[0]
+            return cls(docs, sketch.steps, init=init_vec, **settings)
         raise SketchError(
             f"{where} was compiled with an --init file that is no longer at "
             f"{init_file!r} (or has changed): cannot rebuild its training run"
         )
+
+    @classmethod
+    def check_model(cls, sketch: Sketch, asked: dict[str, Any]) -> None:
+        model = sketch.config.get("hyperparameters", {})
+        for key, value in asked.items():
+            if model.get(key) != value:
+                raise ValueError(
+                    f"--{key.replace('_', '-')} {value}: sketch {str(sketch.path)!r} is of a "
+                    f"model with {key} = {model.get(key)}; it answers only for its own model "
+                    "(compile a sketch of this one)"
+                )
 
     # ---- from the command line
     @classmethod
@@ -232,14 +319,18 @@ class MicrogptSource(ProgramSource):
                 "give the training documents with --docs FILE (microgpt) or a user program "
                 "with --program FILE.py:FN"
             )
+        model = normalized_model(options.model_config)  # a bad setting before any file
+        train = normalized_train(options.train_config)
         docs, docs_sha = read_training_docs(options.docs, options.skip_blank_lines)
-        init, init_sha = (None, None) if options.init is None else load_init(options.init)
+        init, init_sha = (None, None) if options.init is None else load_init(options.init, model)
+        steps = num_steps(len(docs), options.steps, options.epochs, train.get("batch_size", 1))
         return cls(
             tuple(docs),
-            options.steps if options.steps is not None else len(docs),
+            steps,
             seed=options.seed,
             init=init,
-            model_config=dict(options.model_config),
+            model_config=model,
+            train_config=train,
             docs_sha256=docs_sha,
             init_sha256=init_sha,
         )
@@ -253,32 +344,47 @@ class MicrogptSource(ProgramSource):
 
     @classmethod
     def inspect_circuit(
-        cls, ref: str | None, circuit: str, length: int | None, docs_file: str | None
+        cls,
+        ref: str | None,
+        circuit: str,
+        length: int | None,
+        docs_file: str | None,
+        options: TrainingOptions | None = None,
     ) -> tuple[Program, Hashable, str]:
         from circuitsketch.models import microgpt
 
         length = INSPECTED_LENGTH if length is None else length
+        options = options or TrainingOptions()
         try:
             if docs_file is None:
                 docs = microgpt.read_docs(microgpt.corpus_path())[:INSPECTED_DOCS]
             else:
                 docs = read_documents(docs_file, "--docs", blank_ok=True)
-            prog = cls(tuple(docs), len(docs)).program()
+            source = cls(tuple(docs), len(docs), model_config=options.model_config,
+                         train_config=options.train_config)
+            prog = source.program()
         except OSError as e:
             raise ValueError(str(e)) from None
         buckets = tuple(prog.meta.get("buckets", sorted(prog.output_circuits)))
+        if circuit == "output":
+            buckets = tuple(sorted(prog.output_circuits))
         table = prog.step_circuits if circuit == "step" else prog.output_circuits
         if length not in buckets:
             raise ValueError(
                 f"--length {length}: microgpt has length buckets {', '.join(map(str, buckets))}"
             )
-        if length not in table:
+        batch = int(source.train_config.get("batch_size", 1))
+        key = (batch, length) if circuit == "step" and batch > 1 else length
+        if key not in table:
+            have = ", ".join(str(k[1] if batch > 1 else k) for k in table
+                             if batch == 1 or k[0] == batch)
             raise ValueError(
-                f"--length {length}: no training document falls in that bucket, so "
-                f"there is no step circuit for it (have {', '.join(map(str, table))})"
+                f"--length {length}: no training {'batch' if batch > 1 else 'document'} "
+                f"falls in that bucket, so there is no step circuit for it (have {have})"
             )
-        what = f"{cls.kind} {circuit} circuit, length bucket {length}, {len(docs)} docs"
-        return prog, length, what
+        of = f", batches of {batch}" if circuit == "step" and batch > 1 else ""
+        what = f"{cls.kind} {circuit} circuit, length bucket {length}{of}, {len(docs)} docs"
+        return prog, key, what
 
     # ---- test inputs: texts, the same whatever the documents (so no instance is needed)
     @classmethod

@@ -105,10 +105,14 @@ class UserProgramSource(ProgramSource):
                 f"--test-index {index} is out of range: the program has {n} training documents "
                 f"(indices 0..{n - 1})"
             )
-        for st in prog.steps:
-            if st.doc == index:
-                return {k: np.asarray(v) for k, v in st.data.items()}
-        raise ValueError(f"--test-index {index}: training document {index} is never trained on")
+        from circuitsketch.program import document_data
+
+        data = document_data(prog, index)
+        if data is None:
+            raise ValueError(
+                f"--test-index {index}: training document {index} is never trained on"
+            )
+        return data
 
     # ---- a sketch's manifest: the file by content, the function, every array by its hash
     def manifest_config(
@@ -177,22 +181,33 @@ class UserProgramSource(ProgramSource):
                 "--seed sets microgpt's initial parameters; a --program defines its own"
             )
         clash = [f"--{k}" for k in ("docs", "init", "steps") if getattr(options, k) is not None]
-        clash += [f"--{k.replace('_', '-')}" for k in options.model_config]  # microgpt's model
+        clash += ["--epochs"] if options.epochs is not None else []
+        # microgpt's model and training settings
+        clash += [f"--{k.replace('_', '-')}" for k in (*options.model_config,
+                                                       *options.train_config)]
         clash += ["--skip-blank-lines"] if options.skip_blank_lines else []
         if clash:
             raise ValueError(
                 f"{', '.join(clash)} cannot be combined with --program: a user program "
-                "defines its own documents, steps and initial parameters"
+                "defines its own documents, steps, optimizer and initial parameters"
             )
         path, fn = parse_program_ref(ref or "")
         return cls.load(path, fn)
 
     @classmethod
     def inspect_circuit(
-        cls, ref: str | None, circuit: str, length: int | None, docs_file: str | None
+        cls,
+        ref: str | None,
+        circuit: str,
+        length: int | None,
+        docs_file: str | None,
+        options: TrainingOptions | None = None,
     ) -> tuple[Program, Hashable, str]:
         """The circuit of the program's first document shape (in the order of their keys)."""
         ref = ref or ""
+        if options is not None and (options.model_config or options.train_config):
+            flag = "--" + next(iter({**options.model_config, **options.train_config}))
+            raise ValueError(f"{flag.replace('_', '-')} applies to microgpt, not to --program")
         if ":" not in ref:
             raise ValueError(f"--program {ref!r}: expected microgpt or FILE.py:FUNCTION")
         if docs_file is not None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from circuitsketch.program import Program
+from circuitsketch.program import Program, document_data
 from runtime.spec import sha256_bytes
 
 __all__ = [
@@ -160,12 +160,9 @@ def _fmt_array(a: np.ndarray) -> str:
 
 def doc_labels(program: Program) -> tuple[str, ...]:
     """A short description of each training document's arrays (for tables and docs.npy)."""
-    first: dict[int, Any] = {}
-    for st in program.steps:
-        first.setdefault(st.doc, st.data)
     out = []
     for i in range(program.num_docs):
-        data = first.get(i)
+        data = document_data(program, i)
         if data is None:
             out.append(f"#{i} (never trained on)")
             continue
