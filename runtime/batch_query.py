@@ -24,7 +24,7 @@ import numpy as np
 
 from runtime import estimators as E
 from runtime.deletion_sets import DeletionSets
-from runtime.findings import choose, read_findings
+from runtime.findings import choose, read_findings, scale
 from runtime.sources import TestInput
 from runtime.store import Sketch
 
@@ -98,26 +98,40 @@ def load_test_data(
     """TestData of each test input with what `needs` (key -> needs names) asks for."""
     from runtime.metagrad import sketch_metagradients
     from runtime.query import coefficients
+    from runtime.second_order import sketch_second_order
 
     want_c = [t for t in tests if "coefficients" in needs[t.key]]
     want_g = [t for t in tests if "first_order" in needs[t.key]]
+    want_h = [t for t in tests if "second_order" in needs[t.key]]
     coefs = coefficients(sketch, want_c, warn=warn) if want_c else {}
     grads = (
         sketch_metagradients(sketch, want_g, compute=compute_first_order, warn=warn)
         if want_g
         else {}
     )
+    hess = (
+        sketch_second_order(sketch, want_h, compute=compute_first_order, warn=warn)
+        if want_h
+        else {}
+    )
     out = []
     for t in tests:
         c = coefs.get(t.key)
         mg = grads.get(t.key)
+        if t.key in hess and hess[t.key] is None:
+            raise ValueError(
+                f"no stored second-order data for {t.label!r}: compute it with `circuitsketch "
+                "hessian SKETCH ...` (or ask for an estimator that computes it)"
+            )
         if t.key in grads and mg is None:
             raise ValueError(
                 f"no stored metagradient for {t.label!r}: compute it with `circuitsketch "
                 "metagrad SKETCH ...` (or ask for an estimator that computes it)"
             )
         c0 = _c0(c) if c is not None else _undeleted_output(sketch, t)
-        out.append(E.TestData(t.label, t.key, c0, c, None if mg is None else mg.g))
+        out.append(
+            E.TestData(t.label, t.key, c0, c, None if mg is None else mg.g, hess.get(t.key))
+        )
     return out
 
 
@@ -210,13 +224,17 @@ def query_sets(
     s_total = len(sets)
     auto_size = None
     if estimator == E.AUTO:
+        from runtime.second_order import sketch_second_order
+
         findings = read_findings(sketch)
         stored = sketch_metagradients(sketch, items, compute=False, warn=warn)
+        stored_h = sketch_second_order(sketch, items, compute=False, warn=warn)
         picks = np.empty((s_total, len(items)), dtype=object)
         auto_size = np.full((s_total, len(items)), NO_SIZE, np.int64)
         sizes = sets.sizes
         for d, t in enumerate(items):
             have = {"coefficients"} | ({"first_order"} if stored[t.key] is not None else set())
+            have |= {"second_order"} if stored_h[t.key] is not None else set()
             usable = [e.name for e in E.ESTIMATORS.values() if set(e.needs) <= have]
             for z in np.unique(sizes):
                 name, used = choose(findings, int(z), usable)
@@ -233,6 +251,13 @@ def query_sets(
     psi = sketch.directions()
     t0 = time.perf_counter()
     pred, se, extra = run_estimators(data, psi, sets, picks, options, block)
+    if estimator == E.AUTO:  # each pick's stderr as calibrated at the size it was chosen for
+        for z in np.unique(auto_size[auto_size != NO_SIZE]):
+            at = auto_size == z
+            for name in set(picks[at].tolist()):
+                a = scale(findings, int(z), name)
+                if a is not None:
+                    se[at & (picks == name)] *= a
     seconds = time.perf_counter() - t0
     return BatchResult(
         sets,

@@ -23,6 +23,11 @@ applied to rows instead of columns:
 * ``first-order``: c_0 + <g, w>, the exact metagradient; stderr 0 (it has no
   sampling error; its truncation error, the orders >= 2, is not estimated).
 * ``hybrid``: c_0 + <g, w> + sum_{r=2..k} mean_j T_r,j; stderr from the orders >= 2.
+* ``second-order``: c_0 + <g, w> + (1/2) w^T H w with the exact diagonal of H
+  and, when computed, a low-rank approximation of its pairs
+  (``runtime.hessian``); no sampling error, so its stderr is the size of the
+  second-order term, the last kept term, as the proxy of what truncation
+  leaves out (``runtime.estimate``'s convention).
 * ``auto`` is not a function: the query engine (``runtime.batch_query``)
   picks one of the others per query (``runtime.findings``).
 
@@ -65,7 +70,7 @@ __all__ = [
 ]
 
 AUTO = "auto"
-NEEDS = ("coefficients", "first_order")
+NEEDS = ("coefficients", "first_order", "second_order")
 
 
 @dataclass
@@ -79,6 +84,7 @@ class TestData:
     c0: float
     coeffs: np.ndarray | None = None  # (M, K+1) complex128
     first_order: np.ndarray | None = None  # (N,) float64
+    second_order: Any = None  # runtime.second_order.SecondOrder
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -163,19 +169,23 @@ class Estimator:
     fn: Fn
     needs: tuple[str, ...]
     summary: str
+    default: bool  # evaluated when `evaluate` is not told which estimators to compare
 
 
 ESTIMATORS: dict[str, Estimator] = {}
 
 
-def register(name: str, needs: tuple[str, ...], summary: str) -> Callable[[Fn], Fn]:
-    """Decorator: add `fn` to the registry under `name` (see the module docstring)."""
+def register(
+    name: str, needs: tuple[str, ...], summary: str, default: bool = True
+) -> Callable[[Fn], Fn]:
+    """Decorator: add `fn` to the registry under `name` (see the module docstring);
+    `default=False` keeps a costly estimator out of `evaluate`'s default comparison."""
     unknown = [n for n in needs if n not in NEEDS]
     if unknown or name == AUTO:
         raise ValueError(f"estimator {name!r}: unknown needs {unknown} or reserved name")
 
     def add(fn: Fn) -> Fn:
-        ESTIMATORS[name] = Estimator(name, fn, tuple(needs), summary)
+        ESTIMATORS[name] = Estimator(name, fn, tuple(needs), summary, default)
         return fn
 
     return add
@@ -183,6 +193,11 @@ def register(name: str, needs: tuple[str, ...], summary: str) -> Callable[[Fn], 
 
 def names(with_auto: bool = True) -> list[str]:
     return [*ESTIMATORS, *([AUTO] if with_auto else [])]
+
+
+def defaults() -> list[str]:
+    """The estimators `evaluate` compares unless told otherwise."""
+    return [n for n, e in ESTIMATORS.items() if e.default]
 
 
 def get(name: str) -> Estimator:
@@ -289,3 +304,20 @@ def hybrid(test: TestData, sets: SetBlock, options: Options) -> Answer:
     if k < 2:  # nothing sampled: no sampling error
         se = np.zeros(len(sets))
     return Answer(base + mean, se, {"first_order": exact, "median_of_means": mom})
+
+
+@register(
+    "second-order",
+    ("first_order", "second_order"),
+    "exact first order plus (1/2) w^T H w: H's exact diagonal (and a low-rank approximation "
+    "of its pairs when computed); stderr: the size of that term",
+    default=False,  # its data costs about one training run per training document and test
+)
+def second_order(test: TestData, sets: SetBlock, options: Options) -> Answer:
+    from runtime.hessian import quadratic_terms
+
+    assert test.first_order is not None and test.second_order is not None
+    so = test.second_order
+    first = sets.dot(test.first_order)
+    quad = 0.5 * sets.weights**2 * quadratic_terms(so.diag, sets.index, so.low)
+    return Answer(test.c0 + first + quad, np.abs(quad), {"first_order": first})

@@ -67,6 +67,7 @@ def measure_costs(
     source: Any,
     metagrads: dict[str, Any],
     retrained: RetrainResult | None,
+    second: dict[str, Any] | None,
     sets: DeletionSets,
     tests: Sequence[Any],
     probe_steps: int = PROBE_STEPS,
@@ -96,6 +97,8 @@ def measure_costs(
     real = best(lambda: cp0.train(stop=steps))
     per_direction = series / b / real
     fo = [r.cost for r in metagrads.values() if r is not None and r.cost is not None]
+    so = [r.seconds / r.train_seconds for r in (second or {}).values()
+          if r is not None and r.train_seconds]
     # one set's retraining and its outputs, here, beside the unit (workers share the cores)
     one = best(lambda: retrain(source, sets.weight_vector(0), tests))
     workers = retrained.train_seconds if retrained is not None else []
@@ -105,6 +108,7 @@ def measure_costs(
         "sketch_direction_runs": per_direction,
         "sketch_runs": per_direction * sketch.num_directions,
         "first_order_runs_per_test": float(np.mean(fo)) if fo else None,
+        "second_order_runs_per_test": float(np.mean(so)) if so else None,
         "retrain_runs_per_set": one / train,
         "retrain_worker_seconds": float(np.median(workers)) if workers else None,
     }
@@ -114,9 +118,9 @@ def estimator_cost(needs: Sequence[str], costs: dict[str, Any], tests: int) -> d
     """An estimator's precompute in training runs: shared by all test inputs, per test input,
     and in total for `tests` test inputs."""
     shared = costs["sketch_runs"] if "coefficients" in needs else 0.0
-    per_test = 0.0
-    if "first_order" in needs:
-        per_test = costs["first_order_runs_per_test"]
+    parts = [costs[f"{need}_runs_per_test"] for need in ("first_order", "second_order")
+             if need in needs]
+    per_test = None if None in parts else float(sum(parts))
     total = None if per_test is None else shared + tests * per_test
     return {"shared_runs": shared, "per_test_runs": per_test, "total_runs": total}
 
@@ -173,11 +177,20 @@ def evaluate(
 
     warn = warn or (lambda msg: None)
     options = options or E.Options()
-    names = list(estimators) if estimators else E.names(with_auto=False)
+    names = list(estimators) if estimators else E.defaults()
+    from runtime.findings import read_findings
+    from runtime.second_order import sketch_second_order
+
     for name in names:
-        if name == E.AUTO:
-            raise ValueError("--estimators: auto is what evaluate informs, not evaluated itself")
-        E.get(name)
+        if name != E.AUTO:
+            E.get(name)
+    if E.AUTO in names:  # auto is judged on other sets than those that informed it
+        if read_findings(sketch) is None:
+            raise ValueError(
+                "--estimators auto: this sketch has no findings yet: evaluate the other "
+                "estimators first (auto is then judged on other sets, e.g. another --seed)"
+            )
+        store_findings = False
     if (sets is None) == (sizes is None):
         raise ValueError("give the deletion sets either as --sizes (sampled) or as --sets FILE")
     if sets_per_size < 2:
@@ -196,16 +209,24 @@ def evaluate(
 
     retrained = batch_retrain(source, sets, items, outdir / "truth.jsonl", workers, scheduler, warn)
     truth = retrained.losses
-    need_fo = any("first_order" in E.get(n).needs for n in names)
-    mgs = sketch_metagradients(sketch, items, compute=True, warn=warn) if need_fo else {}
+    needs = {x for n in names if n != E.AUTO for x in E.get(n).needs}
+    mgs = sketch_metagradients(sketch, items, compute=True, warn=warn) if (
+        "first_order" in needs) else {}
+    second = sketch_second_order(sketch, items, compute=True, warn=warn) if (
+        "second_order" in needs) else {}
     results = {n: query_sets(sketch, items, sets, n, options, warn=warn) for n in names}
-    lines = [  # records are set-major: record i is test input i % D
-        json.dumps(_json({**r, "truth": float(truth[r["set"], i % len(items)])})) + "\n"
-        for res in results.values()
+    lines = [  # records are set-major: record i is test input i % D; auto's name its pick
+        json.dumps(_json({
+            **r,
+            "estimator": n,
+            **({"chosen": r["estimator"]} if n == E.AUTO else {}),
+            "truth": float(truth[r["set"], i % len(items)]),
+        })) + "\n"
+        for n, res in results.items()
         for i, r in enumerate(res.records())
     ]
     atomic_write_bytes(outdir / "predictions.jsonl", "".join(lines).encode())
-    costs = measure_costs(sketch, source, mgs, retrained, sets, items)
+    costs = measure_costs(sketch, source, mgs, retrained, second, sets, items)
     size_list = sorted({int(z) for z in sets.sizes})
     by_size: dict[str, dict[str, dict[str, Any]]] = {}
     for z in size_list:
@@ -245,9 +266,10 @@ def evaluate(
         "costs": costs,
         "estimators": {
             n: {
-                "summary": E.get(n).summary,
-                "needs": list(E.get(n).needs),
-                "cost": estimator_cost(E.get(n).needs, costs, len(items)),
+                "summary": "the estimator the findings rank best at the nearest size"
+                if n == E.AUTO else E.get(n).summary,
+                "needs": [] if n == E.AUTO else list(E.get(n).needs),
+                "cost": None if n == E.AUTO else estimator_cost(E.get(n).needs, costs, len(items)),
                 "by_size": {z: by_size[z][n] for z in by_size},
             }
             for n in names
@@ -274,7 +296,11 @@ def evaluate(
     if store_findings:
         body = {
             "sizes": {
-                z: {"ranking": ranking[z], "lds": {n: by_size[z][n]["lds"] for n in names}}
+                z: {
+                    "ranking": ranking[z],
+                    "lds": {n: by_size[z][n]["lds"] for n in names},
+                    "scale": {n: by_size[z][n]["scale"] for n in names},
+                }
                 for z in by_size
             },
             "tests": report["tests"],

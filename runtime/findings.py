@@ -10,7 +10,9 @@ Stored as ``SKETCH/evaluate/findings.json``::
 written atomically.  Like the other sidecars, a file that names another
 sketch or fails its checksum is refused (SketchError), never silently used.
 
-``choose`` is auto's rule: for a query deleting z documents, take the
+``choose`` is auto's rule (and ``scale`` its calibration of each estimator's
+stderr at each evaluated size, the split-conformal factor ``metrics.calibration``
+found): for a query deleting z documents, take the
 evaluated size nearest z (on a log scale: 40 is nearer 100 than 10) and the
 best-ranked estimator there (highest LDS) that this test input can use
 without new computation (``first-order`` and ``hybrid`` need its stored
@@ -21,6 +23,7 @@ used): ``first-order`` if its metagradient is stored, else ``sketch``.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Collection
 from fractions import Fraction
 from pathlib import Path
@@ -29,7 +32,7 @@ from typing import Any
 from runtime.spec import sha256_bytes
 from runtime.store import Sketch, SketchError, atomic_write_json
 
-__all__ = ["FINDINGS", "choose", "findings_path", "read_findings", "write_findings"]
+__all__ = ["FINDINGS", "choose", "findings_path", "read_findings", "scale", "write_findings"]
 
 FORMAT = "circuitsketch-findings"
 VERSION = 1
@@ -110,3 +113,12 @@ def choose(
             if name in available:
                 return name, z
     return ("first-order" if "first-order" in available else "sketch"), None
+
+
+def scale(findings: dict[str, Any] | None, size: int | None, name: str) -> float | None:
+    """The factor evaluate found the stderr of `name` must grow by at evaluated `size` for its
+    2-s.e. band to cover as it should (``metrics.calibration``); None if there is none."""
+    if findings is None or size is None:
+        return None
+    a = (findings.get("sizes", {}).get(str(size), {}).get("scale") or {}).get(name)
+    return float(a) if isinstance(a, int | float) and math.isfinite(a) else None

@@ -87,6 +87,27 @@ def bootstrap_lds(
     return float(lo), float(hi)
 
 
+COVERAGE = 0.95  # what a calibrated 2-s.e. band is made to cover
+
+
+def calibration(pred: np.ndarray, stderr: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
+    """The factor a by which stderr must grow for the 2-s.e. band to cover COVERAGE of the
+    truths (split conformal: the COVERAGE quantile of |error| / (2 stderr)), and the coverage
+    it gives on held-out sets: a from the even-numbered sets applied to the odd ones and the
+    other way round.  NaN where stderr is 0 anywhere (nothing to scale)."""
+    err = np.abs(pred - truth)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = err / (2.0 * stderr)
+    if not np.all(np.isfinite(ratio)) or ratio.shape[0] < 2:
+        return {"scale": float("nan"), "held_out_coverage": float("nan")}
+    a = float(np.quantile(ratio, COVERAGE))
+    even, odd = ratio[0::2], ratio[1::2]
+    held = np.concatenate(
+        [odd <= np.quantile(even, COVERAGE), even <= np.quantile(odd, COVERAGE)]
+    )
+    return {"scale": a, "held_out_coverage": float(np.mean(held))}
+
+
 def score(
     pred: np.ndarray, stderr: np.ndarray, truth: np.ndarray, resamples: int, seed: Any
 ) -> dict[str, Any]:
@@ -102,4 +123,5 @@ def score(
         "mae": float(np.mean(err)),
         "coverage": float(np.mean(covered)),
         "mean_stderr": float(np.mean(stderr)),
+        **calibration(pred, stderr, truth),
     }

@@ -183,7 +183,6 @@ def test_evaluate_on_given_sets_and_its_table(capsys, files, tmp_path):
     [
         (["--sizes", "0,2"], "a deletion set size must be >= 1"),
         (["--sizes", "1,99"], "a deletion set of 99 documents is impossible with 12"),
-        (["--sizes", "2", "--estimators", "auto"], "auto is what evaluate informs"),
         (["--sizes", "2", "--estimators", "best"], "unknown estimator 'best'"),
         (["--sizes", "2", "--sets-per-size", "1"], "--sets-per-size must be >= 2"),
     ],
@@ -191,3 +190,21 @@ def test_evaluate_on_given_sets_and_its_table(capsys, files, tmp_path):
 def test_evaluate_errors(capsys, files, tmp_path, more, message):
     err = one_line_error(capsys, *argv(files, *more, "--out", tmp_path / "ev"))
     assert message in err
+
+
+def test_auto_is_judged_on_other_sets_than_its_findings(capsys, files, tmp_path):
+    sk = rt.precompute(rt.program(PROGRAM), tmp_path / "sketch", degree=3, directions=8, seed=5)
+    mine = {**files, "sketch": sk.path}
+    err = one_line_error(capsys, *argv(mine, "--sizes", "2", "--estimators", "auto"))
+    assert "no findings yet" in err
+    sizes = ["--sizes", "1,3", "--sets-per-size", 6]
+    first = run_json(capsys, *argv(mine, *sizes, "--seed", 3, "--out", tmp_path / "a"))
+    before = read_findings(rt.open_sketch(sk.path).store)
+    judged = ["--seed", 4, "--estimators", "auto,first-order", "--out", tmp_path / "b"]
+    rep = run_json(capsys, *argv(mine, *sizes, *judged))
+    assert read_findings(rt.open_sketch(sk.path).store) == before  # judged, not re-informed
+    preds = [json.loads(ln) for ln in lines(tmp_path / "b" / "predictions.jsonl")]
+    for p in (p for p in preds if p["estimator"] == "auto"):
+        assert p["chosen"] == first["ranking"][str(p["size"])][0]
+    for s in rep["estimators"]["auto"]["by_size"].values():
+        assert 0 <= s["coverage"] <= 1 and s["sets"] == 6

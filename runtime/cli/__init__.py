@@ -25,6 +25,7 @@ from runtime.cli.common import CLIError, Command, Parser
 from runtime.cli.compile import COMPILE
 from runtime.cli.demo import DEMO
 from runtime.cli.evaluate import EVALUATE
+from runtime.cli.hessian import HESSIAN
 from runtime.cli.inspect import INSPECT
 from runtime.cli.query import COEFFICIENTS, INFLUENCE, QUERY, STABILITY
 from runtime.cli.training import METAGRAD, RETRAIN
@@ -45,6 +46,7 @@ COMMANDS: dict[str, Command] = {
         RETRAIN,
         INFLUENCE,
         METAGRAD,
+        HESSIAN,
         EVALUATE,
         STABILITY,
         VERIFY,

@@ -14,7 +14,6 @@ import argparse
 import numpy as np
 
 from runtime.cli.common import count_of, nonnegative_int, positive_int, unit_float
-from runtime.deletion_sets import DeletionSets
 from runtime.cli.settings import (
     MODEL_OPTIONS,
     TRAIN_OPTIONS,
@@ -23,6 +22,7 @@ from runtime.cli.settings import (
     check_sketch_settings,
     given,
 )
+from runtime.deletion_sets import DeletionSets
 from runtime.sources import (
     ProgramSource,
     TestInput,

@@ -1,0 +1,155 @@
+"""The second-order estimator and its data against a program known in closed form.
+
+``tests/poly_program.py``'s test output is F(w) = q(e* - <b, w>), so its
+Hessian in the data weights is H = q''(e*) b b^T, exactly, with no compiler
+involved.  Checked here:
+
+* the exact diagonal (degree-2 series along each unit direction, started at
+  the document's first step) equals q''(e*) b_i^2 to 1e-12, and the same runs'
+  first order equals the closed-form gradient to 1e-12;
+* Hessian-vector products (central differences of metagradients) equal H v to
+  1e-8 (their error is O(h^2) times F's third derivatives);
+* the rank-k approximation of H captures this rank-1 H: the second-order term
+  of any set equals the closed form to 1e-8;
+* the ``second-order`` estimator is its formula: c0 + <g, w> + (1/2) w^T H w
+  over the diagonal (1e-12), its stderr the size of that term;
+* a diagonal off by one document's entry, or a series run started one step
+  too late, fails these checks;
+* ``evaluate`` stores each estimator's calibration factor, and ``auto``
+  applies it to the stderr it reports.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import runtime.api as rt
+from runtime import hessian as hs
+from tests import poly_program as pp
+
+PROGRAM = f"{Path(pp.__file__).resolve()}:build"
+X, T = pp.data()
+TEST = {"x": X[0], "t": np.array(0.5)}
+OTHER = {"x": X[5], "t": np.array(-1.0)}
+
+
+def closed_hessian(test: dict) -> np.ndarray:
+    e, b = pp.closed_form(test["x"], float(test["t"]))
+    return (2.0 + 3.0 * e) * np.outer(b, b)  # q''(e) = 2 + 3 e
+
+
+@pytest.fixture(scope="module")
+def program():
+    return pp.build()
+
+
+def test_first_steps_of_a_two_epoch_run(program):
+    np.testing.assert_array_equal(hs.first_steps(program), np.arange(pp.N))
+
+
+def test_the_diagonal_and_first_order_equal_the_closed_form(program):
+    diag, grad = hs.hessian_diagonal(program, [TEST, OTHER])
+    for q, t in enumerate((TEST, OTHER)):
+        h = closed_hessian(t)
+        np.testing.assert_allclose(diag[q], np.diag(h), rtol=1e-12, atol=1e-15)
+        want = pp.gradient(t["x"], float(t["t"]))
+        np.testing.assert_allclose(grad[q], want, rtol=1e-12, atol=1e-15)
+
+
+def test_a_series_run_started_late_misses_the_document(program, monkeypatch):
+    """Starting each document's run one step after its first step drops its effect."""
+    late = hs.first_steps(program) + 1
+    monkeypatch.setattr(hs, "first_steps", lambda p: late)
+    diag, _ = hs.hessian_diagonal(program, [TEST])
+    assert np.max(np.abs(diag[0] - np.diag(closed_hessian(TEST)))) > 1e-6
+
+
+def test_hessian_vector_products_and_the_low_rank_form(program):
+    rng = np.random.default_rng(3)
+    v = rng.normal(size=(pp.N, 2))
+    hv = hs.hessian_products(program, v, [TEST, OTHER])
+    for q, t in enumerate((TEST, OTHER)):
+        want = closed_hessian(t) @ v
+        assert np.max(np.abs(hv[q] - want)) <= 1e-8 * np.max(np.abs(want))
+    low = hs.hessian_low_rank(program, [TEST], rank=2, seed=1)
+    diag = np.diag(closed_hessian(TEST))
+    index = np.array([[0, 3, 5, pp.N], [1, 2, pp.N, pp.N], [4, 6, 7, 11]])
+    w = np.zeros((3, pp.N))
+    for s, row in enumerate(index):
+        w[s, row[row < pp.N]] = 1.0
+    want = np.einsum("si,ij,sj->s", w, closed_hessian(TEST), w)
+    got = hs.quadratic_terms(diag, index, low)
+    assert np.max(np.abs(got - want)) <= 1e-8 * np.max(np.abs(want))
+    # without the pairs only the diagonal is summed
+    np.testing.assert_allclose(hs.quadratic_terms(diag, index), w @ diag, rtol=1e-14)
+
+
+@pytest.fixture(scope="module")
+def sketch(tmp_path_factory) -> rt.Sketch:
+    out = tmp_path_factory.mktemp("poly2") / "sketch"
+    return rt.precompute(rt.program(PROGRAM), out, degree=2, directions=8, seed=4)
+
+
+@pytest.fixture(scope="module")
+def sets() -> rt.DeletionSets:
+    rng = np.random.default_rng(6)
+    lists = [rng.choice(pp.N, z, replace=False) for z in (1, 2, 4, 6) for _ in range(8)]
+    return rt.DeletionSets.from_lists(lists, pp.N)
+
+
+def test_the_estimator_is_its_formula(sketch, sets):
+    res = sketch.query(sets, [TEST, OTHER], estimator="second-order")
+    w = sets.matrix()
+    for d, t in enumerate((TEST, OTHER)):
+        g = pp.gradient(t["x"], float(t["t"]))
+        quad = 0.5 * (w**2) @ np.diag(closed_hessian(t))
+        c0 = pp.truth(t["x"], float(t["t"]), np.zeros(pp.N))
+        np.testing.assert_allclose(res.prediction[:, d], c0 + w @ g + quad, rtol=1e-12, atol=0)
+        np.testing.assert_allclose(res.stderr[:, d], np.abs(quad), rtol=1e-12, atol=0)
+
+
+def test_a_wrong_diagonal_entry_fails_the_formula_check(sketch, sets, monkeypatch):
+    real = hs.quadratic_terms
+
+    def off_by_one(diag, index, low=None, q=0):
+        bad = diag.copy()
+        bad[3] *= 1.001
+        return real(bad, index, low, q)
+
+    monkeypatch.setattr(hs, "quadratic_terms", off_by_one)
+    res = sketch.query(sets, [TEST], estimator="second-order")
+    w = sets.matrix()
+    want = (
+        pp.truth(TEST["x"], 0.5, np.zeros(pp.N))
+        + w @ pp.gradient(TEST["x"], 0.5)
+        + 0.5 * w @ np.diag(closed_hessian(TEST))
+    )
+    assert not np.allclose(res.prediction[:, 0], want, rtol=1e-12, atol=0.0)
+
+
+def test_evaluate_calibrates_and_auto_applies_it(sketch, sets, tmp_path):
+    report = sketch.evaluate(
+        [TEST], sets=sets, estimators=["first-order", "second-order"], out=tmp_path / "ev"
+    )
+    by_size = report["estimators"]["second-order"]["by_size"]
+    res_so = sketch.query(sets, [TEST], estimator="second-order")
+    res_auto = sketch.query(sets, [TEST], estimator="auto")
+    checked = 0
+    for z, sc in by_size.items():
+        rows = np.flatnonzero(sets.sizes == int(z))
+        picked = set(res_auto.estimator[rows, 0].tolist())
+        if picked == {"second-order"} and sc["scale"] is not None:
+            np.testing.assert_allclose(
+                res_auto.stderr[rows, 0], sc["scale"] * res_so.stderr[rows, 0], rtol=1e-12
+            )
+            # the factor is the 95% quantile of |error| / (2 stderr) on these sets
+            true = pp.truth(TEST["x"], 0.5, sets.matrix()[rows])
+            err = np.abs(res_so.prediction[rows, 0] - true)
+            ratio = err / (2 * res_so.stderr[rows, 0])
+            # (evaluate's truth is retraining, equal to the closed form to 1e-12)
+            assert sc["scale"] == pytest.approx(float(np.quantile(ratio, 0.95)), rel=1e-8)
+            checked += 1
+    assert checked, "auto picked second-order at no size: nothing was checked"
