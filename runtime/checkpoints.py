@@ -223,6 +223,25 @@ def tree_advances(n: int, k: int) -> int:
     return p[-2] + sum(tree_advances(b - a, k) for a, b in pairwise(p))
 
 
+@cache
+def tree_kept(n: int, k: int) -> int:
+    """The most states the k-ary tree schedule keeps at once over n leaves, x_0 included."""
+    return 1 + _tree_extra(n, k)
+
+
+@cache
+def _tree_extra(n: int, k: int) -> int:
+    if n <= 1:
+        return 0
+    p = _chunks(0, n, k)
+    sizes = [b - a for a, b in pairwise(p)]
+    best = 0
+    for t in range(len(sizes)):  # while chunk t is reversed, chunks 1..t are kept
+        saved = max(0, t - (t == len(sizes) - 1 and sizes[t] == 1))
+        best = max(best, saved + _tree_extra(sizes[t], k))
+    return best
+
+
 def tree_levels(n: int, k: int) -> int:
     """Levels of the k-ary tree over n leaves (ceil(log_k n))."""
     levels, reach = 0, 1
@@ -354,7 +373,7 @@ def choose(schedule: str, num_steps: int, memory: MemoryModel, budget: int | Non
             options = []
             for levels in range(1, max(1, tree_levels(n, 2)) + 1):
                 k = max(2, _root_ceil(n, levels))
-                options.append((1 + (k - 1) * tree_levels(n, k), k, tree_advances(n, k)))
+                options.append((tree_kept(n, k), k, tree_advances(n, k)))
         lo = memory.bytes(min(o[0] for o in options), L)
         least = lo if least is None else min(least, lo)
         for kept, param, adv in options:

@@ -132,7 +132,7 @@ class Metagradient:
 
     def warm(self) -> None:
         """Build and load the compiled reverse steps (so that a timed sweep is the sweep)."""
-        self.sweep.warm(self.plan.leaf_steps)
+        self.sweep.warm()
 
     def many(
         self, tests: Sequence[Any], check_final: Callable[[np.ndarray], None] | None = None

@@ -28,7 +28,7 @@ import numpy as np
 
 from circuitsketch.grad import reverse_step
 from circuitsketch.program import WEIGHT, Program, Step
-from compiler.compiled import CompiledProgram, NonFiniteError, program_build
+from compiler.compiled import CompiledProgram, NonFiniteError
 from runtime.checkpoints import MemoryModel, Plan
 
 FWD = "fwd."
@@ -91,9 +91,13 @@ class ReverseRows(CompiledProgram):
     """
 
     def __init__(self, program: Program, rows: int, circuits: dict | None = None):
-        key = next(iter(program.step_circuits))
-        super().__init__(reverse_shell(program, [Step(key, 0, {})] * rows, circuits), 0)
+        self._placeholder = Step(next(iter(program.step_circuits)), 0, {})
+        super().__init__(reverse_shell(program, [self._placeholder] * rows, circuits), 0)
         self.steps_of_rows = np.zeros(0, np.int64)
+
+    def resize(self, rows: int) -> None:
+        """Tables of up to `rows` rows from now on (the length of its losses)."""
+        self.program.steps = [self._placeholder] * rows
 
     def _pack_schedule(self) -> None:
         ints = [sum(n for _, n in u.iface.ints.values()) for u in self.steps_c.values()]
@@ -161,15 +165,16 @@ class Sweep:
     def __init__(self, program: Program, weights=None, forward: CompiledProgram | None = None):
         self.program = program
         self.forward = forward if forward is not None else CompiledProgram(program, 0)
-        self.weights = self.forward._weights(weights)
+        w = np.zeros(program.num_docs) if weights is None else np.asarray(weights, np.float64)
+        if w.shape != (program.num_docs,):
+            raise ValueError(f"weights: shape {w.shape}, expected ({program.num_docs},)")
+        self.weights = w
         self.circuits = reverse_circuits(program)
-        self.rows: ReverseRows | None = None
+        self.rows = ReverseRows(program, 1, self.circuits)
         self.seconds: dict[str, float] = {}  # where the last run's time went, per part
-        shell = program_build(reverse_shell(program, [], self.circuits), 0)
-        rev_keys = sorted(program.step_circuits, key=repr)  # as CompiledProgram orders them
-        self._rev_iface = {k: u.iface for k, u in zip(rev_keys, shell.units, strict=True)}
+        self._rev_iface = {k: u.iface for k, u in self.rows.steps_c.items()}
         cp = self.forward
-        self._key_map = np.array([rev_keys.index(k) for k in cp.step_keys], np.int64)
+        self._key_map = np.array([self.rows.step_keys.index(k) for k in cp.step_keys], np.int64)
         plans = {i: self._copy_plan(k) for i, k in enumerate(cp.step_keys)}
         self._fplans = _one_if_same({i: p[0] for i, p in plans.items()})
         iplans = {i: p[1] for i, p in plans.items()}
@@ -200,10 +205,12 @@ class Sweep:
         row = 8 * (max(iw, 1) + max(fw, 1) + 3 + (S if self.direct_column is None else 0))
         T = cp.program.num_steps
         tables = cp.keys.nbytes + cp.docs.nbytes + cp.II.nbytes + cp.FF.nbytes
-        # per train call: two state buffers, the losses; per seed: its cotangent (two
-        # buffers while it runs), g; the current state
-        fixed = tables + 8 * (T + 4 * S + seeds * (3 * S + self.program.num_docs))
-        return MemoryModel(8 * S, row, fixed + 8 * cp.ws_size, buffers)
+        # per train call: two state buffers, the losses and the workspace (both threads);
+        # per seed: its cotangent and g, and while its seed is computed the interpreter's
+        # arrays (a few states' worth, counted as 4); the current state
+        per_seed = 5 * S + self.program.num_docs
+        fixed = tables + 8 * (2 * T + 5 * S + seeds * per_seed + cp.ws_size + self.rows.ws_size)
+        return MemoryModel(8 * S, row, fixed, buffers)
 
     # ---------------------------------------------------------------- tables
     def _copy_plan(self, key) -> tuple[list, list]:
@@ -245,16 +252,8 @@ class Sweep:
                 II[sel, dst : dst + size] = block if which is None else block[sel]
 
     # ---------------------------------------------------------------- running
-    def _build_rows(self, rows: int) -> None:
-        if self.rows is None or self.rows.program.num_steps < rows:
-            self.rows = ReverseRows(self.program, rows, self.circuits)
-            if self.rows.step_keys != sorted(self.program.step_circuits, key=repr):
-                raise AssertionError("the reverse steps are ordered unlike the forward ones")
-
-    def warm(self, rows: int) -> None:
-        """Build the reverse steps for leaves of `rows` steps; load both compiled loops."""
-        self._build_rows(rows)
-        assert self.rows is not None
+    def warm(self) -> None:
+        """Load (or compile) both compiled loops, so that a timed sweep is the sweep."""
         S = self.forward.state_size
         self.forward.train(self.weights, stop=0)
         # the trainer writing into a strided view of the float table: a second compiled
@@ -316,7 +315,6 @@ class Sweep:
         return t
 
     def _new_leaf(self, L: int) -> _Leaf:
-        assert self.rows is not None
         traj = None if self.direct_column is not None else np.empty((L, self.forward.state_size))
         return _Leaf(traj, self.rows.new_tables(L))
 
@@ -338,7 +336,7 @@ class Sweep:
         if threads not in (1, 2):
             raise ValueError(f"threads must be 1 or 2, got {threads}")
         L = plan.leaf_steps
-        self._build_rows(L)
+        self.rows.resize(L)
         self.seconds = {}
         if threads == 1:
             leaf = self._new_leaf(L)
@@ -383,7 +381,6 @@ class Sweep:
 
     def _reverse(self, leaves: Iterator[_Leaf], seeds, release) -> tuple[np.ndarray, np.ndarray]:
         rows, w = self.rows, self.weights
-        assert rows is not None
         cts: list[np.ndarray] = []
         g = np.zeros((0, self.program.num_docs))
         final = None
