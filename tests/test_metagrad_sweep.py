@@ -170,3 +170,46 @@ def test_plans_here_are_valid(program):
     for plan in PLANS.values():
         if plan is not None:
             assert simulate(plan).forward_steps >= STEPS
+
+
+# ---------------------------------------------------------------- the command line
+@pytest.fixture(scope="module")
+def docs_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("mg") / "names.txt"
+    path.write_text("\n".join(m.read_docs(m.corpus_path())[:N_DOCS]) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    "options",
+    [[], ["--checkpoint-schedule", "tree", "--memory-budget", "2.6MB"],
+     ["--memory-budget", "2400kB", "--threads", "2"]],
+)  # fmt: skip
+def test_cli_schedules_equal_the_full_trajectory(capsys, docs_file, reference, options):
+    from tests.cli_helpers import run_json
+
+    r = run_json(capsys, "metagrad", "--docs", docs_file, "--steps", STEPS, "--doc", TESTS[0],
+                 *options)  # fmt: skip
+    plan = r["checkpoints"]
+    assert plan["schedule"] == (options[1] if "--checkpoint-schedule" in options
+                                else "binomial" if options else "sqrt")  # fmt: skip
+    if "--memory-budget" in options:
+        from runtime.checkpoints import parse_bytes
+
+        budget = parse_bytes(options[options.index("--memory-budget") + 1])
+        assert plan["memory_estimate_bytes"] <= budget and plan["forward_passes"] > 2
+    assert rel_err(np.array(r["metagradient"]), reference[0]) <= TOL
+    assert r["peak_rss_bytes"] > 0 and r["tests_in_sweep"] == 1
+
+
+def test_cli_refuses_bad_budgets_in_one_line(capsys, docs_file):
+    from tests.cli_helpers import one_line_error
+
+    base = ["metagrad", "--docs", docs_file, "--steps", STEPS, "--doc", TESTS[0]]
+    err = one_line_error(capsys, *base, "--memory-budget", "100kB")
+    assert "below the least the binomial schedule needs for 61 steps" in err
+    err = one_line_error(capsys, *base, "--memory-budget", "2.3MB", "--checkpoint-schedule", "sqrt")
+    assert "try --checkpoint-schedule binomial or tree" in err
+    assert "expected a number of bytes" in one_line_error(capsys, *base, "--memory-budget", "2 XB")
+    assert "invalid choice" in one_line_error(capsys, *base, "--checkpoint-schedule", "revolve")
+    assert "invalid choice" in one_line_error(capsys, *base, "--threads", "3")
