@@ -15,6 +15,7 @@ the trajectory).  Run from the repository root:
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import platform
@@ -32,13 +33,25 @@ sys.path.insert(0, str(ROOT))
 def one(args: argparse.Namespace) -> dict:
     """One configuration, in this process."""
     from circuitsketch.models import microgpt as m
+    from compiler.compiled import CompiledProgram
     from runtime.checkpoints import parse_bytes
     from runtime.metagrad import Metagradient, full_trajectory_metagradient, peak_rss_bytes
 
     docs = m.read_docs(m.corpus_path())
     if args.docs:
         docs = docs[: args.docs]
-    program = m.build(docs)
+    size = {k: v for k, v in (("n_layer", args.n_layer), ("n_embd", args.n_embd)) if v}
+    if size and not set(size) <= set(inspect.signature(m.build).parameters):
+        raise SystemExit("this microgpt has no configurable size yet (branch `batch`)")
+    program = m.build(docs, **size)
+    if args.schedule[0] == "full":  # the full-trajectory method, for comparison
+        t1 = time.perf_counter()
+        CompiledProgram(program, 0).train()
+        t2 = time.perf_counter()
+        full_trajectory_metagradient(program, args.test)
+        return {"docs": len(docs), "steps": program.num_steps, "plan": {"schedule": "full"},
+                "full_seconds_with_compile": time.perf_counter() - t2,
+                "train_seconds_with_compile": t2 - t1, "peak_rss_bytes": peak_rss_bytes()}
     t0 = time.perf_counter()
     budget = parse_bytes(args.budget) if args.budget else None
     mg = Metagradient(program, schedule=args.schedule[0], memory_budget=budget,
@@ -46,16 +59,21 @@ def one(args: argparse.Namespace) -> dict:
     mg.warm()
     setup = time.perf_counter() - t0
     rss_setup = peak_rss_bytes()
-    trains = []
-    for _ in range(args.train_runs):
+    # alternate one plain training run and one sweep, so that both see the same machine
+    trains, train_cpus, sweeps, cpus, parts = [], [], [], [], []
+    for _ in range(args.pairs):
+        c1 = time.process_time()
         t1 = time.perf_counter()
         mg.forward.train()
         trains.append(time.perf_counter() - t1)
-    cpu0 = time.process_time()
-    t2 = time.perf_counter()
-    g = mg(args.test)
-    sweep = time.perf_counter() - t2
-    cpu = time.process_time() - cpu0
+        train_cpus.append(time.process_time() - c1)
+        cpu0 = time.process_time()
+        t2 = time.perf_counter()
+        g = mg(args.test)
+        sweeps.append(time.perf_counter() - t2)
+        cpus.append(time.process_time() - cpu0)
+        parts.append({k: round(v, 3) for k, v in mg.sweep.seconds.items()})
+    ratios = [s / t for s, t in zip(sweeps, trains, strict=True)]
     out = {
         "docs": len(docs),
         "steps": program.num_steps,
@@ -63,10 +81,11 @@ def one(args: argparse.Namespace) -> dict:
         "plan": mg.summary(),
         "setup_seconds": setup,
         "train_seconds": trains,
-        "sweep_seconds": sweep,
-        "sweep_cpu_seconds": cpu,
-        "parts_seconds": mg.sweep.seconds,
-        "ratio_to_median_train": sweep / float(np.median(trains)),
+        "train_cpu_seconds": train_cpus,
+        "sweep_seconds": sweeps,
+        "sweep_cpu_seconds": cpus,
+        "parts_seconds": parts,
+        "ratios": ratios,
         "peak_rss_before_sweep_bytes": rss_setup,
         "peak_rss_bytes": peak_rss_bytes(),
         "g_norm": float(np.linalg.norm(g)),
@@ -83,10 +102,13 @@ def one(args: argparse.Namespace) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, default=0, help="first N names (0: all)")
-    ap.add_argument("--schedule", nargs="+", default=["sqrt"])
+    ap.add_argument("--schedule", nargs="+", default=["sqrt"],
+                    help="sqrt, binomial, tree, or full (the full-trajectory method)")
+    ap.add_argument("--n-layer", type=int, default=0, help="microgpt's size, once configurable")
+    ap.add_argument("--n-embd", type=int, default=0)
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--budget", default=None, help="--memory-budget, e.g. 100MB")
-    ap.add_argument("--train-runs", type=int, default=3)
+    ap.add_argument("--pairs", type=int, default=3, help="training runs and sweeps, alternated")
     ap.add_argument("--repeat", type=int, default=1, help="processes per configuration")
     ap.add_argument("--test", default="max")
     ap.add_argument("--check", action="store_true")
@@ -98,29 +120,37 @@ def main() -> None:
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"load {os.getloadavg()}, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")  # fmt: skip
     for schedule in args.schedule:
-        for threads in args.threads:
+        for threads in args.threads if schedule != "full" else [1]:
             for _ in range(args.repeat):
                 cmd = [sys.executable, __file__, "--one", "--docs", str(args.docs),
                        "--schedule", schedule, "--threads", str(threads),
-                       "--train-runs", str(args.train_runs), "--test", args.test]  # fmt: skip
+                       "--pairs", str(args.pairs), "--test", args.test]  # fmt: skip
                 if args.budget:
                     cmd += ["--budget", args.budget]
+                if args.n_layer or args.n_embd:
+                    cmd += ["--n-layer", str(args.n_layer), "--n-embd", str(args.n_embd)]
                 if args.check:
                     cmd.append("--check")
                 res = json.loads(subprocess.run(cmd, check=True, capture_output=True,
                                                 text=True).stdout.strip().splitlines()[-1])
                 p = res["plan"]
+                if p["schedule"] == "full":
+                    print(f"    full: {res}")
+                    continue
+                best = int(np.argmin(res["ratios"]))
                 print(
                     f"{schedule:>8} threads {threads}: {res['steps']} steps, "
                     f"{p['leaves']} leaves of <= {p['leaf_steps']}, {p['checkpoints']} kept, "
                     f"{p['forward_passes']:.2f} forward passes; estimate "
                     f"{p['memory_estimate_bytes'] / 1e6:.0f} MB, peak RSS "
                     f"{res['peak_rss_bytes'] / 1e6:.0f} MB (before the sweep "
-                    f"{res['peak_rss_before_sweep_bytes'] / 1e6:.0f} MB); train "
-                    f"{min(res['train_seconds']):.2f}-{max(res['train_seconds']):.2f} s, sweep "
-                    f"{res['sweep_seconds']:.2f} s (cpu {res['sweep_cpu_seconds']:.2f} s) = "
-                    f"{res['ratio_to_median_train']:.2f} x training ("
-                    + ", ".join(f"{k} {v:.2f}" for k, v in res["parts_seconds"].items()) + ")"
+                    f"{res['peak_rss_before_sweep_bytes'] / 1e6:.0f} MB); sweep / training "
+                    + ", ".join(f"{r:.2f}" for r in res["ratios"])
+                    + f" (best: {res['sweep_seconds'][best]:.2f} s / "
+                    f"{res['train_seconds'][best]:.2f} s, "
+                    f"cpu {res['sweep_cpu_seconds'][best]:.2f} s; "
+                    + ", ".join(f"{k} {v:.2f}" for k, v in res["parts_seconds"][best].items())
+                    + ")"
                     + (f"; vs full trajectory {res['max_rel_diff_vs_full_trajectory']:.1e}"
                        if args.check else "")
                 )

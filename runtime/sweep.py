@@ -187,7 +187,7 @@ class Sweep:
         # state sits in one block of it, in order; else into a buffer of its own, copied
         first = next(iter(self._fplans.values()))
         traj = [c for c in first if c[1] == "traj"]
-        direct = len(self._fplans) == 1 and traj == [(traj[0][0], "traj", 0, cp.state_size)]
+        direct = len(self._fplans) == 1 and len(traj) == 1 and traj[0][2:] == (0, cp.state_size)
         self.direct_column: int | None = traj[0][0] if direct else None
 
     # ---------------------------------------------------------------- memory
