@@ -190,7 +190,7 @@ def test_cli_schedules_equal_the_full_trajectory(capsys, docs_file, reference, o
 
     r = run_json(capsys, "metagrad", "--docs", docs_file, "--steps", STEPS, "--doc", TESTS[0],
                  *options)  # fmt: skip
-    plan = r["checkpoints"]
+    plan = r["sweep"]
     assert plan["schedule"] == (options[1] if "--checkpoint-schedule" in options
                                 else "binomial" if options else "sqrt")  # fmt: skip
     if "--memory-budget" in options:

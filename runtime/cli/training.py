@@ -227,7 +227,7 @@ def run_metagrad(args: argparse.Namespace) -> int:
                 "train_seconds": r.train_seconds,
                 "setup_seconds": r.setup_seconds,
                 "cost_training_runs": r.cost,
-                "checkpoints": r.info.get("plan"),
+                "sweep": r.info.get("plan"),
                 "tests_in_sweep": r.info.get("tests_in_sweep"),
                 "peak_rss_bytes": r.info.get("peak_rss_bytes"),
                 "stored": r.path,
