@@ -185,10 +185,10 @@ class Sweep:
         self._iplans = _one_if_same(iplans)
         # the forward trainer writes each state straight into its reverse row when the
         # state sits in one block of it, in order; else into a buffer of its own, copied
-        first = next(iter(self._fplans.values()))
-        traj = [c for c in first if c[1] == "traj"]
-        direct = len(self._fplans) == 1 and len(traj) == 1 and traj[0][2:] == (0, cp.state_size)
-        self.direct_column: int | None = traj[0][0] if direct else None
+        blocks = {tuple(c for c in p if c[1] == "traj") for p in self._fplans.values()}
+        (block,) = blocks if len(blocks) == 1 else [()]
+        direct = len(block) == 1 and block[0][2:] == (0, cp.state_size)
+        self.direct_column: int | None = block[0][0] if direct else None
 
     # ---------------------------------------------------------------- memory
     def memory_model(self, buffers: int = 1, seeds: int = 1) -> MemoryModel:

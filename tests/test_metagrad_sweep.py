@@ -213,3 +213,45 @@ def test_cli_refuses_bad_budgets_in_one_line(capsys, docs_file):
     assert "expected a number of bytes" in one_line_error(capsys, *base, "--memory-budget", "2 XB")
     assert "invalid choice" in one_line_error(capsys, *base, "--checkpoint-schedule", "revolve")
     assert "invalid choice" in one_line_error(capsys, *base, "--threads", "3")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_run_that_diverges_is_reported_from_either_thread(threads):
+    import circuitsketch as cs
+    from compiler.diagnose import NonFiniteError
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(12, 3))
+    prog = cs.training_program(
+        name="diverges", params={"theta": np.zeros(3)},
+        loss=lambda p, x, t: ((p["theta"] * x).sum() - t) ** 2,
+        docs=[{"x": X[i], "t": np.array(1.0)} for i in range(12)],
+        optimizer=cs.SGD(lr=1e150, momentum=0.0), steps=40)  # fmt: skip
+    mg = Metagradient(prog, threads=threads)
+    with pytest.raises(NonFiniteError, match="non-finite value at training step"):
+        mg({"x": X[0], "t": np.array(1.0)})
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_user_program_with_documents_of_two_shapes(threads):
+    """Two step circuits whose data sit at different places of the reverse rows (momentum
+    SGD, documents of 3 and 5 features): every plan equals the full trajectory."""
+    import circuitsketch as cs
+
+    rng = np.random.default_rng(1)
+    docs = [{"x": rng.normal(size=3 if i % 3 else 5), "t": np.array(rng.normal())}
+            for i in range(10)]  # fmt: skip
+
+    def loss(p, x, t):
+        return ((p["theta"][: x.shape[0]] * x).sum() - t) ** 2
+
+    sgd = cs.SGD(lr=0.05, momentum=0.9)
+    prog = cs.training_program(name="two shapes", params={"theta": np.full(5, 0.1)}, loss=loss,
+                               docs=docs, optimizer=sgd, steps=37)  # fmt: skip
+    test = {"x": docs[1]["x"], "t": np.array(0.3)}
+    ref = full_trajectory_metagradient(prog, test)
+    plans = (None, Plan("binomial", leaf_bounds(37, 37), 2), Plan("tree", leaf_bounds(37, 9), 2))
+    for plan in plans:
+        mg = Metagradient(prog, plan=plan, threads=threads)
+        assert mg.sweep.direct_column == 0 and len(mg.sweep._fplans) == 2
+        assert rel_err(mg(test), ref) <= TOL
