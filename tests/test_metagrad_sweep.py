@@ -255,3 +255,15 @@ def test_a_user_program_with_documents_of_two_shapes(threads):
         mg = Metagradient(prog, plan=plan, threads=threads)
         assert mg.sweep.direct_column == 0 and len(mg.sweep._fplans) == 2
         assert rel_err(mg(test), ref) <= TOL
+
+
+def test_at_nonzero_weights_and_for_runs_of_one_to_three_steps():
+    w = np.linspace(-0.3, 0.5, N_DOCS)
+    prog = m.build(m.read_docs(m.corpus_path())[:N_DOCS], steps=30)
+    g = Metagradient(prog, w, plan=Plan("tree", leaf_bounds(30, 10), 2), threads=2)(TESTS[0])
+    assert rel_err(g, full_trajectory_metagradient(prog, TESTS[0], w)) <= TOL
+    for T in (1, 2, 3):
+        prog = m.build(m.read_docs(m.corpus_path())[:5], steps=T)
+        ref = full_trajectory_metagradient(prog, TESTS[0])
+        for schedule in ("sqrt", "binomial", "tree"):
+            assert rel_err(Metagradient(prog, schedule=schedule)(TESTS[0]), ref) <= TOL
