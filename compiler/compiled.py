@@ -130,13 +130,9 @@ PASS_ORDERS = 48
 """train_series() runs at most PASS_ORDERS // K directions per compiled pass (batches
 beyond that are split into groups, each a full run; the order-0 run is repeated).
 A pass shares its order-0 run and its per-step costs among its directions, and its
-series workspace grows with directions x orders.  Measured on microgpt with 8
-directions, both settings alternating in one process (5 and 3 pairs, fifth
-session, fused series code): K = 3, 4 per pass 0.689-0.714 ms per step per
-direction, 8 per pass 0.650-0.686 (5% less); K = 6, 2 per pass 1.78-1.86, 8 per
-pass 1.76-1.89 (no difference).  (Before series fusion the workspace's cache misses
-dominated instead: K = 3, 4 per pass 0.78, 8 0.82.)  Results are bit for bit those
-of one pass."""
+series workspace grows with directions x orders; with fused series code more
+directions per pass is a little faster (bench/RESULTS.md, "Measurements behind
+design choices").  Results are bit for bit those of one pass."""
 
 
 class CompiledProgram:
@@ -326,10 +322,9 @@ class CompiledProgram:
         """One run over a group of directions small enough for the cache.
 
         The loop over steps is Python calling the compiled parts: a series step
-        takes milliseconds, so the ~20 us of Python per step do not show, while a
-        compiled loop would be one more Numba library re-optimising every part and
-        kernel it links (measured: cold compile of microgpt's series module from an
-        empty cache 32-35 s -> 21 s).
+        takes milliseconds, so the microseconds of Python per step do not show, while
+        a compiled loop would be one more Numba library re-optimising every part and
+        kernel it links, at a large cost in cold compile time (bench/RESULTS.md).
         """
         B, K = psi.shape[0], self.degree
         psi_t = np.ascontiguousarray(psi.T, dtype=np.complex128)

@@ -4,10 +4,8 @@ Run as one kernel per equation, a chain of same-size elementwise equations
 makes one pass over memory per equation; Adam's update is fourteen of them per
 parameter, half of them a broadcast scalar times a vector.  Fused, the chain
 reads its operands once, keeps intermediate values in registers and writes only
-the values read after it.  Measured on microgpt's real step (length 8): Adam's
-equations take 18.7 us per step as separate kernels and 9.7 us as fused loops
-(most of what remains is three divisions and a square root per element), and
-the step makes 148 kernel calls instead of 323.
+the values read after it: on microgpt's real step it halves the time of Adam's
+equations and the number of kernel calls (bench/RESULTS.md).
 
 The scalar expressions (each op's registry ``Code.scalar``) are those of the
 order-0 kernels, operation for operation, so fused code gives the same bits as unfused code
@@ -119,9 +117,8 @@ def fuse(c: Circuit, has_hi: Sequence[bool], degree: int = 0) -> Fusion:
     outside a run reads a member before the run ends.  Series values join only at a
     degree 1..MAX_DEGREE (their higher orders are unrolled), and only in chains of at
     least MIN_SERIES_MEMBERS equations: a series loop is slow to compile, which only
-    long chains (Adam's update, 14 equations) repay (measured on microgpt's K = 3
-    module, cold compile with empty caches: no series chain fused 25-26 s; all,
-    38-39 s; chains of 8 or more, 27 s)."""
+    long chains (Adam's update, 14 equations) repay in run time (the cold compile
+    times of each choice are in bench/RESULTS.md)."""
     users = c.users()
     outputs = set(c.outputs.values())
     if not 0 <= degree <= MAX_DEGREE:
@@ -196,7 +193,7 @@ def fuse(c: Circuit, has_hi: Sequence[bool], degree: int = 0) -> Fusion:
 def _components(c: Circuit, run: list[int]) -> list[list[int]]:
     """The run split into chains that share no value: one loop each, so a loop's
     streams stay few enough for LLVM to vectorise it (Adam's updates of equal-size
-    parameters form one run; as one loop of 28 streams it ran 1.3x slower)."""
+    parameters form one run, which as one loop of 28 streams ran slower)."""
     root = {m: m for m in run}
 
     def find(m: int) -> int:
@@ -314,14 +311,12 @@ def _hi_loop(
     every coefficient part v it stores: 0.0 if all are finite, else NaN.  A series
     step must fail at the step where its state stops being finite; checking while
     the values are in registers replaces a pass over the whole new state (B x K x
-    4,192 x 3 complex values for microgpt, 4.8 MB at K = 3, B = 8).  Both forms in
-    one process, alternating (5 pairs, same bits): K = 3 0.639 -> 0.630 ms per step
-    per direction, K = 6 1.714 -> 1.643.
+    the state size complex values), which is slower.
 
     The size n stays a run-time value, so one function serves every size.  As a
     literal, LLVM sees that one value's K rows do not overlap and vectorises the loop
-    (Adam's loops 1.3-1.4x faster), but each size is then a function of its own:
-    measured on microgpt's K = 3 module, cold compile 27 s -> 30 s, past the budget."""
+    faster, but each size is then a function of its own, and the cold compile goes
+    past its budget (bench/RESULTS.md)."""
     K = fusion.degree
     w = Writer()
     hi: dict[int, Hi] = {}

@@ -1,15 +1,12 @@
 """Matrix products on register tiles, real and complex, for the matrix kernels.
 
 A loop over a result row (the form LLVM vectorises by itself) loads and stores
-the row once per few terms of the sum and reaches 8-10 G multiply-adds/s here.
-A tile of 4 rows x 16 doubles kept in registers for the whole sum does one
-vector load of the right operand and four broadcasts per 64 multiply-adds, and
-reaches 17-24 G (measured on 8x16x96 .. 64x16x96 real products).  LLVM does not
-form such tiles from scalar or tuple code (its SLP vectoriser leaves them
-scalar), so the tile is written here as LLVM vector IR.  The vectors are
-generic: LLVM lowers them to whatever the CPU has (with AVX-512 to zmm
-registers; forced to AVX2 with NUMBA_CPU_NAME=haswell the same tiles still ran
-at 22-24 G).
+the row once per few terms of the sum.  A tile of 4 rows x 16 doubles kept in
+registers for the whole sum does one vector load of the right operand and four
+broadcasts per 64 multiply-adds, about twice the rate (bench/RESULTS.md).  LLVM
+does not form such tiles from scalar or tuple code (its SLP vectoriser leaves
+them scalar), so the tile is written here as LLVM vector IR.  The vectors are
+generic: LLVM lowers them to whatever the CPU has (AVX-512 or AVX2).
 
 Every operand is a flat float64 array (a complex array's ``.view(np.float64)``,
 real and imaginary parts interleaved), so complex series blocks are used where

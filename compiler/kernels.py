@@ -15,7 +15,7 @@ order-0 term kept apart, so no complex arithmetic is spent on it.  Index maps
 express data movement: out[i] = src[map[i]], with -1 meaning zero.
 
 Inside a kernel every operand is first cut out as its own slice view: LLVM
-then sees separate arrays and vectorises the loops (3-5x faster than
+then sees separate arrays and vectorises the loops (several times faster than
 indexing one shared workspace with offsets), with the same arithmetic in the
 same order.
 """
@@ -29,18 +29,34 @@ from llvmlite import ir
 from numba import njit, types
 from numba.core.extending import intrinsic
 
-from compiler.gemm import COMPLEX, PAIR, REAL, gemm
-from compiler.layout import BB, E0, E1, E2, E3, HA, HB, HC, HO, OUT, A, C, N
+from compiler.layout import BB, E0, HA, HB, HO, OUT, A, N
+
+# the kernels of data movement and of matrix products, reached by generated code as k.<name>
+from compiler.movement import (  # noqa: F401
+    gather,
+    h_gather,
+    h_reduce_sum,
+    h_scatter_add,
+    h_take,
+    h_where,
+    one_hot,
+    reduce_max,
+    reduce_sum,
+    scatter_add,
+    take,
+    where,
+)
+from compiler.products import h_matmul, matmul  # noqa: F401
+from compiler.views import hblock, hflat, hview, jit, rmul  # noqa: F401 (hblock: k.hblock)
 
 TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 EXPONENT_BITS = 0x7FF0000000000000  # of an IEEE double: all ones for inf and NaN
-jit = njit(cache=True, nogil=True, error_model="numpy")
 
 
 # ====================================================== exp that vectorises
-# Numba calls the C library's exp once per element (4.4 ns here), and the loops
-# of softmax and GELU's derivative spend more time in it than in their
-# arithmetic.  vexp is straight-line arithmetic that LLVM vectorises (1.5 ns):
+# Numba calls the C library's exp once per element, and the loops of softmax
+# and GELU's derivative spend more time in it than in their arithmetic.  vexp
+# is straight-line arithmetic that LLVM vectorises, about 3x faster:
 # exp(x) = 2^k exp(r), x = k ln2 + r, |r| <= ln2 / 2, exp(r) by its Taylor
 # series to r^13 (truncation below 1e-17), 2^k built in the exponent bits in two
 # halves so that results in the subnormal range round once.  Over 1.1 million
@@ -199,102 +215,10 @@ def set_scalar(Z, code, r, value):
 
 
 @jit
-def take(X, Z, code, r, tab):
-    """Data movement by index map tab[E0 : E0+n] (-1: zero); E1 = operand size."""
-    n = code[r, N]
-    x, z, m = X[code[r, A] :][: code[r, E1]], Z[code[r, OUT] :][:n], tab[code[r, E0] :][:n]
-    for i in range(n):
-        j = m[i]
-        z[i] = x[j] if j >= 0 else 0.0
-
-
-@jit
-def reduce_sum(X, Z, code, r, tab):
-    """out[i] = sum_j x[map[i*E1 + j]]: a reduction of E1 elements per output."""
-    n, w = code[r, N], code[r, E1]
-    x, z, m = X[code[r, A] :][: code[r, E2]], Z[code[r, OUT] :][:n], tab[code[r, E0] :][: n * w]
-    for i in range(n):
-        acc = 0.0
-        for j in range(w):
-            acc += x[m[i * w + j]]
-        z[i] = acc
-
-
-@jit
-def reduce_max(X, Z, code, r, tab):
-    n, w = code[r, N], code[r, E1]
-    x, z, m = X[code[r, A] :][: code[r, E2]], Z[code[r, OUT] :][:n], tab[code[r, E0] :][: n * w]
-    for i in range(n):
-        acc = -np.inf
-        for j in range(w):
-            acc = max(acc, x[m[i * w + j]])
-        z[i] = acc
-
-
-@jit
-def matmul(X, Y, Z, code, r):
-    """(P, M, Kd) @ (P, Kd, Nn): E0..E3 = P, M, Kd, Nn, on register tiles (compiler/gemm.py;
-    real step 0.044-0.049 -> 0.031-0.034 ms against four-row passes over result rows)."""
-    P, M, Kd, Nn = code[r, E0], code[r, E1], code[r, E2], code[r, E3]
-    x = X[code[r, A] :][: P * M * Kd]
-    y = Y[code[r, BB] :][: P * Kd * Nn]
-    z = Z[code[r, OUT] :][: P * M * Nn]
-    for p in range(P):
-        gemm(REAL, z, p * M * Nn, Nn, x, p * M * Kd, Kd, y, p * Kd * Nn, Nn, M, Nn, Kd)
-
-
-@jit
-def gather(X, IDX, Z, code, r):
-    """Rows of a table: E0 = row length, E1 = table size; indices at IDX[BB : BB + rows]."""
-    n, w = code[r, N], code[r, E0]
-    x, z = X[code[r, A] :][: code[r, E1]], Z[code[r, OUT] :][:n]
-    idx = IDX[code[r, BB] :][: n // w]
-    for q in range(n // w):
-        src = idx[q] * w
-        for c in range(w):
-            z[q * w + c] = x[src + c]
-
-
-@jit
-def scatter_add(X, IDX, Z, code, r):
-    """out[idx[q]] += x[q]; E0 = row length, E1 = number of rows scattered."""
-    n, w, rows = code[r, N], code[r, E0], code[r, E1]
-    x, z = X[code[r, A] :][: rows * w], Z[code[r, OUT] :][:n]
-    idx = IDX[code[r, BB] :][:rows]
-    z[:] = 0.0
-    for q in range(rows):
-        dst = idx[q] * w
-        for c in range(w):
-            z[dst + c] += x[q * w + c]
-
-
-@jit
-def where(MASK, X, Y, Z, code, r):
-    """The mask (a constant's ints or a comparison's 0.0/1.0) at A, the branches at BB, C."""
-    n = code[r, N]
-    m, x, y = MASK[code[r, A] :][:n], X[code[r, BB] :][:n], Y[code[r, C] :][:n]
-    z = Z[code[r, OUT] :][:n]
-    for i in range(n):
-        z[i] = x[i] if m[i] else y[i]
-
-
-@jit
-def one_hot(IDX, Z, code, r):
-    """E0 = depth; an index outside 0..depth-1 gives a zero row."""
-    n, depth = code[r, N], code[r, E0]
-    idx, z = IDX[code[r, A] :][: n // depth], Z[code[r, OUT] :][:n]
-    z[:] = 0.0
-    for q in range(n // depth):
-        t = idx[q]
-        if 0 <= t < depth:
-            z[q * depth + t] = 1.0
-
-
-@jit
 def all_finite(X):
     """No infinity or NaN in X: the largest exponent field must not be all ones.  An
-    integer max vectorises (a float test with an early exit did not): 1.3 us instead
-    of 4.8 us for microgpt's 12,576-value state, checked after every step."""
+    integer max vectorises (a float test with an early exit did not), so the check
+    after every step costs a quarter of the float test's time."""
     bits = X.view(np.int64)
     worst = 0
     for i in range(bits.size):
@@ -308,33 +232,6 @@ def all_finite_c(X):
 
 
 # ============================================================== higher orders
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def rmul(a, z):
-    """Real times complex without promoting the real to complex: half the multiplies.
-    For finite values the parts equal those of (a + 0j) * z (up to the sign of a zero)."""
-    return complex(a * z.real, a * z.imag)
-
-
-@jit
-def hview(H, h, B, K, n):
-    """The (B, K, n) block of a node's orders 1..K."""
-    return H[B * K * h :][: B * K * n].reshape((B, K, n))
-
-
-@jit
-def hflat(H, h, B, K, n):
-    """A node's orders 1..K of every direction as one float64 run, real and imaginary
-    parts interleaved: a part-wise op is then one plain loop over floats, which LLVM
-    vectorises more readily than a loop over complex128 elements."""
-    return H[B * K * h :][: B * K * n].view(np.float64)
-
-
-@jit
-def hblock(H, code, r, tab, j, B, K):
-    """hflat of the j-th hi operand of a fused loop (its offset at tab[E1 + j])."""
-    return hflat(H, tab[code[r, E1] + j], B, K, code[r, N])
-
-
 @jit
 def h_zero(HZ, code, r, B, K):
     hflat(HZ, code[r, HO], B, K, code[r, N])[:] = 0.0
@@ -614,133 +511,6 @@ def h_ode(HX, Q, HZ, code, r, B, K, cst):
                         pm[i] = rmul(c1, zr[i])
                     else:
                         pm[i] = 0.0
-
-
-@jit
-def h_take(HX, HZ, code, r, B, K, tab):
-    """E0 = map offset, E1 = operand size."""
-    n = code[r, N]
-    m = tab[code[r, E0] :][:n]
-    x, z = hview(HX, code[r, HA], B, K, code[r, E1]), hview(HZ, code[r, HO], B, K, n)
-    for b in range(B):
-        for k in range(K):
-            xr, zr = x[b, k], z[b, k]
-            for i in range(n):
-                j = m[i]
-                zr[i] = xr[j] if j >= 0 else 0.0
-
-
-@jit
-def h_reduce_sum(HX, HZ, code, r, B, K, tab):
-    """E0 = map offset, E1 = elements per output, E2 = operand size."""
-    n, w = code[r, N], code[r, E1]
-    m = tab[code[r, E0] :][: n * w]
-    x, z = hview(HX, code[r, HA], B, K, code[r, E2]), hview(HZ, code[r, HO], B, K, n)
-    for b in range(B):
-        for k in range(K):
-            xr, zr = x[b, k], z[b, k]
-            for i in range(n):
-                acc = 0.0j
-                for j in range(w):
-                    acc += xr[m[i * w + j]]
-                zr[i] = acc
-
-
-@jit
-def h_matmul(X, HX, Y, HY, HZ, code, r, B, K):
-    """Matrix Cauchy product out_m = x_0 y_m + x_m y_0 + sum_{t=1..m-1} x_t y_{m-t}.
-
-    HA < 0 or HB < 0: that factor is a constant.  Each term is a product on register
-    tiles (``compiler/gemm.py``) over the series blocks where they lie, as float64
-    runs with real and imaginary parts interleaved: x_0 y_m real times complex,
-    x_m y_0 complex times a copy of y_0 with doubled entries (made once per call),
-    and all Cauchy terms of order m in one call.  Nothing is packed per direction.
-    Measured on microgpt's 27 products per step at K = 3, 8 directions, summed per
-    direction: 280 us with row loops (interleaved and split-plane forms), 184 us
-    with tiles over blocks packed into real and imaginary planes (packing took a
-    third of that), 124 us in place.
-    """
-    P, M, Kd, Nn = code[r, E0], code[r, E1], code[r, E2], code[r, E3]
-    nx, ny, n = P * M * Kd, P * Kd * Nn, P * M * Nn
-    has_x, has_y = code[r, HA] >= 0, code[r, HB] >= 0
-    x0, y0 = X[code[r, A] :][:nx], Y[code[r, BB] :][:ny]
-    # orders 1..K of every direction, in doubles; order k of direction b at 2 (b K + k) n
-    x = hflat(HX, max(code[r, HA], 0), B, K, nx if has_x else 0)
-    y = hflat(HY, max(code[r, HB], 0), B, K, ny if has_y else 0)
-    z = hflat(HZ, code[r, HO], B, K, n)
-    y0d = np.empty(2 * ny if has_x else 0)
-    for i in range(y0d.size):
-        y0d[i] = y0[i // 2]
-    if not has_y:
-        z[:] = 0.0
-    for b in range(B):
-        for p in range(P):
-            for k in range(K):
-                zo = 2 * ((b * K + k) * n + p * M * Nn)
-                xo = 2 * ((b * K + k) * nx + p * M * Kd)
-                if has_y:  # x_0 y_k sets the block
-                    yo = 2 * ((b * K + k) * ny + p * Kd * Nn)
-                    gemm(REAL, z, zo, 2 * Nn, x0, p * M * Kd, Kd, y, yo, 2 * Nn, M, 2 * Nn, Kd)
-                if has_x:  # x_k y_0
-                    y0o = 2 * p * Kd * Nn
-                    gemm(PAIR, z, zo, 2 * Nn, x, xo, 2 * Kd, y0d, y0o, 2 * Nn, M, 2 * Nn, Kd)
-                if has_x and has_y and k > 0:  # x_t y_{k+1-t}, t = 1..k
-                    x1 = 2 * (b * K * nx + p * M * Kd)  # order 1
-                    yk = 2 * ((b * K + k - 1) * ny + p * Kd * Nn)  # order k
-                    gemm(
-                        COMPLEX, z, zo, 2 * Nn, x, x1, 2 * Kd, y, yk, 2 * Nn, M, 2 * Nn, Kd,
-                        k, 2 * nx, -2 * ny,
-                    )  # fmt: skip
-
-
-@jit
-def h_gather(HX, IDX, HZ, code, r, B, K):
-    """E0 = row length, E1 = table size."""
-    n, w = code[r, N], code[r, E0]
-    idx = IDX[code[r, BB] :][: n // w]
-    x, z = hview(HX, code[r, HA], B, K, code[r, E1]), hview(HZ, code[r, HO], B, K, n)
-    for b in range(B):
-        for k in range(K):
-            xr, zr = x[b, k], z[b, k]
-            for q in range(n // w):
-                src = idx[q] * w
-                for c in range(w):
-                    zr[q * w + c] = xr[src + c]
-
-
-@jit
-def h_scatter_add(HX, IDX, HZ, code, r, B, K):
-    """E0 = row length, E1 = rows scattered (operand size = E0 * E1)."""
-    n, w, rows = code[r, N], code[r, E0], code[r, E1]
-    idx = IDX[code[r, BB] :][:rows]
-    x, z = hview(HX, code[r, HA], B, K, rows * w), hview(HZ, code[r, HO], B, K, n)
-    for b in range(B):
-        for k in range(K):
-            xr, zr = x[b, k], z[b, k]
-            zr[:] = 0.0
-            for q in range(rows):
-                dst = idx[q] * w
-                for c in range(w):
-                    zr[dst + c] += xr[q * w + c]
-
-
-@jit
-def h_where(MASK, HX, HY, HZ, code, r, B, K):
-    """HB < 0 or HC < 0: that branch is a constant (orders >= 1 are zero)."""
-    n = code[r, N]
-    mask = MASK[code[r, A] :][:n]
-    has_x, has_y = code[r, HB] >= 0, code[r, HC] >= 0
-    x = hview(HX, max(code[r, HB], 0), B, K, n if has_x else 0)
-    y = hview(HY, max(code[r, HC], 0), B, K, n if has_y else 0)
-    z = hview(HZ, code[r, HO], B, K, n)
-    for b in range(B):
-        for k in range(K):
-            xr, yr, zr = x[b, k], y[b, k], z[b, k]
-            for i in range(n):
-                if mask[i]:
-                    zr[i] = xr[i] if has_x else 0.0
-                else:
-                    zr[i] = yr[i] if has_y else 0.0
 
 
 @jit

@@ -44,7 +44,7 @@ def run(
     from circuitsketch.models import microgpt
     from runtime.parallel import default_workers
     from runtime.precompute import precompute
-    from runtime.query import deletion_weights, predict
+    from runtime.query import counted, deletion_weights, predict
     from runtime.retrain import retrain
     from runtime.sources.microgpt import MicrogptSource, check_test_docs, read_training_docs
     from runtime.store import Sketch
@@ -56,7 +56,12 @@ def run(
     letter = DEFAULTS["letter"] if letter is None else letter
     test = test or DEFAULTS["test"]
     workers = workers or default_workers()
-    check_test_docs([test])
+    if not test.strip():
+        raise ValueError("--test: empty test name")
+    try:
+        check_test_docs([test])
+    except ValueError as e:
+        raise ValueError(f"--test {test!r}: {e}") from None
     if len(letter) != 1:
         raise ValueError(f"--letter must be a single character, got {letter!r}")
 
@@ -74,6 +79,11 @@ def run(
             docs_file.write_text(text, encoding="utf-8")
         docs, docs_sha = read_training_docs(docs_file)
         source = MicrogptSource(tuple(docs), len(docs), seed=seed)
+        if not any(letter in d for d in docs):
+            raise ValueError(
+                f"--letter {letter!r}: none of the first {n} names contains it, so there is "
+                "nothing to delete (choose a letter a-z)"
+            )
         w, sel, what = deletion_weights(docs, contains=letter)
 
         log(
@@ -96,7 +106,7 @@ def run(
         )
         t_sketch = time.perf_counter() - t0
 
-        log(f"[2/3] predict: test loss of {test!r} without the {len(sel)} {what}")
+        log(f"[2/3] predict: test loss of {test!r} without the {counted(len(sel), what)}")
         t0 = time.perf_counter()
         sketch = Sketch.open(work / "sketch")
         pred = predict(sketch, [test], w, warn=warn)[0]
@@ -160,7 +170,8 @@ def format_result(r: dict[str, Any]) -> str:
     lines = [
         f"microgpt trained on the first {r['num_docs']} names ({r['steps']} steps); "
         f"sketch of degree {r['degree']} along {r['directions']} directions",
-        f"deleting the {r['n_deleted']} names containing {r['letter']!r} ({shown})",
+        f"deleting the {r['n_deleted']} name{'' if r['n_deleted'] == 1 else 's'} containing "
+        f"{r['letter']!r} ({shown})",
         f"effect on the test loss of {r['test']!r}:",
         "",
         f"  {'':<28}{'test loss':>12}{'change':>12}",

@@ -14,25 +14,23 @@ checkpointed sweep is tested against.  All loops run in compiled code (degree 0)
 Stored beside a sketch (``sketch_metagradients``)::
 
     SKETCH/metagrad/<sha256(key)>.npy   (N,) float64, g for one test input
-    SKETCH/metagrad/<sha256(key)>.json  its checksum, the test input, the sketch's id,
-                                        and the time it took
+    SKETCH/metagrad/<sha256(key)>.json  its checksum, the test input, the checksums of
+                                        what it was computed from, the time it took
 
-written atomically, so each test input's g is computed once.  A stored g
-whose sidecar names another sketch (or whose bytes fail the checksum) is
-refused with a SketchError, never silently used or replaced; ``recompute``
-overwrites it.  Before storing anything, the training run rebuilt from the
+a derived result of the sketch (``runtime.derived``), so each test input's g
+is computed once; one computed from another state of the sketch (or whose
+bytes fail the checksum) is dropped with a warning and computed again, never
+used; ``recompute`` overwrites it.  Before storing anything, the training run rebuilt from the
 sketch's program source must reproduce the sketch's undeleted parameters.
 """
 
 from __future__ import annotations
 
-import json
 import resource
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,7 +39,7 @@ from circuitsketch import interpret
 from circuitsketch.grad import grad
 from circuitsketch.program import LOSS, Program, Step
 from compiler.compiled import CompiledProgram
-from runtime.checkpoints import Plan, choose, summary
+from runtime.checkpoints import MemoryModel, Plan, choose, simulate, summary
 from runtime.sweep import FWD, Sweep, accumulate, reverse_shell
 
 
@@ -188,60 +186,45 @@ class MetagradResult:
         return self.seconds / self.train_seconds
 
 
-def _paths(sketch, key: str) -> tuple[Path, Path]:
-    from runtime.spec import sha256_bytes
+def metagradient_store(sketch, warn: Callable[[str], None] | None = None):
+    """The store of metagradients beside `sketch` (``Sketch.derived``): computed from its
+    configuration, documents, undeleted parameters and initial parameters if stored."""
+    files = sketch.manifest["files"]
+    inputs = [n for n in ("docs.npy", "params0.npy", "init.npy") if n in files]
+    return sketch.derived(METAGRAD_DIR, inputs, label="stored metagradient", warn=warn)
 
-    h = sha256_bytes(key.encode("utf-8"))[:40]
-    d = Path(sketch.path) / METAGRAD_DIR
-    return d / f"{h}.npy", d / f"{h}.json"
 
-
-def stored_metagradient(sketch, test) -> MetagradResult | None:
+def stored_metagradient(
+    sketch, test, warn: Callable[[str], None] | None = None
+) -> MetagradResult | None:
     """The stored g of `test` (a text or TestInput), None if there is none.
 
-    SketchError when a stored one does not belong to this sketch and test
-    input, or fails its checksum.
+    One computed for another state of the sketch, or failing its checksum, is
+    dropped with a warning (None: compute it again); SketchError if the
+    sketch's own files it was computed from are corrupt.
     """
     from runtime.sources import as_test_input
-    from runtime.store import SketchError, load_verified
 
     t = as_test_input(test)
-    npy, side = _paths(sketch, t.key)
-    if not side.exists() and not npy.exists():
+    store = metagradient_store(sketch, warn)
+    hit = store.get(
+        t.key,
+        shape=(sketch.num_docs,),
+        dtype=np.float64,
+        what=f"stored metagradient for {t.label!r}",
+    )
+    if hit is None:
         return None
-    label = f"stored metagradient {str(npy)!r} for {t.label!r}"
-    fix = f"delete {str(npy.parent)!r} or recompute it (`circuitsketch metagrad ... --recompute`)"
-    try:
-        entry = json.loads(side.read_text(encoding="utf-8"))
-        if not isinstance(entry, dict):
-            raise ValueError("not a JSON object")
-    except (OSError, ValueError) as e:
-        raise SketchError(f"{label}: its sidecar {side.name} is missing or unreadable "
-                          f"({e}): {fix}") from None
-    if entry.get("doc") != t.key:
-        raise SketchError(f"{label} was computed for another test input: {fix}")
-    if entry.get("sketch") != sketch.sketch_id:
-        raise SketchError(
-            f"{label} was computed for another sketch (or this sketch changed since): {fix}"
-        )
-    try:
-        g = load_verified(npy, entry, label)
-    except (SketchError, KeyError, TypeError) as e:
-        msg = str(e).replace("the manifest says", "its sidecar says")
-        raise SketchError(f"{msg}: {fix}") from None
-    if g.shape != (sketch.num_docs,) or g.dtype != np.float64:
-        raise SketchError(
-            f"{label} holds {g.dtype} {g.shape}, expected float64 ({sketch.num_docs},): {fix}"
-        )
+    entry = hit.meta
     return MetagradResult(
         t.label,
         t.key,
-        g,
+        hit.array,
         computed=False,
         seconds=float(entry.get("seconds", float("nan"))),
         train_seconds=entry.get("train_seconds"),
         setup_seconds=entry.get("setup_seconds"),
-        path=str(npy),
+        path=str(hit.path),
         info=entry,
     )
 
@@ -269,10 +252,23 @@ def compute_metagradients(
     `announce` gets the plan's summary before the sweep starts.
     """
     from compiler.compiled import params_of
+    from runtime import resources
     from runtime.sources import as_test_input
 
     opts = options or SweepOptions()
     items = [as_test_input(t) for t in tests]
+    # before compiling anything: the plan under a model of the dominant arrays (states
+    # kept and buffered, the run's tables); the compiled sweep then refines it
+    T, size = program.num_steps, int(sum(np.size(v) for v in program.init_state.values()))
+    rough = MemoryModel(8 * size, 8 * size + 512, resources.program_memory(T, size), opts.threads)
+    sim = simulate(choose(opts.schedule or ("binomial" if opts.memory_budget else "sqrt"), T,
+                          rough, opts.memory_budget))  # fmt: skip
+    resources.require(
+        rough.bytes(sim.peak_kept, sim.leaf_steps),
+        f"the metagradient (--steps {T}: {sim.peak_kept} kept states and a buffer of "
+        f"{sim.leaf_steps} x {opts.threads} states of {size} values x 8 bytes)",
+        "give a smaller --memory-budget" if opts.memory_budget else "use fewer --steps",
+    )
     t0 = time.perf_counter()
     mg = Metagradient(program, schedule=opts.schedule, memory_budget=opts.memory_budget,
                       threads=opts.threads, seeds=len(items))  # fmt: skip
@@ -325,40 +321,31 @@ def sketch_metagradients(
     from runtime.query import check_tests
     from runtime.sources import sketch_source
     from runtime.spec import build_program
-    from runtime.store import atomic_save, atomic_write_json
 
-    warn = warn or (lambda msg: None)
     items = {t.key: t for t in check_tests(sketch, tests)}
     out: dict[str, MetagradResult | None] = {}
     for k, t in items.items():
-        out[k] = None if recompute else stored_metagradient(sketch, t)
+        out[k] = None if recompute else stored_metagradient(sketch, t, warn)
     todo = [t for k, t in items.items() if out[k] is None]
     if not todo or not compute:
         return out
     source = sketch_source(sketch, full=True)
     program = build_program(source)
+    store = metagradient_store(sketch, warn)
     results = compute_metagradients(
         program, todo, reference_params=sketch.params0(), options=options, announce=announce
     )
     for r in results:
-        npy, side = _paths(sketch, r.key)
-        try:
-            npy.parent.mkdir(exist_ok=True)
-            entry = atomic_save(npy, r.g)
-            r.info = {
-                **entry,
-                "doc": r.key,
-                "label": r.label,
-                "sketch": sketch.sketch_id,
-                "spec": source.key,
-                "seconds": r.seconds,
-                "train_seconds": r.train_seconds,
-                "setup_seconds": r.setup_seconds,
-                **r.info,
-            }
-            atomic_write_json(side, r.info)
-            r.path = str(npy)
-        except OSError as e:  # a read-only sketch: still answer, just without storing
-            warn(f"cannot store the metagradient in {str(npy.parent)!r}: {e.strerror or e}")
+        r.info = {
+            "doc": r.key,
+            "label": r.label,
+            "spec": source.key,
+            "seconds": r.seconds,
+            "train_seconds": r.train_seconds,
+            "setup_seconds": r.setup_seconds,
+            **r.info,  # the sweep: its plan, test inputs, peak RSS
+        }
+        path = store.put(r.key, r.g, r.info)  # None: a read-only sketch, still answered
+        r.path = None if path is None else str(path)
         out[r.key] = r
     return out

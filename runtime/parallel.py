@@ -24,12 +24,16 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = ["SchedulerError", "default_workers", "run_tasks"]
+
+
+CONNECT_TIMEOUT = "15s"  # how long to try reaching a Dask scheduler
 
 
 class SchedulerError(ValueError):
@@ -74,9 +78,24 @@ def run_tasks(
         _run_pool(fn, tasks, on_result, min(workers, len(tasks)))
 
 
+# When this process is killed outright (SIGKILL, out of memory), the pool's queues never
+# release their semaphores; multiprocessing's resource tracker, which outlives it, then
+# cleans them up and warns about "leaked semaphore objects" on the terminal.  The clean-up
+# is right and the warning is noise: the tracker (started with this process's -W options)
+# is told to keep quiet about it.
+QUIET_TRACKER = "ignore:resource_tracker:UserWarning"
+
+
+def _quiet_resource_tracker() -> None:
+    if QUIET_TRACKER not in sys.warnoptions:
+        sys.warnoptions.append(QUIET_TRACKER)
+
+
 def _run_pool(fn, tasks, on_result, workers: int) -> None:
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
+
+    _quiet_resource_tracker()
 
     ex = ProcessPoolExecutor(
         max_workers=workers,
@@ -127,7 +146,7 @@ def _run_dask(fn, tasks, on_result, address: str) -> None:
     except ImportError:  # pragma: no cover - dask is a dependency
         raise SchedulerError("--scheduler needs dask[distributed] installed") from None
     try:
-        client = Client(address, timeout="15s", set_as_default=False)
+        client = Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as e:
         raise SchedulerError(f"cannot connect to the Dask scheduler at {address!r}: {e}") from None
     futures = []

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime import parallel
+from runtime import parallel, resources
 from runtime.directions import gaussian_directions, load_directions_file
 from runtime.sources import ProgramSource
 from runtime.spec import compiled, fingerprints, sha256_file
@@ -127,10 +127,16 @@ def precompute(
         if seed < 0:
             raise ValueError(f"--seed must be >= 0, got {seed}")
         m = num_directions
+        resources.require(
+            2 * resources.directions_memory(m, n),
+            f"compile (the directions: --directions {m} x {n} documents x 16 bytes)",
+            "lower --directions",
+        )
         psi = gaussian_directions(seed, 0, m, n)
         dir_config = {"source": "seed", "seed": seed, "kind": "complex-gaussian-unit"}
 
     cp = compiled(spec, degree)  # generated code only; Numba compiles on first use
+    _check_resources(out, cp, degree, m, n, chunk_size, 1 if scheduler else workers)
     config = {
         # the source's own record: program, hyper-parameters, documents and init
         **spec.manifest_config(cp.program, docs_sha256, init_sha256),
@@ -146,7 +152,8 @@ def precompute(
     # information only, never checked: which compiler made the sketch (its numbers are
     # decided by the configuration above, the traced circuits included)
     info = {"compiler_key": cache.compiler_key(), **spec.manifest_info(), **(info or {})}
-    with SketchWriter(out, config, info=info, warn=warn) as w:
+    # a failed start that finished no chunk leaves nothing behind (w.discarding)
+    with SketchWriter(out, config, info=info, warn=warn) as w, w.discarding():
         w.ensure("directions.npy", psi)
         w.ensure("docs.npy", np.array(spec.docs, dtype=str))
         for name, arr in spec.stored_arrays().items():
@@ -188,6 +195,27 @@ def precompute(
         reused=len(done),
         seconds=time.perf_counter() - t0,
         directions_computed=sum(j.rows.shape[0] for j in jobs),
+    )
+
+
+def _check_resources(out, cp, degree: int, m: int, n: int, chunk_size: int, workers: int) -> None:
+    """ResourceError before anything is allocated or written if the compile cannot fit."""
+    prog = cp.program
+    p = int(sum(np.size(prog.init_state[name]) for name in prog.params))
+    b = min(chunk_size, m)
+    w = min(workers, -(-m // b))
+    per_worker = resources.compile_memory(degree, b, cp.state_size, p, cp.wh_size)
+    resources.require(
+        w * per_worker + resources.directions_memory(m, n) + w * 16 * b * degree * p,
+        f"compile (per worker: --degree {degree} x --chunk-size {b} directions x "
+        f"{cp.state_size} state values x 16 bytes, several times; {w} worker(s))",
+        "lower --degree, --chunk-size or --workers",
+    )
+    resources.require_disk(
+        16 * m * (degree * p + n),
+        out,
+        f"the sketch (--directions {m} x --degree {degree} x {p} parameters x 16 bytes)",
+        "lower --directions or --degree, or choose another --out",
     )
 
 

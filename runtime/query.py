@@ -2,10 +2,12 @@
 
 ``coefficients(sketch, docs)`` evaluates the compiled output circuit (degree
 K) on the stored parameter series of every direction, chunk by chunk, and
-caches the (M, K+1) result per test document in ``SKETCH/cache/`` (named by
-the sha256 of the document's text, written atomically, with a JSON sidecar
-holding the array's checksum and the sketch's identity).  A repeated query
-reads only the cache and the directions.
+caches the (M, K+1) result per test document in ``SKETCH/cache/``, a derived
+result of the whole sketch (``runtime.derived``: keyed by the checksums of
+the configuration and of every array file, dropped when they change, and
+refused when the sketch's files no longer match them).  A repeated query
+reads only the cache and the directions, and checks the other files by
+their stamps.
 
 ``deletion_weights`` turns --delete-indices / --delete-file / --delete-contains
 and --weight into the weight vector w in [0, 1]^N of the spec.
@@ -18,7 +20,6 @@ input's ``key`` (a text's key is the text itself).
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,20 +28,15 @@ import numpy as np
 
 from runtime import estimate as est
 from runtime.sources import TestInput, sketch_source
-from runtime.spec import compiled, fingerprints, sha256_bytes
-from runtime.store import (
-    Sketch,
-    SketchError,
-    atomic_save,
-    atomic_write_json,
-    chunk_name,
-    load_verified,
-)
+from runtime.spec import compiled, fingerprints
+from runtime.store import Sketch, SketchError, chunk_name
 
 __all__ = [
     "CACHE_DIR",
     "check_tests",
+    "coefficient_cache",
     "coefficients",
+    "counted",
     "deletion_weights",
     "parse_indices",
     "predict",
@@ -65,38 +61,10 @@ def check_tests(sketch: Sketch, tests: Sequence[str | TestInput]) -> list[TestIn
     return sketch_source(sketch).check_tests(tests)
 
 
-def _cache_paths(sketch: Sketch, doc: str) -> tuple[Path, Path]:
-    h = sha256_bytes(doc.encode("utf-8"))[:40]
-    d = sketch.path / CACHE_DIR
-    return d / f"{h}.npy", d / f"{h}.json"
-
-
-def _read_cache(sketch: Sketch, doc: str, warn: Callable[[str], None]) -> np.ndarray | None:
-    npy, side = _cache_paths(sketch, doc)
-    if not side.is_file():
-        return None
-    try:
-        entry = json.loads(side.read_text(encoding="utf-8"))
-        if entry.get("doc") != doc or entry.get("sketch") != sketch.sketch_id:
-            return None  # another document with a colliding prefix, or a stale sketch
-        arr = load_verified(npy, entry, f"cached coefficients {str(npy)!r}")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        warn(f"{e}; recomputing them")
-        return None
-    if arr.shape != (sketch.num_directions, sketch.degree + 1) or arr.dtype != np.complex128:
-        warn(f"cached coefficients {str(npy)!r} have the wrong shape; recomputing them")
-        return None
-    return arr
-
-
-def _write_cache(sketch: Sketch, doc: str, arr: np.ndarray, warn: Callable[[str], None]) -> None:
-    npy, side = _cache_paths(sketch, doc)
-    try:
-        npy.parent.mkdir(exist_ok=True)
-        entry = atomic_save(npy, arr)
-        atomic_write_json(side, {**entry, "doc": doc, "sketch": sketch.sketch_id})
-    except OSError as e:  # a read-only sketch still answers queries, just without a cache
-        warn(f"cannot cache coefficients in {str(npy.parent)!r}: {e.strerror or e}")
+def coefficient_cache(sketch: Sketch, warn: Callable[[str], None] | None = None):
+    """The store of per-test-input coefficients beside `sketch` (``Sketch.derived``):
+    computed from every array file of the sketch and its configuration."""
+    return sketch.derived(CACHE_DIR, label="cached coefficients", warn=warn)
 
 
 def coefficients(
@@ -111,12 +79,15 @@ def coefficients(
     """
     warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
     tests = {t.key: t for t in check_tests(sketch, docs)}
+    check_memory(sketch, len(tests))
     out: dict[str, np.ndarray] = {}
+    cache = coefficient_cache(sketch, warn)
+    shape = (sketch.num_directions, sketch.degree + 1)
     for d in tests:
         if use_cache:
-            hit = _read_cache(sketch, d, warn)
+            hit = cache.get(d, shape=shape, dtype=np.complex128)
             if hit is not None:
-                out[d] = hit
+                out[d] = hit.array
     todo = [d for d in tests if d not in out]
     if not todo:
         return out
@@ -144,8 +115,24 @@ def coefficients(
     for d in todo:
         out[d] = res[d]
         if use_cache:
-            _write_cache(sketch, d, res[d], warn)
+            cache.put(d, res[d])
     return out
+
+
+def check_memory(sketch: Sketch, tests: int) -> None:
+    """ResourceError before reading anything if querying `tests` inputs cannot fit."""
+    from runtime import resources
+
+    files = sketch.manifest["files"]
+    chunk_bytes = max((files[chunk_name(c)]["bytes"] for c in sketch.done_chunks()), default=0)
+    p = int(np.prod(files["params0.npy"]["shape"])) if "params0.npy" in files else 0
+    m, n, k = sketch.num_directions, sketch.num_docs, sketch.degree
+    resources.require(
+        resources.query_memory(m, n, k, chunk_bytes, p, tests, OUTPUT_BATCH),
+        f"a query of sketch {str(sketch.path)!r} (M = {m} directions x N = {n} documents, "
+        f"K = {k}, {tests} test input(s))",
+        "query fewer test inputs at once, or on a machine with more memory",
+    )
 
 
 # ---------------------------------------------------------------- deletion sets
@@ -206,12 +193,12 @@ def deletion_weights(
         raise ValueError(f"--weight must be in [0, 1] (1 = delete), got {weight}")
     if indices is not None:
         sel = parse_indices(indices, n)
-        what = f"documents {indices}"
+        what = f"documents at {'index' if len(sel) == 1 else 'indices'} {indices}"
     elif file is not None:
-        from circuitsketch.models.microgpt import read_docs
+        from runtime.sources.documents import read_documents
 
         p = Path(file)
-        lines = read_docs(p, "--delete-file")
+        lines = read_documents(p, "--delete-file", blank_ok=True)
         if all(ln.replace("-", "").isdigit() for ln in lines):
             sel = parse_indices(",".join(lines), n, f"--delete-file {str(p)!r}")
         elif not text_docs:
@@ -244,6 +231,13 @@ def deletion_weights(
     w = np.zeros(n)
     w[sel] = weight
     return w, sel, what
+
+
+def counted(n: int, what: str) -> str:
+    """'1 document at index 3', '5 documents containing ...': `what` as deletion_weights
+    describes it ("documents ...") with its count."""
+    rest = what.removeprefix("documents")
+    return f"{n} document{'' if n == 1 else 's'}{rest}"
 
 
 def predict(

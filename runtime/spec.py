@@ -35,7 +35,15 @@ def sha256_file(path: str | Path) -> str:
 
 
 def build_program(source: ProgramSource) -> Program:
-    """The training program of a source (what ``compiled`` compiles)."""
+    """The training program of a source (what ``compiled`` compiles); ResourceError first
+    if its per-step tables alone cannot fit in memory."""
+    from runtime import resources
+
+    resources.require(
+        resources.program_memory(source.steps, 0),
+        f"the training program (--steps {source.steps})",
+        "use fewer --steps",
+    )
     return source.program()
 
 

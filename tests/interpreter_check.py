@@ -4,7 +4,7 @@
 like ``compiler.function.CompiledCircuit``) and compare every output with
 ``circuitsketch.interpret.evaluate`` / ``evaluate_series`` on the same
 inputs, at the suite's tolerances (``REAL_TOL``, ``SERIES_TOL``, relative to
-each output's largest entry).  The op tests of test_compiler.py use them, and
+each output's largest entry).  The op tests of test_compiled_ops.py use them, and
 test_checks_are_sharp.py shows that they fail on corrupted generated code and
 on a wrong library kernel.
 """

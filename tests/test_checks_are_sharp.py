@@ -1,6 +1,6 @@
 """The suite's compiled-vs-interpreter checks fail on wrong compiled code.
 
-test_compiler.py compares each compiled op and fused loop with the numpy
+test_compiled_ops.py compares each compiled op and fused loop with the numpy
 interpreter through ``tests/interpreter_check.py``.  Here the compiled side is
 made wrong on purpose, and those same checks, at the same tolerances, must
 fail with "relative error":
@@ -39,7 +39,7 @@ from compiler import cache
 from compiler import kernels as real_kernels
 from compiler.function import CompiledCircuit
 from tests.interpreter_check import check_real, check_series
-from tests.test_compiler import (
+from tests.test_compiled_ops import (
     OP_CASES,
     _adam_and_more,
     _every_series_rule,
@@ -213,7 +213,7 @@ def with_module(compiled: CompiledCircuit, source: str) -> CompiledCircuit:
 
 # ================================================================ corrupted generated source
 def _fused_inputs(K: int, series: bool) -> dict:
-    """Inputs of _adam_and_more / _every_series_rule (as in test_compiler.py)."""
+    """Inputs of _adam_and_more / _every_series_rule (as in test_compiled_ops.py)."""
     shape = (7, 10) if series else (5, 3)
     rng = np.random.default_rng(4 if series else 3)
     x = {n: rng.normal(size=shape) for n in "pgm"} | {"v": rng.random(shape)}

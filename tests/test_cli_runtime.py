@@ -250,7 +250,7 @@ BAD = {
     ),
     "no deletion option": (
         lambda f, s, t: ["query", s, "--doc", "zoe"],
-        "one of the arguments --delete-indices --delete-file --delete-contains is required",
+        "one of the arguments --delete-indices --delete-file --delete-contains --sets is required",
     ),
     "weight outside [0, 1]": (
         lambda f, s, t: ["query", s, "--doc", "zoe", "--delete-indices", "1", "--weight", "2"],

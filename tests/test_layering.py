@@ -93,7 +93,9 @@ def test_the_cli_knows_programs_only_through_the_source_interface():
     assert offenders(modules("runtime/cli"), *concrete, *kinds, "circuitsketch.models") == {}
 
 
-@pytest.mark.parametrize("package", ["circuitsketch", "runtime"])
+@pytest.mark.parametrize(
+    "package", ["circuitsketch", "compiler", "runtime", "tests", "bench", "examples"]
+)
 def test_no_module_is_over_the_line_limit(package):
     long = {
         str(p.relative_to(ROOT)): n

@@ -25,7 +25,7 @@ from runtime.query import coefficients, deletion_weights, predict
 from runtime.retrain import retrain
 from runtime.sources import MicrogptSource as TrainingSpec
 from runtime.spec import sha256_file
-from runtime.store import MANIFEST, Sketch, SketchError, chunk_name
+from runtime.store import MANIFEST, Sketch, SketchError, chunk_name, write_manifest
 from tests import conftest as ct
 from tests.conftest import NAMES20
 from tests.oracle import microgpt as oracle
@@ -379,6 +379,11 @@ def test_manifest_fingerprint_mismatch_is_refused(tmp_path, sketch_w1):
     m = json.loads((sk_dir / MANIFEST).read_text())
     m["config"]["fingerprints"]["step:8"] = "0" * 24
     (sk_dir / MANIFEST).write_text(json.dumps(m))
+    # edited by hand: the manifest's seal names the field (issue 21)
+    with pytest.raises(SketchError, match=r'altered: field config\.fingerprints\["step:8"\]'):
+        coefficients(Sketch.open(sk_dir), ["noah"])
+    # written (sealed) by a circuitsketch whose tracing differs: the circuit is named
+    write_manifest(sk_dir, m)
     with pytest.raises(SketchError, match="step circuit for bucket 8 differs"):
         coefficients(Sketch.open(sk_dir), ["noah"])
 

@@ -265,10 +265,10 @@ def test_reader_names_a_corrupt_or_truncated_file(tmp_path):
 def test_another_format_version_is_refused_naming_both(tmp_path):
     _write_sketch(tmp_path / "sk")
     m = json.loads((tmp_path / "sk" / MANIFEST).read_text())
-    assert m["version"] == VERSION == 2
+    assert m["version"] == VERSION == 3
     m["version"] = 1
     (tmp_path / "sk" / MANIFEST).write_text(json.dumps(m))
-    with pytest.raises(SketchError, match=r"format version 1, this program reads 2") as e:
+    with pytest.raises(SketchError, match=r"format version 1, this program reads 3") as e:
         Sketch.open(tmp_path / "sk")
     assert "\n" not in str(e.value)
 

@@ -3,7 +3,8 @@
 Subcommands live in one table, ``COMMANDS``: each is a ``Command`` holding a
 function that adds its options to an argparse parser and a function that
 runs it.  A command group is one module (``inspect``, ``compile``, ``query``
-for the questions to a sketch, ``training`` for retrain and metagrad,
+for the questions to a sketch (``sets`` when they come many at once),
+``training`` for retrain and metagrad, ``evaluate``,
 ``verify``, ``demo``); to add a subcommand, write its two functions and its
 ``Command`` in one of them and list it here.
 
@@ -23,6 +24,7 @@ from collections.abc import Sequence
 from runtime.cli.common import CLIError, Command, Parser
 from runtime.cli.compile import COMPILE
 from runtime.cli.demo import DEMO
+from runtime.cli.evaluate import EVALUATE
 from runtime.cli.inspect import INSPECT
 from runtime.cli.query import COEFFICIENTS, INFLUENCE, QUERY, STABILITY
 from runtime.cli.training import METAGRAD, RETRAIN
@@ -43,6 +45,7 @@ COMMANDS: dict[str, Command] = {
         RETRAIN,
         INFLUENCE,
         METAGRAD,
+        EVALUATE,
         STABILITY,
         VERIFY,
         DEMO,

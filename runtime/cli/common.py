@@ -9,6 +9,7 @@ and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import math
 import sys
@@ -39,7 +40,29 @@ class CLIError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors raise CLIError instead of printing usage and exiting."""
+    """An ArgumentParser whose errors raise CLIError instead of printing usage and exiting.
+
+    Abbreviated options are not accepted, so an error names the option as typed.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        """An unknown --option is named first (argparse would report a missing one)."""
+        if args is not None:
+            known = {s for a in self._actions for s in a.option_strings}
+            top = any(isinstance(a, argparse._SubParsersAction) for a in self._actions)
+            for tok in args:
+                if tok == "--" or (top and not tok.startswith("-")):
+                    break
+                name = tok.split("=", 1)[0]
+                if tok.startswith("--") and name not in known:
+                    close = difflib.get_close_matches(name, sorted(known), n=1)
+                    hint = f" (did you mean {close[0]}?)" if close else ""
+                    raise CLIError(f"unrecognized option {name}{hint}")
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise CLIError(message)
@@ -68,6 +91,11 @@ class user_errors:
 
         if isinstance(exc, (ValueError, NonFiniteError)):
             raise CLIError(str(exc)) from None
+        if isinstance(exc, MemoryError):  # past the resource guards' estimates
+            detail = f": {exc}" if str(exc) else ""
+            raise CLIError(
+                f"out of memory{detail} (work finished so far is saved; use a smaller job)"
+            ) from None
         if isinstance(exc, OSError):
             where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
             raise CLIError(f"{exc.strerror or exc}{where}") from None

@@ -33,13 +33,45 @@ def configure_demo(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="training names (default 250)",
     )
-    p.add_argument("--directions", type=count_of("directions"), default=None, metavar="M")
-    p.add_argument("--degree", type=series_degree, default=None, metavar="K")
-    p.add_argument("--letter", default=None, help="delete the names containing this letter")
-    p.add_argument("--test", default=None, metavar="NAME", help="test name whose loss is predicted")
-    p.add_argument("--workers", type=positive_int, default=None, metavar="W")
-    p.add_argument("--seed", type=nonnegative_int, default=0, metavar="S")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument(
+        "--directions",
+        type=count_of("directions"),
+        default=None,
+        metavar="M",
+        help="random directions of the sketch (default 64)",
+    )
+    p.add_argument(
+        "--degree", type=series_degree, default=None, metavar="K", help="series degree (default 3)"
+    )
+    p.add_argument(
+        "--letter", default=None, help="delete the names containing this letter (default f)"
+    )
+    p.add_argument(
+        "--test",
+        default=None,
+        metavar="NAME",
+        help="test name whose loss is predicted (default fiona)",
+    )
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        metavar="W",
+        help="local worker processes of the compile (default: the number of CPUs)",
+    )
+    p.add_argument(
+        "--seed",
+        type=nonnegative_int,
+        default=0,
+        metavar="S",
+        help="seed of the initial parameters and of the directions (default 0)",
+    )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show a progress bar (default: when stderr is a terminal)",
+    )
     add_json(p)
 
 

@@ -14,6 +14,7 @@ import argparse
 import numpy as np
 
 from runtime.cli.common import nonnegative_int, positive_int, unit_float
+from runtime.deletion_sets import DeletionSets
 from runtime.sources import (
     ProgramSource,
     TestInput,
@@ -31,6 +32,7 @@ __all__ = [
     "add_test_inputs",
     "add_training",
     "deletion",
+    "deletion_sets",
     "requested_tests",
     "sketch_and_tests",
     "training_options",
@@ -43,7 +45,17 @@ def add_json(p: argparse.ArgumentParser) -> None:
 
 def add_training(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training run (microgpt with --docs, or a user program)")
-    g.add_argument("--docs", metavar="FILE", help="microgpt's training documents, one per line")
+    g.add_argument(
+        "--docs",
+        metavar="FILE",
+        help="microgpt's training documents, one per line (document i is line i + 1)",
+    )
+    g.add_argument(
+        "--skip-blank-lines",
+        action="store_true",
+        help="skip blank lines in --docs with a warning (default: a blank line is an error, "
+        "since indices would no longer follow line numbers)",
+    )
     g.add_argument(
         "--program",
         metavar="FILE.py:FN",
@@ -76,6 +88,7 @@ def training_options(args: argparse.Namespace, seed_only_inits: bool = False) ->
         steps=args.steps,
         seed=0 if args.seed is None else args.seed,
         seed_only_inits=seed_only_inits,
+        skip_blank_lines=getattr(args, "skip_blank_lines", False),
     )
 
 
@@ -107,7 +120,8 @@ def sketch_and_tests(
     return sk, source, source.check_tests(source.test_inputs(requested_tests(args, many)))
 
 
-def add_deletion(p: argparse.ArgumentParser) -> None:
+def add_deletion(p: argparse.ArgumentParser, sets: bool = False) -> None:
+    """The --delete-... options (exactly one); with `sets`, --sets FILE.jsonl is a fourth."""
     g = p.add_argument_group("documents to delete (exactly one)")
     x = g.add_mutually_exclusive_group(required=True)
     x.add_argument(
@@ -119,21 +133,34 @@ def add_deletion(p: argparse.ArgumentParser) -> None:
         help="a file of indices, or of document texts (every equal training document is deleted)",
     )
     x.add_argument("--delete-contains", metavar="SUBSTR", help="every document containing SUBSTR")
+    if sets:
+        x.add_argument(
+            "--sets",
+            metavar="FILE.jsonl",
+            help='many deletion sets, one JSON object a line: {"delete": [3, 17], "weight": 1.0} '
+            "(weight optional, default 1); answered all at once",
+        )
     g.add_argument(
         "--weight",
         type=unit_float,
-        default=1.0,
+        default=None,
         metavar="W",
-        help="down-weight in [0, 1] given to the selected documents (default 1: deleted)",
+        help="down-weight in [0, 1] given to the selected documents (default 1: deleted; "
+        "a --sets line has its own)",
     )
 
 
 def deletion(
     args: argparse.Namespace, source: ProgramSource, docs: list[str]
 ) -> tuple[np.ndarray, list[int], str]:
-    """(weights, selected indices, description) of the --delete-... options over `docs`."""
+    """(weights, selected indices, description) of the --delete-... options over `docs`.
+
+    Sets ``args.weight`` to the weight used (1 when --weight is not given).
+    """
     from runtime.query import deletion_weights
 
+    if args.weight is None:
+        args.weight = 1.0
     return deletion_weights(
         docs,
         indices=args.delete_indices,
@@ -142,6 +169,15 @@ def deletion(
         weight=args.weight,
         text_docs=source.text_documents,
     )
+
+
+def deletion_sets(args: argparse.Namespace, num_docs: int) -> DeletionSets:
+    """The --sets FILE's deletion sets (ValueError naming the file and line)."""
+    from runtime.deletion_sets import read_sets
+
+    if args.weight is not None:
+        raise ValueError('--weight applies to --delete-...; each --sets line has its own "weight"')
+    return read_sets(args.sets, num_docs)
 
 
 def add_test_inputs(p: argparse.ArgumentParser, many: bool = True) -> None:

@@ -10,6 +10,7 @@ import argparse
 from typing import Any
 
 from runtime.cli.common import (
+    CLIError,
     Command,
     fmt_pm,
     nonnegative_int,
@@ -28,13 +29,15 @@ from runtime.cli.options import (
     deletion,
     sketch_and_tests,
 )
+from runtime.cli.sets import add_batch_query, run_batch_query
 
 __all__ = ["COEFFICIENTS", "INFLUENCE", "QUERY", "STABILITY"]
 
 
 def configure_query(p: argparse.ArgumentParser) -> None:
     add_sketch_and_tests(p)
-    add_deletion(p)
+    add_deletion(p, sets=True)
+    add_batch_query(p)
     p.add_argument(
         "--degree",
         type=series_degree,
@@ -60,9 +63,13 @@ def configure_query(p: argparse.ArgumentParser) -> None:
 
 
 def run_query(args: argparse.Namespace) -> int:
+    if args.sets is not None or args.estimator is not None:
+        return run_batch_query(args)
+    if args.out is not None:
+        raise CLIError("--out applies to --sets (or --estimator): one record per set and test")
     with user_errors():
         from runtime.metagrad import sketch_metagradients
-        from runtime.query import predict
+        from runtime.query import counted, predict
 
         sk, source, tests = sketch_and_tests(args)
         w, sel, what = deletion(args, source, sk.docs())
@@ -85,7 +92,7 @@ def run_query(args: argparse.Namespace) -> int:
             r["warning"] = (
                 f"the prediction for {r['doc']!r} is unreliable: estimated error "
                 f"±{r['estimated_error']:.4g} against a predicted change of "
-                f"{r['prediction'] - r['c0']:+.4g} when deleting {len(sel)} documents "
+                f"{r['prediction'] - r['c0']:+.4g} when deleting {counted(len(sel), 'documents')} "
                 "(use more directions, a lower --degree, or fewer documents)"
             )
             warn(r["warning"])
@@ -96,7 +103,7 @@ def run_query(args: argparse.Namespace) -> int:
         f"sketch {args.sketch}: N = {sk.num_docs} docs, T = {sk.steps}, K = {sk.degree}, "
         f"M = {sk.num_directions} directions"
     )
-    print(f"deleting {len(sel)} {what} (weight {args.weight:g})")
+    print(f"deleting {counted(len(sel), what)} (weight {args.weight:g})")
     for r in results:
         print()
         print(f"test document {r['doc']!r} ({r['estimator']} estimator)")

@@ -31,6 +31,7 @@ from runtime.cli.options import (
     sketch_and_tests,
     training_options,
 )
+from runtime.cli.sets import add_batch_retrain, run_batch_retrain
 from runtime.sources import source_class
 from runtime.spec import build_program
 
@@ -39,15 +40,23 @@ __all__ = ["METAGRAD", "RETRAIN"]
 
 def configure_retrain(p: argparse.ArgumentParser) -> None:
     add_training(p)
-    add_deletion(p)
+    add_deletion(p, sets=True)
     add_test_inputs(p)
+    add_batch_retrain(p)
     add_json(p)
 
 
 def run_retrain(args: argparse.Namespace) -> int:
     import time
 
+    if args.sets is not None:
+        return run_batch_retrain(args)
+    given = [f"--{k}" for k in ("workers", "scheduler", "out") if getattr(args, k) is not None]
+    if given:
+        raise CLIError(f"{', '.join(given)} apply to --sets (many deletion sets)")
+
     with user_errors():
+        from runtime.query import counted
         from runtime.retrain import retrain
 
         source, tests = source_class(args.program).for_training(
@@ -71,7 +80,8 @@ def run_retrain(args: argparse.Namespace) -> int:
         print_json(one_or_list(results))
         return 0
     print(
-        f"retrained {source.steps} steps on {source.num_docs} docs without {len(sel)} {what} "
+        f"retrained {source.steps} steps on {source.num_docs} docs without "
+        f"{counted(len(sel), what)} "
         f"(weight {args.weight:g}) in {seconds:.1f} s"
     )
     for r in results:

@@ -40,6 +40,7 @@ class TrainingOptions:
     steps: int | None = None  # --steps T
     seed: int = 0  # --seed S
     seed_only_inits: bool = False  # the seed draws nothing but initial parameters (retrain)
+    skip_blank_lines: bool = False  # --skip-blank-lines: blank lines in --docs skipped, warned
     model_config: dict[str, Any] = field(default_factory=dict)  # a model's own settings
 
 

@@ -26,6 +26,7 @@ from runtime.sources.base import (
     num_params,
     optimizer_settings,
 )
+from runtime.sources.documents import read_document_lines, read_documents
 from runtime.sources.inputs import TestInput, as_test_input
 from runtime.spec import sha256_bytes, sha256_file
 from runtime.store import SketchError
@@ -47,25 +48,24 @@ def _tokenizer():
     return microgpt.Tokenizer.from_corpus()  # reads the whole corpus: once per process
 
 
-def read_training_docs(path: str | Path) -> tuple[list[str], str]:
-    """Documents of FILE (one per line, stripped, blanks skipped) and the file's sha256.
+def read_training_docs(path: str | Path, skip_blank: bool = False) -> tuple[list[str], str]:
+    """Documents of FILE (one per line, stripped; ``runtime.sources.documents``) and the
+    file's sha256.
 
     Every document is checked against the vocabulary here, so an unknown
     character is reported with its line before anything expensive starts.
     """
-    from circuitsketch.models import microgpt
-
     p = Path(path)
-    if p.is_dir():
-        raise ValueError(f"documents file {str(p)!r} is a directory")
-    docs = microgpt.read_docs(p)  # ValueError: missing or empty file
+    lines = read_document_lines(p, skip_blank=skip_blank)
     tok = _tokenizer()
-    for i, d in enumerate(docs):
+    for i, (number, d) in enumerate(lines):
         try:
             tok.encode(d)
         except ValueError as e:
-            raise ValueError(f"documents file {str(p)!r}, document {i}: {e}") from None
-    return docs, sha256_file(p)
+            raise ValueError(
+                f"documents file {str(p)!r}, line {number}, document {i}: {e}"
+            ) from None
+    return [d for _, d in lines], sha256_file(p)
 
 
 def check_test_docs(docs: Sequence[str]) -> None:
@@ -232,7 +232,7 @@ class MicrogptSource(ProgramSource):
                 "give the training documents with --docs FILE (microgpt) or a user program "
                 "with --program FILE.py:FN"
             )
-        docs, docs_sha = read_training_docs(options.docs)
+        docs, docs_sha = read_training_docs(options.docs, options.skip_blank_lines)
         init, init_sha = (None, None) if options.init is None else load_init(options.init)
         return cls(
             tuple(docs),
@@ -262,7 +262,7 @@ class MicrogptSource(ProgramSource):
             if docs_file is None:
                 docs = microgpt.read_docs(microgpt.corpus_path())[:INSPECTED_DOCS]
             else:
-                docs = microgpt.read_docs(docs_file)
+                docs = read_documents(docs_file, "--docs", blank_ok=True)
             prog = cls(tuple(docs), len(docs)).program()
         except OSError as e:
             raise ValueError(str(e)) from None

@@ -178,6 +178,7 @@ class UserProgramSource(ProgramSource):
             )
         clash = [f"--{k}" for k in ("docs", "init", "steps") if getattr(options, k) is not None]
         clash += [f"--{k.replace('_', '-')}" for k in options.model_config]  # microgpt's model
+        clash += ["--skip-blank-lines"] if options.skip_blank_lines else []
         if clash:
             raise ValueError(
                 f"{', '.join(clash)} cannot be combined with --program: a user program "

@@ -1,0 +1,69 @@
+"""Kernels of matrix products, order 0 and the matrix Cauchy product of higher orders.
+
+Both run on the register tiles of ``compiler/gemm.py`` over the blocks where
+they lie (float64 views, real and imaginary parts interleaved), so nothing is
+packed per direction.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from compiler.gemm import COMPLEX, PAIR, REAL, gemm
+from compiler.layout import BB, E0, E1, E2, E3, HA, HB, HO, OUT, A
+from compiler.views import hflat, jit
+
+
+@jit
+def matmul(X, Y, Z, code, r):
+    """(P, M, Kd) @ (P, Kd, Nn): E0..E3 = P, M, Kd, Nn, on register tiles (compiler/gemm.py)."""
+    P, M, Kd, Nn = code[r, E0], code[r, E1], code[r, E2], code[r, E3]
+    x = X[code[r, A] :][: P * M * Kd]
+    y = Y[code[r, BB] :][: P * Kd * Nn]
+    z = Z[code[r, OUT] :][: P * M * Nn]
+    for p in range(P):
+        gemm(REAL, z, p * M * Nn, Nn, x, p * M * Kd, Kd, y, p * Kd * Nn, Nn, M, Nn, Kd)
+
+
+@jit
+def h_matmul(X, HX, Y, HY, HZ, code, r, B, K):
+    """Matrix Cauchy product out_m = x_0 y_m + x_m y_0 + sum_{t=1..m-1} x_t y_{m-t}.
+
+    HA < 0 or HB < 0: that factor is a constant.  Each term is a product on register
+    tiles (``compiler/gemm.py``) over the series blocks where they lie, as float64
+    runs with real and imaginary parts interleaved: x_0 y_m real times complex,
+    x_m y_0 complex times a copy of y_0 with doubled entries (made once per call),
+    and all Cauchy terms of order m in one call.  Nothing is packed per direction
+    (packing into real and imaginary planes cost a third of the products' time).
+    """
+    P, M, Kd, Nn = code[r, E0], code[r, E1], code[r, E2], code[r, E3]
+    nx, ny, n = P * M * Kd, P * Kd * Nn, P * M * Nn
+    has_x, has_y = code[r, HA] >= 0, code[r, HB] >= 0
+    x0, y0 = X[code[r, A] :][:nx], Y[code[r, BB] :][:ny]
+    # orders 1..K of every direction, in doubles; order k of direction b at 2 (b K + k) n
+    x = hflat(HX, max(code[r, HA], 0), B, K, nx if has_x else 0)
+    y = hflat(HY, max(code[r, HB], 0), B, K, ny if has_y else 0)
+    z = hflat(HZ, code[r, HO], B, K, n)
+    y0d = np.empty(2 * ny if has_x else 0)
+    for i in range(y0d.size):
+        y0d[i] = y0[i // 2]
+    if not has_y:
+        z[:] = 0.0
+    for b in range(B):
+        for p in range(P):
+            for k in range(K):
+                zo = 2 * ((b * K + k) * n + p * M * Nn)
+                xo = 2 * ((b * K + k) * nx + p * M * Kd)
+                if has_y:  # x_0 y_k sets the block
+                    yo = 2 * ((b * K + k) * ny + p * Kd * Nn)
+                    gemm(REAL, z, zo, 2 * Nn, x0, p * M * Kd, Kd, y, yo, 2 * Nn, M, 2 * Nn, Kd)
+                if has_x:  # x_k y_0
+                    y0o = 2 * p * Kd * Nn
+                    gemm(PAIR, z, zo, 2 * Nn, x, xo, 2 * Kd, y0d, y0o, 2 * Nn, M, 2 * Nn, Kd)
+                if has_x and has_y and k > 0:  # x_t y_{k+1-t}, t = 1..k
+                    x1 = 2 * (b * K * nx + p * M * Kd)  # order 1
+                    yk = 2 * ((b * K + k - 1) * ny + p * Kd * Nn)  # order k
+                    gemm(
+                        COMPLEX, z, zo, 2 * Nn, x, x1, 2 * Kd, y, yk, 2 * Nn, M, 2 * Nn, Kd,
+                        k, 2 * nx, -2 * ny,
+                    )  # fmt: skip

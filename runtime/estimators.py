@@ -1,0 +1,291 @@
+"""The estimator registry: name -> function answering a block of deletion sets for one test input.
+
+An estimator is a function ``fn(test, sets, options) -> Answer``:
+
+* ``test`` (``TestData``): what is known about one test input: its undeleted
+  output ``c0``, its sketch coefficients ``coeffs`` (M, K+1), its exact
+  metagradient ``first_order`` (N,), and ``extras`` for data a future
+  estimator stores itself.  Only what the estimator's ``needs`` lists is
+  guaranteed to be loaded.
+* ``sets`` (``SetBlock``): S deletion sets, shared by every test input:
+  ``u()`` = conj(psi) @ W as an (S, M) array (row s: u_j for every direction
+  j), ``power(r)`` = u^r, ``dot(g)`` = <g, w_s> for each set, ``sizes``,
+  ``dense()`` the (S, N) weight matrix.
+  Computed once per block and cached, so an estimator costs a few passes
+  over (S, M) numbers.
+* ``Answer``: ``prediction`` (S,), ``stderr`` (S,) and optional ``extra``
+  arrays of shape (S,) (e.g. the median of means).
+
+The formulas are those of ``runtime.estimate`` (its module docstring),
+applied to rows instead of columns:
+
+* ``sketch``: c_0 + sum_{r=1..k} mean_j T_r,j; stderr = std_j(sum_r T_r,j) / sqrt(M).
+* ``first-order``: c_0 + <g, w>, the exact metagradient; stderr 0 (it has no
+  sampling error; its truncation error, the orders >= 2, is not estimated).
+* ``hybrid``: c_0 + <g, w> + sum_{r=2..k} mean_j T_r,j; stderr from the orders >= 2.
+* ``auto`` is not a function: the query engine (``runtime.batch_query``)
+  picks one of the others per query (``runtime.findings``).
+
+To add an estimator, register it::
+
+    @register("my-estimator", needs=("coefficients",), summary="what it does")
+    def my_estimator(test, sets, options):
+        ...
+        return Answer(prediction, stderr)
+
+``needs`` names the data it reads (``NEEDS``): the query engine loads or
+computes exactly that, and ``evaluate`` charges its cost (in training runs)
+to the estimator.  A new kind of stored data is a new ``needs`` name, loaded
+in ``runtime.batch_query.load_test_data`` and costed in ``runtime.evaluate``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from runtime import estimate as est
+
+__all__ = [
+    "AUTO",
+    "ESTIMATORS",
+    "NEEDS",
+    "Answer",
+    "Estimator",
+    "Options",
+    "SetBlock",
+    "TestData",
+    "get",
+    "names",
+    "register",
+]
+
+AUTO = "auto"
+NEEDS = ("coefficients", "first_order")
+
+
+@dataclass
+class TestData:
+    """One test input's data (module docstring); None where not loaded."""
+
+    __test__ = False  # not a pytest test class
+
+    label: str
+    key: str
+    c0: float
+    coeffs: np.ndarray | None = None  # (M, K+1) complex128
+    first_order: np.ndarray | None = None  # (N,) float64
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Options:
+    """Settings every estimator may read: the series degree k (None: the sketch's K) and the
+    median-of-means groups (None: ``estimate.default_groups``)."""
+
+    degree: int | None = None
+    groups: int | None = None
+
+
+@dataclass
+class Answer:
+    prediction: np.ndarray  # (S,)
+    stderr: np.ndarray  # (S,)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (S,)
+
+
+class SetBlock:
+    """S deletion sets as padded index rows; u = conj(psi) @ W and its powers, cached.
+
+    `psi_ct`: conj(psi).T with one extra row of zeros, (N+1, M): the padding
+    index N points at it.  `index` (S, L): set s deletes documents index[s, :]
+    (padding: N), each with data weight `weights[s]`.
+    """
+
+    def __init__(self, psi_ct: np.ndarray, index: np.ndarray, weights: np.ndarray):
+        self.psi_ct = psi_ct
+        self.index = index
+        self.weights = np.asarray(weights, np.float64)
+        self.n = psi_ct.shape[0] - 1
+        self.m = psi_ct.shape[1]
+        self.sizes = np.count_nonzero(index < self.n, axis=1)
+        self._powers: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return self.index.shape[0]
+
+    def u(self) -> np.ndarray:
+        """(S, M) complex: u[s, j] = sum_i conj(psi_{j,i}) w_{s,i}."""
+        if 1 not in self._powers:
+            s, width = self.index.shape
+            if width * 8 > self.n:  # big sets: one dense product (two real ones, see estimate)
+                w = self.dense()
+                u = w @ self.psi_ct[:-1].real + 1j * (w @ self.psi_ct[:-1].imag)
+            else:
+                u = np.zeros((s, self.m), np.complex128)
+                for k in range(width):
+                    u += self.psi_ct[self.index[:, k]]
+                if np.any(self.weights != 1.0):
+                    u *= self.weights[:, None]
+            self._powers[1] = u
+        return self._powers[1]
+
+    def power(self, r: int) -> np.ndarray:
+        """u^r, elementwise (built from lower powers by multiplication)."""
+        if r <= 1:
+            return self.u()
+        if r not in self._powers:
+            self._powers[r] = self.power(r - 1) * self.u()
+        return self._powers[r]
+
+    def dot(self, g: np.ndarray) -> np.ndarray:
+        """(S,) <g, w_s> for a vector g (N,)."""
+        gp = np.append(np.asarray(g, np.float64), 0.0)
+        return gp[self.index].sum(axis=1) * self.weights
+
+    def dense(self) -> np.ndarray:
+        """The sets as a dense (S, N) weight matrix."""
+        w = np.zeros((len(self), self.n + 1))
+        np.put_along_axis(w, self.index, self.weights[:, None], axis=1)
+        return w[:, : self.n]
+
+
+Fn = Callable[[TestData, SetBlock, Options], Answer]
+
+
+@dataclass(frozen=True)
+class Estimator:
+    name: str
+    fn: Fn
+    needs: tuple[str, ...]
+    summary: str
+
+
+ESTIMATORS: dict[str, Estimator] = {}
+
+
+def register(name: str, needs: tuple[str, ...], summary: str) -> Callable[[Fn], Fn]:
+    """Decorator: add `fn` to the registry under `name` (see the module docstring)."""
+    unknown = [n for n in needs if n not in NEEDS]
+    if unknown or name == AUTO:
+        raise ValueError(f"estimator {name!r}: unknown needs {unknown} or reserved name")
+
+    def add(fn: Fn) -> Fn:
+        ESTIMATORS[name] = Estimator(name, fn, tuple(needs), summary)
+        return fn
+
+    return add
+
+
+def names(with_auto: bool = True) -> list[str]:
+    return [*ESTIMATORS, *([AUTO] if with_auto else [])]
+
+
+def get(name: str) -> Estimator:
+    """The registered estimator `name` (ValueError listing the names)."""
+    if name not in ESTIMATORS:
+        raise ValueError(
+            f"--estimator: unknown estimator {name!r} (choose from {', '.join(names())})"
+        )
+    return ESTIMATORS[name]
+
+
+# ---------------------------------------------------------------- shared arithmetic
+def degree_of(test: TestData, options: Options) -> int:
+    """The degree k in use: options.degree, checked against the sketch's K."""
+    kmax = test.coeffs.shape[1] - 1  # type: ignore[union-attr]
+    k = kmax if options.degree is None else int(options.degree)
+    if not 1 <= k <= kmax:
+        raise ValueError(f"--degree must be between 1 and the sketch's degree {kmax}, got {k}")
+    return k
+
+
+def sampled_terms(test: TestData, sets: SetBlock, first: int, k: int) -> np.ndarray:
+    """X[s, j] = sum_{r=first..k} T_r,j for every set: (S, M) float64.
+
+    Evaluated by Horner's rule in u with the binomials folded into the
+    coefficients, Re(u^first (a_first + u (a_first+1 + ... + u a_k))),
+    a_r = c_r binom(N+r-1, r); when a binomial does not fit a float, term by
+    term in the log domain (``estimate.term_samples``).
+    """
+    c = test.coeffs
+    assert c is not None
+    s_count, m = len(sets), sets.m
+    if k < first:
+        return np.zeros((s_count, m))
+    b = [est.binom_factor(sets.n, r) for r in range(k + 1)]
+    if not all(math.isfinite(v) and v < 1e290 for v in b):
+        t = est.term_samples(c, sets.u().T, sets.n, k)  # (k, M, S)
+        return np.ascontiguousarray(t[first - 1 :].sum(axis=0).T)
+    u = sets.u()
+    h = u * (c[:, k] * b[k])
+    for r in range(k - 1, first - 1, -1):
+        h += c[:, r] * b[r]
+        h *= u
+    for _ in range(first - 1):
+        h *= u
+    return np.ascontiguousarray(h.real)
+
+
+def mean_and_spread(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over directions (axis 1) and std (ddof 1) / sqrt(M), NaN for M = 1.
+
+    Overwrites `x` with its deviations from the mean (one pass saved).
+    """
+    m = x.shape[1]
+    mean = x.mean(axis=1)
+    if m < 2:
+        return mean, np.full(x.shape[0], np.nan)
+    x -= mean[:, None]
+    return mean, np.sqrt(np.einsum("ij,ij->i", x, x) / (m - 1) / m)
+
+
+def median_of_means(x: np.ndarray, groups: int | None) -> np.ndarray:
+    """Median over G contiguous groups of directions of each group's mean: (S,)."""
+    m = x.shape[1]
+    g = est.default_groups(m) if groups is None else int(groups)
+    if not 1 <= g <= m:
+        raise ValueError(f"--groups must be between 1 and the number of directions {m}, got {g}")
+    bounds = [len(a) for a in np.array_split(np.arange(m), g)]
+    starts = np.concatenate([[0], np.cumsum(bounds)[:-1]])
+    means = np.add.reduceat(x, starts, axis=1) / np.array(bounds)
+    return np.median(means, axis=1)
+
+
+# ---------------------------------------------------------------- the estimators
+@register("sketch", ("coefficients",), "the paper's estimator: every sketched order 1..k")
+def sketch(test: TestData, sets: SetBlock, options: Options) -> Answer:
+    k = degree_of(test, options)
+    x = sampled_terms(test, sets, 1, k)
+    base = test.c0
+    mom = base + median_of_means(x, options.groups)
+    mean, se = mean_and_spread(x)
+    return Answer(base + mean, se, {"median_of_means": mom})
+
+
+@register("first-order", ("first_order",), "c0 + <g, w>: the exact metagradient, no sketch")
+def first_order(test: TestData, sets: SetBlock, options: Options) -> Answer:
+    assert test.first_order is not None
+    return Answer(test.c0 + sets.dot(test.first_order), np.zeros(len(sets)))
+
+
+@register(
+    "hybrid",
+    ("coefficients", "first_order"),
+    "exact first order <g, w> plus the sketched orders 2..k (errors from those orders)",
+)
+def hybrid(test: TestData, sets: SetBlock, options: Options) -> Answer:
+    assert test.first_order is not None
+    k = degree_of(test, options)
+    exact = sets.dot(test.first_order)
+    x = sampled_terms(test, sets, 2, k)
+    base = test.c0 + exact
+    mom = base + median_of_means(x, options.groups)
+    mean, se = mean_and_spread(x)
+    if k < 2:  # nothing sampled: no sampling error
+        se = np.zeros(len(sets))
+    return Answer(base + mean, se, {"first_order": exact, "median_of_means": mom})

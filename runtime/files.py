@@ -1,0 +1,216 @@
+"""Files a sketch is made of: atomic writes, verified reads, file locks, stat stamps.
+
+Every write goes to a temporary file in the same directory, is fsynced and
+renamed over its target (``os.replace``), so a reader or an interrupted
+writer only ever sees whole files.  Arrays are written and read with
+``allow_pickle=False``.  ``file_lock`` is an ``fcntl.flock`` on a lock file
+(shared for readers, exclusive for writers); where the lock file cannot be
+created (a read-only directory) it locks nothing, since nobody can write there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "SketchError",
+    "atomic_save",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "canonical_json",
+    "check_file",
+    "file_lock",
+    "load_verified",
+    "npy_bytes",
+    "stamp_of",
+]
+
+
+class SketchError(ValueError):
+    """A sketch that cannot be used: missing, corrupt, truncated, incomplete or mismatched."""
+
+
+def npy_bytes(arr: np.ndarray) -> bytes:
+    """The .npy serialisation of `arr` (never pickled: object arrays are refused)."""
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+def canonical_json(obj: Any) -> bytes:
+    """One byte string per JSON value, whatever the key order or whitespace it was read with."""
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    ).encode()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp alone makes 0600
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, fsync it, rename it over `path`."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, _FILE_MODE)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_save(path: str | Path, arr: np.ndarray) -> dict[str, Any]:
+    """Save an array atomically; returns its entry {sha256, bytes, shape, dtype}."""
+    data = npy_bytes(arr)
+    atomic_write_bytes(path, data)
+    a = np.asarray(arr)
+    return {
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": len(data),
+        "shape": list(a.shape),
+        "dtype": a.dtype.str,
+    }
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    """Write `obj` as indented JSON, atomically."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+
+
+def _read(path: Path, label: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise SketchError(f"{label}: file is missing") from None
+    except OSError as e:
+        raise SketchError(f"{label}: cannot read it: {e.strerror or e}") from None
+
+
+def _check_bytes(data: bytes, entry: dict[str, Any], label: str) -> None:
+    if len(data) != entry["bytes"]:
+        raise SketchError(
+            f"{label}: truncated or altered ({len(data)} bytes, the manifest says {entry['bytes']})"
+        )
+    got = hashlib.sha256(data).hexdigest()
+    if got != entry["sha256"]:
+        raise SketchError(
+            f"{label}: corrupt (sha256 {got[:12]}..., the manifest says {entry['sha256'][:12]}...)"
+        )
+
+
+def load_verified(path: str | Path, entry: dict[str, Any], label: str) -> np.ndarray:
+    """Read an array file, check its size, sha256, dtype and shape against `entry`."""
+    data = _read(Path(path), label)
+    _check_bytes(data, entry, label)
+    try:
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise SketchError(f"{label}: not a readable .npy array: {e}") from None
+    if list(arr.shape) != list(entry["shape"]) or arr.dtype.str != entry["dtype"]:
+        raise SketchError(
+            f"{label}: holds {arr.dtype.str} {tuple(arr.shape)}, the manifest says "
+            f"{entry['dtype']} {tuple(entry['shape'])}"
+        )
+    return arr
+
+
+def check_file(path: str | Path, entry: dict[str, Any], label: str) -> None:
+    """Check a file's size and sha256 against `entry` without keeping its content."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise SketchError(f"{label}: file is missing") from None
+    if size != entry["bytes"]:
+        raise SketchError(
+            f"{label}: truncated or altered ({size} bytes, the manifest says {entry['bytes']})"
+        )
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+    except OSError as e:
+        raise SketchError(f"{label}: cannot read it: {e.strerror or e}") from None
+    if h.hexdigest() != entry["sha256"]:
+        raise SketchError(
+            f"{label}: corrupt (sha256 {h.hexdigest()[:12]}..., the manifest says "
+            f"{entry['sha256'][:12]}...)"
+        )
+
+
+def stamp_of(path: str | Path) -> list[int] | None:
+    """[size, mtime_ns, ctime_ns, inode] of a file (None if it is missing): any write to
+    the file, a copy or a replacement changes at least one of them."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path, shared: bool = False) -> Iterator[bool]:
+    """Hold an flock on `path` (created if needed) for the block; yields whether it did.
+
+    Shared for readers, exclusive for writers; blocks until granted.  A lock
+    file that cannot be created (read-only directory) yields False and locks nothing.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no locking
+        yield False
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            yield False
+            return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def lock_is_held(path: str | Path) -> bool:
+    """Whether another process holds an exclusive flock on `path` (a running compile)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
