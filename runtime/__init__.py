@@ -28,6 +28,10 @@ Modules (import them directly; this package imports nothing on its own):
 * ``retrain``     exact ground truth by compiled real training.
 * ``metagrad``    the exact first order g = dF/dw by reverse mode through
                   training; stored beside a sketch for the hybrid estimator.
+* ``sweep``       its reverse sweep in bounded memory: forward states recomputed
+                  from checkpoints a leaf of steps at a time, both in compiled code.
+* ``checkpoints`` the sweep's schedules (sqrt, binomial/revolve, k-ary tree) and
+                  their choice under a memory budget.
 * ``deletion_sets`` many deletion sets: the container, the --sets JSONL format,
                   seeded sampling.
 * ``estimators``  the estimator registry (sketch, first-order, hybrid; a new one

@@ -3,9 +3,13 @@
 g = dF/dw at w = 0 (F = test loss after training, w the data weights) is one
 reverse pass: the cotangent of the state is carried from step T-1 down to 0
 through the transposed step circuit (``grad.reverse_step``), and each step
-adds its weight cotangent to g[doc].  Memory: the forward trajectory is
-stored whole (T states of S floats; 100 MB for microgpt at T = 1000), not
-recomputed from checkpoints.  Both loops run in compiled code (degree 0).
+adds its weight cotangent to g[doc].  The reverse steps need the forward
+states in reverse order; they are recomputed from checkpoints, a leaf of
+steps at a time (``runtime.sweep``, schedules in ``runtime.checkpoints``):
+by default about sqrt(T) kept states and a buffer of about sqrt(T) states, at
+the price of one more forward pass.  ``trajectory`` and ``reverse_program``
+are the plain method, holding all T states (twice): the reference the
+checkpointed sweep is tested against.  All loops run in compiled code (degree 0).
 
 Stored beside a sketch (``sketch_metagradients``)::
 
@@ -22,6 +26,8 @@ sketch's program source must reproduce the sketch's undeleted parameters.
 
 from __future__ import annotations
 
+import resource
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,24 +36,14 @@ from typing import Any
 import numpy as np
 
 from circuitsketch import interpret
-from circuitsketch.grad import grad, reverse_step
-from circuitsketch.program import LOSS, WEIGHT, Program, Step, per_document
+from circuitsketch.grad import grad
+from circuitsketch.program import LOSS, Program, Step
 from compiler.compiled import CompiledProgram
-
-FWD = "fwd."
-
-
-@dataclass(frozen=True)
-class _NoSchedule:
-    """The reverse run's per-step scalars are already in each step's data."""
-
-    def schedule(self, step: int, num_steps: int) -> dict[str, float]:
-        return {}
-
-    def buffers(self, name: str) -> tuple[str, ...]:
-        return ()
+from runtime.checkpoints import MemoryModel, Plan, choose, simulate, summary
+from runtime.sweep import FWD, Sweep, accumulate, reverse_shell
 
 
+# ---------------------------------------------------------------- the full-trajectory reference
 def trajectory(cp: CompiledProgram, weights=None) -> np.ndarray:
     """States before every step, (T+1, S): row s is the state step s reads."""
     T = cp.program.num_steps
@@ -57,10 +53,9 @@ def trajectory(cp: CompiledProgram, weights=None) -> np.ndarray:
 
 
 def reverse_program(program: Program, cp: CompiledProgram, traj: np.ndarray) -> Program:
-    """The reverse run as a Program: its state is the cotangent of the forward state.
+    """The reverse run as a Program whose step data hold every forward state (T x S floats).
 
-    Its initial state is a placeholder: each test input supplies its own
-    (``Metagradient.__call__``).
+    Its initial state is a placeholder: each test input supplies its own.
     """
     names = list(program.init_state)
     T = program.num_steps
@@ -70,57 +65,99 @@ def reverse_program(program: Program, cp: CompiledProgram, traj: np.ndarray) -> 
         step = program.steps[s]
         data = {**step.data, **program.optimizer.schedule(s, T), **{FWD + n: fwd[n] for n in names}}
         steps.append(Step(step.key, step.doc, data))
-    circuits = {k: reverse_step(c, names, WEIGHT, FWD) for k, c in program.step_circuits.items()}
-    return Program(
-        name=f"{program.name}.reverse",
-        init_state={n: np.zeros_like(program.init_state[n]) for n in names},
-        params=tuple(names),
-        step_circuits=circuits,
-        output_circuits={},
-        steps=steps,
-        num_docs=program.num_docs,
-        optimizer=_NoSchedule(),
-        encode_test=program.encode_test,
-        meta=dict(program.meta),
-    )
+    return reverse_shell(program, steps)
 
 
+def full_trajectory_metagradient(program: Program, test, weights=None) -> np.ndarray:
+    """dF/dw by the plain method: the whole trajectory stored, one reverse run over it."""
+    cp = CompiledProgram(program, 0)
+    traj = trajectory(cp, weights)
+    rev = CompiledProgram(reverse_program(program, cp, traj), 0)
+    _, per_step = rev.train(weights, state=output_cotangent(cp, traj[-1], test))
+    g = np.zeros(program.num_docs)
+    accumulate(g, rev.docs, rev.ndocs, per_step)
+    return g
+
+
+def output_cotangent(cp: CompiledProgram, final: np.ndarray, test) -> np.ndarray:
+    """The cotangent of the final state: dF/dparams, zero for optimizer buffers."""
+    prog = cp.program
+    state = cp.unpack_state(final)
+    key, test_inputs = prog.encode_test(test)
+    out_grad = grad(prog.output_circuits[key], LOSS, list(prog.params))
+    g = interpret.evaluate(out_grad, {**{p: state[p] for p in prog.params}, **test_inputs})
+    seed = np.zeros(cp.state_size)
+    for name, (off, n) in cp.state_layout.items():
+        if name in prog.params:
+            seed[off : off + n] = np.ravel(g[f"grad_{name}"])
+    return seed
+
+
+# ---------------------------------------------------------------- checkpointed
 class Metagradient:
-    """dF/dw for any test input, for one training run (program, weights).
+    """dF/dw for any test inputs, for one training run (program, weights), in bounded memory.
 
-    Building it runs the forward pass once (storing the trajectory) and
-    prepares the compiled reverse run; each call then costs one reverse run.
+    schedule: ``sqrt`` (default without a budget), ``binomial`` (default with one) or
+    ``tree``; memory_budget: bytes for the sweep's arrays (``Sweep.memory_model``);
+    threads: 2 recomputes forward states on a second thread.  Each call is one sweep:
+    a forward pass keeping checkpoints, then the reverse, shared by all its test inputs.
     """
 
-    def __init__(self, program: Program, weights=None):
+    def __init__(
+        self,
+        program: Program,
+        weights=None,
+        schedule: str | None = None,
+        memory_budget: int | None = None,
+        threads: int = 1,
+        plan: Plan | None = None,
+        seeds: int = 1,
+    ):
         self.program = program
         self.weights = weights
-        self.forward = CompiledProgram(program, 0)
-        self.traj = trajectory(self.forward, weights)
-        self.reverse = CompiledProgram(reverse_program(program, self.forward, self.traj), 0)
+        self.threads = threads
+        self.sweep = Sweep(program, weights)
+        self.forward = self.sweep.forward
+        self.memory = self.sweep.memory_model(buffers=threads, seeds=seeds)
+        if plan is None:
+            schedule = schedule or ("sqrt" if memory_budget is None else "binomial")
+            plan = choose(schedule, program.num_steps, self.memory, memory_budget)
+        self.plan = plan
 
-    def seed(self, test) -> np.ndarray:
-        """The cotangent of the final state: dF/dparams, zero for optimizer buffers."""
-        prog = self.program
-        final = self.forward.unpack_state(self.traj[-1])
-        key, test_inputs = prog.encode_test(test)
-        out_grad = grad(prog.output_circuits[key], LOSS, list(prog.params))
-        g = interpret.evaluate(out_grad, {**{p: final[p] for p in prog.params}, **test_inputs})
-        seed = np.zeros(self.forward.state_size)
-        for name, (off, n) in self.forward.state_layout.items():
-            if name in prog.params:
-                seed[off : off + n] = np.ravel(g[f"grad_{name}"])
-        return seed
+    def summary(self) -> dict[str, Any]:
+        """The plan: schedule, leaves, kept states, forward steps, memory estimate."""
+        return {**summary(self.plan, self.memory), "threads": self.threads}
+
+    def warm(self) -> None:
+        """Build and load the compiled reverse steps (so that a timed sweep is the sweep)."""
+        self.sweep.warm()
+
+    def many(
+        self, tests: Sequence[Any], check_final: Callable[[np.ndarray], None] | None = None
+    ) -> np.ndarray:
+        """g (Q, N) for Q test inputs in one sweep; check_final(x_T) may refuse the run."""
+
+        def seeds(final: np.ndarray) -> list[np.ndarray]:
+            if check_final is not None:
+                check_final(final)
+            return [output_cotangent(self.forward, final, t) for t in tests]
+
+        g, _ = self.sweep.run(self.plan, seeds, self.threads)
+        return g
 
     def __call__(self, test) -> np.ndarray:
-        _, per_step = self.reverse.train(self.weights, state=self.seed(test))
-        # per_step: each step's weight cotangent, one per document of a minibatch step
-        return per_document(self.reverse.program, per_step)
+        return self.many([test])[0]
 
 
-def metagradient(program: Program, test, weights=None) -> np.ndarray:
+def metagradient(program: Program, test, weights=None, **options) -> np.ndarray:
     """dF/dw (N,) at the given weights (default 0) for the test loss F on `test`."""
-    return Metagradient(program, weights)(test)
+    return Metagradient(program, weights, **options)(test)
+
+
+def peak_rss_bytes() -> int:
+    """The process's peak resident memory so far (getrusage)."""
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(kb) * (1 if sys.platform == "darwin" else 1024)
 
 
 # ---------------------------------------------------------------- stored beside a sketch
@@ -135,15 +172,15 @@ class MetagradResult:
     key: str
     g: np.ndarray  # (N,)
     computed: bool  # False: read from the sketch's store
-    seconds: float  # the reverse pass that produced it (when it was computed)
+    seconds: float  # the sweep that produced it (forward and reverse; shared, see info)
     train_seconds: float | None  # one plain training run, for the cost ratio
-    setup_seconds: float | None  # forward pass with trajectory and compiled reverse program
+    setup_seconds: float | None  # compiling (or loading) the forward and reverse steps
     path: str | None = None  # where it is stored
-    info: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)  # the sweep: plan, test inputs, RSS
 
     @property
     def cost(self) -> float | None:
-        """The reverse pass's time as a multiple of one training run."""
+        """The sweep's time as a multiple of one training run."""
         if not self.train_seconds:
             return None
         return self.seconds / self.train_seconds
@@ -192,34 +229,59 @@ def stored_metagradient(
     )
 
 
+@dataclass(frozen=True)
+class SweepOptions:
+    """How to checkpoint the reverse sweep (see ``Metagradient``)."""
+
+    schedule: str | None = None
+    memory_budget: int | None = None
+    threads: int = 1
+
+
 def compute_metagradients(
-    program: Program, tests: Sequence[Any], reference_params: np.ndarray | None = None
+    program: Program,
+    tests: Sequence[Any],
+    reference_params: np.ndarray | None = None,
+    options: SweepOptions | None = None,
+    announce: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[MetagradResult]:
-    """g for each test input (texts or TestInputs) of one training program, timed.
+    """g for each test input (texts or TestInputs) of one training program, in one sweep.
 
     With `reference_params`, the forward run must reproduce them (the sketch's
-    undeleted parameters): ValueError otherwise.
+    undeleted parameters): ValueError otherwise, before any reverse step.
+    `announce` gets the plan's summary before the sweep starts.
     """
     from compiler.compiled import params_of
     from runtime import resources
     from runtime.sources import as_test_input
 
+    opts = options or SweepOptions()
     items = [as_test_input(t) for t in tests]
-    size = int(sum(np.size(v) for v in program.init_state.values()))
+    # before compiling anything: the plan under a model of the dominant arrays (states
+    # kept and buffered, the run's tables); the compiled sweep then refines it
+    T, size = program.num_steps, int(sum(np.size(v) for v in program.init_state.values()))
+    rough = MemoryModel(8 * size, 8 * size + 512, resources.program_memory(T, size), opts.threads)
+    sim = simulate(choose(opts.schedule or ("binomial" if opts.memory_budget else "sqrt"), T,
+                          rough, opts.memory_budget))  # fmt: skip
     resources.require(
-        resources.metagrad_memory(program.num_steps, size),
-        f"the metagradient (the training trajectory: --steps {program.num_steps} states x "
-        f"{size} values x 8 bytes, twice)",
-        "use fewer --steps",
+        rough.bytes(sim.peak_kept, sim.leaf_steps),
+        f"the metagradient (--steps {T}: {sim.peak_kept} kept states and a buffer of "
+        f"{sim.leaf_steps} x {opts.threads} states of {size} values x 8 bytes)",
+        "give a smaller --memory-budget" if opts.memory_budget else "use fewer --steps",
     )
     t0 = time.perf_counter()
-    mg = Metagradient(program)
-    # load (or JIT-compile) the reverse run's compiled loop with one step, so that the
-    # per-input time below is the reverse pass itself
-    mg.reverse.train(mg.weights, state=np.zeros(mg.reverse.state_size), stop=1)
+    mg = Metagradient(program, schedule=opts.schedule, memory_budget=opts.memory_budget,
+                      threads=opts.threads, seeds=len(items))  # fmt: skip
+    mg.warm()
     setup = time.perf_counter() - t0
-    if reference_params is not None:
-        p0, _ = params_of(mg.forward, mg.traj[-1])
+    plan = mg.summary()
+    if announce is not None:
+        announce(plan)
+
+    def check(final: np.ndarray) -> None:
+        if reference_params is None:
+            return
+        p0, _ = params_of(mg.forward, final)
         ref = np.asarray(reference_params)
         diff = float(np.max(np.abs(p0 - ref))) if p0.shape == ref.shape else np.inf
         if not diff <= 1e-9 * max(float(np.max(np.abs(ref))), 1e-300):
@@ -227,17 +289,18 @@ def compute_metagradients(
                 "the training run rebuilt from the sketch does not reproduce its undeleted "
                 f"parameters (max difference {diff:.3g}): the program or its inputs changed"
             )
+
     t1 = time.perf_counter()
     mg.forward.train()  # one plain training run: the unit of the cost
     train_seconds = time.perf_counter() - t1
-    out = []
-    for t in items:
-        t2 = time.perf_counter()
-        g = mg(t.value)
-        out.append(
-            MetagradResult(t.label, t.key, g, True, time.perf_counter() - t2, train_seconds, setup)
-        )
-    return out
+    t2 = time.perf_counter()
+    g = mg.many([t.value for t in items], check)
+    seconds = time.perf_counter() - t2
+    info = {"plan": plan, "tests_in_sweep": len(items), "peak_rss_bytes": peak_rss_bytes()}
+    return [
+        MetagradResult(t.label, t.key, g[i], True, seconds, train_seconds, setup, info=dict(info))
+        for i, t in enumerate(items)
+    ]
 
 
 def sketch_metagradients(
@@ -246,6 +309,8 @@ def sketch_metagradients(
     compute: bool = True,
     recompute: bool = False,
     warn: Callable[[str], None] | None = None,
+    options: SweepOptions | None = None,
+    announce: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, MetagradResult | None]:
     """key -> g of each test input for the sketch's training run, computed once and stored.
 
@@ -267,7 +332,10 @@ def sketch_metagradients(
     source = sketch_source(sketch, full=True)
     program = build_program(source)
     store = metagradient_store(sketch, warn)
-    for r in compute_metagradients(program, todo, reference_params=sketch.params0()):
+    results = compute_metagradients(
+        program, todo, reference_params=sketch.params0(), options=options, announce=announce
+    )
+    for r in results:
         r.info = {
             "doc": r.key,
             "label": r.label,
@@ -275,6 +343,7 @@ def sketch_metagradients(
             "seconds": r.seconds,
             "train_seconds": r.train_seconds,
             "setup_seconds": r.setup_seconds,
+            **r.info,  # the sweep: its plan, test inputs, peak RSS
         }
         path = store.put(r.key, r.g, r.info)  # None: a read-only sketch, still answered
         r.path = None if path is None else str(path)

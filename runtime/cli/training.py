@@ -8,7 +8,9 @@ and store its results beside it.
 from __future__ import annotations
 
 import argparse
+import sys
 
+from runtime.checkpoints import SCHEDULES
 from runtime.cli.common import (
     CLIError,
     Command,
@@ -125,7 +127,57 @@ def configure_metagrad(p: argparse.ArgumentParser) -> None:
         help="with SKETCH: compute again and overwrite what is stored",
     )
     p.add_argument(
+        "--checkpoint-schedule",
+        choices=SCHEDULES,
+        default=None,
+        help="how forward states are kept for the reverse sweep: sqrt (about sqrt(T) kept "
+        "states and a buffer of about sqrt(T) steps, one more forward pass; the default), "
+        "binomial (revolve: the fewest recomputations under --memory-budget; the default "
+        "with a budget) or tree (a k-ary tree of kept states, as MAGIC's REPLAY)",
+    )
+    p.add_argument(
+        "--memory-budget",
+        type=memory_size,
+        default=None,
+        metavar="SIZE",
+        help="bytes for the sweep's arrays (kept states, leaf buffers, the run's tables), "
+        "e.g. 2GB or 500MiB; picks the number of kept states and the leaf length",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="2: recompute forward states on a second thread beside the reverse steps "
+        "(two leaf buffers)",
+    )
+    p.add_argument(
         "--json", action="store_true", help="print JSON on stdout, with the full vector g"
+    )
+
+
+def memory_size(text: str) -> int:
+    from runtime.checkpoints import parse_bytes
+
+    try:
+        return parse_bytes(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _announce(plan: dict) -> None:
+    print(f"metagrad: {describe_plan(plan)}", file=sys.stderr, flush=True)
+
+
+def describe_plan(plan: dict) -> str:
+    """One line: schedule, leaves, kept states, forward passes, memory estimate."""
+    extra = f", arity {plan['arity']}" if "arity" in plan else ""
+    threads = ", 2 threads" if plan.get("threads", 1) > 1 else ""
+    return (
+        f"{plan['schedule']} checkpoints{extra}: {plan['leaves']} leaves of <= "
+        f"{plan['leaf_steps']} steps, {plan['checkpoints']} kept states, "
+        f"{plan['forward_passes']:.2f} forward passes, memory estimate "
+        f"{plan['memory_estimate_bytes'] / 1e6:.3g} MB{threads}"
     )
 
 
@@ -133,7 +185,10 @@ def run_metagrad(args: argparse.Namespace) -> int:
     import numpy as np
 
     with user_errors():
-        from runtime.metagrad import compute_metagradients, sketch_metagradients
+        from runtime.metagrad import SweepOptions, compute_metagradients, sketch_metagradients
+
+        options = SweepOptions(args.checkpoint_schedule, args.memory_budget, args.threads)
+        announce = None if args.json else _announce
 
         if args.sketch is not None:
             clash = [
@@ -147,7 +202,9 @@ def run_metagrad(args: argparse.Namespace) -> int:
                     "taken for the sketch's own training run"
                 )
             sk, _, tests = sketch_and_tests(args)
-            stored = sketch_metagradients(sk, tests, recompute=args.recompute, warn=warn)
+            stored = sketch_metagradients(
+                sk, tests, recompute=args.recompute, warn=warn, options=options, announce=announce
+            )
             results = [stored[t.key] for t in tests]
             docs = sk.docs()
         else:
@@ -157,7 +214,9 @@ def run_metagrad(args: argparse.Namespace) -> int:
                 args.program, training_options(args), requested_tests(args)
             )
             tests = source.check_tests(tests)
-            results = compute_metagradients(build_program(source), tests)
+            results = compute_metagradients(
+                build_program(source), tests, options=options, announce=announce
+            )
             docs = list(source.docs)
     if args.out:
         arr = np.stack([r.g for r in results]) if len(results) > 1 else results[0].g
@@ -181,6 +240,9 @@ def run_metagrad(args: argparse.Namespace) -> int:
                 "train_seconds": r.train_seconds,
                 "setup_seconds": r.setup_seconds,
                 "cost_training_runs": r.cost,
+                "sweep": r.info.get("plan"),
+                "tests_in_sweep": r.info.get("tests_in_sweep"),
+                "peak_rss_bytes": r.info.get("peak_rss_bytes"),
                 "stored": r.path,
                 "top": [{"index": int(i), "doc": docs[i], "g": float(r.g[i])} for i in order],
                 "metagradient": [float(v) for v in r.g],
@@ -194,10 +256,13 @@ def run_metagrad(args: argparse.Namespace) -> int:
         cost = f" = {r.cost:.1f} training runs" if r.cost is not None else ""
         run = f"one training run {r.train_seconds:.3g} s" if r.train_seconds else ""
         setup = (
-            f"; once: forward pass with trajectory, reverse program {r.setup_seconds:.2f} s"
+            f"; once: compiled forward and reverse steps {r.setup_seconds:.2f} s"
             if r.setup_seconds is not None
             else ""
         )
+        plan = r.info.get("plan")
+        if plan:
+            setup += f"; {describe_plan(plan)}"
         if r.computed:
             print(f"  computed in {r.seconds:.3g} s{cost} ({run}{setup})")
         else:
