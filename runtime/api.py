@@ -56,21 +56,34 @@ def microgpt(
     steps: int | None = None,
     seed: int = 0,
     init: str | Path | None = None,
+    *,
+    epochs: int | None = None,
+    model: dict[str, Any] | None = None,
+    training: dict[str, Any] | None = None,
 ) -> ProgramSource:
     """microgpt trained on `docs` (a list of names, or a file with one per line) for `steps`
-    steps (default: one per document), from initial parameters drawn from `seed` or read
-    from an `init` .npz (as ``--docs``, ``--steps``, ``--seed``, ``--init``)."""
+    steps or `epochs` epochs (default: one epoch), from initial parameters drawn from
+    `seed` or read from an `init` .npz (as ``--docs``, ``--steps``, ``--epochs``,
+    ``--seed``, ``--init``).  `model`: its size, keys n_layer, n_embd, n_head, block_size;
+    `training`: how it is trained, keys batch_size, shuffle_seed, optimizer, lr,
+    lr_schedule, warmup, weight_decay, momentum, nesterov, clip_norm (the options of the
+    same names, docs/microgpt.md)."""
     if isinstance(docs, (str, Path)):
         opts = TrainingOptions(
-            docs=str(docs), init=None if init is None else str(init), steps=steps, seed=seed
+            docs=str(docs), init=None if init is None else str(init), steps=steps, seed=seed,
+            model_config=dict(model or {}), train_config=dict(training or {}), epochs=epochs,
         )
         return source_class(None).from_options(None, opts)
     from runtime.sources.microgpt import MicrogptSource, check_test_docs, load_init
+    from runtime.sources.microgpt_settings import normalized_model, normalized_train, num_steps
 
     docs = tuple(docs)
     check_test_docs(docs)  # every character in the vocabulary
-    flat = None if init is None else load_init(init)[0]
-    return MicrogptSource(docs, len(docs) if steps is None else steps, seed=seed, init=flat)
+    model_config, train_config = normalized_model(model or {}), normalized_train(training or {})
+    flat = None if init is None else load_init(init, model_config)[0]
+    total = num_steps(len(docs), steps, epochs, train_config.get("batch_size", 1))
+    return MicrogptSource(docs, total, seed=seed, init=flat, model_config=model_config,
+                          train_config=train_config)
 
 
 def program(ref: str) -> ProgramSource:

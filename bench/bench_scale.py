@@ -1,0 +1,281 @@
+"""Growth of circuitsketch's cost with microgpt's size, side by side with JAX (issue 18).
+
+Run from the repository root (JAX is the optional extra: pip install -e '.[bench]'):
+    python bench/bench_scale.py [--sizes 1x16 2x32 4x64 4x128] [--batches 1 8] [--rounds 3]
+
+For each size (n_layer x n_embd, 4 heads) and batch size, on the same shuffled
+names (one epoch of `--docs` names; the series runs its first steps):
+  * parameters;
+  * real training, ms per step, circuitsketch's compiled trainer against a
+    `jax.jit` step of the same model (bench/jax_microgpt.py, written from the
+    spec), same initial parameters, data, weights and Adam;
+  * K = 3 series training along 8 complex directions, ms per step per
+    direction, against `jax.experimental.jet` of the same step vmapped over
+    the directions;
+  * circuitsketch's compile time, cold (an empty kernel cache, in a fresh
+    process) and warm (a fresh process on that cache), real and K = 3, and the
+    peak RSS of each process (the warm one trains: a real epoch and series steps);
+  * JAX's compile time (its first calls, one per length bucket).
+Before anything is timed, both trainers run the first steps and their states
+(parameters and Adam's buffers; for the series every coefficient of orders
+1..3) are checked equal to 1e-10 relative.  The two are then timed in
+alternation, `--rounds` times each, in this one process (the machine's speed
+drifts): the medians are reported, with wall and process CPU time (JAX runs
+on one thread, as circuitsketch's code).  One JSON object on stdout; copy
+the numbers into bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+K, DIRECTIONS, TOL = 3, 8, 1e-10
+
+
+def names(n: int) -> list[str]:
+    from circuitsketch.models import microgpt as m
+
+    docs = m.read_docs(m.corpus_path())
+    return [docs[i] for i in np.random.default_rng(0).permutation(len(docs))[:n]]
+
+
+def build(size: tuple[int, int], batch: int, ndocs: int):
+    from circuitsketch.models import microgpt as m
+
+    return m.build(names(ndocs), batch_size=batch, n_layer=size[0], n_embd=size[1], n_head=4)
+
+
+def directions(n: int) -> np.ndarray:
+    rng = np.random.default_rng(1)
+    psi = rng.normal(size=(DIRECTIONS, n)) + 1j * rng.normal(size=(DIRECTIONS, n))
+    return psi / np.linalg.norm(psi, axis=1, keepdims=True)
+
+
+def first_steps(keys: list) -> list[int]:
+    """The first step of each distinct key (length bucket): where its code is compiled."""
+    first: dict = {}
+    for s, key in enumerate(keys):
+        first.setdefault(key, s)
+    return sorted(first.values())
+
+
+# ---------------------------------------------------------------- compile, in a fresh process
+def compile_child(size: tuple[int, int], batch: int, ndocs: int, series_steps: int) -> dict:
+    """Compile (real, then K = 3) and train once; times and this process's peak RSS."""
+    from compiler.compiled import CompiledProgram
+
+    prog = build(size, batch, ndocs)
+    out = {}
+    t = time.perf_counter()
+    cp = CompiledProgram(prog, 0)
+    cp.train(stop=1)
+    out["real_s"] = time.perf_counter() - t
+    cp.train()
+    t = time.perf_counter()
+    cs = CompiledProgram(prog, K)
+    psi = directions(prog.num_docs)
+    for s in first_steps(list(cs.keys)):
+        cs.train_series(psi, start=s, stop=s + 1)
+    out["series_s"] = time.perf_counter() - t
+    cs.train_series(psi, stop=series_steps)
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def compile_times(size, batch, ndocs, series_steps) -> dict:
+    cache = tempfile.mkdtemp(prefix="bench-scale-cache-")
+    env = {**os.environ, "CIRCUITSKETCH_CACHE": cache, "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, __file__, "--child", f"{size[0]}x{size[1]}", str(batch),
+            str(ndocs), str(series_steps)]
+    res = {}
+    for phase in ("cold", "warm"):
+        out = subprocess.run(args, env=env, capture_output=True, text=True, check=True)
+        res[phase] = json.loads(out.stdout.strip().splitlines()[-1])
+    subprocess.run(["rm", "-rf", cache], check=True)
+    return res
+
+
+# ---------------------------------------------------------------- the JAX peer
+class JaxRun:
+    """The same training run in JAX: state dict, per-step data, jitted steps."""
+
+    def __init__(self, prog, size: tuple[int, int]):
+        import jax
+        import jax.numpy as jnp
+
+        from bench import jax_microgpt as jm
+
+        self.jnp = jnp
+        self.prog = prog
+        self.names = jm.param_names(size[0])
+        T = prog.num_steps
+        self.data = []
+        for s, st in enumerate(prog.steps):
+            lead = (1,) if st.data["tokens"].ndim == 1 else ()
+            tok = np.asarray(st.data["tokens"]).reshape(lead + st.data["tokens"].shape)
+            tgt = np.asarray(st.data["targets"]).reshape(tok.shape)
+            npos = np.asarray(st.data["n_positions"], float).reshape(tok.shape[:1])
+            hyper = np.array([0.01 * (1.0 - s / T), 1.0 - 0.85 ** (s + 1), 1.0 - 0.99 ** (s + 1)])
+            self.data.append((np.array(st.docs), hyper, jnp.asarray(tok), jnp.asarray(tgt),
+                              jnp.asarray(npos)))
+        self.init = {n: jnp.asarray(prog.init_state[n]) for n in self.names}
+        for n in self.names:
+            self.init["m." + n] = jnp.zeros_like(self.init[n])
+            self.init["v." + n] = jnp.zeros_like(self.init[n])
+        self.step = jax.jit(jm.make_step(size[0], 4))
+        self.series_step = jax.jit(jm.make_series_step(size[0], 4, K))
+        self.to_complex = jm.to_complex
+        self.compile_s = {"real": 0.0, "series": 0.0}
+
+    def warm(self, psi: np.ndarray, series_stop: int) -> None:
+        """First calls (compilation) of every shape, timed: all of real training's, and
+        the series' among its first `series_stop` steps (what is timed)."""
+        for s in first_steps([tuple(d[2].shape) for d in self.data]):
+            t = time.perf_counter()
+            self.train(start=s, stop=s + 1)
+            self.compile_s["real"] += time.perf_counter() - t
+            if s < series_stop:
+                t = time.perf_counter()
+                self.train_series(psi, start=s, stop=s + 1)
+                self.compile_s["series"] += time.perf_counter() - t
+
+    def train(self, weights=None, start=0, stop=None):
+        w = np.zeros(self.prog.num_docs) if weights is None else weights
+        state = self.init
+        for docs, hyper, tok, tgt, npos in self.data[start:stop]:
+            state, _ = self.step(state, w[docs], hyper, tok, tgt, npos)
+        state[self.names[0]].block_until_ready()
+        return state
+
+    def train_series(self, psi: np.ndarray, start=0, stop=None):
+        jnp = self.jnp
+        state = self.to_complex(self.init)
+        series = {n: jnp.zeros((psi.shape[0], K, *v.shape), jnp.complex128)
+                  for n, v in state.items()}
+        w0 = np.zeros(self.prog.num_docs, complex)
+        for docs, hyper, tok, tgt, npos in self.data[start:stop]:
+            state, series, _ = self.series_step(state, series, w0[docs], psi[:, docs],
+                                                hyper + 0j, tok, tgt, npos + 0j)
+        series[self.names[0]].block_until_ready()
+        return state, series
+
+
+def relative_error(ours: dict, theirs: dict) -> float:
+    """max |a - b| / max |b| over every state entry."""
+    worst = 0.0
+    for n, b in theirs.items():
+        a = ours[n.replace("m.", "adam_m.", 1).replace("v.", "adam_v.", 1)
+                 if n[:2] in ("m.", "v.") else n]
+        b = np.asarray(b)
+        worst = max(worst, float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300)))
+    return worst
+
+
+# ---------------------------------------------------------------- one size, one batch size
+def timed(fn) -> tuple[float, float]:
+    w, c = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - w, time.process_time() - c
+
+
+def measure(size, batch, ndocs, rounds, series_steps) -> dict:
+    from compiler.compiled import CompiledProgram
+
+    prog = build(size, batch, ndocs)
+    psi = directions(prog.num_docs)
+    cp, cs = CompiledProgram(prog, 0), CompiledProgram(prog, K)
+    for s in first_steps(list(cs.keys)):  # series parts are compiled on first use
+        cs.train_series(psi, start=s, stop=s + 1)
+    jx = JaxRun(prog, size)
+    jx.warm(psi, max(3, series_steps))
+    row: dict = {"params": int(sum(np.asarray(prog.init_state[n]).size for n in prog.params)),
+                 "steps_real": prog.num_steps, "steps_series": series_steps,
+                 "jax_compile_s": jx.compile_s}
+    # equal before timed: 20 real steps, 3 series steps
+    n_check = min(20, prog.num_steps)
+    ours = cp.unpack_state(cp.train(stop=n_check)[0])
+    row["check_real"] = relative_error(ours, jx.train(stop=n_check))
+    s0, hi, _ = cs.train_series(psi, stop=3)
+    st, ser = jx.train_series(psi, stop=3)
+    ours0, ours_hi = cs.unpack_state(s0), cs.unpack_hi(hi, DIRECTIONS)
+    row["check_series"] = max(relative_error(ours0, st), relative_error(ours_hi, ser))
+    if max(row["check_real"], row["check_series"]) > TOL:
+        raise SystemExit(f"{size} batch {batch}: JAX and circuitsketch differ: {row}")
+    for _ in range(2):  # warm caches
+        cp.train()
+        jx.train()
+    runs = {k: [] for k in ("cs_real", "jax_real", "cs_k3", "jax_k3")}
+    for _ in range(rounds):
+        runs["cs_real"].append(timed(cp.train))
+        runs["jax_real"].append(timed(jx.train))
+        runs["cs_k3"].append(timed(lambda: cs.train_series(psi, stop=series_steps)))
+        runs["jax_k3"].append(timed(lambda: jx.train_series(psi, stop=series_steps)))
+    for name, ts in runs.items():
+        per = prog.num_steps if name.endswith("real") else series_steps * DIRECTIONS
+        unit = "ms_per_step" if name.endswith("real") else "ms_per_step_dir"
+        row[f"{name}_{unit}"] = 1e3 * float(np.median([w for w, _ in ts])) / per
+        row[f"{name}_cpu_{unit}"] = 1e3 * float(np.median([c for _, c in ts])) / per
+    row["ratio_real"] = row["cs_real_ms_per_step"] / row["jax_real_ms_per_step"]
+    row["ratio_k3"] = row["cs_k3_ms_per_step_dir"] / row["jax_k3_ms_per_step_dir"]
+    row["ratio_real_cpu"] = row["cs_real_cpu_ms_per_step"] / row["jax_real_cpu_ms_per_step"]
+    row["ratio_k3_cpu"] = row["cs_k3_cpu_ms_per_step_dir"] / row["jax_k3_cpu_ms_per_step_dir"]
+    return row
+
+
+SERIES_STEPS = {(1, 16): 64, (2, 32): 24, (4, 64): 8, (4, 128): 3}
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        size = tuple(int(x) for x in sys.argv[2].split("x"))
+        print(json.dumps(compile_child(size, int(sys.argv[3]), int(sys.argv[4]),
+                                       int(sys.argv[5]))))
+        return
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", nargs="+", default=["1x16", "2x32", "4x64", "4x128"])
+    ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    ap.add_argument("--docs", type=int, default=1000, help="names (one epoch of real training)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--no-compile", action="store_true", help="skip the cold/warm compiles")
+    args = ap.parse_args()
+    out = {"date": datetime.now(timezone.utc).isoformat(timespec="minutes"),
+           "machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+           "python": platform.python_version(), "load_start": os.getloadavg()[0], "runs": {}}
+    for text in args.sizes:
+        size = tuple(int(x) for x in text.split("x"))
+        for b in args.batches:
+            steps = max(2, SERIES_STEPS.get(size, 4) // (1 if b == 1 else 4))
+            row = measure(size, b, args.docs, args.rounds, steps)
+            if not args.no_compile:
+                row["compile"] = compile_times(size, b, args.docs, steps)
+            row["load"] = os.getloadavg()[0]
+            out["runs"][f"{text} b{b}"] = row
+            print(json.dumps({f"{text} b{b}": row}), file=sys.stderr, flush=True)
+    for text in args.sizes:  # per document: batch 8 against 8 one-document steps
+        if {1, 8} <= set(args.batches):
+            r1, r8 = out["runs"][f"{text} b1"], out["runs"][f"{text} b8"]
+            out["runs"][f"{text} b8"]["batch_ratio_real"] = (
+                r8["cs_real_ms_per_step"] / (8 * r1["cs_real_ms_per_step"]))
+            out["runs"][f"{text} b8"]["batch_ratio_k3"] = (
+                r8["cs_k3_ms_per_step_dir"] / (8 * r1["cs_k3_ms_per_step_dir"]))
+    out["load_end"] = os.getloadavg()[0]
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
