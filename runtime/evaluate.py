@@ -300,6 +300,7 @@ def evaluate(
                     "ranking": ranking[z],
                     "lds": {n: by_size[z][n]["lds"] for n in names},
                     "scale": {n: by_size[z][n]["scale"] for n in names},
+                    "lds_ci": {n: by_size[z][n]["lds_ci"] for n in names},
                 }
                 for z in by_size
             },

@@ -109,10 +109,27 @@ def choose(
     ranked = (findings or {}).get("sizes") or {}
     if ranked:
         z = nearest_size([int(s) for s in ranked], size)
-        for name in ranked[str(z)].get("ranking", []):
-            if name in available:
-                return name, z
+        found = ranked[str(z)]
+        usable = [n for n in found.get("ranking", []) if n in available]
+        if usable:
+            return _with_error_bars(found, usable, scale(findings, z, usable[0])), z
     return ("first-order" if "first-order" in available else "sketch"), None
+
+
+def _with_error_bars(found: dict[str, Any], usable: list[str], best_scale: float | None) -> str:
+    """The best-ranked estimator; but when it has no calibrated error bar (first order's is
+    0), the best one that has one and whose LDS is inside the best's bootstrap interval:
+    as good a ranking as far as the evaluation can tell, and honest error bars."""
+    best = usable[0]
+    low = (found.get("lds_ci") or {}).get(best, [None])[0]
+    if best_scale is not None or low is None:
+        return best
+    scales, lds = found.get("scale") or {}, found.get("lds") or {}
+    for name in usable[1:]:
+        a, x = scales.get(name), lds.get(name)
+        if isinstance(a, int | float) and math.isfinite(a) and x is not None and x >= low:
+            return name
+    return best
 
 
 def scale(findings: dict[str, Any] | None, size: int | None, name: str) -> float | None:

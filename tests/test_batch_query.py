@@ -186,6 +186,23 @@ def test_auto_rule_nearest_size_on_a_log_scale():
     assert choose(None, 5, {"sketch"}) == ("sketch", None)
 
 
+def test_auto_prefers_error_bars_when_the_evaluation_cannot_tell_the_difference():
+    size = {
+        "ranking": ["first-order", "second-order", "sketch"],
+        "lds": {"first-order": 0.82, "second-order": 0.80, "sketch": 0.79},
+        "lds_ci": {"first-order": [0.81, 0.84]},
+        "scale": {"first-order": None, "second-order": 5.0, "sketch": 0.9},
+    }
+    f = {"sizes": {"500": size}}
+    everything = {"first-order", "second-order", "sketch"}
+    assert choose(f, 500, everything) == ("first-order", 500)  # 0.80 is below 0.81
+    size["lds_ci"]["first-order"] = [0.795, 0.84]  # now inside: the calibrated one
+    assert choose(f, 500, everything) == ("second-order", 500)
+    assert choose(f, 500, {"first-order", "sketch"}) == ("first-order", 500)  # 0.79 outside
+    size["scale"]["first-order"] = 1.0  # the best has error bars itself: kept
+    assert choose(f, 500, everything) == ("first-order", 500)
+
+
 def test_auto_picks_by_findings_and_says_so(capsys, sketch, tmp_path):
     p = findings_path(sketch.store)
     if p.exists():
