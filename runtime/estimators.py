@@ -24,7 +24,7 @@ applied to rows instead of columns:
   sampling error; its truncation error, the orders >= 2, is not estimated).
 * ``hybrid``: c_0 + <g, w> + sum_{r=2..k} mean_j T_r,j; stderr from the orders >= 2.
 * ``second-order``: c_0 + <g, w> + (1/2) w^T H w with the exact diagonal of H
-  and, when computed, a low-rank approximation of its pairs
+  and its pairs from H's row sums (``runtime.hessian.quadratic_terms``)
   (``runtime.hessian``); no sampling error, so its stderr is the size of the
   second-order term, the last kept term, as the proxy of what truncation
   leaves out (``runtime.estimate``'s convention).
@@ -309,8 +309,8 @@ def hybrid(test: TestData, sets: SetBlock, options: Options) -> Answer:
 @register(
     "second-order",
     ("first_order", "second_order"),
-    "exact first order plus (1/2) w^T H w: H's exact diagonal (and a low-rank approximation "
-    "of its pairs when computed); stderr: the size of that term",
+    "exact first order plus (1/2) w^T H w: H's exact diagonal and its pairs from its row "
+    "sums; stderr: the size of that term",
     default=False,  # its data costs about one training run per training document and test
 )
 def second_order(test: TestData, sets: SetBlock, options: Options) -> Answer:
@@ -319,5 +319,5 @@ def second_order(test: TestData, sets: SetBlock, options: Options) -> Answer:
     assert test.first_order is not None and test.second_order is not None
     so = test.second_order
     first = sets.dot(test.first_order)
-    quad = 0.5 * sets.weights**2 * quadratic_terms(so.diag, sets.index, so.low)
+    quad = 0.5 * sets.weights**2 * quadratic_terms(so.diag, so.rows, sets.index)
     return Answer(test.c0 + first + quad, np.abs(quad), {"first_order": first})

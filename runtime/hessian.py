@@ -9,22 +9,24 @@ set D with weight s adds (s^2 / 2) 1_D^T H 1_D to the first-order prediction.
   there, from the undeleted run's state (one real pass forward, documents taken
   in the order of their first step, 8 directions per series pass).  The same
   runs give c_1 = dF/dw_i, the exact first order, as a check.
-* Its off-diagonal part is approximated on a subspace (``hessian_low_rank``):
-  Hessian-vector products H v are central differences of exact metagradients
-  at weights +-h v (``runtime.metagrad``); a two-pass randomized range finder
-  on k Gaussian probes, with one basis Q shared by all test inputs, gives
-  H ~ Q (Q^T H Q) Q^T, kept as U diag(lam) U^T.  With k >= N the probes are the
-  unit vectors and the result is H itself.
+* Its pairs come from the row sums r = H 1 (``row_sums``), one Hessian-vector
+  product: a central difference of exact metagradients at weights +-h 1
+  (``runtime.metagrad``).  ``quadratic_terms`` uses the symmetric matrix
+  nearest to zero that maps 1 to r.  Measured on the paper's setting against
+  the exact H (issue 19, examples/RESULTS.md), it recovers nearly all of what
+  the exact pairs add to the ranking of large deletion sets, where a rank-k
+  range finder or Nystrom approximation on Gaussian probes (k up to 200)
+  recovered little: H is indefinite and far from low rank, and a deletion
+  set's sum of pairs is dominated by each document's coupling to all others.
 
 Costs, in real training runs: the diagonal about N / 8 half-length degree-2
-passes of 8 directions; the low rank 2k Hessian-vector products of two
-metagradient sweeps each (``evaluate`` measures both).
+passes of 8 directions, the row sums two metagradient sweeps, both shared by
+the test inputs of one call (``evaluate`` measures them).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,12 +36,11 @@ from circuitsketch.program import Program
 __all__ = [
     "DIAGONAL_GROUP",
     "FD_STEP",
-    "LowRank",
     "first_steps",
     "hessian_diagonal",
-    "hessian_low_rank",
     "hessian_products",
     "quadratic_terms",
+    "row_sums",
 ]
 
 DIAGONAL_GROUP = 8  # unit directions per series pass
@@ -108,51 +109,21 @@ def hessian_products(
     return out
 
 
-@dataclass(frozen=True)
-class LowRank:
-    """H ~ U diag(lam) U^T for each test input: U (Q, N, k), lam (Q, k)."""
-
-    u: np.ndarray
-    lam: np.ndarray
-
-    def off_diagonal_sum(self, q: int, index: np.ndarray) -> np.ndarray:
-        """1_D^T A 1_D for the off-diagonal part A of the approximation, for each row of
-        `index` (S, L) (padding: N): sum over pairs i != j of D."""
-        u = np.vstack([self.u[q], np.zeros((1, self.u.shape[2]))])
-        rows = u[index]  # (S, L, k)
-        total = ((rows.sum(axis=1) ** 2) * self.lam[q]).sum(axis=1)
-        return total - ((rows**2).sum(axis=1) * self.lam[q]).sum(axis=1)
+def row_sums(program: Program, tests: Sequence[Any], h: float = FD_STEP) -> np.ndarray:
+    """H 1 for each test input (Q, N): one Hessian-vector product along the all-ones
+    direction, the direction every deletion set leans on."""
+    return hessian_products(program, np.ones((program.num_docs, 1)), tests, h)[:, :, 0]
 
 
-def hessian_low_rank(
-    program: Program, tests: Sequence[Any], rank: int, seed: int = 0, h: float = FD_STEP
-) -> LowRank:
-    """The two-pass range finder of the module docstring (rank >= N: H exactly)."""
-    n = program.num_docs
-    if rank >= n:
-        basis = np.eye(n)
-    else:
-        probes = np.random.default_rng(seed).normal(size=(n, rank))
-        ranges = hessian_products(program, probes, tests, h)  # (Q, N, k)
-        stacked = np.concatenate(list(ranges), axis=1)  # (N, Q k): one basis for all
-        basis = np.linalg.svd(stacked, full_matrices=False)[0][:, :rank]
-    z = hessian_products(program, basis, tests, h)  # H Q
-    us, lams = [], []
-    for q in range(len(tests)):
-        core = basis.T @ z[q]
-        lam, vec = np.linalg.eigh(0.5 * (core + core.T))
-        us.append(basis @ vec)
-        lams.append(lam)
-    return LowRank(np.stack(us), np.stack(lams))
-
-
-def quadratic_terms(
-    diag: np.ndarray, index: np.ndarray, low: LowRank | None = None, q: int = 0
-) -> np.ndarray:
+def quadratic_terms(diag: np.ndarray, rows: np.ndarray | None, index: np.ndarray) -> np.ndarray:
     """1_D^T H 1_D for each row of `index` (S, L) (padding: N): the exact diagonal's sum plus,
-    with `low`, its approximation of the pairs."""
-    d = np.append(diag, 0.0)
-    total = d[index].sum(axis=1)
-    if low is not None:
-        total = total + low.off_diagonal_sum(q, index)
-    return total
+    with the row sums r = H 1, the pairs of A = (r 1^T + 1 r^T) / N - (1^T r) 1 1^T / N^2,
+    the symmetric matrix nearest to 0 with A 1 = r (Powell's symmetric secant update).
+    For m documents with row sums R: 2 (m - 1) R / N - (1^T r) m (m - 1) / N^2."""
+    n = diag.shape[0]
+    total = np.append(diag, 0.0)[index].sum(axis=1)
+    if rows is None:
+        return total
+    m = (index < n).sum(axis=1).astype(np.float64)
+    r = np.append(rows, 0.0)[index].sum(axis=1)
+    return total + 2.0 * (m - 1.0) * r / n - rows.sum() * m * (m - 1.0) / n**2

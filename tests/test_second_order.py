@@ -9,10 +9,12 @@ involved.  Checked here:
   first order equals the closed-form gradient to 1e-12;
 * Hessian-vector products (central differences of metagradients) equal H v to
   1e-8 (their error is O(h^2) times F's third derivatives);
-* the rank-k approximation of H captures this rank-1 H: the second-order term
-  of any set equals the closed form to 1e-8;
-* the ``second-order`` estimator is its formula: c0 + <g, w> + (1/2) w^T H w
-  over the diagonal (1e-12), its stderr the size of that term;
+* the row sums H 1 equal the closed form's to 1e-8, and a set's sum of pairs is
+  that of the symmetric secant matrix built from them, written densely (1e-12);
+* the ``second-order`` estimator is its formula: c0 + <g, w> + (1/2) w^T A w,
+  A the exact diagonal plus those pairs (1e-9 of the prediction, 1e-7 of the
+  stderr: the row sums are central differences, good to about 1e-8), its stderr
+  the size of that term;
 * a diagonal off by one document's entry, or a series run started one step
   too late, fails these checks;
 * ``evaluate`` stores each estimator's calibration factor, and ``auto``
@@ -67,24 +69,30 @@ def test_a_series_run_started_late_misses_the_document(program, monkeypatch):
     assert np.max(np.abs(diag[0] - np.diag(closed_hessian(TEST)))) > 1e-6
 
 
-def test_hessian_vector_products_and_the_low_rank_form(program):
+def test_hessian_vector_products_and_the_row_sum_pairs(program):
     rng = np.random.default_rng(3)
     v = rng.normal(size=(pp.N, 2))
     hv = hs.hessian_products(program, v, [TEST, OTHER])
     for q, t in enumerate((TEST, OTHER)):
         want = closed_hessian(t) @ v
         assert np.max(np.abs(hv[q] - want)) <= 1e-8 * np.max(np.abs(want))
-    low = hs.hessian_low_rank(program, [TEST], rank=2, seed=1)
-    diag = np.diag(closed_hessian(TEST))
-    index = np.array([[0, 3, 5, pp.N], [1, 2, pp.N, pp.N], [4, 6, 7, 11]])
-    w = np.zeros((3, pp.N))
+    h = closed_hessian(TEST)
+    rows = hs.row_sums(program, [TEST])[0]
+    np.testing.assert_allclose(rows, h.sum(axis=1), rtol=1e-8, atol=1e-12)
+    # the pairs of the symmetric secant matrix A = (r 1' + 1 r') / N - (1'r) 1 1' / N^2, dense
+    n, one = pp.N, np.ones(pp.N)
+    r = h.sum(axis=1)
+    a = (np.outer(r, one) + np.outer(one, r)) / n - r.sum() / n**2
+    np.testing.assert_allclose(a @ one, r, rtol=1e-12)  # it maps 1 to the row sums
+    diag = np.diag(h)
+    index = np.array([[0, 3, 5, pp.N], [1, 2, pp.N, pp.N], [4, 6, 7, 11], [9, pp.N, pp.N, pp.N]])
+    w = np.zeros((len(index), pp.N))
     for s, row in enumerate(index):
         w[s, row[row < pp.N]] = 1.0
-    want = np.einsum("si,ij,sj->s", w, closed_hessian(TEST), w)
-    got = hs.quadratic_terms(diag, index, low)
-    assert np.max(np.abs(got - want)) <= 1e-8 * np.max(np.abs(want))
-    # without the pairs only the diagonal is summed
-    np.testing.assert_allclose(hs.quadratic_terms(diag, index), w @ diag, rtol=1e-14)
+    want = w @ diag + np.einsum("si,ij,sj->s", w, a, w) - w**2 @ np.diag(a)
+    np.testing.assert_allclose(hs.quadratic_terms(diag, r, index), want, rtol=1e-12)
+    # without the row sums only the diagonal is summed
+    np.testing.assert_allclose(hs.quadratic_terms(diag, None, index), w @ diag, rtol=1e-14)
 
 
 @pytest.fixture(scope="module")
@@ -100,24 +108,33 @@ def sets() -> rt.DeletionSets:
     return rt.DeletionSets.from_lists(lists, pp.N)
 
 
+def quadratic_form(test: dict, w: np.ndarray) -> np.ndarray:
+    """(1/2) w^T A w, A = H's diagonal plus the pairs of the secant matrix of H 1, dense."""
+    h = closed_hessian(test)
+    r, one, n = h.sum(axis=1), np.ones(pp.N), pp.N
+    a = (np.outer(r, one) + np.outer(one, r)) / n - r.sum() / n**2
+    a[np.diag_indices(n)] = np.diag(h)
+    return 0.5 * np.einsum("si,ij,sj->s", w, a, w)
+
+
 def test_the_estimator_is_its_formula(sketch, sets):
     res = sketch.query(sets, [TEST, OTHER], estimator="second-order")
     w = sets.matrix()
     for d, t in enumerate((TEST, OTHER)):
         g = pp.gradient(t["x"], float(t["t"]))
-        quad = 0.5 * (w**2) @ np.diag(closed_hessian(t))
+        quad = quadratic_form(t, w)
         c0 = pp.truth(t["x"], float(t["t"]), np.zeros(pp.N))
-        np.testing.assert_allclose(res.prediction[:, d], c0 + w @ g + quad, rtol=1e-12, atol=0)
-        np.testing.assert_allclose(res.stderr[:, d], np.abs(quad), rtol=1e-12, atol=0)
+        np.testing.assert_allclose(res.prediction[:, d], c0 + w @ g + quad, rtol=1e-9, atol=0)
+        np.testing.assert_allclose(res.stderr[:, d], np.abs(quad), rtol=1e-7, atol=0)
 
 
 def test_a_wrong_diagonal_entry_fails_the_formula_check(sketch, sets, monkeypatch):
     real = hs.quadratic_terms
 
-    def off_by_one(diag, index, low=None, q=0):
+    def off_by_one(diag, rows, index):
         bad = diag.copy()
-        bad[3] *= 1.001
-        return real(bad, index, low, q)
+        bad[3] *= 1.1
+        return real(bad, rows, index)
 
     monkeypatch.setattr(hs, "quadratic_terms", off_by_one)
     res = sketch.query(sets, [TEST], estimator="second-order")
@@ -125,9 +142,9 @@ def test_a_wrong_diagonal_entry_fails_the_formula_check(sketch, sets, monkeypatc
     want = (
         pp.truth(TEST["x"], 0.5, np.zeros(pp.N))
         + w @ pp.gradient(TEST["x"], 0.5)
-        + 0.5 * w @ np.diag(closed_hessian(TEST))
+        + quadratic_form(TEST, w)
     )
-    assert not np.allclose(res.prediction[:, 0], want, rtol=1e-12, atol=0.0)
+    assert not np.allclose(res.prediction[:, 0], want, rtol=1e-9, atol=0.0)
 
 
 def test_evaluate_calibrates_and_auto_applies_it(sketch, sets, tmp_path):

@@ -1,16 +1,16 @@
 """The ``hessian`` command: the second-order data of test inputs, stored beside a sketch.
 
 What the ``second-order`` estimator reads (``runtime.second_order``): the
-exact diagonal of H = d^2F/dw dw and, with ``--rank k``, a rank-k
-approximation of H's pairs.  ``query`` and ``evaluate`` compute it when an
-estimator needs it; this command computes it ahead and says what it cost.
+exact diagonal of H = d^2F/dw dw and its row sums H 1.  ``query`` and
+``evaluate`` compute them when an estimator needs them; this command
+computes them ahead and says what they cost.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from runtime.cli.common import Command, nonnegative_int, print_json, user_errors, warn
+from runtime.cli.common import Command, print_json, user_errors, warn
 from runtime.cli.options import add_sketch_and_tests, sketch_and_tests
 
 __all__ = ["HESSIAN"]
@@ -18,14 +18,6 @@ __all__ = ["HESSIAN"]
 
 def configure_hessian(p: argparse.ArgumentParser) -> None:
     add_sketch_and_tests(p)
-    p.add_argument(
-        "--rank",
-        type=nonnegative_int,
-        default=0,
-        metavar="K",
-        help="also approximate H's pairs on K directions (2K Hessian-vector products, each two "
-        "metagradient sweeps; K >= N: H exactly); default 0: the diagonal only",
-    )
     p.add_argument("--json", action="store_true", help="print JSON on stdout")
 
 
@@ -36,19 +28,19 @@ def run_hessian(args: argparse.Namespace) -> int:
         from runtime.second_order import sketch_second_order
 
         sk, _, tests = sketch_and_tests(args)
-        found = sketch_second_order(sk, tests, rank=args.rank, warn=warn)
+        found = sketch_second_order(sk, tests, warn=warn)
     out = []
     for t in tests:
         r = found[t.key]
-        runs = r.seconds / r.train_seconds if r.train_seconds else None
+        runs = r.seconds / r.train_seconds if r.seconds and r.train_seconds else None
         out.append(
             {
                 "doc": t.label,
-                "rank": args.rank,
                 "seconds": r.seconds,
                 "cost_training_runs": runs,
                 "diagonal_sum": float(np.sum(r.diag)),
                 "diagonal_max": float(np.max(np.abs(r.diag))),
+                "row_sums_total": float(np.sum(r.rows)),
             }
         )
     if args.json:
