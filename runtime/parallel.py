@@ -27,10 +27,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-__all__ = ["SchedulerError", "default_workers", "run_tasks"]
+__all__ = ["SchedulerError", "default_workers", "helper_process", "run_tasks"]
 
 
 CONNECT_TIMEOUT = "15s"  # how long to try reaching a Dask scheduler
@@ -123,21 +123,50 @@ def _run_pool(fn, tasks, on_result, workers: int) -> None:
         if ok:
             ex.shutdown(wait=True)
         else:
-            procs = list(getattr(ex, "_processes", {}).values())
-            results = getattr(ex, "_result_queue", None)  # shutdown() drops it
-            ex.shutdown(wait=False, cancel_futures=True)
-            for p in procs:  # do not wait for running tasks to finish
-                with contextlib.suppress(OSError, ValueError, AttributeError):  # already gone
-                    p.terminate()
-            for p in procs:
-                with contextlib.suppress(OSError, ValueError, AttributeError):
-                    p.join(timeout=5)
-            # A worker killed while sending its result leaves half a message in the
-            # result pipe; the executor's thread would wait for the rest for ever (and
-            # the interpreter, at exit, for that thread).  With our copy of the pipe's
-            # write end closed too, it reads end-of-file instead and stops.
-            with contextlib.suppress(OSError, AttributeError):
-                results._writer.close()
+            _terminate(ex)
+
+
+def _terminate(ex) -> None:
+    """Stop a process pool at once: running tasks are not waited for."""
+    procs = list(getattr(ex, "_processes", {}).values())
+    results = getattr(ex, "_result_queue", None)  # shutdown() drops it
+    ex.shutdown(wait=False, cancel_futures=True)
+    for p in procs:  # do not wait for running tasks to finish
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # already gone
+            p.terminate()
+    for p in procs:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            p.join(timeout=5)
+    # A worker killed while sending its result leaves half a message in the
+    # result pipe; the executor's thread would wait for the rest for ever (and
+    # the interpreter, at exit, for that thread).  With our copy of the pipe's
+    # write end closed too, it reads end-of-file instead and stops.
+    with contextlib.suppress(OSError, AttributeError):
+        results._writer.close()
+
+
+@contextlib.contextmanager
+def helper_process() -> Iterator[Any]:
+    """One spawned worker process (an executor) for work that overlaps the caller's: the
+    demo retrains there while it sketches.  Terminated, not awaited, if the block fails."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    _quiet_resource_tracker()
+    ex = ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_init,
+        initargs=(os.getpid(),),
+    )
+    ok = False
+    try:
+        yield ex
+        ok = True
+    finally:
+        if ok:
+            ex.shutdown(wait=True)
+        else:
+            _terminate(ex)
 
 
 def _run_dask(fn, tasks, on_result, address: str) -> None:

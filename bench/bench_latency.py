@@ -1,0 +1,158 @@
+"""Latency (issue 20): a CLI query, a worker's start-up, the demo; wall and process time.
+
+    python bench/bench_latency.py [--repeat 5] [--demo] [--cold]
+
+Every measurement runs in a fresh process, the way a user meets it; process
+time is user + system CPU of that process and its children (getrusage), so
+it is less sensitive than wall time to other jobs on a shared machine.
+
+* query: ``circuitsketch query SKETCH --doc D --delete-contains f`` on the demo's
+  sketch (made first with ``circuitsketch demo --out``), for a test name asked
+  before (its coefficients cached beside the sketch) and for a new one (its
+  output function loaded from the kernel cache, evaluated on every direction);
+* worker start-up: the phases of a fresh worker process up to its first
+  chunk (imports, tracing, passes and generated module, Numba loading the
+  cached step functions), measured inside that process;
+* demo (``--demo``): ``circuitsketch demo`` on the warm cache; with ``--cold``
+  first on an empty ``CIRCUITSKETCH_CACHE`` (a first run: everything compiles).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+WORKER = r"""
+import json, resource, sys, time
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+t0 = (time.perf_counter(), cpu())
+marks = []
+def mark(name):
+    marks.append((name, time.perf_counter(), cpu()))
+import numpy as np
+mark("import numpy")
+from runtime.precompute import ChunkJob, compute_chunk
+from runtime.sources.microgpt import MicrogptSource
+mark("import runtime")
+import compiler.compiled
+mark("import numba and the compiler")
+from circuitsketch.models import microgpt
+docs = tuple(microgpt.read_docs(microgpt.corpus_path())[:250])
+src = MicrogptSource(docs, 250, seed=0)
+from runtime.spec import build_program, compiled
+import runtime.spec as spec
+prog = build_program(src)
+mark("trace the training program")
+cp = compiler.compiled.CompiledProgram(prog, 3)
+spec._COMPILED[(src.key, 3)] = cp
+mark("passes, generated module")
+from runtime.directions import gaussian_directions
+job = ChunkJob(src, 3, 0, 0, gaussian_directions(0, 0, 1, 250))
+compute_chunk(job)
+mark("first chunk (1 direction)")
+compute_chunk(job)
+mark("second chunk (1 direction)")
+out, prev = [], t0
+for name, w, c in marks:
+    out.append([name, w - prev[0], c - prev[1]])
+    prev = (w, c)
+print(json.dumps(out))
+"""
+
+
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def timed_run(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """(wall s, process s, stdout) of one fresh process and its children."""
+    c0, t0 = children_cpu(), time.perf_counter()
+    res = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
+    wall, cpu = time.perf_counter() - t0, children_cpu() - c0
+    if res.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{res.stderr}")
+    return wall, cpu, res.stdout
+
+
+def median_of(runs: list[tuple[float, float, str]]) -> dict[str, float]:
+    return {
+        "wall_s": statistics.median(r[0] for r in runs),
+        "cpu_s": statistics.median(r[1] for r in runs),
+        "runs": len(runs),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--demo", action="store_true", help="time the demo (warm cache)")
+    ap.add_argument("--cold", action="store_true", help="and first on an empty cache")
+    args = ap.parse_args()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
+    cs = [sys.executable, "-m", "circuitsketch"]
+    out: dict[str, object] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.cold:
+            cold_env = {**env, "CIRCUITSKETCH_CACHE": str(Path(tmp) / "empty-cache")}
+            wall, cpu, _ = timed_run([*cs, "demo", "--out", f"{tmp}/cold", "--json"], cold_env)
+            out["demo_cold"] = {"wall_s": wall, "cpu_s": cpu}
+            print(f"demo, empty cache: {wall:.1f} s wall, {cpu:.1f} s process", flush=True)
+        # the demo's sketch (and a warm cache for everything below)
+        wall, cpu, text = timed_run([*cs, "demo", "--out", f"{tmp}/demo", "--json"], env)
+        sketch = json.loads(text)["sketch_dir"]
+        if args.demo:
+            runs = [timed_run([*cs, "demo", "--out", f"{tmp}/d{i}", "--json"], env)
+                    for i in range(args.repeat)]  # fmt: skip
+            out["demo_warm"] = median_of(runs)
+            print(f"demo, warm cache: {out['demo_warm']}", flush=True)
+        query = [*cs, "query", sketch, "--delete-contains", "f", "--doc"]
+        out["query_asked_before"] = median_of(
+            [timed_run([*query, "fiona"], env) for _ in range(args.repeat)]
+        )
+        print(f"query, input asked before: {out['query_asked_before']}", flush=True)
+        names = ["emma", "olivia", "ava", "mia", "luna", "ella", "aria", "zoe", "ivy", "amy"]
+        out["query_new_input"] = median_of(
+            [timed_run([*query, names[i % len(names)]], env) for i in range(args.repeat)]
+        )
+        print(f"query, new input: {out['query_new_input']}", flush=True)
+        phases = []
+        for _ in range(args.repeat):
+            _, _, text = timed_run([sys.executable, "-c", WORKER], env)
+            phases.append(json.loads(text))
+        table = {
+            name: {
+                "wall_s": statistics.median(p[i][1] for p in phases),
+                "cpu_s": statistics.median(p[i][2] for p in phases),
+            }
+            for i, (name, _, _) in enumerate(phases[0])
+        }
+        start = [
+            sum(row[1] for row in p[:-2]) + p[-2][1] - p[-1][1] for p in phases
+        ]  # everything before the first chunk, plus the first chunk's extra over the second
+        start_cpu = [sum(row[2] for row in p[:-2]) + p[-2][2] - p[-1][2] for p in phases]
+        out["worker_phases"] = table
+        out["worker_startup"] = {
+            "wall_s": statistics.median(start),
+            "cpu_s": statistics.median(start_cpu),
+        }
+        for name, row in table.items():
+            print(f"  worker {name:<34} {row['wall_s']:6.3f} s wall {row['cpu_s']:6.3f} s cpu")
+        print(f"worker start-up: {out['worker_startup']}")
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
