@@ -197,6 +197,8 @@ def precompute(
         own_bar = bar is None
         if own_bar:
             bar = _progress_bar(m, done_dirs, progress)
+        elif done_dirs:
+            bar.update(done_dirs)  # directions of a resumed sketch
         module = cache.source_hash(cp.source)
         local = scheduler is None and min(workers, len(jobs)) > 1
         if local:  # compiled once here, before the workers start: they only load it
