@@ -33,6 +33,7 @@ __all__ = [
     "compute_chunk",
     "load_series_code",
     "precompute",
+    "warm_worker",
 ]
 
 DEFAULT_CHUNK_SIZE = 8
@@ -86,6 +87,16 @@ def load_series_code(cp) -> None:
         if key not in seen:
             seen.add(key)
             cp.train_series(psi, start=s, stop=s + 1)
+
+
+def warm_worker(spec: ProgramSource, degree: int, ready) -> None:
+    """A worker's start (``parallel.run_tasks`` warm): build the program and its generated
+    module while the parent compiles, wait for the parent (`ready`), then load the
+    compiled series code from the disk cache, before the first chunk arrives."""
+    cp = compiled(spec, degree)
+    if ready is not None:
+        ready.wait()
+    load_series_code(cp)
 
 
 @dataclass
@@ -200,9 +211,9 @@ def precompute(
         elif done_dirs:
             bar.update(done_dirs)  # directions of a resumed sketch
         module = cache.source_hash(cp.source)
+        # local workers: the series code is compiled (or loaded) once, here, while the
+        # workers import and build the program; then they load it from the disk cache
         local = scheduler is None and min(workers, len(jobs)) > 1
-        if local:  # compiled once here, before the workers start: they only load it
-            load_series_code(cp)
 
         def store(job: ChunkJob, result: dict[str, Any]) -> None:
             if result["module"] != module:
@@ -215,7 +226,11 @@ def precompute(
                 bar.update(job.rows.shape[0])
 
         try:
-            parallel.run_tasks(compute_chunk, jobs, store, workers=workers, scheduler=scheduler)
+            parallel.run_tasks(
+                compute_chunk, jobs, store, workers=workers, scheduler=scheduler,
+                warm=(warm_worker, (spec, int(degree))) if local else None,
+                prepare=(lambda: load_series_code(cp)) if local else None,
+            )  # fmt: skip
         finally:
             if own_bar and bar is not None:
                 bar.close()

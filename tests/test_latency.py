@@ -147,18 +147,20 @@ def test_a_mapped_file_is_hashed_only_when_its_stamp_changed(sketch, tmp_path, m
         Sketch.open(copy).chunk(0)
 
 
-def test_the_parent_compiles_before_workers_start(tmp_path, monkeypatch):
+def test_the_parent_compiles_while_workers_start(tmp_path, monkeypatch):
     import runtime.parallel as parallel
     import runtime.precompute as pre
     from runtime.sources import MicrogptSource
 
     calls: list[str] = []
-    real_load = pre.load_series_code
-    monkeypatch.setattr(pre, "load_series_code", lambda cp: (calls.append("load"),
-                                                             real_load(cp)))  # fmt: skip
+    monkeypatch.setattr(pre, "load_series_code", lambda cp: calls.append("load"))
+    seen: dict = {}
 
-    def inline(fn, tasks, on_result, workers=1, scheduler=None):
-        calls.append(f"run {workers}")
+    def inline(fn, tasks, on_result, workers=1, scheduler=None, warm=None, prepare=None):
+        seen.update(workers=workers, warm=warm)
+        calls.append("start workers")
+        prepare()
+        calls.append("run")
         for t in tasks:
             on_result(t, fn(t))
 
@@ -166,7 +168,45 @@ def test_the_parent_compiles_before_workers_start(tmp_path, monkeypatch):
     source = MicrogptSource(NAMES20, len(NAMES20), seed=1)
     pre.precompute(tmp_path / "sk", source, 3, num_directions=4, chunk_size=2, workers=2,
                    progress=False)  # fmt: skip
-    assert calls == ["load", "run 2"]
+    assert calls == ["start workers", "load", "run"]
+    assert seen["workers"] == 2 and seen["warm"] == (pre.warm_worker, (source, 3))
+
+
+# in the workers of the next test (spawned processes import this module)
+_SEEN: list[bool] = []
+
+
+def _wait_then_look(marker: str, ready) -> None:
+    Path(f"{marker}.started.{os.getpid()}").write_text("")
+    ready.wait()
+    _SEEN.append(Path(marker).exists())
+
+
+def _what_warm_saw(task: int) -> list[bool]:
+    return list(_SEEN)
+
+
+def test_workers_warm_up_after_the_parents_prepare(tmp_path):
+    import time
+
+    from runtime.parallel import run_tasks
+
+    marker = tmp_path / "compiled"
+
+    def prepare() -> None:
+        # both workers are in their warm-up before this returns: had they not waited for
+        # it, they would have looked for the marker already
+        for _ in range(6000):
+            if len(list(tmp_path.glob("compiled.started.*"))) == 2:
+                break
+            time.sleep(0.01)
+        time.sleep(0.2)
+        marker.write_text("done")
+
+    got: list[list[bool]] = []
+    run_tasks(_what_warm_saw, list(range(4)), lambda t, r: got.append(r), workers=2,
+              warm=(_wait_then_look, (str(marker),)), prepare=prepare)  # fmt: skip
+    assert len(got) == 4 and all(r == [True] for r in got), got
 
 
 def test_load_series_code_loads_every_step_function(monkeypatch):
