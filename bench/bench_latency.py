@@ -12,7 +12,9 @@ it is less sensitive than wall time to other jobs on a shared machine.
   output function loaded from the kernel cache, evaluated on every direction);
 * worker start-up: the phases of a fresh worker process up to its first
   chunk (imports, tracing, passes and generated module, Numba loading the
-  cached step functions), measured inside that process;
+  cached step functions), measured inside that process; and a whole
+  ``precompute`` of two one-direction chunks on two workers (T = 250, K = 3),
+  whose wall time less one chunk's is the start-up a compile waits for;
 * demo (``--demo``): ``circuitsketch demo`` on the warm cache; with ``--cold``
   first on an empty ``CIRCUITSKETCH_CACHE`` (a first run: everything compiles).
 """
@@ -72,6 +74,35 @@ print(json.dumps(out))
 """
 
 
+POOL = r"""
+import json, resource, sys, tempfile, time
+from pathlib import Path
+from circuitsketch.models import microgpt
+from runtime.directions import gaussian_directions
+from runtime.precompute import precompute
+from runtime.sources.microgpt import MicrogptSource
+from runtime.spec import compiled
+def cpu(who):
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+docs = tuple(microgpt.read_docs(microgpt.corpus_path())[:250])
+src = MicrogptSource(docs, 250, seed=0)
+with tempfile.TemporaryDirectory() as tmp:
+    t0, c0 = time.perf_counter(), cpu(resource.RUSAGE_SELF) + cpu(resource.RUSAGE_CHILDREN)
+    precompute(Path(tmp) / "sk", src, 3, num_directions=2, chunk_size=1, workers=2,
+               progress=False)
+    wall = time.perf_counter() - t0
+    total_cpu = cpu(resource.RUSAGE_SELF) + cpu(resource.RUSAGE_CHILDREN) - c0
+cp = compiled(src, 3)
+psi = gaussian_directions(0, 0, 1, 250)
+cp.train_series(psi)
+t0 = time.perf_counter()
+cp.train_series(psi)
+chunk = time.perf_counter() - t0
+print(json.dumps({"precompute_wall_s": wall, "precompute_cpu_s": total_cpu, "chunk_s": chunk}))
+"""
+
+
 def children_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
@@ -100,15 +131,21 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--demo", action="store_true", help="time the demo (warm cache)")
     ap.add_argument("--cold", action="store_true", help="and first on an empty cache")
+    ap.add_argument("--parts", default="query,worker,pool",
+                    help="which of query, worker, pool to measure (default: all)")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
     cs = [sys.executable, "-m", "circuitsketch"]
     out: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as tmp:
         if args.cold:
             cold_env = {**env, "CIRCUITSKETCH_CACHE": str(Path(tmp) / "empty-cache")}
-            wall, cpu, _ = timed_run([*cs, "demo", "--out", f"{tmp}/cold", "--json"], cold_env)
-            out["demo_cold"] = {"wall_s": wall, "cpu_s": cpu}
+            wall, cpu, text = timed_run([*cs, "demo", "--out", f"{tmp}/cold", "--json"],
+                                        cold_env)  # fmt: skip
+            r = json.loads(text)
+            out["demo_cold"] = {"wall_s": wall, "cpu_s": cpu, "stages_s": r["seconds"],
+                                "cpu_by_process_s": r.get("cpu_seconds")}  # fmt: skip
             print(f"demo, empty cache: {wall:.1f} s wall, {cpu:.1f} s process", flush=True)
         # the demo's sketch (and a warm cache for everything below)
         wall, cpu, text = timed_run([*cs, "demo", "--out", f"{tmp}/demo", "--json"], env)
@@ -119,39 +156,68 @@ def main() -> None:
             out["demo_warm"] = median_of(runs)
             print(f"demo, warm cache: {out['demo_warm']}", flush=True)
         query = [*cs, "query", sketch, "--delete-contains", "f", "--doc"]
-        out["query_asked_before"] = median_of(
-            [timed_run([*query, "fiona"], env) for _ in range(args.repeat)]
-        )
-        print(f"query, input asked before: {out['query_asked_before']}", flush=True)
-        names = ["emma", "olivia", "ava", "mia", "luna", "ella", "aria", "zoe", "ivy", "amy"]
-        out["query_new_input"] = median_of(
-            [timed_run([*query, names[i % len(names)]], env) for i in range(args.repeat)]
-        )
-        print(f"query, new input: {out['query_new_input']}", flush=True)
-        phases = []
-        for _ in range(args.repeat):
-            _, _, text = timed_run([sys.executable, "-c", WORKER], env)
-            phases.append(json.loads(text))
-        table = {
-            name: {
-                "wall_s": statistics.median(p[i][1] for p in phases),
-                "cpu_s": statistics.median(p[i][2] for p in phases),
-            }
-            for i, (name, _, _) in enumerate(phases[0])
-        }
-        start = [
-            sum(row[1] for row in p[:-2]) + p[-2][1] - p[-1][1] for p in phases
-        ]  # everything before the first chunk, plus the first chunk's extra over the second
-        start_cpu = [sum(row[2] for row in p[:-2]) + p[-2][2] - p[-1][2] for p in phases]
-        out["worker_phases"] = table
-        out["worker_startup"] = {
-            "wall_s": statistics.median(start),
-            "cpu_s": statistics.median(start_cpu),
-        }
-        for name, row in table.items():
-            print(f"  worker {name:<34} {row['wall_s']:6.3f} s wall {row['cpu_s']:6.3f} s cpu")
-        print(f"worker start-up: {out['worker_startup']}")
+        if "query" in parts:
+            measure_queries(query, args.repeat, env, out)
+        if "worker" in parts:
+            measure_worker(args.repeat, env, out)
+        if "pool" in parts:
+            measure_pool(args.repeat, env, out)
     print(json.dumps(out, indent=1))
+
+
+def measure_queries(query: list[str], repeat: int, env: dict[str, str], out: dict) -> None:
+    out["query_asked_before"] = median_of(
+        [timed_run([*query, "fiona"], env) for _ in range(repeat)]
+    )
+    print(f"query, input asked before: {out['query_asked_before']}", flush=True)
+    names = ["emma", "olivia", "ava", "mia", "luna", "ella", "aria", "zoe", "ivy", "amy"]
+    out["query_new_input"] = median_of(
+        [timed_run([*query, names[i % len(names)]], env) for i in range(repeat)]
+    )
+    print(f"query, new input: {out['query_new_input']}", flush=True)
+
+
+def measure_worker(repeat: int, env: dict[str, str], out: dict) -> None:
+    phases = []
+    for _ in range(repeat):
+        _, _, text = timed_run([sys.executable, "-c", WORKER], env)
+        phases.append(json.loads(text))
+    table = {
+        name: {
+            "wall_s": statistics.median(p[i][1] for p in phases),
+            "cpu_s": statistics.median(p[i][2] for p in phases),
+        }
+        for i, (name, _, _) in enumerate(phases[0])
+    }
+    start = [
+        sum(row[1] for row in p[:-2]) + p[-2][1] - p[-1][1] for p in phases
+    ]  # everything before the first chunk, plus the first chunk's extra over the second
+    start_cpu = [sum(row[2] for row in p[:-2]) + p[-2][2] - p[-1][2] for p in phases]
+    out["worker_phases"] = table
+    out["worker_startup"] = {
+        "wall_s": statistics.median(start),
+        "cpu_s": statistics.median(start_cpu),
+    }
+    for name, row in table.items():
+        print(f"  worker {name:<34} {row['wall_s']:6.3f} s wall {row['cpu_s']:6.3f} s cpu")
+    print(f"worker start-up: {out['worker_startup']}")
+
+
+def measure_pool(repeat: int, env: dict[str, str], out: dict) -> None:
+    pools = []
+    for _ in range(repeat):
+        _, _, text = timed_run([sys.executable, "-c", POOL], env)
+        pools.append(json.loads(text))
+    # two one-direction chunks on two workers: what is not the chunk is start-up
+    out["pool_2_workers"] = {
+        "precompute_wall_s": statistics.median(p["precompute_wall_s"] for p in pools),
+        "precompute_cpu_s": statistics.median(p["precompute_cpu_s"] for p in pools),
+        "chunk_s": statistics.median(p["chunk_s"] for p in pools),
+        "startup_wall_s": statistics.median(
+            p["precompute_wall_s"] - p["chunk_s"] for p in pools
+        ),
+    }
+    print(f"precompute, 2 workers x 1 direction: {out['pool_2_workers']}")
 
 
 if __name__ == "__main__":
