@@ -108,7 +108,7 @@ def _run_pool(fn, tasks, on_result, workers: int, warm=None, prepare=None) -> No
     _quiet_resource_tracker()
 
     context = multiprocessing.get_context("spawn")
-    ready = context.Event() if warm is not None else None
+    ready = context.Event() if warm is not None and prepare is not None else None
     ex = ProcessPoolExecutor(
         max_workers=workers,
         mp_context=context,

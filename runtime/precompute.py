@@ -87,12 +87,27 @@ def load_series_code(cp) -> None:
         if key not in seen:
             seen.add(key)
             cp.train_series(psi, start=s, stop=s + 1)
+    marker = _loaded_marker(cp)
+    if not marker.exists():
+        from runtime.files import atomic_write_bytes
+
+        atomic_write_bytes(marker, b"")
+
+
+def _loaded_marker(cp) -> Path:
+    """``<cache>/<key>/cs_<hash>.series-loaded``: this module's series code was compiled
+    into the disk cache.  Only a hint (whether a parent compiles before its workers
+    start, to spare them compiling the same code at once): nothing is trusted on it;
+    Numba checks its own cache."""
+    from compiler import cache
+
+    return cache.cache_dir() / f"cs_{cache.source_hash(cp.source)}.series-loaded"
 
 
 def warm_worker(spec: ProgramSource, degree: int, ready) -> None:
     """A worker's start (``parallel.run_tasks`` warm): build the program and its generated
-    module while the parent compiles, wait for the parent (`ready`), then load the
-    compiled series code from the disk cache, before the first chunk arrives."""
+    module (while the parent compiles, if it does), wait for the parent (`ready`, None:
+    the code is cached already), then load the series code before the first chunk."""
     cp = compiled(spec, degree)
     if ready is not None:
         ready.wait()
@@ -211,9 +226,11 @@ def precompute(
         elif done_dirs:
             bar.update(done_dirs)  # directions of a resumed sketch
         module = cache.source_hash(cp.source)
-        # local workers: the series code is compiled (or loaded) once, here, while the
-        # workers import and build the program; then they load it from the disk cache
+        # local workers start at once and load the series code from the disk cache; if
+        # it is not there yet, it is compiled once, here, while they import and build the
+        # program (they wait for it instead of all compiling the same code at once)
         local = scheduler is None and min(workers, len(jobs)) > 1
+        cold = local and not _loaded_marker(cp).exists()
 
         def store(job: ChunkJob, result: dict[str, Any]) -> None:
             if result["module"] != module:
@@ -229,7 +246,7 @@ def precompute(
             parallel.run_tasks(
                 compute_chunk, jobs, store, workers=workers, scheduler=scheduler,
                 warm=(warm_worker, (spec, int(degree))) if local else None,
-                prepare=(lambda: load_series_code(cp)) if local else None,
+                prepare=(lambda: load_series_code(cp)) if cold else None,
             )  # fmt: skip
         finally:
             if own_bar and bar is not None:

@@ -147,11 +147,16 @@ def test_a_mapped_file_is_hashed_only_when_its_stamp_changed(sketch, tmp_path, m
         Sketch.open(copy).chunk(0)
 
 
-def test_the_parent_compiles_while_workers_start(tmp_path, monkeypatch):
+@pytest.mark.parametrize("cached", [False, True])
+def test_the_parent_compiles_while_workers_start(tmp_path, monkeypatch, cached):
     import runtime.parallel as parallel
     import runtime.precompute as pre
     from runtime.sources import MicrogptSource
 
+    marker = tmp_path / "marker"
+    if cached:
+        marker.write_text("")
+    monkeypatch.setattr(pre, "_loaded_marker", lambda cp: marker)
     calls: list[str] = []
     monkeypatch.setattr(pre, "load_series_code", lambda cp: calls.append("load"))
     seen: dict = {}
@@ -159,7 +164,8 @@ def test_the_parent_compiles_while_workers_start(tmp_path, monkeypatch):
     def inline(fn, tasks, on_result, workers=1, scheduler=None, warm=None, prepare=None):
         seen.update(workers=workers, warm=warm)
         calls.append("start workers")
-        prepare()
+        if prepare is not None:
+            prepare()
         calls.append("run")
         for t in tasks:
             on_result(t, fn(t))
@@ -168,8 +174,26 @@ def test_the_parent_compiles_while_workers_start(tmp_path, monkeypatch):
     source = MicrogptSource(NAMES20, len(NAMES20), seed=1)
     pre.precompute(tmp_path / "sk", source, 3, num_directions=4, chunk_size=2, workers=2,
                    progress=False)  # fmt: skip
-    assert calls == ["start workers", "load", "run"]
+    # a cold cache: compiled once, by the parent; a warm one: the workers only load it
+    assert calls == ["start workers", "run"] if cached else ["start workers", "load", "run"]
     assert seen["workers"] == 2 and seen["warm"] == (pre.warm_worker, (source, 3))
+
+
+def test_loading_the_series_code_marks_it_cached(monkeypatch, tmp_path):
+    import runtime.precompute as pre
+    from runtime.sources import MicrogptSource
+    from runtime.spec import compiled
+
+    cp = compiled(MicrogptSource(NAMES20, len(NAMES20), seed=1), 3)
+    marker = tmp_path / "marker"
+    monkeypatch.setattr(pre, "_loaded_marker", lambda cp: marker)
+    pre.load_series_code(cp)
+    assert marker.exists()
+    monkeypatch.undo()  # the real marker lives in the keyed cache directory
+    from compiler import cache
+
+    assert pre._loaded_marker(cp).parent == cache.cache_dir()
+    assert cache.source_hash(cp.source) in pre._loaded_marker(cp).name
 
 
 # in the workers of the next test (spawned processes import this module)
