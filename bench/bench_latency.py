@@ -103,6 +103,31 @@ print(json.dumps({"precompute_wall_s": wall, "precompute_cpu_s": total_cpu, "chu
 """
 
 
+QUERY_PHASES = r"""
+import json, resource, sys
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+marks = [("start", cpu())]
+from runtime.cli import main
+marks.append(("interpreter, import runtime.cli", cpu()))
+from runtime.query import deletion_weights, predict, sketch_program
+from runtime.store import Sketch
+sk = Sketch.open(sys.argv[1])
+docs = sk.docs()
+marks.append(("open the sketch, its documents", cpu()))
+import compiler.compiled
+marks.append(("import numba and the compiler", cpu()))
+cp = sketch_program(sk)
+marks.append(("trace, passes, generated module", cpu()))
+compiler.compiled.output_from_params(cp, sk.params0(), sk.chunk(0)[:1].copy(), sys.argv[2])
+marks.append(("Numba loads the output function", cpu()))
+predict(sk, [sys.argv[2]], deletion_weights(docs, contains="f")[0])
+marks.append(("coefficients on every direction, estimate", cpu()))
+print(json.dumps([[b, t1 - t0] for (a, t0), (b, t1) in zip(marks, marks[1:])]))
+"""
+
+
 def children_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
@@ -175,6 +200,16 @@ def measure_queries(query: list[str], repeat: int, env: dict[str, str], out: dic
         [timed_run([*query, names[i % len(names)]], env) for i in range(repeat)]
     )
     print(f"query, new input: {out['query_new_input']}", flush=True)
+    runs = []  # the same, phase by phase, inside the process (CPU time)
+    for i in range(repeat):
+        _, _, text = timed_run([sys.executable, "-c", QUERY_PHASES, query[4],
+                                f"{names[i % len(names)]}x"], env)  # fmt: skip
+        runs.append(json.loads(text))
+    out["query_new_input_phases_cpu_s"] = {
+        name: statistics.median(r[i][1] for r in runs) for i, (name, _) in enumerate(runs[0])
+    }
+    for name, t in out["query_new_input_phases_cpu_s"].items():
+        print(f"  new-input query: {name:<42} {t:6.3f} s cpu")
 
 
 def measure_worker(repeat: int, env: dict[str, str], out: dict) -> None:
