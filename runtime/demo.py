@@ -124,6 +124,9 @@ def run(
         raise ValueError(f"--test {test!r}: {e}") from None
     if len(letter) != 1:
         raise ValueError(f"--letter must be a single character, got {letter!r}")
+    if plot and (not Path(plot).parent.is_dir() or Path(plot).is_dir()):
+        raise ValueError(f"--plot {plot!r}: no such directory, or a directory (give a "
+                         "file name in an existing directory)")
 
     t_start = time.perf_counter()
     corpus = microgpt.read_docs(microgpt.corpus_path())

@@ -265,3 +265,11 @@ def test_demo_draws_its_picture(capsys, tmp_path):
     r = run_json(capsys, "demo", "--num-docs", "20", "--directions", "4", "--letter", "y",
                  "--test", "zoe", "--out", tmp_path / "demo2", "--no-plot")  # fmt: skip
     assert r["picture"] is None and not (tmp_path / "demo2" / "circuitsketch-demo.png").exists()
+
+
+def test_demo_refuses_a_picture_it_cannot_write(capsys, tmp_path):
+    from tests.cli_helpers import one_line_error
+
+    err = one_line_error(capsys, "demo", "--num-docs", "20", "--plot", tmp_path / "no" / "x.png")
+    assert err.startswith("error: --plot") and "no such directory" in err
+    assert not (tmp_path / "no").exists()
