@@ -200,6 +200,14 @@ def measure_queries(query: list[str], repeat: int, env: dict[str, str], out: dic
         [timed_run([*query, names[i % len(names)]], env) for i in range(repeat)]
     )
     print(f"query, new input: {out['query_new_input']}", flush=True)
+    # the same where scipy is not installed (it is no dependency of circuitsketch; jax, the
+    # bench extra, brings it): Numba's BLAS check then skips importing scipy.linalg
+    no_scipy = [sys.executable, "-c", "import sys; sys.modules['scipy'] = None; from "
+                "runtime.cli import main; raise SystemExit(main(sys.argv[1:]))", *query[3:]]
+    out["query_new_input_without_scipy"] = median_of(
+        [timed_run([*no_scipy, f"{names[i % len(names)]}s"], env) for i in range(repeat)]
+    )
+    print(f"query, new input, scipy hidden: {out['query_new_input_without_scipy']}", flush=True)
     runs = []  # the same, phase by phase, inside the process (CPU time)
     for i in range(repeat):
         _, _, text = timed_run([sys.executable, "-c", QUERY_PHASES, query[4],
