@@ -1,9 +1,17 @@
-"""The README's main job, end to end, in a couple of minutes on two cores.
+"""The README's main job, end to end, in seconds on two cores (half a minute cold).
 
 Train microgpt on the first few hundred names of the shipped corpus, compile
 a degree-K sketch along M random directions, predict the test loss of a name
 if every training name containing a chosen letter were deleted, then retrain
-without those names to get the truth, and show both side by side.
+without those names to get the truth, show both side by side and draw one
+picture (the prediction by degree against the truth).
+
+What overlaps (2 cores): a helper process compiles the test name's degree-K output
+function, retrains without the names (compiling the real-mode code on a first
+run) and loads matplotlib, while this process compiles the series step code and
+computes the sketch; the picture is drawn in the helper too.  The sketch is
+small, so by default it is computed here (``workers=1``): a worker process would
+spend longer starting than it saves (bench/RESULTS.md, "Latency (issue 20)").
 """
 
 from __future__ import annotations
@@ -17,15 +25,58 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULTS", "format_result", "run"]
+__all__ = ["DEFAULTS", "PICTURE", "format_result", "run"]
 
 DEFAULTS: dict[str, Any] = {
     "num_docs": 250,
-    "directions": 64,
+    "directions": 32,
     "degree": 3,
     "letter": "f",
     "test": "fiona",
+    "workers": 1,
 }
+PICTURE = "circuitsketch-demo.png"
+"""The picture's name: in --out DIR if given, else in the working directory."""
+
+
+def _cpu() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _truth(source, weights: np.ndarray, test: str, degree: int) -> dict[str, Any]:
+    """In the helper process: load (or compile) the degree-K output function of `test`,
+    which the main process needs once its sketch is done, then retrain without the
+    names (compiling real mode on a first run), then load matplotlib for the picture."""
+    from runtime.retrain import retrain
+    from runtime.spec import compiled
+
+    cp = compiled(source, degree)
+    cp.output(cp.initial_state(), test, np.zeros(degree * cp.state_size, np.complex128))
+    t0 = time.perf_counter()
+    (truth,), _ = retrain(source, weights, [test])
+    t_retrain = time.perf_counter() - t0
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # loaded now, for the picture drawn here later
+
+    return {"truth": truth, "seconds": t_retrain, "cpu": _cpu()}
+
+
+def _bar(total: int, progress: bool | None):
+    """One tqdm bar over the directions whose description names the stage (None: off;
+    default: when stderr is a terminal)."""
+    import sys
+
+    if progress is False or (progress is None and not sys.stderr.isatty()):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="dir", file=sys.stderr, ncols=100, desc="starting",
+                bar_format="{desc:<44} {bar} {n_fmt}/{total_fmt} dir [{elapsed}]")
 
 
 def run(
@@ -43,16 +94,19 @@ def run(
     model_config: dict[str, Any] | None = None,
     train_config: dict[str, Any] | None = None,
     epochs: int | None = None,
+    plot: str | None = None,
 ) -> dict[str, Any]:
     """The demo's result; `model_config` / `train_config` / `epochs`: microgpt's size and
-    training (``runtime.sources.microgpt_settings``; default: the spec's, one epoch)."""
+    training (``runtime.sources.microgpt_settings``; default: the spec's, one epoch).
+    `plot`: where to draw the picture (None: ``PICTURE`` in `out`, else in the working
+    directory; "": no picture)."""
     from circuitsketch.models import microgpt
-    from runtime.parallel import default_workers
-    from runtime.precompute import precompute
+    from runtime.parallel import helper_process
+    from runtime.precompute import load_series_code, precompute
     from runtime.query import counted, deletion_weights, predict
-    from runtime.retrain import retrain
     from runtime.sources.microgpt import MicrogptSource, check_test_docs, read_training_docs
     from runtime.sources.microgpt_settings import normalized_train, num_steps
+    from runtime.spec import compiled
     from runtime.store import Sketch
 
     log = log or (lambda s: None)
@@ -61,7 +115,7 @@ def run(
     k = degree or DEFAULTS["degree"]
     letter = DEFAULTS["letter"] if letter is None else letter
     test = test or DEFAULTS["test"]
-    workers = workers or default_workers()
+    workers = workers or DEFAULTS["workers"]
     if not test.strip():
         raise ValueError("--test: empty test name")
     try:
@@ -70,6 +124,9 @@ def run(
         raise ValueError(f"--test {test!r}: {e}") from None
     if len(letter) != 1:
         raise ValueError(f"--letter must be a single character, got {letter!r}")
+    if plot and (not Path(plot).parent.is_dir() or Path(plot).is_dir()):
+        raise ValueError(f"--plot {plot!r}: no such directory, or a directory (give a "
+                         "file name in an existing directory)")
 
     t_start = time.perf_counter()
     corpus = microgpt.read_docs(microgpt.corpus_path())
@@ -77,6 +134,9 @@ def run(
         raise ValueError(f"--num-docs {n}: the corpus has {len(corpus)} names")
     temp = out is None
     work = Path(tempfile.mkdtemp(prefix="circuitsketch-demo-") if temp else out)
+    picture = (Path(plot) if plot else None) if plot is not None else (
+        Path(PICTURE) if temp else work / PICTURE)
+    bar = None
     try:
         work.mkdir(parents=True, exist_ok=True)
         docs_file = work / "docs.txt"
@@ -94,42 +154,64 @@ def run(
                 "nothing to delete (choose a letter a-z)"
             )
         w, sel, what = deletion_weights(docs, contains=letter)
+        with helper_process() as helper:
+            truth_job = helper.submit(_truth, source, w, test, k)
+            bar = _bar(m, progress)
+            stage = _stages(bar, log)
 
-        log(
-            f"[1/3] sketch: microgpt on the first {n} names, T = {steps} steps, degree K = {k}, "
-            f"M = {m} directions, {workers} worker(s) (the first run compiles the Numba "
-            "kernels once, about a minute; they are cached on disk)"
-        )
-        t0 = time.perf_counter()
-        report = precompute(
-            work / "sketch",
-            source,
-            k,
-            num_directions=m,
-            seed=seed,
-            workers=workers,
-            docs_sha256=docs_sha,
-            info={"docs_file": str(docs_file.resolve()), "made_by": "circuitsketch demo"},
-            progress=progress,
-            warn=warn,
-        )
-        t_sketch = time.perf_counter() - t0
+            stage(f"[1/4] compile: microgpt's series code, K = {k} (a first run compiles "
+                  "the Numba kernels, cached on disk; a second process retrains meanwhile)",
+                  f"compile series code (K = {k})")
+            t0 = time.perf_counter()
+            load_series_code(compiled(source, k))
+            t_compile = time.perf_counter() - t0
 
-        log(f"[2/3] predict: test loss of {test!r} without the {counted(len(sel), what)}")
-        t0 = time.perf_counter()
-        sketch = Sketch.open(work / "sketch")
-        pred = predict(sketch, [test], w, warn=warn)[0]
-        t_query = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        pred_again = predict(sketch, [test], w, warn=warn)[0]  # cached coefficients
-        t_query_cached = time.perf_counter() - t0
-        assert pred_again["prediction"] == pred["prediction"]
+            stage(f"[2/4] sketch: {n} names, T = {steps} steps, M = {m} directions, "
+                  f"{workers} worker(s)", f"sketch: {m} directions")
+            t0 = time.perf_counter()
+            report = precompute(
+                work / "sketch",
+                source,
+                k,
+                num_directions=m,
+                seed=seed,
+                workers=workers,
+                docs_sha256=docs_sha,
+                info={"docs_file": str(docs_file.resolve()), "made_by": "circuitsketch demo"},
+                progress=False,
+                warn=warn,
+                bar=bar,
+            )
+            t_sketch = time.perf_counter() - t0
 
-        log(f"[3/3] truth: retrain {steps} steps without those names")
-        t0 = time.perf_counter()
-        (truth,), _ = retrain(source, w, [test])
-        t_retrain = time.perf_counter() - t0
+            stage(f"[3/4] predict: test loss of {test!r} without the "
+                  f"{counted(len(sel), what)}", f"predict {test!r}")
+            t0 = time.perf_counter()
+            sketch = Sketch.open(work / "sketch")
+            pred = predict(sketch, [test], w, warn=warn)[0]
+            t_query = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            pred_again = predict(sketch, [test], w, warn=warn)[0]  # cached coefficients
+            t_query_cached = time.perf_counter() - t0
+            assert pred_again["prediction"] == pred["prediction"]
+
+            stage(f"[4/4] truth: retrained {steps} steps without those names "
+                  "(in the second process)" + (f"; picture {picture}" if picture else ""),
+                  "retrain" + (" and draw" if picture else ""))
+            t0 = time.perf_counter()
+            done = truth_job.result()
+            truth = done["truth"]
+            if picture is not None:
+                from runtime.demo_plot import plot_demo
+
+                helper.submit(plot_demo, str(picture), pred, truth, test, len(sel),
+                              letter).result()
+            t_wait = time.perf_counter() - t0
+            if bar is not None:
+                bar.set_description_str("done")
     finally:
+        if bar is not None:
+            bar.close()
         if temp:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -162,15 +244,33 @@ def run(
         else None,
         "chunks_reused": report.reused,
         "sketch_dir": None if temp else str((work / "sketch").resolve()),
+        "picture": None if picture is None else str(picture.resolve()),
         "seconds": {
+            "compile": t_compile,
             "sketch": t_sketch,
             "sketch_per_direction": t_sketch / m,
             "query": t_query,
             "query_cached": t_query_cached,
-            "retrain": t_retrain,
+            "retrain": done["seconds"],
+            "finish": t_wait,
             "total": time.perf_counter() - t_start,
         },
+        # process time (user + system) of this process and of the helper: less sensitive
+        # than the wall times above to other jobs on the machine
+        "cpu_seconds": {"main": _cpu(), "helper": done["cpu"]},
     }
+
+
+def _stages(bar, log: Callable[[str], None]) -> Callable[[str, str], None]:
+    """stage(line, short): log the line, and name the stage on the bar."""
+
+    def stage(line: str, short: str) -> None:
+        if bar is not None:
+            bar.set_description_str(short)
+        else:
+            log(line)
+
+    return stage
 
 
 def format_result(r: dict[str, Any]) -> str:
@@ -202,12 +302,15 @@ def format_result(r: dict[str, Any]) -> str:
         ),
         f"  median of means over {r['groups']} groups: {r['median_of_means']:.6f}",
         "",
-        f"time: sketch {s['sketch']:.1f} s ({s['sketch_per_direction']:.2f} s per direction), "
-        f"first query {s['query']:.2f} s, cached query {s['query_cached'] * 1e3:.1f} ms, "
-        f"retrain {s['retrain']:.1f} s, total {s['total']:.1f} s",
+        f"time: compile {s['compile']:.1f} s, sketch {s['sketch']:.1f} s "
+        f"({s['sketch_per_direction']:.2f} s per direction), first query {s['query']:.2f} s, "
+        f"cached query {s['query_cached'] * 1e3:.1f} ms, retrain {s['retrain']:.1f} s (in a "
+        f"second process, overlapped), total {s['total']:.1f} s",
     ]
     if not r["reliable"]:
         lines.append("warning: the sketch flags this prediction as unreliable (error bar too wide)")
+    if r["picture"]:
+        lines.append(f"picture: {r['picture']} (the prediction by degree against the truth)")
     if r["sketch_dir"]:
         lines.append(f"sketch kept in {r['sketch_dir']} (try: circuitsketch influence ...)")
     return "\n".join(lines)

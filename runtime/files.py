@@ -16,7 +16,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ __all__ = [
     "check_file",
     "file_lock",
     "load_verified",
+    "map_verified",
     "npy_bytes",
     "stamp_of",
 ]
@@ -133,6 +134,82 @@ def load_verified(path: str | Path, entry: dict[str, Any], label: str) -> np.nda
             f"{entry['dtype']} {tuple(entry['shape'])}"
         )
     return arr
+
+
+def map_verified(
+    path: str | Path,
+    entry: dict[str, Any],
+    label: str,
+    trusted: Callable[[list[int]], bool],
+) -> tuple[np.ndarray, list[int], bool]:
+    """Memory-map an array file (read-only), hashing it first unless `trusted(stamp)`.
+
+    Returns (array, stamp, hashed).  The stamp, the hash and the map all come from one
+    open file, so a file replaced meanwhile (every circuitsketch write is a rename) is
+    never mapped after another one was hashed.  The pages are read lazily: a query
+    touches only what it uses, and memory stays flat whatever the sketch's size.
+    Trade-off: a file overwritten *in place* by another program while it is mapped
+    changes under the reader (its stamp changes, so the next open hashes it again).
+    """
+    path = Path(path)
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below; the map keeps its own handle
+    except FileNotFoundError:
+        raise SketchError(f"{label}: file is missing") from None
+    except OSError as e:
+        raise SketchError(f"{label}: cannot read it: {e.strerror or e}") from None
+    with f:
+        st = os.fstat(f.fileno())
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        if st.st_size != entry["bytes"]:
+            raise SketchError(
+                f"{label}: truncated or altered ({st.st_size} bytes, the manifest says "
+                f"{entry['bytes']})"
+            )
+        hashed = not trusted(stamp)
+        if hashed:
+            h = hashlib.sha256()
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+            if h.hexdigest() != entry["sha256"]:
+                raise SketchError(
+                    f"{label}: corrupt (sha256 {h.hexdigest()[:12]}..., the manifest says "
+                    f"{entry['sha256'][:12]}...)"
+                )
+            f.seek(0)
+        arr = _map_npy(f, label)
+    if list(arr.shape) != list(entry["shape"]) or arr.dtype.str != entry["dtype"]:
+        raise SketchError(
+            f"{label}: holds {arr.dtype.str} {tuple(arr.shape)}, the manifest says "
+            f"{entry['dtype']} {tuple(entry['shape'])}"
+        )
+    return arr, stamp, hashed
+
+
+def _map_npy(f, label: str) -> np.ndarray:
+    """The array of an open .npy file as a read-only map (an empty one, or a header
+    version without a public reader, is read instead)."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = fmt.read_array_header_2_0(f)
+        else:
+            f.seek(0)
+            return np.load(f, allow_pickle=False)
+        if dtype.hasobject:
+            raise ValueError("object arrays are not read (allow_pickle=False)")
+        if int(np.prod(shape)) == 0:
+            arr = np.empty(shape, dtype, order="F" if fortran else "C")
+            arr.flags.writeable = False
+            return arr
+        mm = np.memmap(f, dtype=dtype, mode="r", shape=shape, offset=f.tell(),
+                       order="F" if fortran else "C")
+    except (ValueError, OSError, EOFError) as e:
+        raise SketchError(f"{label}: not a readable .npy array: {e}") from None
+    return mm.view(np.ndarray)  # a plain array over the map (it keeps the map alive)
 
 
 def check_file(path: str | Path, entry: dict[str, Any], label: str) -> None:

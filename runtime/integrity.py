@@ -188,17 +188,15 @@ class Stamps:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def valid(self, name: str, sha256: str) -> bool:
-        """Whether `name` was verified to hold `sha256` and is unchanged since."""
+    def valid(self, name: str, sha256: str, stamp: list[int] | None = None) -> bool:
+        """Whether `name` was verified to hold `sha256` and is unchanged since (`stamp`:
+        its current stamp, e.g. of a file already open; default: stat it)."""
         if self._known is None:
             self._known = self._read()
         rec = self._new.get(name) or self._known.get(name)
-        return (
-            isinstance(rec, list)
-            and len(rec) == 5
-            and rec[0] == sha256
-            and rec[1:] == stamp_of(self.root / name)
-        )
+        if stamp is None:
+            stamp = stamp_of(self.root / name)
+        return isinstance(rec, list) and len(rec) == 5 and rec[0] == sha256 and rec[1:] == stamp
 
     def record(self, name: str, sha256: str, stamp: list[int] | None) -> None:
         """Remember that `name` (with the stamp taken before it was read) holds `sha256`."""

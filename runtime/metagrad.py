@@ -31,16 +31,17 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from circuitsketch import interpret
 from circuitsketch.grad import grad
 from circuitsketch.program import LOSS, Program, Step
-from compiler.compiled import CompiledProgram
 from runtime.checkpoints import MemoryModel, Plan, choose, simulate, summary
-from runtime.sweep import FWD, Sweep, accumulate, reverse_shell
+
+if TYPE_CHECKING:  # compiled code (numba) is imported where it runs: reading a stored g
+    from compiler.compiled import CompiledProgram  # must stay light (a query's start-up)
 
 
 # ---------------------------------------------------------------- the full-trajectory reference
@@ -57,6 +58,8 @@ def reverse_program(program: Program, cp: CompiledProgram, traj: np.ndarray) -> 
 
     Its initial state is a placeholder: each test input supplies its own.
     """
+    from runtime.sweep import FWD, reverse_shell
+
     names = list(program.init_state)
     T = program.num_steps
     steps = []
@@ -70,6 +73,9 @@ def reverse_program(program: Program, cp: CompiledProgram, traj: np.ndarray) -> 
 
 def full_trajectory_metagradient(program: Program, test, weights=None) -> np.ndarray:
     """dF/dw by the plain method: the whole trajectory stored, one reverse run over it."""
+    from compiler.compiled import CompiledProgram
+    from runtime.sweep import accumulate
+
     cp = CompiledProgram(program, 0)
     traj = trajectory(cp, weights)
     rev = CompiledProgram(reverse_program(program, cp, traj), 0)
@@ -113,6 +119,8 @@ class Metagradient:
         plan: Plan | None = None,
         seeds: int = 1,
     ):
+        from runtime.sweep import Sweep
+
         self.program = program
         self.weights = weights
         self.threads = threads

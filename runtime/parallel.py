@@ -27,10 +27,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-__all__ = ["SchedulerError", "default_workers", "run_tasks"]
+__all__ = ["SchedulerError", "default_workers", "helper_process", "run_tasks"]
 
 
 CONNECT_TIMEOUT = "15s"  # how long to try reaching a Dask scheduler
@@ -55,9 +55,12 @@ def _watch_parent(parent: int) -> None:
             os._exit(1)
 
 
-def _worker_init(parent: int) -> None:
+def _worker_init(parent: int, warm: tuple | None = None, ready: Any = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if warm is not None:
+        fn, args = warm
+        fn(*args, ready)
 
 
 def run_tasks(
@@ -66,7 +69,14 @@ def run_tasks(
     on_result: Callable[[Any, Any], None],
     workers: int = 1,
     scheduler: str | None = None,
+    warm: tuple[Callable[..., None], tuple] | None = None,
+    prepare: Callable[[], None] | None = None,
 ) -> None:
+    """Local worker processes only: `warm` = (function, args), called as
+    ``function(*args, ready)`` once in each worker as it starts; `prepare()` runs here
+    while the workers start, and ``ready`` (an Event) is set when it has returned.  The
+    parent compiles in `prepare` while the workers import and build, and the workers'
+    `warm` waits for `ready` before loading the compiled code (``runtime.precompute``)."""
     if not tasks:
         return
     if scheduler:
@@ -75,7 +85,7 @@ def run_tasks(
         for t in tasks:
             on_result(t, fn(t))
     else:
-        _run_pool(fn, tasks, on_result, min(workers, len(tasks)))
+        _run_pool(fn, tasks, on_result, min(workers, len(tasks)), warm, prepare)
 
 
 # When this process is killed outright (SIGKILL, out of memory), the pool's queues never
@@ -91,21 +101,27 @@ def _quiet_resource_tracker() -> None:
         sys.warnoptions.append(QUIET_TRACKER)
 
 
-def _run_pool(fn, tasks, on_result, workers: int) -> None:
+def _run_pool(fn, tasks, on_result, workers: int, warm=None, prepare=None) -> None:
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
     _quiet_resource_tracker()
 
+    context = multiprocessing.get_context("spawn")
+    ready = context.Event() if warm is not None and prepare is not None else None
     ex = ProcessPoolExecutor(
         max_workers=workers,
-        mp_context=multiprocessing.get_context("spawn"),
+        mp_context=context,
         initializer=_worker_init,
-        initargs=(os.getpid(),),
+        initargs=(os.getpid(), warm, ready),
     )
     ok = False
     try:
-        pending = {ex.submit(fn, t): t for t in tasks}
+        pending = {ex.submit(fn, t): t for t in tasks}  # starts the workers
+        if prepare is not None:
+            prepare()
+        if ready is not None:
+            ready.set()
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
@@ -123,21 +139,50 @@ def _run_pool(fn, tasks, on_result, workers: int) -> None:
         if ok:
             ex.shutdown(wait=True)
         else:
-            procs = list(getattr(ex, "_processes", {}).values())
-            results = getattr(ex, "_result_queue", None)  # shutdown() drops it
-            ex.shutdown(wait=False, cancel_futures=True)
-            for p in procs:  # do not wait for running tasks to finish
-                with contextlib.suppress(OSError, ValueError, AttributeError):  # already gone
-                    p.terminate()
-            for p in procs:
-                with contextlib.suppress(OSError, ValueError, AttributeError):
-                    p.join(timeout=5)
-            # A worker killed while sending its result leaves half a message in the
-            # result pipe; the executor's thread would wait for the rest for ever (and
-            # the interpreter, at exit, for that thread).  With our copy of the pipe's
-            # write end closed too, it reads end-of-file instead and stops.
-            with contextlib.suppress(OSError, AttributeError):
-                results._writer.close()
+            _terminate(ex)
+
+
+def _terminate(ex) -> None:
+    """Stop a process pool at once: running tasks are not waited for."""
+    procs = list(getattr(ex, "_processes", {}).values())
+    results = getattr(ex, "_result_queue", None)  # shutdown() drops it
+    ex.shutdown(wait=False, cancel_futures=True)
+    for p in procs:  # do not wait for running tasks to finish
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # already gone
+            p.terminate()
+    for p in procs:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            p.join(timeout=5)
+    # A worker killed while sending its result leaves half a message in the
+    # result pipe; the executor's thread would wait for the rest for ever (and
+    # the interpreter, at exit, for that thread).  With our copy of the pipe's
+    # write end closed too, it reads end-of-file instead and stops.
+    with contextlib.suppress(OSError, AttributeError):
+        results._writer.close()
+
+
+@contextlib.contextmanager
+def helper_process() -> Iterator[Any]:
+    """One spawned worker process (an executor) for work that overlaps the caller's: the
+    demo retrains there while it sketches.  Terminated, not awaited, if the block fails."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    _quiet_resource_tracker()
+    ex = ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_init,
+        initargs=(os.getpid(),),
+    )
+    ok = False
+    try:
+        yield ex
+        ok = True
+    finally:
+        if ok:
+            ex.shutdown(wait=True)
+        else:
+            _terminate(ex)
 
 
 def _run_dask(fn, tasks, on_result, address: str) -> None:

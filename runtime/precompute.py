@@ -26,7 +26,15 @@ from runtime.sources import ProgramSource
 from runtime.spec import compiled, fingerprints, sha256_file
 from runtime.store import Sketch, SketchWriter, chunk_bounds, num_chunks
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "ChunkJob", "CompileReport", "compute_chunk", "precompute"]
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "ChunkJob",
+    "CompileReport",
+    "compute_chunk",
+    "load_series_code",
+    "precompute",
+    "warm_worker",
+]
 
 DEFAULT_CHUNK_SIZE = 8
 
@@ -65,6 +73,47 @@ def compute_chunk(job: ChunkJob) -> dict[str, Any]:
     }
 
 
+def load_series_code(cp) -> None:
+    """Compile (on a cold cache) or load every series step function a chunk runs.
+
+    One step of one zero direction per step circuit: Numba compiles a function on its
+    first call, so a parent that calls this before starting workers compiles once,
+    and each worker then only loads the cached code (instead of every worker
+    compiling the same functions at once on a cold cache).
+    """
+    psi = np.zeros((1, cp.program.num_docs), np.complex128)
+    seen: set[int] = set()
+    for s, key in enumerate(cp.keys.tolist()):
+        if key not in seen:
+            seen.add(key)
+            cp.train_series(psi, start=s, stop=s + 1)
+    marker = _loaded_marker(cp)
+    if not marker.exists():
+        from runtime.files import atomic_write_bytes
+
+        atomic_write_bytes(marker, b"")
+
+
+def _loaded_marker(cp) -> Path:
+    """``<cache>/<key>/cs_<hash>.series-loaded``: this module's series code was compiled
+    into the disk cache.  Only a hint (whether a parent compiles before its workers
+    start, to spare them compiling the same code at once): nothing is trusted on it;
+    Numba checks its own cache."""
+    from compiler import cache
+
+    return cache.cache_dir() / f"cs_{cache.source_hash(cp.source)}.series-loaded"
+
+
+def warm_worker(spec: ProgramSource, degree: int, ready) -> None:
+    """A worker's start (``parallel.run_tasks`` warm): build the program and its generated
+    module (while the parent compiles, if it does), wait for the parent (`ready`, None:
+    the code is cached already), then load the series code before the first chunk."""
+    cp = compiled(spec, degree)
+    if ready is not None:
+        ready.wait()
+    load_series_code(cp)
+
+
 @dataclass
 class CompileReport:
     sketch: Sketch
@@ -89,6 +138,7 @@ def precompute(
     info: dict[str, Any] | None = None,
     progress: bool | None = None,
     warn: Callable[[str], None] | None = None,
+    bar: Any | None = None,
 ) -> CompileReport:
     """Compile (or resume) the sketch of `spec` at `degree` into directory `out`.
 
@@ -96,8 +146,9 @@ def precompute(
     `directions_file` exactly as given.  `docs_sha256` / `init_sha256` are the
     checksums recorded for the documents and init files (default: of the
     documents' text and of the init vector).  `progress`: a tqdm bar on stderr
-    (None: only when stderr is a terminal).  Raises ValueError subclasses on bad
-    input; KeyboardInterrupt leaves every finished chunk saved.
+    (None: only when stderr is a terminal); `bar`: a bar of the caller's to advance by
+    the directions instead (anything with ``update(n)``; not closed here).  Raises
+    ValueError subclasses on bad input; KeyboardInterrupt leaves every finished chunk saved.
     """
     import time
 
@@ -169,8 +220,17 @@ def precompute(
         done_dirs = sum(
             chunk_bounds(c, chunk_size, m)[1] - chunk_bounds(c, chunk_size, m)[0] for c in done
         )
-        bar = _progress_bar(m, done_dirs, progress)
+        own_bar = bar is None
+        if own_bar:
+            bar = _progress_bar(m, done_dirs, progress)
+        elif done_dirs:
+            bar.update(done_dirs)  # directions of a resumed sketch
         module = cache.source_hash(cp.source)
+        # local workers start at once and load the series code from the disk cache; if
+        # it is not there yet, it is compiled once, here, while they import and build the
+        # program (they wait for it instead of all compiling the same code at once)
+        local = scheduler is None and min(workers, len(jobs)) > 1
+        cold = local and not _loaded_marker(cp).exists()
 
         def store(job: ChunkJob, result: dict[str, Any]) -> None:
             if result["module"] != module:
@@ -183,9 +243,13 @@ def precompute(
                 bar.update(job.rows.shape[0])
 
         try:
-            parallel.run_tasks(compute_chunk, jobs, store, workers=workers, scheduler=scheduler)
+            parallel.run_tasks(
+                compute_chunk, jobs, store, workers=workers, scheduler=scheduler,
+                warm=(warm_worker, (spec, int(degree))) if local else None,
+                prepare=(lambda: load_series_code(cp)) if cold else None,
+            )  # fmt: skip
         finally:
-            if bar is not None:
+            if own_bar and bar is not None:
                 bar.close()
         w.finish()
     sketch = Sketch.open(out)

@@ -28,7 +28,8 @@ recomputed on resume.
 
 What is checked when (``docs/integrity.md``): opening a sketch checks the
 manifest's seal (an edited value is named), its file names (none outside the
-folder) and every listed file's size; reading an array checks its sha256;
+folder) and every listed file's size; reading an array memory-maps it and checks
+its sha256 (unless its stamp shows it verified since its last change);
 a result derived from the sketch (``Sketch.derived``, ``runtime.derived``)
 checks the files it was computed from, by their stamps or by hashing them;
 ``Sketch.verify_all()`` hashes every file.
@@ -55,6 +56,7 @@ from runtime.files import (
     check_file,
     load_verified,
     lock_is_held,
+    map_verified,
     npy_bytes,
     stamp_of,
 )
@@ -267,7 +269,7 @@ class Sketch:
     def done_chunks(self) -> list[int]:
         return [c for c in range(self.num_chunks) if chunk_name(c) in self.manifest["files"]]
 
-    # ---- arrays (verified on read, kept in memory)
+    # ---- arrays (verified on read, memory-mapped)
     def _entry(self, name: str) -> dict[str, Any]:
         entry = self.manifest["files"].get(name)
         if entry is None:
@@ -275,15 +277,25 @@ class Sketch:
         return entry
 
     def load(self, name: str) -> np.ndarray:
-        """The array of file `name`, its sha256, shape and dtype checked when first read."""
+        """The array of file `name`, memory-mapped read-only; its shape and dtype checked,
+        and its sha256 unless it was verified since its last change (by this process or
+        any other: ``runtime.integrity.Stamps``), so a warm query hashes nothing."""
         if name not in self._arrays:
             entry = self._entry(name)
-            stamp = stamp_of(self.path / name)
-            self._arrays[name] = load_verified(
-                self.path / name, entry, f"sketch {str(self.path)!r}: file {name}"
+
+            def trusted(stamp: list[int]) -> bool:
+                return self._verified.get(name) == stamp or self.stamps.valid(
+                    name, entry["sha256"], stamp
+                )
+
+            arr, stamp, hashed = map_verified(
+                self.path / name, entry, f"sketch {str(self.path)!r}: file {name}", trusted
             )
+            self._arrays[name] = arr
             self._verified[name] = stamp
-            self.stamps.record(name, entry["sha256"], stamp)
+            if hashed:
+                self.stamps.record(name, entry["sha256"], stamp)
+                self.stamps.flush()
         return self._arrays[name]
 
     def ensure_verified(self, names: Iterable[str], force: bool = False) -> None:

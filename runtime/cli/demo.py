@@ -45,7 +45,7 @@ def configure_demo(p: argparse.ArgumentParser) -> None:
         type=count_of("directions"),
         default=None,
         metavar="M",
-        help="random directions of the sketch (default 64)",
+        help="random directions of the sketch (default 32)",
     )
     p.add_argument(
         "--degree", type=series_degree, default=None, metavar="K", help="series degree (default 3)"
@@ -64,8 +64,18 @@ def configure_demo(p: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=None,
         metavar="W",
-        help="local worker processes of the compile (default: the number of CPUs)",
+        help="local worker processes of the sketch (default 1: the demo's sketch is "
+        "small, computed in this process while a second process retrains)",
     )
+    plot = p.add_mutually_exclusive_group()
+    plot.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        default=None,
+        help="where to draw the picture (default: circuitsketch-demo.png in --out DIR, "
+        "else in the working directory)",
+    )
+    plot.add_argument("--no-plot", action="store_true", help="draw no picture")
     p.add_argument(
         "--seed",
         type=nonnegative_int,
@@ -105,6 +115,7 @@ def run_demo(args: argparse.Namespace) -> int:
             model_config=given(args, MODEL_OPTIONS),
             train_config=given(args, TRAIN_OPTIONS),
             epochs=args.epochs,
+            plot="" if args.no_plot else args.plot,
         )
     if args.json:
         print_json(result)
