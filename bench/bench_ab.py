@@ -1,14 +1,19 @@
-"""Two checkouts' bench/bench_compiler.py, run in alternation on this machine.
+"""Two checkouts' compiler, timed in alternation on this machine by CPU time.
 
 Run from the repository root:
-    python bench/bench_ab.py OLD_CHECKOUT NEW_CHECKOUT [--rounds 3] [--quick]
+    python bench/bench_ab.py OLD_CHECKOUT NEW_CHECKOUT [--rounds 2]
 
-A machine's speed drifts over minutes (other jobs, clocks), so one run of each
-side compared is noise.  Here each round runs the old side's benchmark and
-then the new side's, each a fresh process importing its own checkout's code
-with its own kernel cache (an old checkout may not key its cache soundly), and
-the report gives, per figure, both sides' medians over the rounds and the
-ratio new / old.  Prints one JSON object; copy it into bench/RESULTS.md.
+On a shared 2-core machine wall-clock figures of one process move by 2x
+between runs (other jobs take the cores), so `bench/bench_compiler.py` run
+once per side cannot show a 5% difference.  Here each round runs the old side
+and then the new side, each a fresh process importing its own checkout's code
+(PYTHONPATH) with its own kernel cache (an old checkout may not key its cache
+soundly), and every figure is process CPU time, which a busy machine inflates
+far less: on bench_compiler's setting (1000 names, T = 1000) the real step, the
+K = 3 and K = 6 steps per direction (8 directions), a cold compile of the real
+and of the K = 3 program (CPU time of the compiling process and its children,
+an empty cache), and loading the compiled K = 6 program from a warm cache.
+Prints one JSON object with both sides' runs, medians and new / old.
 """
 
 from __future__ import annotations
@@ -17,53 +22,104 @@ import argparse
 import json
 import os
 import platform
+import resource
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 
-FIGURES = {  # name -> path into bench_compiler's JSON
-    "real_ms_per_step": ("real_ms_per_step",),
-    "k3_ms_per_step_per_direction": ("sketch", "3", "ms_per_step_per_direction"),
-    "k6_ms_per_step_per_direction": ("sketch", "6", "ms_per_step_per_direction"),
-    "k100_ms_per_step": ("sketch", "100", "ms_per_step_per_direction"),
-    "compile_cold_real_s": ("compile_cold_s", "0"),
-    "compile_cold_k3_s": ("compile_cold_s", "3"),
-    "compile_warm_real_s": ("compile_warm_s", "0"),
-    "compile_warm_k3_s": ("compile_warm_s", "3"),
-}
+N_DOCS = 1000
 
 
-def run_side(root: Path, cache: str, quick: bool) -> dict:
+def _cpu_children() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def probe(what: str) -> dict:
+    """Run in the child, inside one checkout: the figures of `what` (steps | cold0 | cold3)."""
+    from bench.bench_compiler import setting
+    from circuitsketch.models import microgpt as m
+    from compiler.compiled import CompiledProgram
+
+    t0 = time.process_time()
+    prog = m.build(setting(N_DOCS))
+    psi = np.random.default_rng(1).normal(size=(8, N_DOCS)) * (1 + 1j)
+    if what.startswith("cold"):
+        cp = CompiledProgram(prog, int(what[4:]))
+        cp.train(stop=1) if cp.degree == 0 else cp.train_series(psi[:1], stop=1)
+        return {}
+    out = {}
+    cp6 = CompiledProgram(prog, 6)
+    cp6.train_series(psi, stop=1)
+    out["load_k6_cpu_s"] = time.process_time() - t0
+
+    def best(fn, reps: int, per: float) -> float:
+        runs = []
+        for _ in range(reps):
+            t = time.process_time()
+            fn()
+            runs.append((time.process_time() - t) / per * 1e3)
+        return min(runs)
+
+    cp0 = CompiledProgram(prog, 0)
+    cp0.train(stop=2)
+    out["real_ms_per_step"] = best(cp0.train, 7, prog.num_steps)
+    for K, steps in ((3, 300), (6, 100)):
+        cp = cp6 if K == 6 else CompiledProgram(prog, K)
+        keys = [int(k) for k in cp.keys]
+        cp.train_series(psi, stop=1 + max(keys.index(k) for k in set(keys)))  # every bucket
+        out[f"k{K}_ms_per_step_per_direction"] = best(
+            lambda cp=cp, steps=steps: cp.train_series(psi, stop=steps), 3, steps * 8
+        )
+    return out
+
+
+def run_side(root: Path, cache: str, what: str) -> dict:
     env = dict(os.environ, PYTHONPATH=str(root), CIRCUITSKETCH_CACHE=cache, NUMBA_CACHE_DIR=cache)
-    cmd = [sys.executable, str(root / "bench" / "bench_compiler.py"), *(["--quick"] * quick)]
-    out = subprocess.run(cmd, env=env, cwd=root, check=True, capture_output=True, text=True)
-    return json.loads(out.stdout)
-
-
-def figure(res: dict, path: tuple[str, ...]) -> float:
-    for key in path:
-        res = res[key]
-    return float(res)  # type: ignore[arg-type]
+    before = _cpu_children()
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--probe", what],
+        env=env, cwd=root, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    got = json.loads(out.stdout)
+    if what.startswith("cold"):
+        got = {f"compile_cold_{what[4:]}_cpu_s": _cpu_children() - before}
+    return got
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("old", type=Path)
-    ap.add_argument("new", type=Path)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("old", type=Path, nargs="?")
+    ap.add_argument("new", type=Path, nargs="?")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--probe", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.probe:
+        print(json.dumps(probe(args.probe)))
+        return
     sides = {"old": args.old.resolve(), "new": args.new.resolve()}
-    caches = {k: tempfile.mkdtemp(prefix=f"ab_{k}_") for k in sides}
-    got: dict[str, list[dict]] = {k: [] for k in sides}
+    warm = {k: tempfile.mkdtemp(prefix=f"ab_{k}_") for k in sides}
+    for k, root in sides.items():  # fill the warm caches (not timed)
+        run_side(root, warm[k], "steps")
+    runs: dict[str, list[dict]] = {k: [] for k in sides}
     for r in range(args.rounds):
         for k, root in sides.items():
-            got[k].append(run_side(root, caches[k], args.quick))
-            print(f"round {r + 1}/{args.rounds}: {k} done", file=sys.stderr, flush=True)
+            figures: dict = {}
+            for what in ("cold0", "cold3"):
+                cold = tempfile.mkdtemp(prefix="ab_cold_")
+                figures.update(run_side(root, cold, what))
+                shutil.rmtree(cold, ignore_errors=True)
+            figures.update(run_side(root, warm[k], "steps"))
+            runs[k].append(figures)
+            print(f"round {r + 1}/{args.rounds}: {k} {figures}", file=sys.stderr, flush=True)
+    for d in warm.values():
+        shutil.rmtree(d, ignore_errors=True)
     report: dict = {
         "date": str(date.today()),
         "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.python_version()}",
@@ -71,8 +127,8 @@ def main() -> None:
         "rounds": args.rounds,
         "figures": {},
     }
-    for name, path in FIGURES.items():
-        vals = {k: [figure(res, path) for res in got[k]] for k in sides}
+    for name in runs["old"][0]:
+        vals = {k: [f[name] for f in runs[k]] for k in sides}
         med = {k: float(np.median(v)) for k, v in vals.items()}
         report["figures"][name] = {**med, "runs": vals, "new_over_old": med["new"] / med["old"]}
     print(json.dumps(report, indent=1))
