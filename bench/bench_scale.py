@@ -80,6 +80,7 @@ def compile_child(size: tuple[int, int], batch: int, ndocs: int, series_steps: i
     from compiler.compiled import CompiledProgram
 
     prog = build(size, batch, ndocs)
+    series_steps = min(series_steps, prog.num_steps)
     out = {}
     t = time.perf_counter()
     cp = CompiledProgram(prog, 0)
@@ -197,6 +198,7 @@ def measure(size, batch, ndocs, rounds, series_steps) -> dict:
     from compiler.compiled import CompiledProgram
 
     prog = build(size, batch, ndocs)
+    series_steps = min(series_steps, prog.num_steps)
     psi = directions(prog.num_docs)
     cp, cs = CompiledProgram(prog, 0), CompiledProgram(prog, K)
     for s in first_steps(list(cs.keys)):  # series parts are compiled on first use
