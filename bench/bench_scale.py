@@ -183,6 +183,8 @@ def relative_error(ours: dict, theirs: dict) -> float:
         a = ours[n.replace("m.", "adam_m.", 1).replace("v.", "adam_v.", 1)
                  if n[:2] in ("m.", "v.") else n]
         b = np.asarray(b)
+        if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+            return float("inf")  # max() would drop a NaN
         worst = max(worst, float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300)))
     return worst
 
