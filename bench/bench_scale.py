@@ -2,6 +2,7 @@
 
 Run from the repository root (JAX is the optional extra: pip install -e '.[bench]'):
     python bench/bench_scale.py [--sizes 1x16 2x32 4x64 4x128] [--batches 1 8] [--rounds 3]
+                                [--no-compile | --compile-only]
 
 For each size (n_layer x n_embd, 4 heads) and batch size, on the same shuffled
 names (one epoch of `--docs` names; the series runs its first steps):
@@ -256,6 +257,8 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=1000, help="names (one epoch of real training)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-compile", action="store_true", help="skip the cold/warm compiles")
+    ap.add_argument("--compile-only", action="store_true",
+                    help="only the cold/warm compiles and their peak RSS (no JAX, no timing)")
     args = ap.parse_args()
     out = {"date": datetime.now(timezone.utc).isoformat(timespec="minutes"),
            "machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
@@ -264,14 +267,14 @@ def main() -> None:
         size = tuple(int(x) for x in text.split("x"))
         for b in args.batches:
             steps = max(2, SERIES_STEPS.get(size, 4) // (1 if b == 1 else 4))
-            row = measure(size, b, args.docs, args.rounds, steps)
+            row = {} if args.compile_only else measure(size, b, args.docs, args.rounds, steps)
             if not args.no_compile:
                 row["compile"] = compile_times(size, b, args.docs, steps)
             row["load"] = os.getloadavg()[0]
             out["runs"][f"{text} b{b}"] = row
             print(json.dumps({f"{text} b{b}": row}), file=sys.stderr, flush=True)
     for text in args.sizes:  # per document: batch 8 against 8 one-document steps
-        if {1, 8} <= set(args.batches):
+        if {1, 8} <= set(args.batches) and not args.compile_only:
             r1, r8 = out["runs"][f"{text} b1"], out["runs"][f"{text} b8"]
             out["runs"][f"{text} b8"]["batch_ratio_real"] = (
                 r8["cs_real_ms_per_step"] / (8 * r1["cs_real_ms_per_step"]))
