@@ -2,6 +2,7 @@
 
 Run from the repository root (JAX is the optional extra: pip install -e '.[bench]'):
     python bench/bench_scale.py [--sizes 1x16 2x32 4x64 4x128] [--batches 1 8] [--rounds 3]
+                                [--no-compile | --compile-only]
 
 For each size (n_layer x n_embd, 4 heads) and batch size, on the same shuffled
 names (one epoch of `--docs` names; the series runs its first steps):
@@ -80,6 +81,7 @@ def compile_child(size: tuple[int, int], batch: int, ndocs: int, series_steps: i
     from compiler.compiled import CompiledProgram
 
     prog = build(size, batch, ndocs)
+    series_steps = min(series_steps, prog.num_steps)
     out = {}
     t = time.perf_counter()
     cp = CompiledProgram(prog, 0)
@@ -93,8 +95,22 @@ def compile_child(size: tuple[int, int], batch: int, ndocs: int, series_steps: i
         cs.train_series(psi, start=s, stop=s + 1)
     out["series_s"] = time.perf_counter() - t
     cs.train_series(psi, stop=series_steps)
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss_mb"] = peak_rss_mb()
     return out
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS: VmHWM where there is /proc (getrusage's ru_maxrss
+    survives exec on Linux, so a child forked from a large parent would report the
+    parent's size), else ru_maxrss."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def compile_times(size, batch, ndocs, series_steps) -> dict:
@@ -182,6 +198,8 @@ def relative_error(ours: dict, theirs: dict) -> float:
         a = ours[n.replace("m.", "adam_m.", 1).replace("v.", "adam_v.", 1)
                  if n[:2] in ("m.", "v.") else n]
         b = np.asarray(b)
+        if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+            return float("inf")  # max() would drop a NaN
         worst = max(worst, float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300)))
     return worst
 
@@ -197,6 +215,7 @@ def measure(size, batch, ndocs, rounds, series_steps) -> dict:
     from compiler.compiled import CompiledProgram
 
     prog = build(size, batch, ndocs)
+    series_steps = min(series_steps, prog.num_steps)
     psi = directions(prog.num_docs)
     cp, cs = CompiledProgram(prog, 0), CompiledProgram(prog, K)
     for s in first_steps(list(cs.keys)):  # series parts are compiled on first use
@@ -252,6 +271,8 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=1000, help="names (one epoch of real training)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-compile", action="store_true", help="skip the cold/warm compiles")
+    ap.add_argument("--compile-only", action="store_true",
+                    help="only the cold/warm compiles and their peak RSS (no JAX, no timing)")
     args = ap.parse_args()
     out = {"date": datetime.now(timezone.utc).isoformat(timespec="minutes"),
            "machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
@@ -260,14 +281,14 @@ def main() -> None:
         size = tuple(int(x) for x in text.split("x"))
         for b in args.batches:
             steps = max(2, SERIES_STEPS.get(size, 4) // (1 if b == 1 else 4))
-            row = measure(size, b, args.docs, args.rounds, steps)
+            row = {} if args.compile_only else measure(size, b, args.docs, args.rounds, steps)
             if not args.no_compile:
                 row["compile"] = compile_times(size, b, args.docs, steps)
             row["load"] = os.getloadavg()[0]
             out["runs"][f"{text} b{b}"] = row
             print(json.dumps({f"{text} b{b}": row}), file=sys.stderr, flush=True)
     for text in args.sizes:  # per document: batch 8 against 8 one-document steps
-        if {1, 8} <= set(args.batches):
+        if {1, 8} <= set(args.batches) and not args.compile_only:
             r1, r8 = out["runs"][f"{text} b1"], out["runs"][f"{text} b8"]
             out["runs"][f"{text} b8"]["batch_ratio_real"] = (
                 r8["cs_real_ms_per_step"] / (8 * r1["cs_real_ms_per_step"]))

@@ -14,8 +14,10 @@ against one retraining.  Run from the repository root:
 
 The sketch is stored in ``examples/out/scale_names/sketch`` (resumable) and the
 numbers in ``examples/out/scale_names.json``; the figure is
-``examples/figures/scale_names.png``.  ``--quick``: 200 names, 8 directions,
-sizes 1..10 (a smoke test).
+``examples/figures/scale_names.png`` (with another ``--estimator E``:
+``scale_names_E.json`` and ``.png``, on the same sketch and retrained truth, which
+are then read back).  ``--quick``: 200 names, 8 directions, sizes 1..10 (a smoke
+test).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def names(n: int) -> list[str]:
     return [docs[i] for i in np.random.default_rng(0).permutation(len(docs))[:n]]
 
 
-def plot(pred, stderr, truth, c0, rho, path: Path) -> None:
+def plot(pred, stderr, truth, c0, rho, estimator: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(TESTS), figsize=(4 * len(TESTS), 4))
@@ -50,7 +52,7 @@ def plot(pred, stderr, truth, c0, rho, path: Path) -> None:
         ax.set_title(f"{TESTS[j]!r}: Spearman {rho[j]:.2f}")
         ax.set_xlabel("true change of the test loss (retrained)")
         if j == 0:
-            ax.set_ylabel("predicted change (K = 3 sketch, +- 2 s.e.)")
+            ax.set_ylabel(f"predicted change ({estimator}, K = 3, +- 2 s.e.)")
     fig.suptitle("microgpt 2 x 32 on 4,000 names: 50 deletion sets of sizes 1-50")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,9 +136,11 @@ def main() -> None:
     }
     out["query_over_retrain"] = out["seconds"]["query_one_set"] / retrain_one_s
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{tag}.json").write_text(json.dumps(out, indent=1) + "\n")
-    plot(pred, se, truth, c0, rho,
-         (HERE / "figures" if not args.quick else args.out) / f"{tag}.png")
+    # the sketch and the retrained truth are shared; each estimator has its own results
+    name = tag if args.estimator == "sketch" else f"{tag}_{args.estimator}"
+    (args.out / f"{name}.json").write_text(json.dumps(out, indent=1) + "\n")
+    plot(pred, se, truth, c0, rho, args.estimator,
+         (HERE / "figures" if not args.quick else args.out) / f"{name}.png")
     print(f"{'size':>4} " + " ".join(f"{d + ' pred':>12} {d + ' true':>12}" for d in TESTS))
     for i, z in enumerate(sizes):
         print(f"{z:4d} " + " ".join(f"{pred[i, j] - c0[j]:12.5f} {truth[i, j] - c0[j]:12.5f}"
