@@ -72,7 +72,7 @@ def main() -> None:
             "s_out": np.empty_like(s0),
             "ii": cp.II[s],
             "ff": cp.FF[s],
-            "w0": 1.0,
+            "w0": np.zeros(cp.ndocs[s]),  # the step's documents' weights (a vector)
             "res0": np.zeros(2),
         }
     )
