@@ -61,7 +61,6 @@ def main() -> None:
                 "B": B,
                 "K": K,
                 "wh": np.zeros(B * K * cp.wh_size, complex),
-                "wpsi": psi[:, 0].copy(),
                 "resh": np.zeros(B * K, complex),
             }
         )
@@ -73,6 +72,7 @@ def main() -> None:
             "ii": cp.II[s],
             "ff": cp.FF[s],
             "w0": np.zeros(cp.ndocs[s]),  # the step's documents' weights (a vector)
+            "wpsi": np.ascontiguousarray(psi.T[cp.docs[s, : cp.ndocs[s]]]) if K else None,
             "res0": np.zeros(2),
         }
     )
