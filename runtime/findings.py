@@ -16,7 +16,9 @@ found): for a query deleting z documents, take the
 evaluated size nearest z (on a log scale: 40 is nearer 100 than 10) and the
 best-ranked estimator there (highest LDS) that this test input can use
 without new computation (``first-order`` and ``hybrid`` need its stored
-metagradient).  Without findings (or when none of the ranked ones can be
+metagradient, ``second-order`` its second-order data); if that one has no
+calibrated error bar, the best usable one that has one and whose LDS lies
+inside the best's bootstrap interval.  Without findings (or when none of the ranked ones can be
 used): ``first-order`` if its metagradient is stored, else ``sketch``.
 """
 
