@@ -34,15 +34,19 @@ Modules (import them directly; this package imports nothing on its own):
                   their choice under a memory budget.
 * ``deletion_sets`` many deletion sets: the container, the --sets JSONL format,
                   seeded sampling.
-* ``estimators``  the estimator registry (sketch, first-order, hybrid; a new one
-                  is one entry) over blocks of sets.
+* ``estimators``  the estimator registry (sketch, first-order, hybrid,
+                  second-order; a new one is one entry) over blocks of sets.
+* ``hessian``     second derivatives in the data weights: the exact diagonal,
+                  Hessian-vector products, the row sums; ``second_order`` stores
+                  them beside a sketch for the second-order estimator.
 * ``batch_query`` many sets x many test inputs from one loaded sketch; auto.
 * ``findings``    what evaluate found, stored beside a sketch for auto.
 * ``batch_retrain`` ground truth for many sets, parallel and resumable.
-* ``metrics``     LDS (Spearman) with a bootstrap interval, MAE, coverage.
+* ``metrics``     LDS (Spearman) with a bootstrap interval, MAE, coverage, the
+                  split-conformal calibration of an estimator's stderr.
 * ``evaluate``    every estimator against retraining; ``evaluate_plot`` its figure.
 * ``api``         the Python API: the command line's whole path from Python.
-* ``demo``        the README's end-to-end run.
+* ``demo``        the README's end-to-end run; ``demo_plot`` its picture.
 * ``cli``         the ``circuitsketch`` command line, on top of everything else:
                   one module per command group.
 """
