@@ -71,7 +71,9 @@ def configure_evaluate(p: argparse.ArgumentParser) -> None:
     e.add_argument(
         "--estimators",
         metavar="A,B,..",
-        help="the estimators to compare (default: every registered one)",
+        help="the estimators to compare (default: sketch, first-order, hybrid; second-order "
+        "is costly and only on request; auto, once findings exist, is judged on these sets "
+        "and leaves the findings as they are)",
     )
     e.add_argument(
         "--degree",
