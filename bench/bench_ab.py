@@ -6,7 +6,9 @@ Run from the repository root:
 On a shared 2-core machine wall-clock figures of one process move by 2x
 between runs (other jobs take the cores), so `bench/bench_compiler.py` run
 once per side cannot show a 5% difference.  Here each round runs the old side
-and then the new side, each a fresh process importing its own checkout's code
+and then the new side (the other way round in odd rounds, so that a machine
+slowing down over the run does not fall on one side), each a fresh process
+importing its own checkout's code
 (PYTHONPATH) with its own kernel cache (an old checkout may not key its cache
 soundly), and every figure is process CPU time, which a busy machine inflates
 far less: on bench_compiler's setting (1000 names, T = 1000) the real step, the
@@ -109,7 +111,8 @@ def main() -> None:
         run_side(root, warm[k], "steps")
     runs: dict[str, list[dict]] = {k: [] for k in sides}
     for r in range(args.rounds):
-        for k, root in sides.items():
+        order = list(sides.items())
+        for k, root in order if r % 2 == 0 else order[::-1]:  # ABBA: a drift falls on both
             figures: dict = {}
             for what in ("cold0", "cold3"):
                 cold = tempfile.mkdtemp(prefix="ab_cold_")
