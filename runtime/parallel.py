@@ -115,8 +115,7 @@ def _run_pool(fn, tasks, on_result, workers: int, warm=None, prepare=None) -> No
         initializer=_worker_init,
         initargs=(os.getpid(), warm, ready),
     )
-    ok = False
-    try:
+    with _owned(ex):
         pending = {ex.submit(fn, t): t for t in tasks}  # starts the workers
         if prepare is not None:
             prepare()
@@ -134,6 +133,15 @@ def _run_pool(fn, tasks, on_result, workers: int, warm=None, prepare=None) -> No
                         "saved: rerun the same command to resume"
                     ) from None
                 on_result(t, result)
+
+
+@contextlib.contextmanager
+def _owned(ex) -> Iterator[Any]:
+    """The pool `ex` for the block: shut down (its tasks awaited) when the block ends,
+    terminated at once when it fails or is interrupted."""
+    ok = False
+    try:
+        yield ex
         ok = True
     finally:
         if ok:
@@ -174,15 +182,8 @@ def helper_process() -> Iterator[Any]:
         initializer=_worker_init,
         initargs=(os.getpid(),),
     )
-    ok = False
-    try:
+    with _owned(ex):
         yield ex
-        ok = True
-    finally:
-        if ok:
-            ex.shutdown(wait=True)
-        else:
-            _terminate(ex)
 
 
 def _run_dask(fn, tasks, on_result, address: str) -> None:
