@@ -27,11 +27,14 @@ the test inputs of one call (``evaluate`` measures them).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from circuitsketch.program import Program
+
+if TYPE_CHECKING:
+    from compiler.compiled import CompiledProgram
 
 __all__ = [
     "DIAGONAL_GROUP",
@@ -59,15 +62,18 @@ def hessian_diagonal(
     program: Program,
     tests: Sequence[Any],
     progress: Callable[[int], None] | None = None,
+    real: CompiledProgram | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(diag, grad), each (Q, N): H_ii and dF/dw_i of every test input, exactly.
 
     `tests` are values the program's ``encode_test`` takes; `progress(n)` is
-    called after each pass with the number of documents it did.
+    called after each pass with the number of documents it did; `real`: the
+    program's real-mode CompiledProgram, if the caller has it.
     """
     from compiler.compiled import CompiledProgram
 
-    real, series = CompiledProgram(program, 0), CompiledProgram(program, 2)
+    real = real if real is not None else CompiledProgram(program, 0)
+    series = CompiledProgram(program, 2)
     n, steps = program.num_docs, program.num_steps
     first = first_steps(program)
     order = np.argsort(first, kind="stable")
@@ -94,25 +100,39 @@ def hessian_diagonal(
 
 
 def hessian_products(
-    program: Program, vectors: np.ndarray, tests: Sequence[Any], h: float = FD_STEP
+    program: Program,
+    vectors: np.ndarray,
+    tests: Sequence[Any],
+    h: float = FD_STEP,
+    real: CompiledProgram | None = None,
 ) -> np.ndarray:
     """H v for each column v of `vectors` (N, k) and each test input: (Q, N, k), by central
-    differences of exact metagradients (error O(h^2) in the third derivatives)."""
+    differences of exact metagradients (error O(h^2) in the third derivatives), all from
+    one compiled and planned sweep reweighted; `real` as in ``hessian_diagonal``."""
     from runtime.metagrad import Metagradient
 
+    mg = Metagradient(program, forward=real)
     out = np.empty((len(tests), program.num_docs, vectors.shape[1]))
     for j in range(vectors.shape[1]):
         v = vectors[:, j]
-        plus = Metagradient(program, h * v).many(tests)
-        minus = Metagradient(program, -h * v).many(tests)
+        mg.reweight(h * v)
+        plus = mg.many(tests)
+        mg.reweight(-h * v)
+        minus = mg.many(tests)
         out[:, :, j] = (plus - minus) / (2.0 * h)
     return out
 
 
-def row_sums(program: Program, tests: Sequence[Any], h: float = FD_STEP) -> np.ndarray:
+def row_sums(
+    program: Program,
+    tests: Sequence[Any],
+    h: float = FD_STEP,
+    real: CompiledProgram | None = None,
+) -> np.ndarray:
     """H 1 for each test input (Q, N): one Hessian-vector product along the all-ones
     direction, the direction every deletion set leans on."""
-    return hessian_products(program, np.ones((program.num_docs, 1)), tests, h)[:, :, 0]
+    ones = np.ones((program.num_docs, 1))
+    return hessian_products(program, ones, tests, h, real)[:, :, 0]
 
 
 def quadratic_terms(diag: np.ndarray, rows: np.ndarray | None, index: np.ndarray) -> np.ndarray:

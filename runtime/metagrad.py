@@ -118,13 +118,14 @@ class Metagradient:
         threads: int = 1,
         plan: Plan | None = None,
         seeds: int = 1,
+        forward: CompiledProgram | None = None,
     ):
         from runtime.sweep import Sweep
 
         self.program = program
         self.weights = weights
         self.threads = threads
-        self.sweep = Sweep(program, weights)
+        self.sweep = Sweep(program, weights, forward)
         self.forward = self.sweep.forward
         self.memory = self.sweep.memory_model(buffers=threads, seeds=seeds)
         if plan is None:
@@ -135,6 +136,12 @@ class Metagradient:
     def summary(self) -> dict[str, Any]:
         """The plan: schedule, leaves, kept states, forward steps, memory estimate."""
         return {**summary(self.plan, self.memory), "threads": self.threads}
+
+    def reweight(self, weights=None) -> None:
+        """The metagradient at other data weights from the next call on, with the compiled
+        steps and the plan kept (``runtime.hessian``'s differences of metagradients)."""
+        self.sweep.reweight(weights)
+        self.weights = weights
 
     def warm(self) -> None:
         """Build and load the compiled reverse steps (so that a timed sweep is the sweep)."""
@@ -194,12 +201,22 @@ class MetagradResult:
         return self.seconds / self.train_seconds
 
 
+RUN_FILES = ("docs.npy", "params0.npy", "init.npy", "schedule.npy")
+"""The arrays of a sketch that a result of its training run is computed from (with its
+configuration): documents, undeleted parameters, initial parameters and the minibatch
+schedule, those stored."""
+
+
+def run_results(sketch, kind: str, label: str, warn: Callable[[str], None] | None = None):
+    """A store beside `sketch` (``Sketch.derived``) of results computed from its training
+    run: metagradients here, second-order data (``runtime.second_order``)."""
+    inputs = [n for n in RUN_FILES if n in sketch.manifest["files"]]
+    return sketch.derived(kind, inputs, label=label, warn=warn)
+
+
 def metagradient_store(sketch, warn: Callable[[str], None] | None = None):
-    """The store of metagradients beside `sketch` (``Sketch.derived``): computed from its
-    configuration, documents, undeleted parameters and initial parameters if stored."""
-    files = sketch.manifest["files"]
-    inputs = [n for n in ("docs.npy", "params0.npy", "init.npy") if n in files]
-    return sketch.derived(METAGRAD_DIR, inputs, label="stored metagradient", warn=warn)
+    """The store of metagradients beside `sketch` (``run_results``)."""
+    return run_results(sketch, METAGRAD_DIR, "stored metagradient", warn)
 
 
 def stored_metagradient(

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from runtime.hessian import hessian_diagonal, row_sums
+from runtime.metagrad import run_results
 
 __all__ = ["SecondOrder", "sketch_second_order"]
 
@@ -32,20 +33,19 @@ class SecondOrder:
     seconds: float | None
     train_seconds: float | None
 
+    @property
+    def cost(self) -> float | None:
+        """Its share of the computing time as a multiple of one training run."""
+        if not self.seconds or not self.train_seconds:
+            return None
+        return self.seconds / self.train_seconds
 
-def _store(sketch, kind: str, warn):
-    files = sketch.manifest["files"]
-    inputs = [n for n in ("docs.npy", "params0.npy", "init.npy", "schedule.npy") if n in files]
-    return sketch.derived(kind, inputs, label="stored second-order data", warn=warn)
 
-
-def _train_seconds(program) -> float:
-    from compiler.compiled import CompiledProgram
-
-    cp = CompiledProgram(program, 0)
-    cp.train(stop=1)
+def _train_seconds(real) -> float:
+    """One plain training run of the real-mode CompiledProgram `real`: the unit of cost."""
+    real.train(stop=1)
     t0 = time.perf_counter()
-    cp.train()
+    real.train()
     return time.perf_counter() - t0
 
 
@@ -62,7 +62,7 @@ def sketch_second_order(
 
     items = check_tests(sketch, tests)
     n = sketch.num_docs
-    store = _store(sketch, STORE_DIR, warn)
+    store = run_results(sketch, STORE_DIR, "stored second-order data", warn)
     found = {t.key: store.get(t.key, shape=(2, n), dtype=np.float64) for t in items}
     todo = [t for t in items if found[t.key] is None]
     if todo and compute:
@@ -78,15 +78,17 @@ def sketch_second_order(
 def _compute(sketch, todo: list, store) -> None:
     """Compute and store the second-order data of `todo` (seconds per input: the call's time
     shared equally by its inputs)."""
+    from compiler.compiled import CompiledProgram
     from runtime.sources import sketch_source
     from runtime.spec import build_program
 
     program = build_program(sketch_source(sketch, full=True))
-    train = _train_seconds(program)
+    real = CompiledProgram(program, 0)  # one, shared by the timing, the diagonal, the sweep
+    train = _train_seconds(real)
     values = [t.value for t in todo]
     t0 = time.perf_counter()
-    diag, grad = hessian_diagonal(program, values)
-    rows = row_sums(program, values)
+    diag, grad = hessian_diagonal(program, values, real=real)
+    rows = row_sums(program, values, real=real)
     per = (time.perf_counter() - t0) / len(todo)
     for q, t in enumerate(todo):
         meta = {"doc": t.key, "label": t.label, "seconds": per, "train_seconds": train,

@@ -174,10 +174,7 @@ class Sweep:
     def __init__(self, program: Program, weights=None, forward: CompiledProgram | None = None):
         self.program = program
         self.forward = forward if forward is not None else CompiledProgram(program, 0)
-        w = np.zeros(program.num_docs) if weights is None else np.asarray(weights, np.float64)
-        if w.shape != (program.num_docs,):
-            raise ValueError(f"weights: shape {w.shape}, expected ({program.num_docs},)")
-        self.weights = w
+        self.reweight(weights)
         self.circuits = reverse_circuits(program)
         self.rows = ReverseRows(program, 1, self.circuits)
         self.seconds: dict[str, float] = {}  # where the last run's time went, per part
@@ -223,6 +220,15 @@ class Sweep:
         return MemoryModel(8 * S, row, fixed, buffers)
 
     # ---------------------------------------------------------------- tables
+    def reweight(self, weights=None) -> None:
+        """Sweep the training run at other data weights from now on (default 0): what is
+        compiled and planned does not depend on them."""
+        n = self.program.num_docs
+        w = np.zeros(n) if weights is None else np.asarray(weights, np.float64)
+        if w.shape != (n,):
+            raise ValueError(f"weights: shape {w.shape}, expected ({n},)")
+        self.weights = w
+
     def _copy_plan(self, key) -> tuple[list, list]:
         """Column copies filling a reverse row of `key`: float ones from the state row
         (``traj``) or the trainer's float row (``ff``), int ones from its int row."""
