@@ -97,8 +97,7 @@ def measure_costs(
     real = best(lambda: cp0.train(stop=steps))
     per_direction = series / b / real
     fo = [r.cost for r in metagrads.values() if r is not None and r.cost is not None]
-    so = [r.seconds / r.train_seconds for r in (second or {}).values()
-          if r is not None and r.seconds is not None and r.train_seconds]
+    so = [r.cost for r in (second or {}).values() if r is not None and r.cost is not None]
     # one set's retraining and its outputs, here, beside the unit (workers share the cores)
     one = best(lambda: retrain(source, sets.weight_vector(0), tests))
     workers = retrained.train_seconds if retrained is not None else []

@@ -32,12 +32,11 @@ def run_hessian(args: argparse.Namespace) -> int:
     out = []
     for t in tests:
         r = found[t.key]
-        runs = r.seconds / r.train_seconds if r.seconds and r.train_seconds else None
         out.append(
             {
                 "doc": t.label,
                 "seconds": r.seconds,
-                "cost_training_runs": runs,
+                "cost_training_runs": r.cost,
                 "diagonal_sum": float(np.sum(r.diag)),
                 "diagonal_max": float(np.max(np.abs(r.diag))),
                 "row_sums_total": float(np.sum(r.rows)),
