@@ -210,19 +210,8 @@ def test_auto_picks_by_findings_and_says_so(capsys, sketch, tmp_path):
     sets = [[1], [0, 3], [0, 1, 2, 3, 4]]
     f = write(tmp_path / "sets.jsonl", sets)
     sketch.metagradient([TEST])  # stored for TEST only
-    recs = run_json(
-        capsys,
-        "query",
-        sketch.path,
-        "--sets",
-        f,
-        "--doc",
-        TEST,
-        "--doc",
-        "max",
-        "--estimator",
-        "auto",
-    )
+    auto = ["query", sketch.path, "--sets", f, "--doc", TEST, "--doc", "max", "--estimator", "auto"]
+    recs = run_json(capsys, *auto)
     picks = {(r["set"], r["doc"]): (r["estimator"], r["auto_evaluated_size"]) for r in recs}
     # no findings: first order where stored, else the sketch
     assert {v for (s, d), v in picks.items() if d == TEST} == {("first-order", None)}
@@ -235,19 +224,7 @@ def test_auto_picks_by_findings_and_says_so(capsys, sketch, tmp_path):
     }
     write_findings(sketch.store, body)
     assert read_findings(sketch.store) == body
-    recs = run_json(
-        capsys,
-        "query",
-        sketch.path,
-        "--sets",
-        f,
-        "--doc",
-        TEST,
-        "--doc",
-        "max",
-        "--estimator",
-        "auto",
-    )
+    recs = run_json(capsys, *auto)
     got = [(r["set"], r["doc"], r["estimator"], r["auto_evaluated_size"]) for r in recs]
     assert got == [
         (0, TEST, "hybrid", 1),

@@ -34,8 +34,8 @@ from tests.test_runtime import (
     _compile_cmd,
     _done,
     _start_and_wait_for_a_chunk,
+    make_long_run,
     same_sketch,
-    write_docs,
 )
 
 QUERIES = ["zoe", "mia", "zoe", "olivia"]  # two processes ask for the same document
@@ -43,13 +43,7 @@ QUERIES = ["zoe", "mia", "zoe", "olivia"]  # two processes ask for the same docu
 
 @pytest.fixture(scope="module")
 def slow(tmp_path_factory) -> tuple[Path, Path]:
-    """(docs file, reference sketch) of `_compile_cmd(docs, out, 200, W)`."""
-    d = tmp_path_factory.mktemp("faults")
-    docs = write_docs(d / "docs.txt")
-    ref = d / "ref"
-    spec = MicrogptSource(tuple(DOCS), 200, seed=2)
-    precompute(ref, spec, K, num_directions=6, seed=2, chunk_size=1, docs_sha256=sha256_file(docs))
-    return docs, ref
+    return make_long_run(tmp_path_factory)
 
 
 def _cli(*argv) -> list[str]:

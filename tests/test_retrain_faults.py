@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ import pytest
 from runtime import batch_retrain as br
 from runtime.deletion_sets import DeletionSets
 from runtime.sources import MicrogptSource
-from tests.test_runtime import DOCS, ROOT, write_docs
+from tests.test_runtime import DOCS, ROOT, start_and_wait, write_docs
 
 STEPS, SEED, SETS = 200, 2, 600
 TESTS = ["zoe", "mia"]
@@ -50,19 +49,9 @@ def _cmd(setting: dict, out: Path) -> list[str]:
 
 
 def _start_and_wait_for_records(cmd: list[str], out: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 180
-    while not (out.exists() and out.read_bytes().count(b"\n") >= 20):
-        if proc.poll() is not None:
-            raise AssertionError(f"retrain ended before it could be stopped: {proc.communicate()}")
-        if time.monotonic() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise AssertionError("no records within 180 s")
-        time.sleep(0.005)
-    return proc
+    return start_and_wait(
+        cmd, lambda: out.exists() and out.read_bytes().count(b"\n") >= 20, "20 records"
+    )
 
 
 def _finish(setting: dict, out: Path) -> dict:

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -192,9 +193,9 @@ def _compile_cmd(docs: Path, out: Path, steps: int, workers: int) -> list[str]:
     ]
 
 
-@pytest.fixture(scope="module")
-def long_run(tmp_path_factory) -> tuple[Path, Path]:
-    """(docs file, reference sketch) of the subprocess tests: T = 200, M = 6, chunks of 1."""
+def make_long_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(docs file, reference sketch) of `_compile_cmd(docs, out, 200, W)`: the subprocess
+    tests' run, T = 200, M = 6, chunks of 1 (here and in tests/test_faults.py)."""
     d = tmp_path_factory.mktemp("long")
     docs = write_docs(d / "docs.txt")
     ref = d / "ref"
@@ -203,26 +204,37 @@ def long_run(tmp_path_factory) -> tuple[Path, Path]:
     return docs, ref
 
 
-def _start_and_wait_for_a_chunk(cmd: list[str], out: Path) -> subprocess.Popen:
+@pytest.fixture(scope="module")
+def long_run(tmp_path_factory) -> tuple[Path, Path]:
+    return make_long_run(tmp_path_factory)
+
+
+def start_and_wait(cmd: list[str], ready: Callable[[], bool], what: str) -> subprocess.Popen:
+    """Start `cmd` in its own process group (so it and its workers can be signalled) and
+    return once `ready()` holds; AssertionError if it ends first or 180 s pass."""
     proc = subprocess.Popen(
         cmd,
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        start_new_session=True,  # its own process group: we can signal it and its workers
+        start_new_session=True,
     )
     deadline = time.monotonic() + 180
-    # wait until the manifest records a finished chunk (a chunk file alone may
-    # not be in the manifest yet when the signal lands)
-    while not _recorded(out):
+    while not ready():
         if proc.poll() is not None:
-            raise AssertionError(f"compile ended early: {proc.communicate()}")
+            raise AssertionError(f"the command ended before {what}: {proc.communicate()}")
         if time.monotonic() > deadline:
             os.killpg(proc.pid, signal.SIGKILL)
-            raise AssertionError("no chunk appeared within 180 s")
-        time.sleep(0.01)
+            raise AssertionError(f"no {what} within 180 s")
+        time.sleep(0.005)
     return proc
+
+
+def _start_and_wait_for_a_chunk(cmd: list[str], out: Path) -> subprocess.Popen:
+    # until the manifest records a finished chunk (a chunk file alone may not be in the
+    # manifest yet when the signal lands)
+    return start_and_wait(cmd, lambda: _recorded(out), "a finished chunk")
 
 
 def _recorded(out: Path) -> bool:
