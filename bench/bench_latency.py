@@ -10,11 +10,18 @@ it is less sensitive than wall time to other jobs on a shared machine.
   sketch (made first with ``circuitsketch demo --out``), for a test name asked
   before (its coefficients cached beside the sketch) and for a new one (its
   output function loaded from the kernel cache, evaluated on every direction);
-* worker start-up: the phases of a fresh worker process up to its first
-  chunk (imports, tracing, passes and generated module, Numba loading the
-  cached step functions), measured inside that process; and a whole
-  ``precompute`` of two one-direction chunks on two workers (T = 250, K = 3),
-  whose wall time less one chunk's is the start-up a compile waits for;
+* worker start-up: the phases of a fresh spawned worker process up to its
+  first chunk (imports, tracing, passes and generated module, Numba loading
+  the cached step functions), measured inside that process, as where workers
+  cannot be forked; a forked worker's (``fork``): from the pool's start to the
+  worker's first task, wall and the worker's own CPU time, after the parent
+  has loaded the step functions (timed too: that load is what moved to the
+  parent); and a whole ``precompute`` of two one-direction chunks on two
+  workers (T = 250, K = 3), whose wall time less one chunk's is the start-up a
+  compile waits for;
+* directions (``--parts directions``): ``circuitsketch compile`` of 16 and of
+  500 directions at K = 3 on bench_compiler's setting (1000 names, T = 1000)
+  with 2 workers on the warm cache, wall time per direction of the whole command;
 * demo (``--demo``): ``circuitsketch demo`` on the warm cache; with ``--cold``
   first on an empty ``CIRCUITSKETCH_CACHE`` (a first run: everything compiles).
 """
@@ -103,6 +110,33 @@ print(json.dumps({"precompute_wall_s": wall, "precompute_cpu_s": total_cpu, "chu
 """
 
 
+FORKED = r"""
+import json, resource, time
+from circuitsketch.models import microgpt
+from runtime import parallel
+from runtime.precompute import load_series_code
+from runtime.sources.microgpt import MicrogptSource
+from runtime.spec import compiled
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)  # a forked child's count starts at 0
+    return r.ru_utime + r.ru_stime
+def entered(task):
+    return time.perf_counter(), cpu()
+docs = tuple(microgpt.read_docs(microgpt.corpus_path())[:250])
+cp = compiled(MicrogptSource(docs, 250, seed=0), 3)
+t0, c0 = time.perf_counter(), cpu()
+load_series_code(cp)
+load = (time.perf_counter() - t0, cpu() - c0)
+assert parallel.forks()
+got = []
+t0 = time.perf_counter()
+parallel.run_tasks(entered, [0, 1], lambda t, r: got.append(r), workers=2)
+print(json.dumps({"parent_load_wall_s": load[0], "parent_load_cpu_s": load[1],
+                  "startup_wall_s": max(w for w, _ in got) - t0,
+                  "startup_cpu_s": max(c for _, c in got)}))
+"""
+
+
 QUERY_PHASES = r"""
 import json, resource, sys
 def cpu():
@@ -156,8 +190,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--demo", action="store_true", help="time the demo (warm cache)")
     ap.add_argument("--cold", action="store_true", help="and first on an empty cache")
-    ap.add_argument("--parts", default="query,worker,pool",
-                    help="which of query, worker, pool to measure (default: all)")
+    ap.add_argument("--parts", default="query,worker,fork,pool",
+                    help="which of query, worker, fork, pool, directions to measure "
+                    "(default: all but directions)")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
@@ -185,8 +220,12 @@ def main() -> None:
             measure_queries(query, args.repeat, env, out)
         if "worker" in parts:
             measure_worker(args.repeat, env, out)
+        if "fork" in parts:
+            measure_forked(args.repeat, env, out)
         if "pool" in parts:
             measure_pool(args.repeat, env, out)
+        if "directions" in parts:
+            measure_directions(Path(tmp), env, out)
     print(json.dumps(out, indent=1))
 
 
@@ -244,6 +283,29 @@ def measure_worker(repeat: int, env: dict[str, str], out: dict) -> None:
     for name, row in table.items():
         print(f"  worker {name:<34} {row['wall_s']:6.3f} s wall {row['cpu_s']:6.3f} s cpu")
     print(f"worker start-up: {out['worker_startup']}")
+
+
+def measure_forked(repeat: int, env: dict[str, str], out: dict) -> None:
+    runs = [json.loads(timed_run([sys.executable, "-c", FORKED], env)[2]) for _ in range(repeat)]
+    out["forked_worker"] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    print(f"forked worker: {out['forked_worker']}", flush=True)
+
+
+def measure_directions(tmp: Path, env: dict[str, str], out: dict) -> None:
+    sys.path.insert(0, str(ROOT))
+    from bench.bench_compiler import setting
+
+    docs = tmp / "names1000.txt"
+    docs.write_text("\n".join(setting(1000)) + "\n")
+    base = [sys.executable, "-m", "circuitsketch", "compile", "--docs", str(docs),
+            "--degree", "3", "--workers", "2", "--json"]  # fmt: skip
+    timed_run([*base, "--directions", "2", "--out", str(tmp / "warm")], env)  # warm cache
+    for m in (16, 500):
+        wall, cpu, _ = timed_run([*base, "--directions", str(m), "--out", str(tmp / f"d{m}")],
+                                 env)  # fmt: skip
+        out[f"compile_{m}_directions"] = {"wall_s": wall, "cpu_s": cpu,
+                                          "wall_s_per_direction": wall / m}  # fmt: skip
+        print(f"compile {m} directions: {out[f'compile_{m}_directions']}", flush=True)
 
 
 def measure_pool(repeat: int, env: dict[str, str], out: dict) -> None:

@@ -216,8 +216,14 @@ def batch_retrain(
                 os.write(fd, "".join(lines).encode())
                 os.fsync(fd)
 
+        from runtime.spec import compiled
+
         t0 = time.perf_counter()
-        parallel.run_tasks(retrain_job, jobs, store, workers=workers, scheduler=scheduler)
+        parallel.run_tasks(
+            retrain_job, jobs, store, workers=workers, scheduler=scheduler,
+            # forked workers start with the real-mode code loaded here first
+            prepare=(lambda: compiled(source, 0).train(stop=1)) if parallel.forks() else None,
+        )  # fmt: skip
         seconds = time.perf_counter() - t0
         if path is not None:
             _finish(path, done, labels)

@@ -8,10 +8,15 @@ order).  ``fn`` must be a module-level function so workers can import it.
 * ``scheduler`` given: an existing Dask distributed cluster
   (``distributed.Client(address)``); its workers need this project importable.
 * ``workers == 1``: inline in this process (no pool).
-* otherwise: a ``ProcessPoolExecutor`` of W processes started with the
-  'spawn' context (no fork of a process holding Numba/threads).  Workers
-  ignore SIGINT (Ctrl-C is handled once, by the caller) and exit on their
-  own if the calling process dies.
+* otherwise: a ``ProcessPoolExecutor`` of W processes.  On Linux, when this
+  process runs no other thread, they are forked: a worker starts as a copy of
+  the caller, its imports and the compiled code the caller loaded included,
+  so it starts at once (``forks()``; a thread holding a lock at the fork would
+  leave that lock held for ever in the child, so with threads they are
+  spawned).  Otherwise they are spawned and import and load everything
+  themselves.  Workers ignore SIGINT (Ctrl-C is handled once, by the caller),
+  take SIGTERM's default (a caller's handler does not carry over) and exit on
+  their own if the calling process dies.
 
 On any exception, KeyboardInterrupt included, outstanding tasks are
 cancelled, local workers are terminated, and the exception propagates;
@@ -30,7 +35,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-__all__ = ["SchedulerError", "default_workers", "helper_process", "run_tasks"]
+__all__ = ["SchedulerError", "default_workers", "forks", "helper_process", "run_tasks"]
 
 
 CONNECT_TIMEOUT = "15s"  # how long to try reaching a Dask scheduler
@@ -48,6 +53,11 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def forks() -> bool:
+    """Whether local workers started now are forked copies of this process (see above)."""
+    return sys.platform.startswith("linux") and threading.active_count() == 1
+
+
 def _watch_parent(parent: int) -> None:
     while True:
         time.sleep(0.5)
@@ -57,6 +67,7 @@ def _watch_parent(parent: int) -> None:
 
 def _worker_init(parent: int, warm: tuple | None = None, ready: Any = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     if warm is not None:
         fn, args = warm
@@ -72,11 +83,13 @@ def run_tasks(
     warm: tuple[Callable[..., None], tuple] | None = None,
     prepare: Callable[[], None] | None = None,
 ) -> None:
-    """Local worker processes only: `warm` = (function, args), called as
-    ``function(*args, ready)`` once in each worker as it starts; `prepare()` runs here
-    while the workers start, and ``ready`` (an Event) is set when it has returned.  The
-    parent compiles in `prepare` while the workers import and build, and the workers'
-    `warm` waits for `ready` before loading the compiled code (``runtime.precompute``)."""
+    """Local worker processes only: `prepare()` runs here, and `warm` = (function, args)
+    is called as ``function(*args, ready)`` once in each spawned worker as it starts.
+    Forked workers (``forks()``) start after `prepare` has returned, as copies of this
+    process with what it loaded, and skip `warm`.  Spawned ones start first, `prepare`
+    runs while they import and build, and ``ready`` (an Event) is set when it has
+    returned: the parent compiles in `prepare` and the workers' `warm` waits for
+    `ready` before loading the compiled code (``runtime.precompute``)."""
     if not tasks:
         return
     if scheduler:
@@ -107,7 +120,12 @@ def _run_pool(fn, tasks, on_result, workers: int, warm=None, prepare=None) -> No
 
     _quiet_resource_tracker()
 
-    context = multiprocessing.get_context("spawn")
+    forked = forks()
+    if forked:
+        if prepare is not None:
+            prepare()
+        prepare = warm = None  # a forked worker is a copy of this prepared process
+    context = multiprocessing.get_context("fork" if forked else "spawn")
     ready = context.Event() if warm is not None and prepare is not None else None
     ex = ProcessPoolExecutor(
         max_workers=workers,

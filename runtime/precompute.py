@@ -226,11 +226,12 @@ def precompute(
         elif done_dirs:
             bar.update(done_dirs)  # directions of a resumed sketch
         module = cache.source_hash(cp.source)
-        # local workers start at once and load the series code from the disk cache; if
-        # it is not there yet, it is compiled once, here, while they import and build the
+        # forked local workers are copies of this process once it has loaded the series
+        # code; spawned ones start at once and load it from the disk cache, and if it is
+        # not there yet, it is compiled once, here, while they import and build the
         # program (they wait for it instead of all compiling the same code at once)
         local = scheduler is None and min(workers, len(jobs)) > 1
-        cold = local and not _loaded_marker(cp).exists()
+        load_here = local and (parallel.forks() or not _loaded_marker(cp).exists())
 
         def store(job: ChunkJob, result: dict[str, Any]) -> None:
             if result["module"] != module:
@@ -246,7 +247,7 @@ def precompute(
             parallel.run_tasks(
                 compute_chunk, jobs, store, workers=workers, scheduler=scheduler,
                 warm=(warm_worker, (spec, int(degree))) if local else None,
-                prepare=(lambda: load_series_code(cp)) if cold else None,
+                prepare=(lambda: load_series_code(cp)) if load_here else None,
             )  # fmt: skip
         finally:
             if own_bar and bar is not None:
@@ -292,8 +293,11 @@ def _progress_bar(total: int, initial: int, progress: bool | None):
 
     from tqdm import tqdm
 
+    class Bar(tqdm):
+        monitor_interval = 0  # no monitor thread, so that workers can be forked
+
     size = shutil.get_terminal_size((100, 20))
-    return tqdm(
+    return Bar(
         total=total,
         initial=initial,
         unit="dir",

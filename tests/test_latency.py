@@ -147,12 +147,14 @@ def test_a_mapped_file_is_hashed_only_when_its_stamp_changed(sketch, tmp_path, m
         Sketch.open(copy).chunk(0)
 
 
+@pytest.mark.parametrize("forks", [False, True])
 @pytest.mark.parametrize("cached", [False, True])
-def test_the_parent_compiles_while_workers_start(tmp_path, monkeypatch, cached):
+def test_the_parent_compiles_while_workers_start(tmp_path, monkeypatch, cached, forks):
     import runtime.parallel as parallel
     import runtime.precompute as pre
     from runtime.sources import MicrogptSource
 
+    monkeypatch.setattr(parallel, "forks", lambda: forks)
     marker = tmp_path / "marker"
     if cached:
         marker.write_text("")
@@ -174,8 +176,10 @@ def test_the_parent_compiles_while_workers_start(tmp_path, monkeypatch, cached):
     source = MicrogptSource(NAMES20, len(NAMES20), seed=1)
     pre.precompute(tmp_path / "sk", source, 3, num_directions=4, chunk_size=2, workers=2,
                    progress=False)  # fmt: skip
-    # a cold cache: compiled once, by the parent; a warm one: the workers only load it
-    assert calls == ["start workers", "run"] if cached else ["start workers", "load", "run"]
+    # spawned workers, a cold cache: compiled once, by the parent; a warm one: the workers
+    # only load it.  Forked workers: always loaded by the parent, the workers copy it
+    loads = forks or not cached
+    assert calls == (["start workers", "load", "run"] if loads else ["start workers", "run"])
     assert seen["workers"] == 2 and seen["warm"] == (pre.warm_worker, (source, 3))
 
 
@@ -210,11 +214,13 @@ def _what_warm_saw(task: int) -> list[bool]:
     return list(_SEEN)
 
 
-def test_workers_warm_up_after_the_parents_prepare(tmp_path):
+def test_spawned_workers_warm_up_after_the_parents_prepare(tmp_path, monkeypatch):
     import time
 
+    from runtime import parallel
     from runtime.parallel import run_tasks
 
+    monkeypatch.setattr(parallel, "forks", lambda: False)
     marker = tmp_path / "compiled"
 
     def prepare() -> None:
@@ -231,6 +237,48 @@ def test_workers_warm_up_after_the_parents_prepare(tmp_path):
     run_tasks(_what_warm_saw, list(range(4)), lambda t, r: got.append(r), workers=2,
               warm=(_wait_then_look, (str(marker),)), prepare=prepare)  # fmt: skip
     assert len(got) == 4 and all(r == [True] for r in got), got
+
+
+FORKED_WORKERS = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+from runtime import parallel
+
+PREPARED = []
+
+def prepare():
+    PREPARED.append(os.getpid())
+
+def warm(ready):
+    raise AssertionError("a forked worker ran warm")
+
+def look(task):
+    default = signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    return [PREPARED == [os.getppid()], default]
+
+def stop(signum, frame):
+    raise KeyboardInterrupt
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, stop)
+    assert parallel.forks()
+    got = []
+    parallel.run_tasks(look, [0, 1, 2], lambda t, r: got.append(r), workers=2,
+                       warm=(warm, ()), prepare=prepare)
+    print(got)
+"""
+
+
+def test_forked_workers_copy_the_prepared_parent(tmp_path):
+    """In a process with no other thread (a CLI command), workers are forked after the
+    parent's `prepare`: they hold what it loaded, skip `warm`, and take SIGTERM's default
+    (the compile command's handler would turn the pool's terminate into a caught
+    KeyboardInterrupt)."""
+    script = tmp_path / "forked.py"
+    script.write_text(FORKED_WORKERS.format(root=str(Path(__file__).resolve().parents[1])))
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == str([[True, True]] * 3)
 
 
 def test_load_series_code_loads_every_step_function(monkeypatch):

@@ -312,7 +312,8 @@ def test_interrupt_while_a_worker_sends_its_result_exits(tmp_path):
 
 
 def _worker_pids(parent: int) -> list[int]:
-    """Pool worker processes of `parent` (Linux /proc), not its resource tracker."""
+    """Pool worker processes of `parent` (Linux /proc), forked or spawned, not its
+    resource tracker."""
     pids = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -320,7 +321,7 @@ def _worker_pids(parent: int) -> list[int]:
             cmd = (stat.parent / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(fields[1]) == parent and b"spawn_main" in cmd:
+        if int(fields[1]) == parent and b"resource_tracker" not in cmd:
             pids.append(int(stat.parent.name))
     return pids
 
