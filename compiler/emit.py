@@ -1,16 +1,19 @@
 """Emission: print a lowered function (``compiler/lower.py``) as Numba source.
 
-Long circuits are split into parts of at most ``PART_NODES`` lines, since
-Numba's compile time grows with function length.  Numba links every library a
-function calls into that function's own module and optimises the whole again,
-so each extra level or part re-optimises the kernels: parts are made large
-(microgpt's step is one part), steps are inlined into real mode's compiled
-training loop, and series mode loops over steps in Python.
+A run of lines that repeats (a layer) is printed once, as a block function
+called at each place (``compiler/outline.py``); the other lines are split into
+parts of at most ``PART_NODES`` lines, since Numba's compile time grows with
+function length.  Numba links every library a function calls into that
+function's own module and optimises the whole again, so each extra level or
+part re-optimises the kernels: parts are made large (microgpt's step is one
+part), steps are inlined into real mode's compiled training loop, and series
+mode loops over steps in Python.
 """
 
 from __future__ import annotations
 
 from compiler.lower import DECO, Lowered
+from compiler.outline import outline
 
 PART_NODES = 480
 HEADER = (
@@ -55,34 +58,37 @@ def emit_function(f: Lowered, entry: str = "njit") -> str:
     code, which inlines it at Numba IR level, so it is not one more library
     re-optimising all its parts and kernels) or "none" (no entry function: the
     caller runs the parts itself).  Module attributes ``<name>_WS`` / ``<name>_WH``
-    give the workspace sizes (hi in units of B*K), ``<name>_PARTS`` and
-    ``<name>_FIRST_ROW`` the parts and the instruction row they start at.
+    give the workspace sizes (hi in units of B*K), ``<name>_PARTS`` the parts and
+    blocks to run in order (a block once per place) and ``<name>_FIRST_ROW`` the
+    instruction row they start at.
     """
     if entry not in ("njit", "inline", "none"):
         raise ValueError(f"entry must be 'njit', 'inline' or 'none', got {entry!r}")
     name, args = f.name, signature(f.series)
     cb = CodeBuilder()
     cb.lines.extend("".join(f.loops).splitlines())
-    parts = [f.lines[a : a + PART_NODES] for a in range(0, len(f.lines), PART_NODES)]
-    for p, part in enumerate(parts):
-        cb.line(DECO)
-        cb.line(f"def {name}_part{p}({args}, r):")
-        cb.indent()
-        for lines in part:
-            for line in lines[:-1]:
-                cb.line(line)
-            cb.line(f"{lines[-1]}; r += 1")
-        cb.line("return r")
-        cb.dedent()
-        cb.line()
-        cb.line()
+    calls: list[str] = []  # the functions the step runs, in order
+    defined: set[str] = set()
+    for start, stop, block in outline([lines[-1] for lines in f.lines]):
+        if block is not None:
+            pieces = [(f"{name}_block{block}", f.lines[start:stop])]
+        else:
+            pieces = [
+                (f"{name}_part{len(calls) + i}", f.lines[a : min(a + PART_NODES, stop)])
+                for i, a in enumerate(range(start, stop, PART_NODES))
+            ]
+        for fn, body in pieces:
+            calls.append(fn)
+            if fn not in defined:
+                defined.add(fn)
+                _define_piece(cb, fn, args, body)
     if entry != "none":
         cb.line(DECO[:-1] + ", inline='always')" if entry == "inline" else DECO)
         cb.line(f"def {name}({args}):")
         cb.indent()
         cb.line(f"r = code.shape[0] * 0 + {f.first_row}")
-        for p in range(len(parts)):
-            cb.line(f"r = {name}_part{p}({args}, r)")
+        for fn in calls:
+            cb.line(f"r = {fn}({args}, r)")
         out, hout = ("s_out", "h_out") if f.state_outputs else ("res0", "resh")
         finite = f"k.all_finite({out})" + (f" and k.all_finite_c({hout})" if f.series else "")
         cb.line(f"return {finite}")
@@ -94,6 +100,21 @@ def emit_function(f: Lowered, entry: str = "njit") -> str:
     cb.line(f"{name}_WS = {f.ws_size}")
     cb.line(f"{name}_WH = {f.wh_size}")
     cb.line(f"{name}_FIRST_ROW = {f.first_row}")
-    cb.line(f"{name}_PARTS = ({''.join(f'{name}_part{p}, ' for p in range(len(parts)))})")
+    cb.line(f"{name}_PARTS = ({''.join(f'{fn}, ' for fn in calls)})")
     cb.line()
     return cb.source()
+
+
+def _define_piece(cb: CodeBuilder, fn: str, args: str, body: list[list[str]]) -> None:
+    """A part or block: its lines (comments and calls), each advancing the row r."""
+    cb.line(DECO)
+    cb.line(f"def {fn}({args}, r):")
+    cb.indent()
+    for lines in body:
+        for line in lines[:-1]:
+            cb.line(line)
+        cb.line(f"{lines[-1]}; r += 1")
+    cb.line("return r")
+    cb.dedent()
+    cb.line()
+    cb.line()

@@ -187,3 +187,17 @@ def test_a_batch_of_one_equals_the_one_document_step():
     b = interpret.evaluate(c2, {**state, **in2, "w": 0.25})
     for k in b:
         assert_rel(a[k], b[k], 1e-15, k)
+
+
+def test_outlined_layers_train_to_the_same_bits(program, real, monkeypatch):
+    """Two layers: each layer's lines are one block function called per layer
+    (compiler/outline.py); the same program printed without blocks trains to the same
+    bits (the same kernels on the same rows in the same order)."""
+    import compiler.emit as emit
+
+    assert "_block0(" in real.source
+    monkeypatch.setattr(emit, "outline", lambda keys: [(0, len(keys), None)] if keys else [])
+    flat = CompiledProgram(program, 0)
+    assert "_block" not in flat.source
+    (a, la), (b, lb) = real.train(W), flat.train(W)
+    assert np.array_equal(a, b) and np.array_equal(la, lb)

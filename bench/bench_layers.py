@@ -1,0 +1,92 @@
+"""Compile time against microgpt's number of layers (issue 20), real and K = 3.
+
+Run from the repository root:
+    python bench/bench_layers.py [--layers 1 2 4] [--width 24] [--checkout DIR]
+
+For each layer count L, microgpt at L layers x `--width` (4 heads) on 50 names is
+built and its first step run, each in a fresh process, timed by that process's
+CPU time (user + system, less sensitive than wall time to other jobs):
+  * empty: an empty kernel cache (everything compiles: the library kernels and
+    the generated step and output functions);
+  * kernels cached: a cache where the library kernels are compiled already (by
+    a 1-layer model of another width, whose generated code differs from this
+    one's) but this model's generated code is not;
+  * warm: the same process again on that cache (everything loads).
+`--checkout`: time another checkout's compiler (default: this one), for a
+before-and-after comparison.  One JSON object on stdout; copy the numbers into
+bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PROBE = r"""
+import json, resource, sys
+import numpy as np
+from circuitsketch.models import microgpt as m
+from compiler.compiled import CompiledProgram
+L, E, K = (int(a) for a in sys.argv[1:4])
+docs = m.read_docs(m.corpus_path())[:50]
+cp = CompiledProgram(m.build(docs, n_layer=L, n_embd=E, n_head=4), K)
+if K:
+    cp.train_series(np.full((1, len(docs)), 0.1 + 0.1j), stop=1)
+else:
+    cp.train(stop=1)
+r = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"cpu_s": r.ru_utime + r.ru_stime, "lines": cp.source.count("\n")}))
+"""
+
+
+def probe(root: Path, cache: Path, layers: int, width: int, degree: int) -> dict:
+    env = {**os.environ, "CIRCUITSKETCH_CACHE": str(cache), "PYTHONPATH": str(root)}
+    args = [sys.executable, "-c", PROBE, str(layers), str(width), str(degree)]
+    res = subprocess.run(args, env=env, capture_output=True, text=True, cwd=root)
+    if res.returncode != 0:
+        raise SystemExit(res.stderr)
+    return json.loads(res.stdout)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--layers", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--width", type=int, default=24)
+    ap.add_argument("--checkout", type=Path, default=ROOT)
+    args = ap.parse_args()
+    root = args.checkout.resolve()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        shared = Path(tmp) / "shared"
+        for degree in (0, 3):
+            probe(root, shared, 1, args.width + 8, degree)  # the library kernels, once
+        for i, layers in enumerate(args.layers):
+            for degree in (0, 3):
+                row = {"layers": layers, "degree": degree}
+                empty = probe(root, Path(tmp) / f"empty{i}{degree}", layers, args.width, degree)
+                row["lines"] = empty["lines"]
+                row["empty_cpu_s"] = empty["cpu_s"]
+                row["kernels_cached_cpu_s"] = probe(root, shared, layers, args.width, degree)["cpu_s"]
+                row["warm_cpu_s"] = probe(root, shared, layers, args.width, degree)["cpu_s"]
+                print(json.dumps(row), file=sys.stderr, flush=True)
+                rows.append(row)
+    print(json.dumps({
+        "date": datetime.now(timezone.utc).isoformat(timespec="minutes"),
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.python_version()}",
+        "checkout": str(root),
+        "width": args.width,
+        "rows": rows,
+    }, indent=1))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
