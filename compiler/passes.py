@@ -8,6 +8,9 @@
   the backward pass transposes the forward pass's transposed weights back; and
   (a^T b)^T = b^T a, so a weight gradient comes out in the weight's layout
   without transposing twice.
+- ``transpose_narrow_operands``: x W^T with x a few rows and W a large matrix
+  (a linear layer's weight) is computed as (W x^T)^T: each step transposes the
+  few rows and the product instead of the whole weight matrix.
 - ``scalar_reciprocals``: x / s for a run-time scalar s broadcast (Adam's bias
   corrections) becomes x * (1 / s): one division per step instead of one per
   element.
@@ -77,6 +80,18 @@ def _swaps_last_two(perm: tuple[int, ...]) -> bool:
     return n >= 2 and perm == (*range(n - 2), n - 1, n - 2)
 
 
+def _transposed(out: Circuit, j: int, perm: tuple[int, ...]) -> int:
+    """Node j of `out` transposed by perm, a transpose of a transpose merged into one."""
+    inner = out.nodes[j]
+    if inner.op is Op.TRANSPOSE:
+        p = inner.attrs[0]
+        both = tuple(p[a] for a in perm)
+        if both == tuple(range(len(both))):
+            return inner.inputs[0]
+        return out.add(Op.TRANSPOSE, [inner.inputs[0]], (both,))
+    return out.add(Op.TRANSPOSE, [j], (perm,))
+
+
 def merge_transposes(c: Circuit) -> Circuit:
     """transpose(transpose(x, p), q) -> transpose(x, p o q), or x when that is the
     identity; transpose(matmul(transpose(a), b)) -> matmul(transpose(b), a) when no
@@ -84,16 +99,6 @@ def merge_transposes(c: Circuit) -> Circuit:
     the compiled kernels sum them in the same order (the same bits); higher orders
     add the same terms in another order (found by review: 1.6e-16 apart)."""
     users = c.users()
-
-    def transposed(out: Circuit, j: int, perm: tuple[int, ...]) -> int:
-        inner = out.nodes[j]
-        if inner.op is Op.TRANSPOSE:
-            p = inner.attrs[0]
-            both = tuple(p[a] for a in perm)
-            if both == tuple(range(len(both))):
-                return inner.inputs[0]
-            return out.add(Op.TRANSPOSE, [inner.inputs[0]], (both,))
-        return out.add(Op.TRANSPOSE, [j], (perm,))
 
     def flippable(m: int) -> bool:  # matmul m is read once, by a transpose of its last two axes
         return (
@@ -121,10 +126,49 @@ def merge_transposes(c: Circuit) -> Circuit:
         perm = node.attrs[0]
         if node.inputs[0] in flip:
             a, b = out.nodes[ins[0]].inputs
-            return out.add(Op.MATMUL, [transposed(out, b, perm), transposed(out, a, perm)])
-        return transposed(out, ins[0], perm) if out.nodes[ins[0]].op is Op.TRANSPOSE else None
+            return out.add(Op.MATMUL, [_transposed(out, b, perm), _transposed(out, a, perm)])
+        return _transposed(out, ins[0], perm) if out.nodes[ins[0]].op is Op.TRANSPOSE else None
 
     return rebuild(c, rewrite=merge)  # leaves the replaced transposes for dce
+
+
+def transpose_narrow_operands(c: Circuit) -> Circuit:
+    """a @ transpose(b) -> transpose(b @ transpose(a)) for matrices where a and the product
+    together are less than half of b: a linear layer's few rows of activations against its
+    weight matrix, whose transpose would otherwise be copied every step (at 4 layers x 128
+    wide, 46% of a real step; bench/RESULTS.md).  Only where every reader of transpose(b)
+    is such a product, so that it is dropped.  The same products: at order 0 the kernels
+    sum them in the same order (the same bits); higher orders add the same terms in
+    another order."""
+    users = c.users()
+
+    def narrow(m: int) -> bool:  # product m reads a transpose as its right operand, worth it
+        node = c.nodes[m]
+        if node.op is not Op.MATMUL or len(node.shape) != 2:
+            return False
+        a, t = node.inputs
+        return (
+            a != t
+            and c.nodes[t].op is Op.TRANSPOSE
+            and 2 * (c.nodes[a].size + node.size) < c.nodes[t].size
+        )
+
+    flip = {
+        t
+        for t, node in c
+        if node.op is Op.TRANSPOSE
+        and users[t]
+        and all(narrow(u) and c.nodes[u].inputs[1] == t for u in users[t])
+    }
+
+    def rewrite(out: Circuit, i: int, node: Node, ins: list[int]) -> int | None:
+        if node.op is not Op.MATMUL or node.inputs[1] not in flip:
+            return None
+        weight = out.nodes[ins[1]].inputs[0]
+        product = out.add(Op.MATMUL, [weight, _transposed(out, ins[0], (1, 0))])
+        return out.add(Op.TRANSPOSE, [product], ((1, 0),))
+
+    return rebuild(c, rewrite=rewrite)  # leaves the weights' transposes for dce
 
 
 def scalar_reciprocals(c: Circuit) -> Circuit:
@@ -203,4 +247,5 @@ def activity(c: Circuit, series_inputs: Iterable[str]) -> Activity:
 
 def simplify(c: Circuit) -> Circuit:
     """The standard pipeline before code generation."""
-    return dce(scalar_reciprocals(merge_transposes(fold_constants(lower_concat(cse(c))))))
+    return dce(scalar_reciprocals(transpose_narrow_operands(merge_transposes(
+        fold_constants(lower_concat(cse(c)))))))

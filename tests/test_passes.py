@@ -18,6 +18,7 @@ from compiler.passes import (
     merge_transposes,
     scalar_reciprocals,
     simplify,
+    transpose_narrow_operands,
 )
 from tests.conftest import WEIGHTS, assert_rel
 
@@ -198,6 +199,53 @@ def test_merge_transposes_on_microgpt_backward(program):
     _, inputs = program.step_inputs(0)
     # the same products summed in the same order; numpy's BLAS may block differently
     _same_values(before, after, {**program.init_state, **inputs, "w": WEIGHTS[1]}, tol=1e-14)
+
+
+# ---------------------------------------------------------------- transpose_narrow_operands
+def test_narrow_operands_are_transposed_instead_of_the_weight():
+    """x W^T with x two rows and W 16 x 8: (W x^T)^T, W's transpose gone; a weight whose
+    transpose has another reader, and rows as many as the weight's, keep x W^T."""
+
+    def f(x, w, v, u, big):
+        return {
+            "narrow": x @ w.T,  # 2 x 8 and 2 x 16 against 16 x 8: flipped
+            "shared": x @ v.T + v.T.sum(),  # v^T has another reader: kept
+            "rows": big @ u.T,  # 16 x 8 rows against a 16 x 8 weight: kept
+        }
+
+    shapes = {"x": (2, 8), "w": (16, 8), "v": (16, 8), "u": (16, 8), "big": (16, 8)}
+    c = cs.trace(f, **{k: cs.Input(s) for k, s in shapes.items()})
+    t = dce(transpose_narrow_operands(c))
+    t.verify()
+    transposed = sorted((t.nodes[n.inputs[0]].op.value, n.shape) for n in t.nodes
+                        if n.op is Op.TRANSPOSE)  # fmt: skip
+    # v's and u's transposes stay; x and the product (w x^T) are transposed instead of w
+    assert transposed == [("input", (8, 2)), ("input", (8, 16)), ("input", (8, 16)),
+                          ("matmul", (2, 16))], transposed  # fmt: skip
+    rng = np.random.default_rng(3)
+    inputs = {k: rng.normal(size=s) for k, s in shapes.items()}
+    _same_values(c, t, inputs, tol=1e-15)  # numpy's BLAS may sum in another order
+
+
+def test_narrow_operands_on_a_wide_model():
+    """A 1-layer model 64 wide: every weight matrix's transpose is gone from the step (the
+    forward pass reads each weight as W x^T); the default 16 wide model is unchanged."""
+    from circuitsketch.models import microgpt as m
+
+    docs = tuple(m.read_docs(m.corpus_path())[:4])
+
+    def weight_transposes(c):
+        names = set(c.inputs)
+        return sum(1 for n in c.nodes if n.op is Op.TRANSPOSE
+                   and c.nodes[n.inputs[0]].op is Op.INPUT
+                   and c.nodes[n.inputs[0]].attrs[0] in names and len(n.shape) == 2)  # fmt: skip
+
+    wide = m.build(docs, n_embd=64).step_circuits[8]
+    merged = dce(merge_transposes(fold_constants(lower_concat(cse(wide)))))
+    assert weight_transposes(merged) >= 6 and weight_transposes(simplify(wide)) == 0
+    small = m.build(docs).step_circuits[8]
+    assert simplify(small).fingerprint() == dce(scalar_reciprocals(merge_transposes(
+        fold_constants(lower_concat(cse(small)))))).fingerprint()  # fmt: skip
 
 
 # ---------------------------------------------------------------- scalar_reciprocals
