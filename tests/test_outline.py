@@ -6,6 +6,8 @@ two-layer model in tests/test_minibatch_training.py."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 
 from compiler.outline import MIN_BLOCK, outline
@@ -18,7 +20,7 @@ def lines(prefix: str, n: int) -> list[str]:
 def check_cover(keys: list[str], segments) -> None:
     """Segments cover the lines in order, and every place of a block has the same text."""
     assert segments[0][0] == 0 and segments[-1][1] == len(keys)
-    for (_, end, _), (start, _, _) in zip(segments, segments[1:]):
+    for (_, end, _), (start, _, _) in pairwise(segments):
         assert end == start
     first: dict[int, list[str]] = {}
     for start, stop, block in segments:
