@@ -3,6 +3,8 @@
 Layout (``<cache>`` is $CIRCUITSKETCH_CACHE, else ~/.cache/circuitsketch/kernels)::
 
     <cache>/<key>/cs_<hash>.py   generated modules, named by a hash of their text
+    <cache>/<key>/csf_<name>.py  generated functions they import, one per module,
+                                 named by their code (``compiler/pipeline.py``)
     <cache>/<key>/numba/         Numba's cache of those modules and of the library
                                  kernels (kernels.py, gemm.py)
 
@@ -40,6 +42,7 @@ import os
 import platform
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 
@@ -138,9 +141,16 @@ def source_hash(source: str) -> str:
     return hashlib.sha256(source.encode()).hexdigest()[:20]
 
 
-def load_module(source: str) -> ModuleType:
-    """Import generated source as a file-backed module (written atomically once)."""
-    name = f"cs_{source_hash(source)}"
+def load_module(source: str, library: Mapping[str, str] | None = None) -> ModuleType:
+    """Import generated source as a file-backed module (written atomically once), after
+    the modules it imports from `library` (module name -> text, in the order to load:
+    named by their code, they are shared by every program whose code has them)."""
+    for name, text in (library or {}).items():
+        _load(name, text)
+    return _load(f"cs_{source_hash(source)}", source)
+
+
+def _load(name: str, source: str) -> ModuleType:
     if name in sys.modules:
         return sys.modules[name]
     path = cache_dir() / f"{name}.py"

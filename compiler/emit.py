@@ -12,7 +12,9 @@ mode loops over steps in Python.
 
 from __future__ import annotations
 
-from compiler.lower import DECO, Lowered
+from dataclasses import dataclass
+
+from compiler.lower import DECO, NAME, Lowered, content_name
 from compiler.outline import outline
 
 PART_NODES = 480
@@ -50,8 +52,21 @@ def signature(series: bool) -> str:
     return "s_in, s_out, ws, tab, cst, ii, ff, w0, res0, code"
 
 
-def emit_function(f: Lowered, entry: str = "njit") -> str:
-    """Source of the njit function ``f.name`` (and its parts), with its loops before it.
+@dataclass
+class Emitted:
+    """A lowered function as source: its library functions and the rest.
+
+    library: (name, definition) of its generated loops, parts and blocks, each named by
+    its code (``lower.content_name``), and of its entry function (if any), callees
+    first; main: the module attributes, which name library functions.
+    """
+
+    library: list[tuple[str, str]]
+    main: str
+
+
+def emit_function(f: Lowered, entry: str = "njit") -> Emitted:
+    """Source of the njit function ``f.name``: its parts, blocks and loops, and itself.
 
     The entry function runs the parts and returns whether the results are finite.
     entry: "njit" (called from Python), "inline" (only called from other generated
@@ -65,23 +80,21 @@ def emit_function(f: Lowered, entry: str = "njit") -> str:
     if entry not in ("njit", "inline", "none"):
         raise ValueError(f"entry must be 'njit', 'inline' or 'none', got {entry!r}")
     name, args = f.name, signature(f.series)
-    cb = CodeBuilder()
-    cb.lines.extend("".join(f.loops).splitlines())
+    library = [(_name_of(loop), loop) for loop in f.loops]
     calls: list[str] = []  # the functions the step runs, in order
-    defined: set[str] = set()
     for start, stop, block in outline([lines[-1] for lines in f.lines]):
         if block is not None:
-            pieces = [(f"{name}_block{block}", f.lines[start:stop])]
+            pieces = [("block", f.lines[start:stop])]
         else:
-            pieces = [
-                (f"{name}_part{len(calls) + i}", f.lines[a : min(a + PART_NODES, stop)])
-                for i, a in enumerate(range(start, stop, PART_NODES))
-            ]
-        for fn, body in pieces:
+            pieces = [("part", f.lines[a : min(a + PART_NODES, stop)])
+                      for a in range(start, stop, PART_NODES)]  # fmt: skip
+        for kind, body in pieces:
+            text = _define_piece(args, body)
+            fn = content_name(kind, text)
+            if fn not in calls:
+                library.append((fn, text.replace(f"def {NAME}(", f"def {fn}(", 1)))
             calls.append(fn)
-            if fn not in defined:
-                defined.add(fn)
-                _define_piece(cb, fn, args, body)
+    cb = CodeBuilder()
     if entry != "none":
         cb.line(DECO[:-1] + ", inline='always')" if entry == "inline" else DECO)
         cb.line(f"def {name}({args}):")
@@ -95,6 +108,8 @@ def emit_function(f: Lowered, entry: str = "njit") -> str:
         cb.dedent()
         cb.line()
         cb.line()
+        library.append((name, cb.source()))
+        cb = CodeBuilder()
     if f.series and f.state_outputs:
         cb.line(f"{name}_UNCHECKED_HI = {f.unchecked_hi!r}  # state hi the caller checks itself")
     cb.line(f"{name}_WS = {f.ws_size}")
@@ -102,13 +117,19 @@ def emit_function(f: Lowered, entry: str = "njit") -> str:
     cb.line(f"{name}_FIRST_ROW = {f.first_row}")
     cb.line(f"{name}_PARTS = ({''.join(f'{fn}, ' for fn in calls)})")
     cb.line()
-    return cb.source()
+    return Emitted(library, cb.source())
 
 
-def _define_piece(cb: CodeBuilder, fn: str, args: str, body: list[list[str]]) -> None:
-    """A part or block: its lines (comments and calls), each advancing the row r."""
+def _name_of(definition: str) -> str:
+    return definition.split("def ", 1)[1].split("(", 1)[0]
+
+
+def _define_piece(args: str, body: list[list[str]]) -> str:
+    """A part or block, named ``NAME``: its lines (comments and calls), each advancing
+    the row r."""
+    cb = CodeBuilder()
     cb.line(DECO)
-    cb.line(f"def {fn}({args}, r):")
+    cb.line(f"def {NAME}({args}, r):")
     cb.indent()
     for lines in body:
         for line in lines[:-1]:
@@ -118,3 +139,4 @@ def _define_piece(cb: CodeBuilder, fn: str, args: str, body: list[list[str]]) ->
     cb.dedent()
     cb.line()
     cb.line()
+    return cb.source()

@@ -248,8 +248,11 @@ def fused_call(
             if j in local:
                 args.append(local[j])
                 continue
-            if (v := uniform_const(c, j)) is not None:
-                args.append(repr(v))
+            if uniform_const(c, j) is not None:
+                # read from the constant table, not printed: a loop's code then does not
+                # depend on a model's sizes (1 / n_embd), and one compiled loop serves all
+                sca.setdefault(j, f"s{len(sca)}")
+                args.append(sca[j])
             elif src != j:  # a scalar broadcast: its source, once (what liveness assumes)
                 sca.setdefault(src, f"s{len(sca)}")
                 args.append(sca[src])

@@ -13,6 +13,7 @@ Emission (``compiler/emit.py``) only prints what this module decides.
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 from dataclasses import dataclass, field
 
@@ -81,6 +82,17 @@ def _row(c: Circuit, i: int, s: Slots, tables: Tables) -> dict[int, int]:
     return row
 
 
+NAME = "__name__"  # stands for a generated function's name in the text it is named by
+
+
+def content_name(prefix: str, text: str) -> str:
+    """``<prefix>_<hash>``: a generated function named by its code (`text` with ``NAME``
+    for its name; comment lines do not count), so that equal code in any program is one
+    module in the cache, compiled once (``compiler/cache.py``)."""
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    return f"{prefix}_{hashlib.sha256(code.encode()).hexdigest()[:12]}"
+
+
 def _define(name: str, args: str, body: str) -> str:
     text = "\n".join("    " + line for line in body.splitlines())
     return f"{DECO}\ndef {name}({args}):\n{text}\n\n"
@@ -135,8 +147,8 @@ def lower(
 
     def loop_name(prefix: str, body: str, define_loop) -> str:
         fname = tables.loops.get(body)
-        if fname is None:
-            fname = tables.loops[body] = f"{prefix}_{len(tables.loops)}"
+        if fname is None:  # named by its text, so that equal loops are one cached function
+            fname = tables.loops[body] = content_name(prefix, define_loop(NAME))
             loops.append(define_loop(fname))
         return fname
 

@@ -10,22 +10,21 @@ the step calls it once per layer.  The calls run the same kernels in the same
 order on the same rows, so results are the same bits.
 
 Found greedily, on what is left each time, until no run of ``MIN_BLOCK`` lines
-repeats: first the run of lines that repeats back to back and saves the most
-lines (layers follow each other, forward and then backward, so a run of L
-layers is L copies of one layer's lines, give or take where the run starts);
-when there is none, the longest run of lines that occurs twice without
-overlap.  Then every place where it occurs is outlined.
+repeats: the run that saves the most lines written once (its length times its
+places less one, places apart), from the suffix array of the lines and the
+common prefixes of neighbouring suffixes.  So L layers become one block of
+what their lines share, also where the first or last layer differs in a few
+lines at its ends.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import numpy as np
+from itertools import pairwise
 
 MIN_BLOCK = 24  # lines: a shorter repeat is not worth a function of its own
-_SEP = "\x00"  # an outlined place in the text; no run is found across it
 _BASE = 0x100  # the character of line text number i is chr(_BASE + i)
+_PLACE = 0x10000  # the character of outlined place k (line texts stay below it)
 
 __all__ = ["MIN_BLOCK", "Segment", "outline"]
 
@@ -41,17 +40,22 @@ def outline(keys: Sequence[str], min_block: int = MIN_BLOCK) -> list[Segment]:
     items: list[int | tuple[int, int, int]] = list(range(len(keys)))  # a line, or a place
     blocks = 0
     while True:
-        text = "".join(_SEP if isinstance(it, tuple) else char[it] for it in items)
-        unit = _best_tandem(text, min_block) or _longest_repeat(text, min_block)
-        if unit is None:
+        # an outlined place is a character of its own: no repeat can contain it
+        text = "".join(
+            chr(_PLACE + k) if isinstance(it, tuple) else char[it] for k, it in enumerate(items)
+        )
+        best = _best_repeat(text, min_block)
+        if best is None:
             break
+        length, places = best
         new: list[int | tuple[int, int, int]] = []
         i = 0
-        while (j := text.find(unit, i)) >= 0:
+        for j in places:
             new.extend(items[i:j])
-            start = items[j]
-            new.append((start, start + len(unit), blocks))
-            i = j + len(unit)
+            first = items[j]
+            assert isinstance(first, int)
+            new.append((first, first + length, blocks))
+            i = j + length
         new.extend(items[i:])
         items, blocks = new, blocks + 1
     segments: list[Segment] = []
@@ -65,48 +69,44 @@ def outline(keys: Sequence[str], min_block: int = MIN_BLOCK) -> list[Segment]:
     return segments
 
 
-def _longest_repeat(text: str, shortest: int) -> str | None:
-    """The longest run of at least `shortest` characters, no separator in it, that occurs
-    twice in `text` without overlapping (None if there is none): a binary search on the
-    length, since a repeat of length m contains repeats of every shorter length."""
-    lo, hi, best = shortest, len(text) // 2, None
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        found = _repeat_of_length(text, mid)
-        if found is None:
-            hi = mid - 1
-        else:
-            best, lo = found, mid + 1
-    return best
-
-
-def _repeat_of_length(text: str, m: int) -> str | None:
-    first: dict[str, int] = {}
-    for i in range(len(text) - m + 1):
-        s = text[i : i + m]
-        if _SEP in s:
-            continue
-        j = first.setdefault(s, i)
-        if i - j >= m:
-            return s
-    return None
-
-
-def _best_tandem(text: str, shortest: int) -> str | None:
-    """The unit u of at least `shortest` characters, no separator in it, that occurs back
-    to back (u u ... u) most often times its length, less one copy (None: no such u).  A
-    substring of period p spans a run of positions i with text[i] == text[i + p]."""
-    codes = np.array([ord(c) for c in text], np.int64)
-    codes[codes == ord(_SEP)] = -1 - np.flatnonzero(codes == ord(_SEP))  # never equal
+def _best_repeat(text: str, shortest: int) -> tuple[int, list[int]] | None:
+    """(length, places) of the run of at least `shortest` characters whose places, kept
+    apart, save the most characters: length x (places - 1).  A repeated run is a common
+    prefix of suffixes that are neighbours in sorted order, so the candidates are the
+    intervals of the suffix array whose common prefix is at least `shortest` long, each
+    at that length and, where its places overlap there, at the smallest gap between them."""
+    n = len(text)
+    order = sorted(range(n), key=lambda i: text[i:])
+    lcp = [0] * (n + 1)  # lcp[r]: common prefix of the suffixes ranked r - 1 and r
+    for r in range(1, n):
+        a, b = order[r - 1], order[r]
+        k = 0
+        while a + k < n and b + k < n and text[a + k] == text[b + k]:
+            k += 1
+        lcp[r] = k
     best, saved = None, 0
-    for p in range(shortest, len(text) // 2 + 1):
-        same = np.concatenate(([False], codes[:-p] == codes[p:], [False]))
-        edges = np.flatnonzero(same[1:] != same[:-1]).reshape(-1, 2)  # [start, end) of runs
-        if not len(edges):
-            continue
-        k = int(np.argmax(edges[:, 1] - edges[:, 0]))
-        start, run = int(edges[k, 0]), int(edges[k, 1] - edges[k, 0])
-        copies = (run + p) // p  # text[start : start + run + p] has period p
-        if (copies - 1) * p > saved:
-            best, saved = text[start : start + p], (copies - 1) * p
+    stack: list[tuple[int, int]] = []  # (common prefix, first rank) of open intervals
+    for r in range(1, n + 1):
+        first = r - 1
+        while stack and stack[-1][0] > lcp[r]:
+            length, first = stack.pop()
+            if length < shortest:
+                continue
+            places = sorted(order[first:r])
+            gap = min(b - a for a, b in pairwise(places))
+            for m in {length, max(shortest, min(length, gap))}:
+                kept = _apart(places, m)
+                if (len(kept) - 1) * m > saved:
+                    best, saved = (m, kept), (len(kept) - 1) * m
+        if lcp[r] and (not stack or stack[-1][0] < lcp[r]):
+            stack.append((lcp[r], first))
     return best
+
+
+def _apart(places: list[int], length: int) -> list[int]:
+    """The places (sorted) kept from the left that do not overlap at this length."""
+    kept: list[int] = []
+    for p in places:
+        if not kept or p >= kept[-1] + length:
+            kept.append(p)
+    return kept

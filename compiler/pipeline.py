@@ -13,6 +13,7 @@ prints the product of any pass.  Set ``CIRCUITSKETCH_TIMINGS=1`` to have
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -60,6 +61,12 @@ class Build:
     optimize: run the simplifying passes; fused: fuse elementwise chains (same bits
     either way).  title: the module docstring's first line (None: no docstring).
     footer: more source after the units' (real mode's compiled training loop).
+    source: the whole generated code as one module (what ``inspect --after emit``
+    prints, and what names it).  Loaded as: ``library``, module name -> text of each
+    generated function (loops, parts, blocks, entries, the training loop), a module
+    of its own named by its code, so that any program with the same code loads it
+    compiled from the cache (a deeper model's layers, another width's step); and
+    ``main_source``, the module attributes, importing them all.
     """
 
     units: list[Unit]
@@ -70,6 +77,8 @@ class Build:
     footer: Callable[[Build], str] | None = None
     tables: Tables = field(default_factory=Tables)
     source: str = ""
+    library: dict[str, str] = field(default_factory=dict)
+    main_source: str = ""
     module: ModuleType | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -127,22 +136,40 @@ def _lower(b: Build) -> None:
 
 
 def _emit(b: Build) -> None:
-    parts = []
+    title = ""
     if b.title is not None:
-        parts.append(f'"""{b.title}\n\nDo not edit: regenerated from the circuits; named by a '
-                     'hash of this text.\n"""\n')
-    parts.append(HEADER)
+        title = (f'"""{b.title}\n\nDo not edit: regenerated from the circuits; named by a '
+                 'hash of this text.\n"""\n')  # fmt: skip
+    functions: dict[str, str] = {}  # name -> definition, callees first
+    attributes = []
     for u in b.units:
-        if u.comment:
-            parts.append(f"# {u.comment}\n")
-        parts.append(emit_function(u.lowered, u.entry))
+        emitted = emit_function(u.lowered, u.entry)
+        for name, definition in emitted.library:
+            functions.setdefault(name, definition)
+        attributes.append((f"# {u.comment}\n" if u.comment else "") + emitted.main)
     if b.footer is not None:
-        parts.append(b.footer(b))
-    b.source = "".join(parts)
+        functions["run"] = b.footer(b)
+    b.source = title + HEADER + "".join(functions.values()) + "".join(attributes)
+    b.library, modules = {}, {}
+    for name, definition in functions.items():
+        code = "".join(line for line in definition.splitlines(keepends=True)
+                       if not line.lstrip().startswith("#"))  # fmt: skip
+        text = HEADER + _imports(modules, code) + code
+        modules[name] = f"csf_{cache.source_hash(text)}"
+        b.library[modules[name]] = text
+    main = "".join(attributes)
+    b.main_source = title + HEADER + _imports(modules, "", everything=True) + "\n" + main
+
+
+def _imports(modules: dict[str, str], code: str, everything: bool = False) -> str:
+    """Import lines of the generated functions (name -> module) that `code` calls or names
+    (`everything`: all of them)."""
+    used = [n for n in modules if everything or re.search(rf"\b{n}\b", code)]
+    return "".join(f"from {modules[n]} import {n}\n" for n in used)
 
 
 def _compile(b: Build) -> None:
-    b.module = cache.load_module(b.source)
+    b.module = cache.load_module(b.main_source, b.library)
 
 
 @dataclass(frozen=True)

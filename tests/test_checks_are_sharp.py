@@ -131,6 +131,29 @@ def scale_first_coefficient(depth: int, factor: float) -> Mutation:
     return mutate
 
 
+def scale_first_constant(factor: float) -> Mutation:
+    """The first constant a fused loop reads from the constant table (``s = cst[...]``;
+    constants are not printed in the code), times factor."""
+
+    def mutate(tree):
+        what = "a constant read from the constant table"
+        node = _first(
+            tree,
+            what,
+            lambda n, d: (
+                isinstance(n, ast.Assign)
+                and isinstance(n.value, ast.Subscript)
+                and isinstance(n.value.value, ast.Name)
+                and n.value.value.id == "cst"
+            ),
+        )
+        read = ast.unparse(node.value)
+        node.value = ast.BinOp(node.value, ast.Mult(), ast.Constant(factor))
+        return f"constant {read} times {factor!r}"
+
+    return mutate
+
+
 def rename_kernel_call(old: str, new: str) -> Mutation:
     """The first call of kernel `old` (an attribute call such as k.sub(...)) calls `new`."""
 
@@ -232,13 +255,14 @@ def _trace_fused(fn, series: bool) -> cs.Circuit:
 
 @pytest.mark.parametrize(
     "mutate",
-    [swap_first_sub(1), scale_first_coefficient(1, 1 + 1e-9)],
+    [swap_first_sub(1), scale_first_constant(1 + 1e-9)],
     ids=["swapped-operands", "coefficient-1e-9-off"],
 )
 def test_real_check_catches_a_corrupted_fused_loop(mutate):
     """A real fused loop (Adam's update and more, one loop) with the operands of one
-    subtraction swapped, or one coefficient 1e-9 off (today Adam's beta1 = 0.85, which
-    moves the output ~6e-12): check_real at 1e-13 fails."""
+    subtraction swapped, or one coefficient 1e-9 off (today Adam's beta1 = 0.85, as the
+    loop reads it from the constant table, which moves the output ~6e-12): check_real at
+    1e-13 fails."""
     c = _trace_fused(_adam_and_more, series=False)
     x = _fused_inputs(0, series=False)
     good = CompiledCircuit(c, 0)

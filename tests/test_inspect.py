@@ -310,7 +310,7 @@ AFTER = {
     "fuse": "fused loops (0 with higher orders)",
     "series-fuse": "+hi] %",
     "lower": "k.h_set_weight(wh, code, r, B, K, wpsi)",
-    "emit": "def circuit_part0(",
+    "emit": "def part_",
     "compile": "module cs_",
 }
 

@@ -57,6 +57,17 @@ def test_a_run_that_starts_mid_layer_is_still_one_layer():
     assert sum(k is not None for _, _, k in segments) >= 5
 
 
+def test_layers_whose_ends_differ_share_their_core():
+    # the first layer reads the embedding, the last feeds the head: a line at each end
+    # differs, and the block is what all four layers share
+    core = lines("c", 40)
+    keys = ["first", *core, "b", *(["a", *core, "b"] * 2), "a", *core, "last"]
+    segments = outline(keys)
+    check_cover(keys, segments)
+    assert [k for _, _, k in segments].count(0) == 4
+    assert compiled_lines(segments) == 40 + 8
+
+
 def test_repeats_apart_and_short_ones():
     block = lines("r", MIN_BLOCK)
     keys = block + lines("a", 10) + block + lines("c", 10) + block
