@@ -1,17 +1,20 @@
-"""Compile time against microgpt's number of layers (issue 20), real and K = 3.
+"""Compile time against microgpt's number of layers and width (issue 20), real and K = 3.
 
 Run from the repository root:
-    python bench/bench_layers.py [--layers 1 2 4] [--width 24] [--checkout DIR]
+    python bench/bench_layers.py [--layers 1 2 4] [--width 24] [--new 3x48] [--checkout DIR]
 
-For each layer count L, microgpt at L layers x `--width` (4 heads) on 50 names is
-built and its first step run, each in a fresh process, timed by that process's
-CPU time (user + system, less sensitive than wall time to other jobs):
+Each measurement builds microgpt (4 heads, 50 names) and runs its first step in a
+fresh process, timed by that process's CPU time (user + system, less sensitive
+than wall time to other jobs).  For each layer count L, at L x `--width`:
   * empty: an empty kernel cache (everything compiles: the library kernels and
-    the generated step and output functions);
-  * kernels cached: a cache where the library kernels are compiled already (by
-    a 1-layer model of another width, whose generated code differs from this
-    one's) but this model's generated code is not;
-  * warm: the same process again on that cache (everything loads).
+    the generated code);
+  * shared: one cache shared by the runs, in order: first a 1-layer model 8
+    wider (the library kernels), then each row's model, so that a row finds the
+    code of the smaller depths before it (but never its own);
+  * warm: the same model again on that cache (everything loads);
+  * other width: L x (`--width` + 16) on that cache, a width never compiled.
+Last, `--new` (L x E, a size the shared cache has never seen) on the shared
+cache: the "new model size once the library kernels are cached" of issue 20.
 `--checkout`: time another checkout's compiler (default: this one), for a
 before-and-after comparison.  One JSON object on stdout; copy the numbers into
 bench/RESULTS.md.
@@ -61,6 +64,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--width", type=int, default=24)
+    ap.add_argument("--new", default="3x48", help="a size never compiled: LAYERSxWIDTH")
     ap.add_argument("--checkout", type=Path, default=ROOT)
     args = ap.parse_args()
     root = args.checkout.resolve()
@@ -75,16 +79,23 @@ def main() -> None:
                 empty = probe(root, Path(tmp) / f"empty{i}{degree}", layers, args.width, degree)
                 row["lines"] = empty["lines"]
                 row["empty_cpu_s"] = empty["cpu_s"]
-                for name in ("kernels_cached_cpu_s", "warm_cpu_s"):  # the second run: warm
+                for name in ("shared_cpu_s", "warm_cpu_s"):  # the second run: warm
                     row[name] = probe(root, shared, layers, args.width, degree)["cpu_s"]
+                other = probe(root, shared, layers, args.width + 16, degree)
+                row["other_width_cpu_s"] = other["cpu_s"]
                 print(json.dumps(row), file=sys.stderr, flush=True)
                 rows.append(row)
+        layers, width = (int(v) for v in args.new.split("x"))
+        new = {f"degree_{d}_cpu_s": probe(root, shared, layers, width, d)["cpu_s"]
+               for d in (0, 3)}  # fmt: skip
+        print(json.dumps({"new": args.new, **new}), file=sys.stderr, flush=True)
     print(json.dumps({
         "date": datetime.now(timezone.utc).isoformat(timespec="minutes"),
         "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.python_version()}",
         "checkout": str(root),
         "width": args.width,
         "rows": rows,
+        "new_size": {"size": args.new, **new},
     }, indent=1))  # fmt: skip
 
 

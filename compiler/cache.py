@@ -3,8 +3,9 @@
 Layout (``<cache>`` is $CIRCUITSKETCH_CACHE, else ~/.cache/circuitsketch/kernels)::
 
     <cache>/<key>/cs_<hash>.py   generated modules, named by a hash of their text
-    <cache>/<key>/csf_<name>.py  generated functions they import, one per module,
-                                 named by their code (``compiler/pipeline.py``)
+    <cache>/<key>/csf_<hash>.py  the generated functions they import, one per module,
+                                 named by a hash of its code (``compiler/pipeline.py``):
+                                 shared by every program that has the same code
     <cache>/<key>/numba/         Numba's cache of those modules and of the library
                                  kernels (kernels.py, gemm.py)
 

@@ -78,3 +78,24 @@ def test_repeats_apart_and_short_ones():
     keys = short + lines("a", 3) + short
     assert outline(keys) == [(0, len(keys), None)]
     assert outline([]) == []
+
+
+def test_generated_functions_are_shared_across_widths_and_depths():
+    """Generated functions are modules named by their code, which reads sizes and constants
+    from tables: a model of another width has all of them in common with this one, and a
+    deeper one the same layer blocks (so they load compiled from the cache)."""
+    from circuitsketch.models import microgpt as m
+    from compiler.compiled import program_build
+    from compiler.pipeline import run
+
+    docs = tuple(m.read_docs(m.corpus_path())[:6])
+
+    def library(degree: int, **size) -> dict[str, str]:
+        return run(program_build(m.build(docs, n_head=2, **size), degree), until="emit").library
+
+    for degree in (0, 3):
+        narrow, wide = library(degree, n_embd=8), library(degree, n_embd=12)
+        assert set(narrow) == set(wide) and len(narrow) > 5
+        two, three = library(degree, n_layer=2, n_embd=8), library(degree, n_layer=3, n_embd=8)
+        blocks = {name for name, text in two.items() if "def block_" in text}
+        assert blocks and blocks <= set(three)
