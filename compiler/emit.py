@@ -5,11 +5,12 @@ called at each place (``compiler/outline.py``); the other lines are split into
 parts of at most ``PART_NODES`` lines, since Numba's compile time grows with
 function length.  Loops, blocks and parts are named by their code
 (``lower.content_name``), so equal code in any two programs is one function,
-compiled once (``pipeline._emit`` makes each a module of its own).  Numba links every library a function calls into that
-function's own module and optimises the whole again, so each extra level or
-part re-optimises the kernels: parts are made large (microgpt's step is one
-part), steps are inlined into real mode's compiled training loop, and series
-mode loops over steps in Python.
+compiled once (``pipeline._emit`` makes each a module of its own).  Numba
+links every library a function calls into that function's own module and
+optimises the whole again, so each extra level or part re-optimises the
+kernels: parts are made large (microgpt's step is one part), steps are
+inlined into real mode's compiled training loop, and series mode loops over
+steps in Python.
 """
 
 from __future__ import annotations

@@ -85,12 +85,17 @@ def _row(c: Circuit, i: int, s: Slots, tables: Tables) -> dict[int, int]:
 NAME = "__name__"  # stands for a generated function's name in the text it is named by
 
 
+def code_of(text: str) -> str:
+    """Generated source without its comment lines (which name nodes of one circuit)."""
+    return "".join(line for line in text.splitlines(keepends=True)
+                   if not line.lstrip().startswith("#"))  # fmt: skip
+
+
 def content_name(prefix: str, text: str) -> str:
     """``<prefix>_<hash>``: a generated function named by its code (`text` with ``NAME``
-    for its name; comment lines do not count), so that equal code in any program is one
+    for its name; comments do not count), so that equal code in any program is one
     module in the cache, compiled once (``compiler/cache.py``)."""
-    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
-    return f"{prefix}_{hashlib.sha256(code.encode()).hexdigest()[:12]}"
+    return f"{prefix}_{hashlib.sha256(code_of(text).encode()).hexdigest()[:12]}"
 
 
 def _define(name: str, args: str, body: str) -> str:

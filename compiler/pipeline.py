@@ -25,7 +25,7 @@ from circuitsketch.program import LOSS
 from compiler import cache
 from compiler.emit import HEADER, emit_function
 from compiler.fusion import NO_FUSION, Fusion, fuse
-from compiler.lower import Lowered, lower
+from compiler.lower import Lowered, code_of, lower
 from compiler.passes import Activity, activity, dce, simplify
 from compiler.series_fusion import MAX_DEGREE
 from compiler.slots import Interface
@@ -152,8 +152,7 @@ def _emit(b: Build) -> None:
     b.source = title + HEADER + "".join(functions.values()) + "".join(attributes)
     b.library, modules = {}, {}
     for name, definition in functions.items():
-        code = "".join(line for line in definition.splitlines(keepends=True)
-                       if not line.lstrip().startswith("#"))  # fmt: skip
+        code = code_of(definition)
         text = HEADER + _imports(modules, code) + code
         modules[name] = f"csf_{cache.source_hash(text)}"
         b.library[modules[name]] = text
