@@ -6,12 +6,15 @@ if every training name containing a chosen letter were deleted, then retrain
 without those names to get the truth, show both side by side and draw one
 picture (the prediction by degree against the truth).
 
-What overlaps (2 cores): a helper process compiles the test name's degree-K output
-function, retrains without the names (compiling the real-mode code on a first
-run) and loads matplotlib, while this process compiles the series step code and
-computes the sketch; the picture is drawn in the helper too.  The sketch is
-small, so by default it is computed here (``workers=1``): a worker process would
-spend longer starting than it saves (bench/RESULTS.md, "Latency (issue 20)").
+What overlaps (2 cores): a helper process retrains without the names
+(compiling the real-mode code on a first run) and loads matplotlib, while this
+process compiles the series step code, computes the sketch and then the test
+name's coefficients (compiling its degree-K output function once the series
+kernels it shares with the step are cached: compiled in the helper as well,
+they were compiled twice at once); the picture is drawn in the helper.  The
+sketch is small, so by default it is computed here (``workers=1``): a worker
+process would spend longer starting than it saves (bench/RESULTS.md, "Latency
+(issue 20)").
 """
 
 from __future__ import annotations
@@ -46,15 +49,11 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _truth(source, weights: np.ndarray, test: str, degree: int) -> dict[str, Any]:
-    """In the helper process: load (or compile) the degree-K output function of `test`,
-    which the main process needs once its sketch is done, then retrain without the
-    names (compiling real mode on a first run), then load matplotlib for the picture."""
+def _truth(source, weights: np.ndarray, test: str) -> dict[str, Any]:
+    """In the helper process: retrain without the names (compiling real mode on a first
+    run), then load matplotlib for the picture."""
     from runtime.retrain import retrain
-    from runtime.spec import compiled
 
-    cp = compiled(source, degree)
-    cp.output(cp.initial_state(), test, np.zeros(degree * cp.state_size, np.complex128))
     t0 = time.perf_counter()
     (truth,), _ = retrain(source, weights, [test])
     t_retrain = time.perf_counter() - t0
@@ -155,7 +154,7 @@ def run(
             )
         w, sel, what = deletion_weights(docs, contains=letter)
         with helper_process() as helper:
-            truth_job = helper.submit(_truth, source, w, test, k)
+            truth_job = helper.submit(_truth, source, w, test)
             bar = _bar(m, progress)
             stage = _stages(bar, log)
 
