@@ -269,6 +269,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers fork on Linux only")
 def test_forked_workers_copy_the_prepared_parent(tmp_path):
     """In a process with no other thread (a CLI command), workers are forked after the
     parent's `prepare`: they hold what it loaded, skip `warm`, and take SIGTERM's default
