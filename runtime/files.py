@@ -99,40 +99,58 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
 
 
-def _read(path: Path, label: str) -> bytes:
+@contextlib.contextmanager
+def _reading(label: str) -> Iterator[None]:
+    """A missing or unreadable file as a one-line SketchError."""
     try:
-        return path.read_bytes()
+        yield
     except FileNotFoundError:
         raise SketchError(f"{label}: file is missing") from None
     except OSError as e:
         raise SketchError(f"{label}: cannot read it: {e.strerror or e}") from None
 
 
-def _check_bytes(data: bytes, entry: dict[str, Any], label: str) -> None:
-    if len(data) != entry["bytes"]:
+def _check_size(size: int, entry: dict[str, Any], label: str) -> None:
+    if size != entry["bytes"]:
         raise SketchError(
-            f"{label}: truncated or altered ({len(data)} bytes, the manifest says {entry['bytes']})"
+            f"{label}: truncated or altered ({size} bytes, the manifest says {entry['bytes']})"
         )
-    got = hashlib.sha256(data).hexdigest()
+
+
+def _check_sha256(got: str, entry: dict[str, Any], label: str) -> None:
     if got != entry["sha256"]:
         raise SketchError(
             f"{label}: corrupt (sha256 {got[:12]}..., the manifest says {entry['sha256'][:12]}...)"
         )
 
 
-def load_verified(path: str | Path, entry: dict[str, Any], label: str) -> np.ndarray:
-    """Read an array file, check its size, sha256, dtype and shape against `entry`."""
-    data = _read(Path(path), label)
-    _check_bytes(data, entry, label)
-    try:
-        arr = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise SketchError(f"{label}: not a readable .npy array: {e}") from None
+def _sha256_of(f) -> str:
+    """sha256 of an open binary file from its position, read in blocks."""
+    h = hashlib.sha256()
+    for block in iter(lambda: f.read(1 << 22), b""):
+        h.update(block)
+    return h.hexdigest()
+
+
+def _check_layout(arr: np.ndarray, entry: dict[str, Any], label: str) -> None:
     if list(arr.shape) != list(entry["shape"]) or arr.dtype.str != entry["dtype"]:
         raise SketchError(
             f"{label}: holds {arr.dtype.str} {tuple(arr.shape)}, the manifest says "
             f"{entry['dtype']} {tuple(entry['shape'])}"
         )
+
+
+def load_verified(path: str | Path, entry: dict[str, Any], label: str) -> np.ndarray:
+    """Read an array file, check its size, sha256, dtype and shape against `entry`."""
+    with _reading(label):
+        data = Path(path).read_bytes()
+    _check_size(len(data), entry, label)
+    _check_sha256(hashlib.sha256(data).hexdigest(), entry, label)
+    try:
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise SketchError(f"{label}: not a readable .npy array: {e}") from None
+    _check_layout(arr, entry, label)
     return arr
 
 
@@ -151,38 +169,20 @@ def map_verified(
     Trade-off: a file overwritten *in place* by another program while it is mapped
     changes under the reader (its stamp changes, so the next open hashes it again).
     """
-    path = Path(path)
-    try:
+    with _reading(label):
         f = open(path, "rb")  # noqa: SIM115 - closed below; the map keeps its own handle
-    except FileNotFoundError:
-        raise SketchError(f"{label}: file is missing") from None
-    except OSError as e:
-        raise SketchError(f"{label}: cannot read it: {e.strerror or e}") from None
     with f:
         st = os.fstat(f.fileno())
         stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
-        if st.st_size != entry["bytes"]:
-            raise SketchError(
-                f"{label}: truncated or altered ({st.st_size} bytes, the manifest says "
-                f"{entry['bytes']})"
-            )
+        _check_size(st.st_size, entry, label)
         hashed = not trusted(stamp)
         if hashed:
-            h = hashlib.sha256()
-            for block in iter(lambda: f.read(1 << 22), b""):
-                h.update(block)
-            if h.hexdigest() != entry["sha256"]:
-                raise SketchError(
-                    f"{label}: corrupt (sha256 {h.hexdigest()[:12]}..., the manifest says "
-                    f"{entry['sha256'][:12]}...)"
-                )
-            f.seek(0)
+            with _reading(label):
+                digest = _sha256_of(f)
+                f.seek(0)
+            _check_sha256(digest, entry, label)
         arr = _map_npy(f, label)
-    if list(arr.shape) != list(entry["shape"]) or arr.dtype.str != entry["dtype"]:
-        raise SketchError(
-            f"{label}: holds {arr.dtype.str} {tuple(arr.shape)}, the manifest says "
-            f"{entry['dtype']} {tuple(entry['shape'])}"
-        )
+    _check_layout(arr, entry, label)
     return arr, stamp, hashed
 
 
@@ -214,27 +214,11 @@ def _map_npy(f, label: str) -> np.ndarray:
 
 def check_file(path: str | Path, entry: dict[str, Any], label: str) -> None:
     """Check a file's size and sha256 against `entry` without keeping its content."""
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise SketchError(f"{label}: file is missing") from None
-    if size != entry["bytes"]:
-        raise SketchError(
-            f"{label}: truncated or altered ({size} bytes, the manifest says {entry['bytes']})"
-        )
-    h = hashlib.sha256()
-    try:
+    with _reading(label):
+        _check_size(Path(path).stat().st_size, entry, label)
         with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                h.update(block)
-    except OSError as e:
-        raise SketchError(f"{label}: cannot read it: {e.strerror or e}") from None
-    if h.hexdigest() != entry["sha256"]:
-        raise SketchError(
-            f"{label}: corrupt (sha256 {h.hexdigest()[:12]}..., the manifest says "
-            f"{entry['sha256'][:12]}...)"
-        )
+            digest = _sha256_of(f)
+    _check_sha256(digest, entry, label)
 
 
 def stamp_of(path: str | Path) -> list[int] | None:
