@@ -79,11 +79,7 @@ def _best_repeat(text: str, shortest: int) -> tuple[int, list[int]] | None:
     order = sorted(range(n), key=lambda i: text[i:])
     lcp = [0] * (n + 1)  # lcp[r]: common prefix of the suffixes ranked r - 1 and r
     for r in range(1, n):
-        a, b = order[r - 1], order[r]
-        k = 0
-        while a + k < n and b + k < n and text[a + k] == text[b + k]:
-            k += 1
-        lcp[r] = k
+        lcp[r] = _common_prefix(text, order[r - 1], order[r])
     best, saved = None, 0
     stack: list[tuple[int, int]] = []  # (common prefix, first rank) of open intervals
     for r in range(1, n + 1):
@@ -101,6 +97,19 @@ def _best_repeat(text: str, shortest: int) -> tuple[int, list[int]] | None:
         if lcp[r] and (not stack or stack[-1][0] < lcp[r]):
             stack.append((lcp[r], first))
     return best
+
+
+def _common_prefix(text: str, a: int, b: int) -> int:
+    """Length of the common prefix of the suffixes at a and b: a binary search on slice
+    comparisons (done in C; a repeat runs to hundreds of characters)."""
+    lo, hi = 0, len(text) - max(a, b)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if text[a : a + mid] == text[b : b + mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def _apart(places: list[int], length: int) -> list[int]:
