@@ -311,9 +311,19 @@ def test_demo_draws_its_picture(capsys, tmp_path):
     png = Path(r["picture"])
     assert png == (tmp_path / "demo" / "circuitsketch-demo.png").resolve()
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert r["output_compiled_in"] in ("helper", "main")
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == [
+        "circuitsketch-demo.png", "docs.txt", "sketch"]  # the claim's flag is removed
     r = run_json(capsys, "demo", "--num-docs", "20", "--directions", "4", "--letter", "y",
                  "--test", "zoe", "--out", tmp_path / "demo2", "--no-plot")  # fmt: skip
     assert r["picture"] is None and not (tmp_path / "demo2" / "circuitsketch-demo.png").exists()
+
+
+def test_one_process_claims_the_demo_output_function(tmp_path):
+    from runtime.demo import _claim
+
+    flag = tmp_path / "flag"
+    assert [_claim(flag), _claim(flag), _claim(flag)] == [True, False, False]
 
 
 def test_demo_refuses_a_picture_it_cannot_write(capsys, tmp_path):
