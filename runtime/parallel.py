@@ -35,7 +35,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-__all__ = ["SchedulerError", "default_workers", "forks", "helper_process", "run_tasks"]
+__all__ = [
+    "SchedulerError",
+    "default_workers",
+    "forks",
+    "helper_process",
+    "run_tasks",
+    "worker_init",
+]
 
 
 CONNECT_TIMEOUT = "15s"  # how long to try reaching a Dask scheduler
@@ -65,7 +72,9 @@ def _watch_parent(parent: int) -> None:
             os._exit(1)
 
 
-def _worker_init(parent: int, warm: tuple | None = None, ready: Any = None) -> None:
+def worker_init(parent: int, warm: tuple | None = None, ready: Any = None) -> None:
+    """A worker process's start: Ctrl-C is left to the parent, SIGTERM stops it, and it
+    exits when the parent is gone; then ``warm`` (see ``run_tasks``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
@@ -130,7 +139,7 @@ def _run_pool(fn, tasks, on_result, workers: int, warm=None, prepare=None) -> No
     ex = ProcessPoolExecutor(
         max_workers=workers,
         mp_context=context,
-        initializer=_worker_init,
+        initializer=worker_init,
         initargs=(os.getpid(), warm, ready),
     )
     with _owned(ex):
@@ -197,7 +206,7 @@ def helper_process() -> Iterator[Any]:
     ex = ProcessPoolExecutor(
         max_workers=1,
         mp_context=multiprocessing.get_context("spawn"),
-        initializer=_worker_init,
+        initializer=worker_init,
         initargs=(os.getpid(),),
     )
     with _owned(ex):

@@ -139,6 +139,7 @@ def precompute(
     progress: bool | None = None,
     warn: Callable[[str], None] | None = None,
     bar: Any | None = None,
+    real_beside: bool = False,
 ) -> CompileReport:
     """Compile (or resume) the sketch of `spec` at `degree` into directory `out`.
 
@@ -147,7 +148,9 @@ def precompute(
     checksums recorded for the documents and init files (default: of the
     documents' text and of the init vector).  `progress`: a tqdm bar on stderr
     (None: only when stderr is a terminal); `bar`: a bar of the caller's to advance by
-    the directions instead (anything with ``update(n)``; not closed here).  Raises
+    the directions instead (anything with ``update(n)``; not closed here).  `real_beside`:
+    compile the real-mode code in a second process meanwhile, when this machine computes
+    the sketch and that code is not cached (``runtime.real_beside``).  Raises
     ValueError subclasses on bad input; KeyboardInterrupt leaves every finished chunk saved.
     """
     import time
@@ -220,6 +223,10 @@ def precompute(
         done_dirs = sum(
             chunk_bounds(c, chunk_size, m)[1] - chunk_bounds(c, chunk_size, m)[0] for c in done
         )
+        if real_beside and jobs and scheduler is None:
+            from runtime import real_beside as beside
+
+            beside.start(spec, config["fingerprints"])
         own_bar = bar is None
         if own_bar:
             bar = _progress_bar(m, done_dirs, progress)

@@ -231,3 +231,19 @@ def test_stale_cache_of_a_recompiled_sketch_is_dropped(capsys, tmp_path, slow):
     assert any("another" in w and "dropping it" in w for w in warnings), warnings
     want = coefficients(Sketch.open(sk), ["zoe"], use_cache=False)["zoe"]
     np.testing.assert_array_equal(got, want)
+
+
+def test_an_interrupt_swallowed_by_a_callback_is_delivered_again():
+    """Ctrl-C inside a ctypes callback (as in LLVM's object cache while Numba compiles) is
+    swallowed by ctypes; the command line delivers it again at the next line."""
+    import ctypes
+
+    from runtime.cli import _interrupts_delivered
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    callback = ctypes.CFUNCTYPE(None)(interrupted)
+    with pytest.raises(KeyboardInterrupt), _interrupts_delivered():
+        callback()
+        time.sleep(5)  # swallowed without the hook: the sleep ends and nothing is raised

@@ -17,9 +17,13 @@ option value, missing file, a function that does not trace) prints one line
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from runtime.cli.common import CLIError, Command, Parser
 from runtime.cli.compile import COMPILE
@@ -71,8 +75,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _interrupts_delivered() -> Iterator[None]:
+    """Ctrl-C landing in a callback from compiled code (LLVM's object cache, called while
+    Numba compiles) is swallowed there by ctypes, and the compile then fails later with a
+    traceback: deliver such an interrupt again a millisecond later (SIGALRM: raising it in
+    the hook would be swallowed too), so that the command stops as on any Ctrl-C."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    if not (hasattr(signal, "setitimer") and main_thread):
+        yield
+        return
+    default, alarm = sys.unraisablehook, signal.getsignal(signal.SIGALRM)
+
+    def hook(unraisable: Any) -> None:
+        if unraisable.exc_type is KeyboardInterrupt:
+            signal.signal(signal.SIGALRM, _raise_interrupt)
+            signal.setitimer(signal.ITIMER_REAL, 0.001)
+        else:
+            default(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = default
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, alarm)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 user error)."""
+    with _interrupts_delivered():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))

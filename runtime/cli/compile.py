@@ -124,6 +124,7 @@ def run_compile(args: argparse.Namespace) -> int:
                 info=info,
                 progress=args.progress,
                 warn=warn,
+                real_beside=True,
             )
         except KeyboardInterrupt:
             saved = "no"

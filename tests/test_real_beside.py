@@ -1,0 +1,68 @@
+"""`compile` compiles the real-mode code in a second process meanwhile (runtime.real_beside).
+
+Each check runs in a fresh process on an empty cache, so what Numba compiles is
+counted from scratch: after the process beside has run, building and running
+the real-mode program in the parent compiles nothing; without it, it compiles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from runtime.real_beside import ENV
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PROBE = """\
+import json, sys
+from numba.core import event
+from runtime import real_beside
+from runtime.sources import UserProgramSource
+from runtime.spec import build_program, compiled, fingerprints
+
+spec = UserProgramSource.load(sys.argv[1], "build")
+circuits = fingerprints(build_program(spec))
+started = None
+if sys.argv[2] == "beside":
+    started = real_beside.start(spec, circuits)
+    started.join(120)
+again = real_beside.start(spec, circuits)  # the hint: not started twice
+with event.install_listener("numba:compile", listener := event.RecordingListener()):
+    compiled(spec, 0).train()
+print(json.dumps({
+    "exitcode": None if started is None else started.exitcode,
+    "hint": real_beside.marker(circuits).exists(),
+    "started_again": again is not None,
+    "compiled": len(listener.buffer),
+}))
+if again is not None:
+    again.join(120)
+"""
+
+
+def _probe(tmp_path: Path, mode: str, env_extra: dict | None = None) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT),
+           "CIRCUITSKETCH_CACHE": str(tmp_path / f"cache-{mode}"), **(env_extra or {})}
+    env.pop(ENV, None)
+    out = subprocess.run([sys.executable, "-c", PROBE, str(ROOT / "tests" / "poly_program.py"),
+                          mode], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_real_mode_code_is_compiled_beside_and_found_in_the_cache(tmp_path):
+    beside = _probe(tmp_path, "beside")
+    assert beside == {"exitcode": 0, "hint": True, "started_again": False, "compiled": 0}
+    alone = _probe(tmp_path, "alone")  # the control: the same build compiles on its own
+    assert alone["compiled"] > 0 and alone["started_again"]
+
+
+def test_real_beside_can_be_turned_off(monkeypatch):
+    from runtime import real_beside
+
+    monkeypatch.setenv(ENV, "0")
+    assert real_beside.start(object(), {"step:8": "x"}) is None
