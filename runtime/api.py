@@ -111,8 +111,11 @@ def precompute(
     scheduler: str | None = None,
     chunk_size: int | None = None,
     progress: bool = False,
+    real_beside: bool = False,
 ) -> Sketch:
-    """Compile (or resume) a sketch into directory `out` (as ``circuitsketch compile``)."""
+    """Compile (or resume) a sketch into directory `out` (as ``circuitsketch compile``);
+    `real_beside`: compile the real-mode code meanwhile in a second process (as the
+    command does; ``runtime.real_beside``)."""
     from runtime.precompute import DEFAULT_CHUNK_SIZE
     from runtime.precompute import precompute as run
 
@@ -127,6 +130,7 @@ def precompute(
         scheduler=scheduler,
         chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
         progress=progress,
+        real_beside=real_beside,
     )
     return Sketch(report.sketch)
 

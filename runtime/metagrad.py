@@ -195,10 +195,11 @@ class MetagradResult:
 
     @property
     def cost(self) -> float | None:
-        """The sweep's time as a multiple of one training run."""
+        """Its share of the sweep's time as a multiple of one training run: the sweep's
+        time divided by the test inputs it served (as ``SecondOrder.cost``)."""
         if not self.train_seconds:
             return None
-        return self.seconds / self.train_seconds
+        return self.seconds / self.train_seconds / max(1, int(self.info.get("tests_in_sweep", 1)))
 
 
 RUN_FILES = ("docs.npy", "params0.npy", "init.npy", "schedule.npy")

@@ -267,3 +267,14 @@ def test_at_nonzero_weights_and_for_runs_of_one_to_three_steps():
         ref = full_trajectory_metagradient(prog, TESTS[0])
         for schedule in ("sqrt", "binomial", "tree"):
             assert rel_err(Metagradient(prog, schedule=schedule)(TESTS[0]), ref) <= TOL
+
+
+def test_a_sweep_s_cost_is_shared_by_the_test_inputs_it_served():
+    """Per test input, as the second-order data's cost: evaluate adds tests x per-test."""
+    from runtime.metagrad import MetagradResult
+
+    r = MetagradResult("a", "a", np.zeros(3), True, seconds=8.0, train_seconds=2.0,
+                       setup_seconds=None, info={"tests_in_sweep": 4})  # fmt: skip
+    assert r.cost == 1.0
+    r.info = {}
+    assert r.cost == 4.0

@@ -253,7 +253,9 @@ def run_metagrad(args: argparse.Namespace) -> int:
         return 0
     for r, o in zip(results, out, strict=True):
         print(f"test document {r.label!r}: metagradient dF/dw over {len(docs)} training documents")
-        cost = f" = {r.cost:.1f} training runs" if r.cost is not None else ""
+        n = int(r.info.get("tests_in_sweep") or 1)
+        cost = "" if r.cost is None else f" = {r.cost * n:.1f} training runs" + (
+            f", {r.cost:.1f} per test input of the {n} it served" if n > 1 else "")
         run = f"one training run {r.train_seconds:.3g} s" if r.train_seconds else ""
         setup = (
             f"; once: compiled forward and reverse steps {r.setup_seconds:.2f} s"
