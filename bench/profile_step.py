@@ -8,12 +8,14 @@ from the repository root:
     python bench/profile_step.py                 # real mode
     python bench/profile_step.py --degree 3      # series, 8 directions
     python bench/profile_step.py --degree 6 --directions 8 --bucket 16
+    python bench/profile_step.py --n-layer 4 --n-embd 128   # another size (4 heads)
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import re
 import sys
 import time
 from pathlib import Path
@@ -38,6 +40,9 @@ def main() -> None:
     ap.add_argument("--degree", type=int, default=0)
     ap.add_argument("--directions", type=int, default=8)
     ap.add_argument("--bucket", type=int, default=8, choices=(8, 16))
+    ap.add_argument("--n-layer", type=int, default=1)
+    ap.add_argument("--n-embd", type=int, default=16)
+    ap.add_argument("--n-head", type=int, default=4)
     args = ap.parse_args()
     from circuitsketch.models import microgpt as m
     from compiler import kernels as k
@@ -46,7 +51,8 @@ def main() -> None:
     docs = m.read_docs(m.corpus_path())
     docs = [docs[i] for i in np.random.default_rng(0).permutation(len(docs))[:1000]]
     K, B = args.degree, args.directions
-    cp = CompiledProgram(m.build(docs), K)
+    size = {"n_layer": args.n_layer, "n_embd": args.n_embd, "n_head": args.n_head}
+    cp = CompiledProgram(m.build(docs, **size), K)
     key = cp.step_keys.index(args.bucket)
     env: dict = {"ws": np.zeros(cp.ws_size), "tab": cp.tab, "cst": cp.cst, "code": cp.instr}
     if K == 0:
@@ -76,8 +82,13 @@ def main() -> None:
             "res0": np.zeros(2),
         }
     )
-    src = cp.source
-    body = src[src.index(f"def step_{key}_part0") : src.index(f"step_{key}_WS =")]
+    # the step's lines: its parts and blocks in order (a block at each place it runs)
+    defs = {
+        x.group(1): x.group(0)
+        for x in re.finditer(r"^def ((?:part|block)_\w+)\(.*?(?=^@njit|^\w+ = |\Z)", cp.source,
+                             re.M | re.S)
+    }  # fmt: skip
+    body = "".join(defs[f.py_func.__name__] for f in getattr(cp.module, f"step_{key}_PARTS"))
     r = getattr(cp.module, f"step_{key}_FIRST_ROW")
     reps = 200 if K == 0 else max(2, 400 // (B * K * K))
     loops: dict = {}
