@@ -22,6 +22,10 @@ it is less sensitive than wall time to other jobs on a shared machine.
 * directions (``--parts directions``): ``circuitsketch compile`` of 16 and of
   500 directions at K = 3 on bench_compiler's setting (1000 names, T = 1000)
   with 2 workers on the warm cache, wall time per direction of the whole command;
+* kept (``--parts kept``): in a process running a thread of its own (as a notebook's
+  kernel does, so workers are spawned), four ``precompute`` calls of two one-direction
+  chunks on two workers: the first starts the workers, the next two find them kept,
+  the last starts them again after ``parallel.shutdown_workers()``;
 * demo (``--demo``): ``circuitsketch demo`` on the warm cache; with ``--cold``
   first on an empty ``CIRCUITSKETCH_CACHE`` (a first run: everything compiles).
 """
@@ -110,6 +114,30 @@ print(json.dumps({"precompute_wall_s": wall, "precompute_cpu_s": total_cpu, "chu
 """
 
 
+KEPT = r"""
+import json, threading, tempfile, time
+from pathlib import Path
+from circuitsketch.models import microgpt
+from runtime import parallel
+from runtime.precompute import precompute
+from runtime.sources.microgpt import MicrogptSource
+# a notebook's kernel runs threads of its own, so workers are spawned, not forked
+threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+assert not parallel.forks()
+docs = tuple(microgpt.read_docs(microgpt.corpus_path())[:250])
+walls = []
+with tempfile.TemporaryDirectory() as tmp:
+    for i, seed in enumerate((0, 1, 2, 3)):
+        if i == 3:
+            parallel.shutdown_workers()  # the last call starts its workers again
+        t0 = time.perf_counter()
+        precompute(Path(tmp) / f"sk{i}", MicrogptSource(docs, 250, seed=seed), 3,
+                   num_directions=2, chunk_size=1, workers=2, progress=False)
+        walls.append(time.perf_counter() - t0)
+print(json.dumps({"first_s": walls[0], "kept_s": walls[1:3], "restarted_s": walls[3]}))
+"""
+
+
 FORKED = r"""
 import json, resource, time
 from circuitsketch.models import microgpt
@@ -191,8 +219,8 @@ def main() -> None:
     ap.add_argument("--demo", action="store_true", help="time the demo (warm cache)")
     ap.add_argument("--cold", action="store_true", help="and first on an empty cache")
     ap.add_argument("--parts", default="query,worker,fork,pool",
-                    help="which of query, worker, fork, pool, directions to measure "
-                    "(default: all but directions)")
+                    help="which of query, worker, fork, pool, directions, kept to measure "
+                    "(default: the first four)")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
@@ -226,6 +254,11 @@ def main() -> None:
             measure_pool(args.repeat, env, out)
         if "directions" in parts:
             measure_directions(Path(tmp), env, out)
+        if "kept" in parts:
+            runs = [json.loads(timed_run([sys.executable, "-c", KEPT], env)[2])
+                    for _ in range(args.repeat)]  # fmt: skip
+            out["kept_workers"] = runs
+            print(f"spawned workers kept between calls: {runs}", flush=True)
     print(json.dumps(out, indent=1))
 
 

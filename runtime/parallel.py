@@ -14,7 +14,8 @@ order).  ``fn`` must be a module-level function so workers can import it.
   so it starts at once (``forks()``; a thread holding a lock at the fork would
   leave that lock held for ever in the child, so with threads they are
   spawned).  Otherwise they are spawned and import and load everything
-  themselves.  Workers ignore SIGINT (Ctrl-C is handled once, by the caller),
+  themselves, and the pool is kept for the next call with as many workers
+  (``_KEPT``; a notebook's threads rule out forking).  Workers ignore SIGINT (Ctrl-C is handled once, by the caller),
   take SIGTERM's default (a caller's handler does not carry over) and exit on
   their own if the calling process dies.
 
@@ -41,6 +42,7 @@ __all__ = [
     "forks",
     "helper_process",
     "run_tasks",
+    "shutdown_workers",
     "worker_init",
 ]
 
@@ -130,19 +132,32 @@ def _run_pool(fn, tasks, on_result, workers: int, warm=None, prepare=None) -> No
     _quiet_resource_tracker()
 
     forked = forks()
+    kept = None
     if forked:
         if prepare is not None:
             prepare()
         prepare = warm = None  # a forked worker is a copy of this prepared process
-    context = multiprocessing.get_context("fork" if forked else "spawn")
+        context = multiprocessing.get_context("fork")
+    else:  # spawned workers are kept for the next call (see _KEPT)
+        kept = (os.getpid(), workers, None if warm is None else warm[0])
+        context = multiprocessing.get_context("spawn")
+    ex = _KEPT.pop(kept, None) if kept else None
+    if ex is not None and getattr(ex, "_broken", False):  # a worker died since: start anew
+        _terminate(ex)
+        ex = None
+    if ex is not None:  # started and warmed by an earlier call: compile first, then run
+        if prepare is not None:
+            prepare()
+        prepare = warm = None
     ready = context.Event() if warm is not None and prepare is not None else None
-    ex = ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=context,
-        initializer=worker_init,
-        initargs=(os.getpid(), warm, ready),
-    )
-    with _owned(ex):
+    if ex is None:
+        ex = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=context,
+            initializer=worker_init,
+            initargs=(os.getpid(), warm, ready),
+        )
+    with _owned(ex, keep=kept):
         pending = {ex.submit(fn, t): t for t in tasks}  # starts the workers
         if prepare is not None:
             prepare()
@@ -162,19 +177,37 @@ def _run_pool(fn, tasks, on_result, workers: int, warm=None, prepare=None) -> No
                 on_result(t, result)
 
 
+_KEPT: dict[tuple, Any] = {}
+"""Spawned pools kept after a call that ended well, by (this process, number of workers,
+warm-up function): the next call with the same finds its workers started, imported and
+warmed (a notebook, whose threads rule out forking, pays their start once, not per
+command).  A new program's code is loaded by its first task in each worker, after this
+process has compiled it.  Forked pools are not kept: a fresh fork costs milliseconds and
+carries the code this process loaded since.  ``shutdown_workers()`` ends them (at exit
+they end with the process)."""
+
+
+def shutdown_workers() -> None:
+    """Shut down the worker pools kept for reuse (``_KEPT``)."""
+    while _KEPT:
+        _KEPT.popitem()[1].shutdown(wait=True)
+
+
 @contextlib.contextmanager
-def _owned(ex) -> Iterator[Any]:
-    """The pool `ex` for the block: shut down (its tasks awaited) when the block ends,
-    terminated at once when it fails or is interrupted."""
+def _owned(ex, keep: tuple | None = None) -> Iterator[Any]:
+    """The pool `ex` for the block: shut down (its tasks awaited) when the block ends, or
+    kept under `keep` in ``_KEPT``; terminated at once when it fails or is interrupted."""
     ok = False
     try:
         yield ex
         ok = True
     finally:
-        if ok:
-            ex.shutdown(wait=True)
-        else:
+        if not ok:
             _terminate(ex)
+        elif keep is not None:
+            _KEPT[keep] = ex
+        else:
+            ex.shutdown(wait=True)
 
 
 def _terminate(ex) -> None:

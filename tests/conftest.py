@@ -131,3 +131,13 @@ def oracle_series(init_params, chars):
     )
     coeffs = np.array(OM.test_loss(final, OM.tokenize(HELD_OUT, chars)).coeffs)
     return OM.to_array(final), coeffs
+
+
+@pytest.fixture(autouse=True)
+def _no_kept_workers():
+    """Worker pools a test's spawned run kept for reuse (``runtime.parallel._KEPT``) end with
+    the test: their threads would keep the next tests from forking their workers."""
+    yield
+    from runtime import parallel
+
+    parallel.shutdown_workers()

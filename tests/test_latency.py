@@ -332,3 +332,29 @@ def test_demo_refuses_a_picture_it_cannot_write(capsys, tmp_path):
     err = one_line_error(capsys, "demo", "--num-docs", "20", "--plot", tmp_path / "no" / "x.png")
     assert err.startswith("error: --plot") and "no such directory" in err
     assert not (tmp_path / "no").exists()
+
+
+def _pid(task: int) -> int:
+    return os.getpid()
+
+
+def test_spawned_workers_are_kept_for_the_next_call(monkeypatch):
+    """Where workers are spawned (a notebook's threads rule out forking), the second call
+    finds them started: the same processes, warmed once; the fixture then ends them."""
+    from runtime import parallel
+
+    monkeypatch.setattr(parallel, "forks", lambda: False)
+    prepared: list[int] = []
+    first: list[int] = []
+    parallel.run_tasks(_pid, list(range(6)), lambda t, r: first.append(r), workers=2,
+                       prepare=lambda: prepared.append(1))  # fmt: skip
+    again: list[int] = []
+    parallel.run_tasks(_pid, list(range(6)), lambda t, r: again.append(r), workers=2,
+                       prepare=lambda: prepared.append(2))  # fmt: skip
+    assert set(again) <= set(first) and len(set(first)) >= 1 and os.getpid() not in first
+    assert prepared == [1, 2] and len(parallel._KEPT) == 1
+    other: list[int] = []  # another number of workers: another pool
+    parallel.run_tasks(_pid, list(range(6)), lambda t, r: other.append(r), workers=3)
+    assert not set(other) & set(first) and len(parallel._KEPT) == 2
+    parallel.shutdown_workers()
+    assert not parallel._KEPT
