@@ -15,9 +15,10 @@ order).  ``fn`` must be a module-level function so workers can import it.
   leave that lock held for ever in the child, so with threads they are
   spawned).  Otherwise they are spawned and import and load everything
   themselves, and the pool is kept for the next call with as many workers
-  (``_KEPT``; a notebook's threads rule out forking).  Workers ignore SIGINT (Ctrl-C is handled once, by the caller),
-  take SIGTERM's default (a caller's handler does not carry over) and exit on
-  their own if the calling process dies.
+  (``_KEPT``; a notebook's threads rule out forking).  Workers ignore SIGINT
+  (Ctrl-C is handled once, by the caller), take SIGTERM's default (a caller's
+  handler does not carry over) and exit on their own if the calling process
+  dies.
 
 On any exception, KeyboardInterrupt included, outstanding tasks are
 cancelled, local workers are terminated, and the exception propagates;
