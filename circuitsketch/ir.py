@@ -367,15 +367,17 @@ def replay(
     out: Circuit,
     keep: Callable[[int, Node], bool] | None = None,
     rewrite: Rewrite | None = None,
+    order: Sequence[int] | None = None,
 ) -> dict[int, int]:
     """Copy source's equations into out (re-interning); returns old id -> new id.
 
     ``rewrite(out, i, node, new_inputs)`` may return the id of a replacement
     built in ``out`` (or None to copy the node as it is): the one loop that
-    every node-by-node pass is written with.
+    every node-by-node pass is written with.  ``order``: the equations in
+    another topological order (default: as they are).
     """
     remap: dict[int, int] = {}
-    for i, node in source:
+    for i, node in source if order is None else ((i, source.nodes[i]) for i in order):
         if keep is not None and not keep(i, node):
             continue
         out._scope_stack[:] = [source.scopes[i]] if source.scopes[i] else []
@@ -397,10 +399,12 @@ def rebuild(
     circuit: Circuit,
     keep: Callable[[int, Node], bool] | None = None,
     rewrite: Rewrite | None = None,
+    order: Sequence[int] | None = None,
 ) -> Circuit:
-    """A copy of a circuit with the same outputs, optionally dropping or rewriting nodes."""
+    """A copy of a circuit with the same outputs, optionally dropping or rewriting nodes, or
+    with its equations in another topological `order`."""
     out = Circuit()
-    remap = replay(circuit, out, keep, rewrite)
+    remap = replay(circuit, out, keep, rewrite, order)
     for name, nid in circuit.outputs.items():
         out.set_output(name, remap[nid])
     return out

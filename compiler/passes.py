@@ -245,6 +245,43 @@ def activity(c: Circuit, series_inputs: Iterable[str]) -> Activity:
     return Activity(tuple(active), tuple(hi))
 
 
+def sink_elementwise(c: Circuit) -> Circuit:
+    """Each elementwise equation moved down to just before the first equation that reads it,
+    so that chains the tracer interleaved become consecutive runs for loop fusion
+    (``compiler/fusion.py`` fuses only consecutive equations).  The transpose of Adam's
+    update, per parameter, is traced as one sweep of a scalar times every cotangent, then
+    each parameter's chain: sunk, each product joins its chain's loop.  Only the order
+    changes: the same operations on the same values, the same bits."""
+    users = c.users()
+    outputs = set(c.outputs.values())
+
+    def movable(i: int, node: Node) -> bool:
+        return opdef(node.op).code.scalar is not None and bool(users[i]) and i not in outputs
+
+    placed = [False] * len(c.nodes)
+    order: list[int] = []
+
+    def place(i: int) -> None:  # i after every input not placed yet (depth first)
+        stack = [(i, 0)]
+        while stack:
+            j, q = stack.pop()
+            ins = c.nodes[j].inputs
+            while q < len(ins) and placed[ins[q]]:
+                q += 1
+            if q < len(ins):
+                stack += [(j, q + 1), (ins[q], 0)]
+            elif not placed[j]:
+                placed[j] = True
+                order.append(j)
+
+    for i, node in c:
+        if not movable(i, node):
+            place(i)
+    for i in range(len(c.nodes)):
+        place(i)
+    return rebuild(c, order=order)
+
+
 def simplify(c: Circuit) -> Circuit:
     """The standard pipeline before code generation."""
     return dce(scalar_reciprocals(transpose_narrow_operands(merge_transposes(

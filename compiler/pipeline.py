@@ -26,7 +26,7 @@ from compiler import cache
 from compiler.emit import HEADER, emit_function
 from compiler.fusion import NO_FUSION, Fusion, fuse
 from compiler.lower import Lowered, code_of, lower
-from compiler.passes import Activity, activity, dce, simplify
+from compiler.passes import Activity, activity, dce, simplify, sink_elementwise
 from compiler.series_fusion import MAX_DEGREE
 from compiler.slots import Interface
 from compiler.tables import Tables
@@ -119,6 +119,8 @@ def _hi(b: Build, u: Unit) -> list[bool]:
 
 def _fuse(b: Build) -> None:
     for u in b.units:
+        if b.fused and not b.series:  # series chains fuse only when long: left as traced
+            u.circuit = sink_elementwise(u.circuit)
         u.act = activity(u.circuit, u.series_inputs)
         u.fusion = fuse(u.circuit, _hi(b, u), 0) if b.fused else NO_FUSION
 
@@ -184,7 +186,7 @@ PASSES: list[Pass] = [
     Pass("simplify", _simplify, "cse, concat lowering, constant folding, transposes, "
          "scalar reciprocals, dead code"),
     Pass("fuse", _fuse, "activity analysis; chains of elementwise order-0 values become "
-         "one loop each"),
+         "one loop each (in real mode, each elementwise equation first sunk to its reader)"),
     Pass("series-fuse", _series_fuse, "at a degree K <= 8, long chains fuse their higher "
          "orders too"),
     Pass("lower", _lower, "slots, instruction rows and one line of calls per equation"),
