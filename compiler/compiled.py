@@ -63,11 +63,12 @@ def _mode(degree: int) -> str:
 
 
 def program_build(
-    program: Program, degree: int, only: tuple[str, Hashable] | None = None
+    program: Program, degree: int, only: tuple[str, Hashable] | None = None, sink: bool = False
 ) -> Build:
     """The pipeline's units for a program at a degree: its step circuits (state and data
     weight as series), then its output circuits (the state as series).  only: one
-    circuit, ("step" | "output", key), built alone as function ``circuit`` (inspect)."""
+    circuit, ("step" | "output", key), built alone as function ``circuit`` (inspect).
+    sink: ``Build.sink``."""
     layout = state_layout(program)
     names = set(layout)
     units = []
@@ -100,7 +101,7 @@ def program_build(
     if degree and width > 1:
         raise ValueError("a program whose steps output one loss per document runs in real "
                          "mode only")
-    return Build(units, degree, title=f"Generated for program {program.name!r}, "
+    return Build(units, degree, sink=sink, title=f"Generated for program {program.name!r}, "
                  f"{_mode(degree)} mode.",
                  footer=None if degree else functools.partial(_run_loop, width=width))
 
@@ -166,7 +167,10 @@ design choices").  Results are bit for bit those of one pass."""
 class CompiledProgram:
     """Program -> generated Numba module at a fixed degree (0: real training)."""
 
-    def __init__(self, program: Program, degree: int = 0):
+    def __init__(self, program: Program, degree: int = 0, sink: bool = False):
+        """`sink`: real mode's elementwise equations moved down to their readers before
+        fusion (``Build.sink``): the reverse runs of ``runtime.sweep``, whose traced order
+        interleaves the chains of every parameter."""
         if degree < 0:
             raise ValueError(f"degree must be >= 0, got {degree}")
         self.program = program
@@ -176,7 +180,7 @@ class CompiledProgram:
         self.state_size = sum(n for _, n in self.state_layout.values())
         self.step_keys: list[Hashable] = sorted(program.step_circuits, key=repr)
         self.out_keys: list[Hashable] = sorted(program.output_circuits, key=repr)
-        self.build = run(program_build(program, degree))
+        self.build = run(program_build(program, degree, sink=sink))
         units = self.build.units
         self.steps_c = dict(zip(self.step_keys, units[: len(self.step_keys)], strict=True))
         self.outs_c = dict(zip(self.out_keys, units[len(self.step_keys) :], strict=True))

@@ -59,7 +59,9 @@ class Build:
     """The units of one generated module at one degree, and what the passes made.
 
     optimize: run the simplifying passes; fused: fuse elementwise chains (same bits
-    either way).  title: the module docstring's first line (None: no docstring).
+    either way); sink: in real mode, first move each elementwise equation down to its
+    first reader (``passes.sink_elementwise``; same bits; reverse runs, where it pays).
+    title: the module docstring's first line (None: no docstring).
     footer: more source after the units' (real mode's compiled training loop).
     source: the whole generated code as one module (what ``inspect --after emit``
     prints, and what names it).  Loaded as: ``library``, module name -> text of each
@@ -73,6 +75,7 @@ class Build:
     degree: int
     optimize: bool = True
     fused: bool = True
+    sink: bool = False
     title: str | None = None
     footer: Callable[[Build], str] | None = None
     tables: Tables = field(default_factory=Tables)
@@ -119,7 +122,7 @@ def _hi(b: Build, u: Unit) -> list[bool]:
 
 def _fuse(b: Build) -> None:
     for u in b.units:
-        if b.fused and not b.series:  # series chains fuse only when long: left as traced
+        if b.sink and b.fused and not b.series:
             u.circuit = sink_elementwise(u.circuit)
         u.act = activity(u.circuit, u.series_inputs)
         u.fusion = fuse(u.circuit, _hi(b, u), 0) if b.fused else NO_FUSION
@@ -186,7 +189,8 @@ PASSES: list[Pass] = [
     Pass("simplify", _simplify, "cse, concat lowering, constant folding, transposes, "
          "scalar reciprocals, dead code"),
     Pass("fuse", _fuse, "activity analysis; chains of elementwise order-0 values become "
-         "one loop each (in real mode, each elementwise equation first sunk to its reader)"),
+         "one loop each (with sink, in real mode: each elementwise equation first moved "
+         "down to its reader)"),
     Pass("series-fuse", _series_fuse, "at a degree K <= 8, long chains fuse their higher "
          "orders too"),
     Pass("lower", _lower, "slots, instruction rows and one line of calls per equation"),

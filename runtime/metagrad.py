@@ -78,7 +78,7 @@ def full_trajectory_metagradient(program: Program, test, weights=None) -> np.nda
 
     cp = CompiledProgram(program, 0)
     traj = trajectory(cp, weights)
-    rev = CompiledProgram(reverse_program(program, cp, traj), 0)
+    rev = CompiledProgram(reverse_program(program, cp, traj), 0, sink=True)
     _, per_step = rev.train(weights, state=output_cotangent(cp, traj[-1], test))
     g = np.zeros(program.num_docs)
     accumulate(g, rev.docs, rev.ndocs, per_step)

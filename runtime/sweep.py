@@ -101,7 +101,8 @@ class ReverseRows(CompiledProgram):
     def __init__(self, program: Program, rows: int, circuits: dict | None = None):
         self._placeholder = Step(next(iter(program.step_circuits)), 0, {})
         self.doc_width = max((len(st.docs) for st in program.steps), default=1)
-        super().__init__(reverse_shell(program, [self._placeholder] * rows, circuits), 0)
+        super().__init__(reverse_shell(program, [self._placeholder] * rows, circuits), 0,
+                         sink=True)
         self.steps_of_rows = np.zeros(0, np.int64)
 
     def resize(self, rows: int) -> None:
