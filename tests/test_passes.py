@@ -258,7 +258,11 @@ def test_sunk_reverse_steps_give_the_same_metagradient(monkeypatch):
     from tests.conftest import DOCS
 
     program = microgpt.build(list(DOCS), steps=12)
+    sunk: list[int] = []
+    sink = pipeline.sink_elementwise
+    monkeypatch.setattr(pipeline, "sink_elementwise", lambda c: sunk.append(1) or sink(c))
     g = full_trajectory_metagradient(program, "emma")
+    assert sunk  # the reverse run's circuits were sunk (the forward run's are not)
     monkeypatch.setattr(pipeline, "sink_elementwise", lambda c: c)
     np.testing.assert_array_equal(full_trajectory_metagradient(program, "emma"), g)
 
