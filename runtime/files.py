@@ -33,6 +33,7 @@ __all__ = [
     "load_verified",
     "map_verified",
     "npy_bytes",
+    "sha256_of",
     "stamp_of",
 ]
 
@@ -124,7 +125,7 @@ def _check_sha256(got: str, entry: dict[str, Any], label: str) -> None:
         )
 
 
-def _sha256_of(f) -> str:
+def sha256_of(f) -> str:
     """sha256 of an open binary file from its position, read in blocks."""
     h = hashlib.sha256()
     for block in iter(lambda: f.read(1 << 22), b""):
@@ -178,7 +179,7 @@ def map_verified(
         hashed = not trusted(stamp)
         if hashed:
             with _reading(label):
-                digest = _sha256_of(f)
+                digest = sha256_of(f)
                 f.seek(0)
             _check_sha256(digest, entry, label)
         arr = _map_npy(f, label)
@@ -217,7 +218,7 @@ def check_file(path: str | Path, entry: dict[str, Any], label: str) -> None:
     with _reading(label):
         _check_size(Path(path).stat().st_size, entry, label)
         with open(path, "rb") as f:
-            digest = _sha256_of(f)
+            digest = sha256_of(f)
     _check_sha256(digest, entry, label)
 
 

@@ -27,11 +27,10 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
+    from runtime.files import sha256_of
+
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return sha256_of(f)
 
 
 def build_program(source: ProgramSource) -> Program:
