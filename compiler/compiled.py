@@ -20,8 +20,9 @@ import numpy as np
 
 from circuitsketch.ir import Circuit
 from circuitsketch.program import WEIGHT, Program
-from compiler import kernels
+from compiler import kernels, pointers
 from compiler.diagnose import NonFiniteError, locate_nonfinite
+from compiler.emit import signature
 from compiler.layout import hi_block
 from compiler.pipeline import Build, Unit, run
 from compiler.series_fusion import MAX_DEGREE
@@ -122,9 +123,9 @@ def _run_loop(b: Build, width: int = 1) -> str:
     steps = [u.name for u in b.units if u.state_outputs]
     args = (
         "start, stop, keys, docs, ndocs, II, FF, W0, wb, sa, sb, ws, tab, cst, losses, res0, "
-        "code, traj"
+        "code, traj, PTS"
     )
-    call = "sa, sb, ws, tab, cst, II[s], FF[s], wb, res0, code"
+    call = "sa, sb, ws, tab, cst, II[s], FF[s], wb, res0, code, PTS[key]"
     lines = [
         "@njit(cache=True, nogil=True, error_model='numpy')",
         f"def run({args}):",
@@ -190,6 +191,8 @@ class CompiledProgram:
         self.loss_width = loss_width(program)
         self.ws_size = max(u.lowered.ws_size for u in units)
         self.wh_size = max(u.lowered.wh_size for u in units)
+        self.tables = pointers.AddressTables(self.module)
+        self._real_pts: np.ndarray | None = None
 
     def _pack_schedule(self) -> None:
         prog = self.program
@@ -299,6 +302,7 @@ class CompiledProgram:
             res0,
             self.instr,
             np.zeros((0, self.state_size)) if trajectory is None else trajectory,
+            self._real_tables(sa, ws, res0),
         )
         if bad >= 0:
             before = sa if (bad - start) % 2 == 0 else sb
@@ -363,10 +367,10 @@ class CompiledProgram:
     def _train_series_pass(self, psi, weights, state, ha, start, stop):
         """One run over a group of directions small enough for the cache.
 
-        The loop over steps is Python calling the compiled parts: a series step
-        takes milliseconds, so the microseconds of Python per step do not show, while
-        a compiled loop would be one more Numba library re-optimising every part and
-        kernel it links, at a large cost in cold compile time (bench/RESULTS.md).
+        The loop over steps is Python calling the compiled parts, each with its table
+        of the addresses it calls (``compiler/pointers.py``): a series step takes
+        milliseconds, so the microseconds of Python per step do not show, while a
+        compiled loop would be one more Numba library to compile.
         """
         B, K = psi.shape[0], self.degree
         psi_t = np.ascontiguousarray(psi.T, dtype=np.complex128)
@@ -374,9 +378,16 @@ class CompiledProgram:
         hb = np.empty_like(ha)
         wh = np.empty(max(B * K * self.wh_size, 1), np.complex128)
         resh = np.zeros(B * K, np.complex128)
+        tab, cst, code, II, FF = self.tab, self.cst, self.instr, self.II, self.FF
+        # the parameters' types, as the parts are called below (pointers.table)
+        s0 = self.docs[start, : self.ndocs[start]] if start < stop else []
+        params = pointers.param_types([*signature(True).split(", "), "r"], (
+            sa, sb, ha, hb, ws, wh, tab, cst, II[:1].ravel(), FF[:1].ravel(),
+            w[s0], psi_t[s0], res0, resh, code, B, K, 0))  # fmt: skip
         steps = [
             (
-                getattr(self.module, f"step_{i}_PARTS"),
+                [(part, self.tables.part(part, params)) for part in
+                 getattr(self.module, f"step_{i}_PARTS")],
                 getattr(self.module, f"step_{i}_FIRST_ROW"),
                 # the state's hi slices no fused loop checks: the caller checks them
                 [
@@ -386,21 +397,33 @@ class CompiledProgram:
             )
             for i in range(len(self.step_keys))
         ]
-        tab, cst, code, II, FF = self.tab, self.cst, self.instr, self.II, self.FF
         for s in range(start, stop):
             docs = self.docs[s, : self.ndocs[s]]
             w0, wpsi = w[docs], psi_t[docs]
             parts, r, unchecked = steps[self.keys[s]]
             res0[1] = 0.0
-            for part in parts:
+            for part, P in parts:
                 r = part(sa, sb, ha, hb, ws, wh, tab, cst, II[s], FF[s], w0, wpsi,
-                         res0, resh, code, B, K, r)  # fmt: skip
+                         res0, resh, code, B, K, r, P)  # fmt: skip
             losses[s] = res0[0]
             finite = res0[1] == 0.0 and kernels.all_finite(sb)
             if not (finite and all(kernels.all_finite_c(hb[u]) for u in unchecked)):
                 self._raise_nonfinite(s, sa, ha, w, psi)
             sa, sb, ha, hb = sb, sa, hb, ha
         return sa, ha, losses[start:stop]
+
+    def _real_tables(self, sa, ws, res0) -> np.ndarray:
+        """Row i: the table of step circuit i's entry function (``emit.emit_function``)
+        for ``run``'s arguments."""
+        if self._real_pts is None:
+            params = pointers.param_types([*signature(False).split(", "), "r"], (
+                sa, sa, ws, self.tab, self.cst, self.II[:1].ravel(), self.FF[:1].ravel(),
+                np.zeros(self.docs.shape[1]), res0, self.instr, 0))  # fmt: skip
+            rows = [self.tables.entry(f"step_{i}", params) for i in range(len(self.step_keys))]
+            self._real_pts = np.zeros((len(rows), max(len(r) for r in rows)), np.int64)
+            for i, r in enumerate(rows):
+                self._real_pts[i, : len(r)] = r
+        return self._real_pts
 
     def output(self, state: np.ndarray, test, hi: np.ndarray | None = None) -> np.ndarray:
         """The output on one test input: a float (degree 0) or coefficients (B, K+1)."""
@@ -409,12 +432,12 @@ class CompiledProgram:
         cp = self.outs_c[key]
         ii = pack(inputs, cp.iface.ints, sum(n for _, n in cp.iface.ints.values()), np.int64)
         ff = pack(inputs, cp.iface.floats, sum(n for _, n in cp.iface.floats.values()), np.float64)
-        fn = getattr(self.module, f"output_{i}")
         ws = np.empty(max(self.ws_size, 1))
         res0 = np.zeros(2)
         state = np.ascontiguousarray(state, np.float64)
         if not self.series:
-            fn(state, state, ws, self.tab, self.cst, ii, ff, 0.0, res0, self.instr)
+            self.tables.call(f"output_{i}", signature(False).split(", "),
+                             state, state, ws, self.tab, self.cst, ii, ff, 0.0, res0, self.instr)
             return res0[0]
         if hi is None:
             raise ValueError("output() of a series program needs the higher orders `hi`")
@@ -425,25 +448,9 @@ class CompiledProgram:
             raise ValueError(f"hi: {hi.size} coefficients do not fit B x {K} x {self.state_size}")
         wh = np.empty(max(B * K * self.wh_size, 1), np.complex128)
         resh = np.zeros(B * K, np.complex128)
-        fn(
-            state,
-            state,
-            hi,
-            hi,
-            ws,
-            wh,
-            self.tab,
-            self.cst,
-            ii,
-            ff,
-            0.0,
-            np.zeros(B, np.complex128),
-            res0,
-            resh,
-            self.instr,
-            B,
-            K,
-        )
+        self.tables.call(f"output_{i}", signature(True).split(", "), state, state, hi, hi, ws,
+                         wh, self.tab, self.cst, ii, ff, 0.0, np.zeros(B, np.complex128), res0,
+                         resh, self.instr, B, K)  # fmt: skip
         out = np.empty((B, K + 1), np.complex128)
         out[:, 0] = res0[0]
         out[:, 1:] = resh.reshape(B, K)

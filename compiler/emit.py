@@ -7,8 +7,8 @@ function length.  Loops, blocks and parts are named by their code
 (``lower.content_name``), so equal code in any two programs is one function,
 compiled once (``pipeline._emit`` makes each a module of its own).  Numba
 links every library a function calls into that function's own module and
-optimises the whole again, so each extra level or part re-optimises the
-kernels: parts are made large (microgpt's step is one part), steps are
+optimises the whole again, so parts and blocks call their kernels and loops
+through pointers (``compiler/pointers.py``) and link none of them; steps are
 inlined into real mode's compiled training loop, and series mode loops over
 steps in Python.
 """
@@ -19,11 +19,12 @@ from dataclasses import dataclass
 
 from compiler.lower import DECO, NAME, Lowered, content_name
 from compiler.outline import outline
+from compiler.pointers import Call, through_pointers
 
 PART_NODES = 480
 HEADER = (
     "import math\n\nimport numpy as np\nfrom numba import njit\n\n"
-    "from compiler import kernels as k\n\n"
+    "from compiler import kernels as k\nfrom compiler import pointers as p\n\n"
 )
 
 
@@ -78,13 +79,17 @@ def emit_function(f: Lowered, entry: str = "njit") -> Emitted:
     caller runs the parts itself).  Module attributes ``<name>_WS`` / ``<name>_WH``
     give the workspace sizes (hi in units of B*K), ``<name>_PARTS`` the parts and
     blocks to run in order (a block once per place) and ``<name>_FIRST_ROW`` the
-    instruction row they start at.
+    instruction row they start at.  The parts and blocks call their kernels and loops
+    through pointers (``compiler/pointers.py``): each takes its table of addresses as
+    one more argument, P, and the entry function one more argument, PT, the tables of
+    its distinct parts and blocks one after another, in the order of ``<name>_PARTS``.
     """
     if entry not in ("njit", "inline", "none"):
         raise ValueError(f"entry must be 'njit', 'inline' or 'none', got {entry!r}")
     name, args = f.name, signature(f.series)
     library = [(_name_of(loop), loop) for loop in f.loops]
     calls: list[str] = []  # the functions the step runs, in order
+    sites: dict[str, int] = {}  # calls through the table of each part and block
     for start, stop, block in outline([lines[-1] for lines in f.lines]):
         if block is not None:
             pieces = [("block", f.lines[start:stop])]
@@ -92,19 +97,22 @@ def emit_function(f: Lowered, entry: str = "njit") -> Emitted:
             pieces = [("part", f.lines[a : min(a + PART_NODES, stop)])
                       for a in range(start, stop, PART_NODES)]  # fmt: skip
         for kind, body in pieces:
-            text = _define_piece(args, body)
+            text, called = _define_piece(args, body)
             fn = content_name(kind, text)
             if fn not in calls:
                 library.append((fn, text.replace(f"def {NAME}(", f"def {fn}(", 1)))
+                sites[fn] = called
             calls.append(fn)
     cb = CodeBuilder()
     if entry != "none":
         cb.line(DECO[:-1] + ", inline='always')" if entry == "inline" else DECO)
-        cb.line(f"def {name}({args}):")
+        cb.line(f"def {name}({args}, PT):")
         cb.indent()
         cb.line(f"r = code.shape[0] * 0 + {f.first_row}")
+        offsets: dict[str, int] = {}  # of each distinct part's table in PT
         for fn in calls:
-            cb.line(f"r = {fn}({args}, r)")
+            o = offsets.setdefault(fn, sum(sites[g] for g in offsets))
+            cb.line(f"r = {fn}({args}, r, PT[{o}:{o + sites[fn]}])")
         out, hout = ("s_out", "h_out") if f.state_outputs else ("res0", "resh")
         finite = f"k.all_finite({out})" + (f" and k.all_finite_c({hout})" if f.series else "")
         cb.line(f"return {finite}")
@@ -127,19 +135,21 @@ def _name_of(definition: str) -> str:
     return definition.split("def ", 1)[1].split("(", 1)[0]
 
 
-def _define_piece(args: str, body: list[list[str]]) -> str:
+def _define_piece(args: str, body: list[list[str]]) -> tuple[str, int]:
     """A part or block, named ``NAME``: its lines (comments and calls), each advancing
-    the row r."""
+    the row r, its calls made through the table of one more argument, P.  Returns the
+    text and the number of calls through P."""
     cb = CodeBuilder()
     cb.line(DECO)
-    cb.line(f"def {NAME}({args}, r):")
+    cb.line(f"def {NAME}({args}, r, P):")
     cb.indent()
+    called: list[Call] = []
     for lines in body:
         for line in lines[:-1]:
             cb.line(line)
-        cb.line(f"{lines[-1]}; r += 1")
+        cb.line(f"{through_pointers(lines[-1], called)}; r += 1")
     cb.line("return r")
     cb.dedent()
     cb.line()
     cb.line()
-    return cb.source()
+    return cb.source(), len(called)

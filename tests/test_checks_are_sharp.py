@@ -38,6 +38,7 @@ import circuitsketch as cs
 from compiler import cache
 from compiler import kernels as real_kernels
 from compiler.function import CompiledCircuit
+from compiler.pointers import AddressTables
 from tests.interpreter_check import check_real, check_series
 from tests.test_compiled_ops import (
     OP_CASES,
@@ -155,17 +156,18 @@ def scale_first_constant(factor: float) -> Mutation:
 
 
 def rename_kernel_call(old: str, new: str) -> Mutation:
-    """The first call of kernel `old` (an attribute call such as k.sub(...)) calls `new`."""
+    """The first call of kernel `old` (``k.sub``, called through ``p.call``) calls `new`."""
 
     def mutate(tree):
         node = _first(
             tree,
             f"a call of kernel {old}",
             lambda n, d: (
-                isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == old
+                isinstance(n, ast.Attribute) and n.attr == old
+                and isinstance(n.value, ast.Name) and n.value.id == "k"
             ),
         )
-        node.func.attr = new
+        node.attr = new
         return f"called {new} instead of {old}"
 
     return mutate
@@ -231,6 +233,7 @@ def with_module(compiled: CompiledCircuit, source: str) -> CompiledCircuit:
     """A copy of `compiled` that runs `source` (same tables and layout)."""
     bad = copy.copy(compiled)
     bad.module = cache.load_module(source)
+    bad.tables = AddressTables(bad.module)  # the addresses of what its source calls
     return bad
 
 
