@@ -34,7 +34,10 @@ as printed (parameter names, or ``k.hblock(...)`` of parameter names and integer
 
 _STATEMENT = re.compile(r"^(res0\[1\] \+= )?((?:k\.)?\w+)\((.*)\)$")
 _THROUGH = re.compile(r"^(res0\[1\] \+= )?p\.call\(P\[(\d+)\], ((?:k\.)?\w+), (.*)\)$")
-_DIRECT = frozenset({"k.hblock"})  # a view: inlined, nothing to gain by a pointer
+LINKED = "k.hblock"
+"""Callees called directly (linked), space-separated: a view, inlined, nothing to gain
+by a pointer.  ``"*"``: every callee (the code as before pointers, for an A/B in
+bench/ab_step.py)."""
 
 
 @intrinsic
@@ -79,7 +82,7 @@ def through_pointers(line: str, calls: list[Call]) -> str:
     out = []
     for statement in line.split("; "):
         m = _STATEMENT.match(statement)
-        if m is None or m.group(2) in _DIRECT:
+        if m is None or m.group(2) in LINKED.split() or LINKED == "*":
             out.append(statement)
             continue
         prefix, callee, args = m.groups()
@@ -120,7 +123,7 @@ def _type_of(arg: str, params: Mapping[str, types.Type], scope: Mapping[str, obj
     if arg.lstrip("-").isdigit():
         return types.int64
     m = _STATEMENT.match(arg)
-    if m is None or m.group(1) or m.group(2) not in _DIRECT:
+    if m is None or m.group(1) or m.group(2) != "k.hblock":
         raise ValueError(f"cannot type the argument {arg!r} of a call through a pointer")
     fn = _resolve(m.group(2), scope)
     argtys = tuple(_type_of(a, params, scope) for a in split_args(m.group(3)))
