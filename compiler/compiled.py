@@ -379,11 +379,7 @@ class CompiledProgram:
         wh = np.empty(max(B * K * self.wh_size, 1), np.complex128)
         resh = np.zeros(B * K, np.complex128)
         tab, cst, code, II, FF = self.tab, self.cst, self.instr, self.II, self.FF
-        # the parameters' types, as the parts are called below (pointers.table)
-        s0 = self.docs[start, : self.ndocs[start]] if start < stop else []
-        params = pointers.param_types([*signature(True).split(", "), "r"], (
-            sa, sb, ha, hb, ws, wh, tab, cst, II[:1].ravel(), FF[:1].ravel(),
-            w[s0], psi_t[s0], res0, resh, code, B, K, 0))  # fmt: skip
+        params = self.series_param_types()
         steps = [
             (
                 [(part, self.tables.part(part, params)) for part in
@@ -411,6 +407,28 @@ class CompiledProgram:
                 self._raise_nonfinite(s, sa, ha, w, psi)
             sa, sb, ha, hb = sb, sa, hb, ha
         return sa, ha, losses[start:stop]
+
+    def series_param_types(self) -> dict:
+        """The numba types of a series part's parameters as ``_train_series_pass`` calls it
+        (every array C-contiguous): what its table is made for (``pointers.table``)."""
+        f, c = np.zeros(1), np.zeros(1, np.complex128)
+        return pointers.param_types([*signature(True).split(", "), "r"], (
+            f, f, c, c, f, c, self.tab, self.cst, self.II[:1].ravel(), self.FF[:1].ravel(),
+            f, np.zeros((1, 1), np.complex128), f, c, self.instr, 1, 1, 0))  # fmt: skip
+
+    def first_steps(self) -> list[int]:
+        """The first step of each step circuit, in order."""
+        first = {key: s for s, key in reversed(list(enumerate(self.keys.tolist())))}
+        return sorted(first.values())
+
+    def load_series_callees(self, reverse: bool = False) -> None:
+        """Compile (or load) every kernel and loop the series steps call, in the order
+        ``runtime.precompute.load_series_code`` meets them (`reverse`: the other way)."""
+        steps = [getattr(self.module, f"step_{self.keys[s]}_PARTS") for s in self.first_steps()]
+        parts = dict.fromkeys(fn for step in steps for fn in step)
+        params = self.series_param_types()
+        for fn in reversed(list(parts)) if reverse else parts:
+            pointers.load_callees(fn, params, reverse)
 
     def _real_tables(self, sa, ws, res0) -> np.ndarray:
         """Row i: the table of step circuit i's entry function (``emit.emit_function``)

@@ -103,6 +103,16 @@ def table(calls: Sequence[Call], scope: Mapping[str, object],
     return out
 
 
+def load_callees(fn, params: Mapping[str, types.Type], reverse: bool = False) -> None:
+    """Compile (or load) what generated function `fn` calls through its table, for
+    parameters of types `params`, in order (`reverse`: the last call first, for a
+    second process compiling beside one that goes in order)."""
+    calls = calls_of(fn)
+    scope = fn.py_func.__globals__
+    for callee, args in reversed(calls) if reverse else calls:
+        address(_resolve(callee, scope), tuple(_type_of(a, params, scope) for a in args))
+
+
 def address(fn, argtys: tuple[types.Type, ...]) -> int:
     """The native entry of `fn`'s overload for `argtys` (compiled or loaded if new)."""
     cres = fn.overloads.get(argtys)

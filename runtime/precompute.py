@@ -73,20 +73,19 @@ def compute_chunk(job: ChunkJob) -> dict[str, Any]:
     }
 
 
-def load_series_code(cp) -> None:
+def load_series_code(cp, reverse: bool = False) -> None:
     """Compile (on a cold cache) or load every series step function a chunk runs.
 
     One step of one zero direction per step circuit: Numba compiles a function on its
     first call, so a parent that calls this before starting workers compiles once,
     and each worker then only loads the cached code (instead of every worker
-    compiling the same functions at once on a cold cache).
+    compiling the same functions at once on a cold cache).  The step circuits go in
+    the order of their first steps (`reverse`: the other way round, for a second
+    process compiling beside, ``runtime.real_beside``).
     """
     psi = np.zeros((1, cp.program.num_docs), np.complex128)
-    seen: set[int] = set()
-    for s, key in enumerate(cp.keys.tolist()):
-        if key not in seen:
-            seen.add(key)
-            cp.train_series(psi, start=s, stop=s + 1)
+    for s in sorted(cp.first_steps(), reverse=reverse):
+        cp.train_series(psi, start=s, stop=s + 1)
     marker = _loaded_marker(cp)
     if not marker.exists():
         from runtime.files import atomic_write_bytes
@@ -223,10 +222,12 @@ def precompute(
         done_dirs = sum(
             chunk_bounds(c, chunk_size, m)[1] - chunk_bounds(c, chunk_size, m)[0] for c in done
         )
+        helper = None
         if real_beside and jobs and scheduler is None:
             from runtime import real_beside as beside
 
-            beside.start(spec, config["fingerprints"])
+            series = None if _loaded_marker(cp).exists() else int(degree)
+            helper = beside.start(spec, config["fingerprints"], series)
         own_bar = bar is None
         if own_bar:
             bar = _progress_bar(m, done_dirs, progress)
@@ -260,6 +261,8 @@ def precompute(
             if own_bar and bar is not None:
                 bar.close()
         w.finish()
+        if helper is not None:  # both modes compiled when this returns
+            helper.join()
     sketch = Sketch.open(out)
     return CompileReport(
         sketch,

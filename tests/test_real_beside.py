@@ -2,7 +2,8 @@
 
 Each check runs in a fresh process on an empty cache, so what Numba compiles is
 counted from scratch: after the process beside has run, building and running
-the real-mode program in the parent compiles nothing; without it, it compiles.
+the real-mode program (and the series steps, when it was given a degree) in the
+parent compiles nothing; without it, it compiles.
 """
 
 from __future__ import annotations
@@ -27,12 +28,16 @@ from runtime.spec import build_program, compiled, fingerprints
 spec = UserProgramSource.load(sys.argv[1], "build")
 circuits = fingerprints(build_program(spec))
 started = None
+degree = int(sys.argv[3]) or None
 if sys.argv[2] == "beside":
-    started = real_beside.start(spec, circuits)
+    started = real_beside.start(spec, circuits, degree)
     started.join(120)
 again = real_beside.start(spec, circuits)  # the hint: not started twice
 with event.install_listener("numba:compile", listener := event.RecordingListener()):
     compiled(spec, 0).train()
+    if degree:
+        from runtime.precompute import load_series_code
+        load_series_code(compiled(spec, degree))
 print(json.dumps({
     "exitcode": None if started is None else started.exitcode,
     "hint": real_beside.marker(circuits).exists(),
@@ -44,12 +49,13 @@ if again is not None:
 """
 
 
-def _probe(tmp_path: Path, mode: str, env_extra: dict | None = None) -> dict:
+def _probe(tmp_path: Path, mode: str, degree: int = 0) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT),
-           "CIRCUITSKETCH_CACHE": str(tmp_path / f"cache-{mode}"), **(env_extra or {})}
+           "CIRCUITSKETCH_CACHE": str(tmp_path / f"cache-{mode}-{degree}")}
     env.pop(ENV, None)
     out = subprocess.run([sys.executable, "-c", PROBE, str(ROOT / "tests" / "poly_program.py"),
-                          mode], env=env, capture_output=True, text=True, timeout=300)
+                          mode, str(degree)], env=env, capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -59,6 +65,13 @@ def test_the_real_mode_code_is_compiled_beside_and_found_in_the_cache(tmp_path):
     assert beside == {"exitcode": 0, "hint": True, "started_again": False, "compiled": 0}
     alone = _probe(tmp_path, "alone")  # the control: the same build compiles on its own
     assert alone["compiled"] > 0 and alone["started_again"]
+
+
+def test_given_a_degree_it_compiles_the_series_steps_too(tmp_path):
+    beside = _probe(tmp_path, "beside", degree=2)
+    assert beside == {"exitcode": 0, "hint": True, "started_again": False, "compiled": 0}
+    alone = _probe(tmp_path, "alone", degree=2)
+    assert alone["compiled"] > 0
 
 
 def test_real_beside_can_be_turned_off(monkeypatch):
