@@ -96,11 +96,7 @@ def table(calls: Sequence[Call], scope: Mapping[str, object],
     """The addresses P of `calls` in a function whose parameters have the numba types
     `params`: each callee compiled (or loaded from the cache) for its argument types.
     scope: the function's globals (its callees by name, and the kernels module ``k``)."""
-    out = np.empty(len(calls), np.int64)
-    for j, (callee, args) in enumerate(calls):
-        argtys = tuple(_type_of(a, params, scope) for a in args)
-        out[j] = address(_resolve(callee, scope), argtys)
-    return out
+    return np.array([_address_of(c, scope, params) for c in calls], np.int64)
 
 
 def load_callees(fn, params: Mapping[str, types.Type], reverse: bool = False) -> None:
@@ -108,9 +104,13 @@ def load_callees(fn, params: Mapping[str, types.Type], reverse: bool = False) ->
     parameters of types `params`, in order (`reverse`: the last call first, for a
     second process compiling beside one that goes in order)."""
     calls = calls_of(fn)
-    scope = fn.py_func.__globals__
-    for callee, args in reversed(calls) if reverse else calls:
-        address(_resolve(callee, scope), tuple(_type_of(a, params, scope) for a in args))
+    for c in reversed(calls) if reverse else calls:
+        _address_of(c, fn.py_func.__globals__, params)
+
+
+def _address_of(c: Call, scope: Mapping[str, object], params: Mapping[str, types.Type]) -> int:
+    callee, args = c
+    return address(_resolve(callee, scope), tuple(_type_of(a, params, scope) for a in args))
 
 
 def address(fn, argtys: tuple[types.Type, ...]) -> int:
