@@ -130,8 +130,9 @@ def _run_loop(b: Build, width: int = 1) -> str:
         "@njit(cache=True, nogil=True, error_model='numpy')",
         f"def run({args}):",
         "    for s in range(start, stop):",
-        "        if traj.shape[0] > 0:",
-        "            traj[s - start] = sa",
+        "        if traj.shape[0] > 0:",  # a loop: a row assignment compiles its error text
+        "            for i in range(sa.shape[0]):",
+        "                traj[s - start, i] = sa[i]",
         "        key = keys[s]",
         "        for j in range(ndocs[s]):",
         "            wb[j] = W0[docs[s, j]]",
