@@ -395,9 +395,18 @@ def _balanced_sum(terms: list[str]) -> str:
 
 
 def loop_args(call: FusedCall) -> str:
-    """The parameters of a fused loop's function."""
-    hi = "".join(f", H{k}" for k in range(len(call.hi_offsets)))
-    return f"{', '.join(call.arrays)}, code, r, tab" + (f", B{hi}" if hi else "")
+    """The parameters of a fused loop's function: for a series group, the arrays X<q>
+    holding its hi operands and outputs (``loop_views`` makes them views H<q>)."""
+    hi = "".join(f", X{q}" for q in range(len(call.hi_offsets)))
+    return f"{', '.join(call.arrays)}, code, r, tab" + (f", B, K{hi}" if hi else "")
+
+
+def loop_views(call: FusedCall) -> str:
+    """The first lines of a series group's loop: its hi operands and outputs as views of
+    the arrays it is given.  Made here, once per loop, and not at each call: a view's
+    code inlined at every call made most of a step function's compile time."""
+    return "".join(f"H{q} = k.hblock(X{q}, code, r, tab, {q}, B, K)\n"
+                   for q in range(len(call.hi_offsets)))  # fmt: skip
 
 
 def describe(c: Circuit, g: Group) -> list[str]:

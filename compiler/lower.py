@@ -21,7 +21,7 @@ import numpy as np
 
 from circuitsketch.ir import Circuit, IRError, Node, Op, opdef
 from compiler import kernels
-from compiler.fusion import NO_FUSION, Fusion, describe, fused_call, loop_args
+from compiler.fusion import NO_FUSION, Fusion, describe, fused_call, loop_args, loop_views
 from compiler.layout import BB, E0, E1, E2, E3, HA, HB, HC, HO, OUT, A, C, N
 from compiler.passes import Activity
 from compiler.series_rules import HARGS, series_rule
@@ -172,18 +172,14 @@ def lower(
                 lambda j: (s.h_arr[j], s.h_off[j]),
                 lambda j: s.h_arr[j] == "h_out" and j in out_slot,
             )
-            fname = loop_name(
-                "fused", call.body, lambda f, call=call: _define(f, loop_args(call), call.body)
-            )
+            fname = loop_name("fused", call.body, lambda f, call=call: _define(
+                f, loop_args(call), loop_views(call) + call.body))  # fmt: skip
             o = group.outputs[0]
             row = {OUT: s.r_off[o], N: node.size, E0: tables.add_int(call.offsets)}
             args = f"{', '.join(call.arrays)}, code, r, tab"
             if call.hi_arrays:
                 row[E1] = tables.add_int(call.hi_offsets)
-                views = (
-                    f"k.hblock({a}, code, r, tab, {q}, B, K)" for q, a in enumerate(call.hi_arrays)
-                )
-                args += ", B, " + ", ".join(views)
+                args += ", B, K, " + ", ".join(call.hi_arrays)
             tables.add_row(row)
             checked_hi.update(call.checks)
             result = "res0[1] += " if call.checks else ""

@@ -9,8 +9,8 @@ parts and blocks (``emit.emit_function``) instead call them as
 (which compiles or loads the callee on its own) and jumps to the address in
 ``P[j]``, so the caller's module holds only its own code.  ``table`` fills P
 at run time with each callee's address for the argument types of the call,
-which are those of the function's parameters (and of ``k.hblock`` views of
-them): the same types the call is typed with when the function compiles.
+which are those of the function's parameters: the same types the call is
+typed with when the function compiles.
 The callee's code is then the one compiled for it alone, so the bits are the
 same as when it was linked (no fast-math: LLVM may not reorder arithmetic).
 """
@@ -29,15 +29,14 @@ from numba.core.extending import intrinsic
 from numba.core.typing import signature
 
 Call = tuple[str, tuple[str, ...]]
-"""A call site: the callee (``k.<kernel>`` or a generated function) and its arguments
-as printed (parameter names, or ``k.hblock(...)`` of parameter names and integers)."""
+"""A call site: the callee (``k.<kernel>`` or a generated function) and its arguments,
+the names of parameters of the function that calls it."""
 
 _STATEMENT = re.compile(r"^(res0\[1\] \+= )?((?:k\.)?\w+)\((.*)\)$")
 _THROUGH = re.compile(r"^(res0\[1\] \+= )?p\.call\(P\[(\d+)\], ((?:k\.)?\w+), (.*)\)$")
-LINKED = "k.hblock"
-"""Callees called directly (linked), space-separated: a view, inlined, nothing to gain
-by a pointer.  ``"*"``: every callee (the code as before pointers, for an A/B in
-bench/ab_step.py)."""
+LINKED = ""
+"""Callees called directly (linked), space-separated; ``"*"``: every callee (the code
+as before pointers, for an A/B in bench/ab_step.py)."""
 
 
 @intrinsic
@@ -63,22 +62,13 @@ def call(typingctx, addr, fn, *args):
     return signature(restype, addr, fn, types.StarArgTuple.from_types(argtys)), codegen
 
 
-def split_args(text: str) -> list[str]:
-    """Top-level comma-separated arguments of a call's argument text."""
-    out, depth, start = [], 0, 0
-    for i, ch in enumerate(text):
-        depth += (ch == "(") - (ch == ")")
-        if ch == "," and depth == 0:
-            out.append(text[start:i].strip())
-            start = i + 1
-    if text[start:].strip():
-        out.append(text[start:].strip())
-    return out
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(a.strip() for a in text.split(","))
 
 
 def through_pointers(line: str, calls: list[Call]) -> str:
-    """A line of statements with each call (but a view's) made through ``P[j]``, j its
-    index in `calls`, to which it is appended."""
+    """A line of statements with each call (but those in LINKED) made through ``P[j]``,
+    j its index in `calls`, to which it is appended."""
     out = []
     for statement in line.split("; "):
         m = _STATEMENT.match(statement)
@@ -87,7 +77,7 @@ def through_pointers(line: str, calls: list[Call]) -> str:
             continue
         prefix, callee, args = m.groups()
         out.append(f"{prefix or ''}p.call(P[{len(calls)}], {callee}, {args})")
-        calls.append((callee, tuple(split_args(args))))
+        calls.append((callee, _names(args)))
     return "; ".join(out)
 
 
@@ -110,7 +100,7 @@ def load_callees(fn, params: Mapping[str, types.Type], reverse: bool = False) ->
 
 def _address_of(c: Call, scope: Mapping[str, object], params: Mapping[str, types.Type]) -> int:
     callee, args = c
-    return address(_resolve(callee, scope), tuple(_type_of(a, params, scope) for a in args))
+    return address(_resolve(callee, scope), tuple(_type_of(a, params) for a in args))
 
 
 def address(fn, argtys: tuple[types.Type, ...]) -> int:
@@ -126,19 +116,10 @@ def _resolve(callee: str, scope: Mapping[str, object]):
     return getattr(scope["k"], callee[2:]) if callee.startswith("k.") else scope[callee]
 
 
-def _type_of(arg: str, params: Mapping[str, types.Type], scope: Mapping[str, object]
-             ) -> types.Type:  # fmt: skip
-    if arg in params:
-        return params[arg]
-    if arg.lstrip("-").isdigit():
-        return types.int64
-    m = _STATEMENT.match(arg)
-    if m is None or m.group(1) or m.group(2) != "k.hblock":
+def _type_of(arg: str, params: Mapping[str, types.Type]) -> types.Type:
+    if arg not in params:
         raise ValueError(f"cannot type the argument {arg!r} of a call through a pointer")
-    fn = _resolve(m.group(2), scope)
-    argtys = tuple(_type_of(a, params, scope) for a in split_args(m.group(3)))
-    fn.compile(argtys)
-    return fn.overloads[argtys].signature.return_type
+    return params[arg]
 
 
 def param_types(names: Sequence[str], values: Sequence[object]) -> dict[str, types.Type]:
@@ -155,7 +136,7 @@ def calls_of(fn) -> tuple[Call, ...]:
         if m is not None:
             if int(m.group(2)) != len(calls):
                 raise ValueError(f"{fn.__name__}: call site P[{m.group(2)}] out of order")
-            calls.append((m.group(3), tuple(split_args(m.group(4)))))
+            calls.append((m.group(3), _names(m.group(4))))
     return tuple(calls)
 
 
