@@ -381,6 +381,15 @@ class CompiledProgram:
         resh = np.zeros(B * K, np.complex128)
         tab, cst, code, II, FF = self.tab, self.cst, self.instr, self.II, self.FF
         params = self.series_param_types()
+        if start < stop:  # the tables are made for these types: a mismatch would call wrong
+            d = self.docs[start, : self.ndocs[start]]
+            got = pointers.param_types(list(params), (sa, sb, ha, hb, ws, wh, tab, cst,
+                                       II[start], FF[start], w[d], psi_t[d], res0, resh,
+                                       code, B, K, 0))  # fmt: skip
+            if got != params:
+                bad = [n for n in params if got[n] != params[n]]
+                raise TypeError(f"series step arguments {bad} are not of the types the "
+                                "compiled calls were made for")  # fmt: skip
         steps = [
             (
                 [(part, self.tables.part(part, params)) for part in
