@@ -193,7 +193,7 @@ class CompiledProgram:
         self.ws_size = max(u.lowered.ws_size for u in units)
         self.wh_size = max(u.lowered.wh_size for u in units)
         self.tables = pointers.AddressTables(self.module)
-        self._real_pts: np.ndarray | None = None
+        self._real_pts: dict[tuple, np.ndarray] = {}
 
     def _pack_schedule(self) -> None:
         prog = self.program
@@ -284,6 +284,7 @@ class CompiledProgram:
         if self.series:
             raise ValueError("train() needs a degree-0 CompiledProgram; use train_series")
         stop, w, sa, sb, ws, losses, res0 = self._buffers(weights, state, stop)
+        wb = np.zeros(self.docs.shape[1])  # the weights of a step's documents
         bad = self.module.run(
             start,
             stop,
@@ -293,7 +294,7 @@ class CompiledProgram:
             self.II,
             self.FF,
             w,
-            np.zeros(self.docs.shape[1]),
+            wb,
             sa,
             sb,
             ws,
@@ -303,7 +304,7 @@ class CompiledProgram:
             res0,
             self.instr,
             np.zeros((0, self.state_size)) if trajectory is None else trajectory,
-            self._real_tables(sa, ws, res0),
+            self._real_tables(sa, ws, wb, res0),
         )
         if bad >= 0:
             before = sa if (bad - start) % 2 == 0 else sb
@@ -380,16 +381,10 @@ class CompiledProgram:
         wh = np.empty(max(B * K * self.wh_size, 1), np.complex128)
         resh = np.zeros(B * K, np.complex128)
         tab, cst, code, II, FF = self.tab, self.cst, self.instr, self.II, self.FF
-        params = self.series_param_types()
-        if start < stop:  # the tables are made for these types: a mismatch would call wrong
-            d = self.docs[start, : self.ndocs[start]]
-            got = pointers.param_types(list(params), (sa, sb, ha, hb, ws, wh, tab, cst,
-                                       II[start], FF[start], w[d], psi_t[d], res0, resh,
-                                       code, B, K, 0))  # fmt: skip
-            if got != params:
-                bad = [n for n in params if got[n] != params[n]]
-                raise TypeError(f"series step arguments {bad} are not of the types the "
-                                "compiled calls were made for")  # fmt: skip
+        d = self.docs[start, : self.ndocs[start]] if start < stop else []
+        # the tables are made for the types of the arguments the parts are given below
+        params = self._series_params(sa, sb, ha, hb, ws, wh, II[:1].ravel(), FF[:1].ravel(),
+                                     w[d], psi_t[d], res0, resh, B, K)  # fmt: skip
         steps = [
             (
                 [(part, self.tables.part(part, params)) for part in
@@ -418,13 +413,12 @@ class CompiledProgram:
             sa, sb, ha, hb = sb, sa, hb, ha
         return sa, ha, losses[start:stop]
 
-    def series_param_types(self) -> dict:
-        """The numba types of a series part's parameters as ``_train_series_pass`` calls it
-        (every array C-contiguous): what its table is made for (``pointers.table``)."""
-        f, c = np.zeros(1), np.zeros(1, np.complex128)
+    def _series_params(self, s_in, s_out, h_in, h_out, ws, wh, ii, ff, w0, wpsi, res0, resh,
+                       B, K) -> dict:  # fmt: skip
+        """The numba types of a series part's parameters for these arguments."""
         return pointers.param_types([*signature(True).split(", "), "r"], (
-            f, f, c, c, f, c, self.tab, self.cst, self.II[:1].ravel(), self.FF[:1].ravel(),
-            f, np.zeros((1, 1), np.complex128), f, c, self.instr, 1, 1, 0))  # fmt: skip
+            s_in, s_out, h_in, h_out, ws, wh, self.tab, self.cst, ii, ff, w0, wpsi, res0, resh,
+            self.instr, B, K, 0))  # fmt: skip
 
     def first_steps(self) -> list[int]:
         """The first step of each step circuit, in order."""
@@ -436,22 +430,25 @@ class CompiledProgram:
         ``runtime.precompute.load_series_code`` meets them (`reverse`: the other way)."""
         steps = [getattr(self.module, f"step_{self.keys[s]}_PARTS") for s in self.first_steps()]
         parts = dict.fromkeys(fn for step in steps for fn in step)
-        params = self.series_param_types()
+        f, c = np.zeros(1), np.zeros(1, np.complex128)  # the types _train_series_pass gives
+        params = self._series_params(f, f, c, c, f, c, self.II[:1].ravel(), self.FF[:1].ravel(),
+                                     f, np.zeros((1, 1), np.complex128), f, c, 1, 1)  # fmt: skip
         for fn in reversed(list(parts)) if reverse else parts:
             pointers.load_callees(fn, params, reverse)
 
-    def _real_tables(self, sa, ws, res0) -> np.ndarray:
+    def _real_tables(self, sa, ws, wb, res0) -> np.ndarray:
         """Row i: the table of step circuit i's entry function (``emit.emit_function``)
-        for ``run``'s arguments."""
-        if self._real_pts is None:
-            params = pointers.param_types([*signature(False).split(", "), "r"], (
-                sa, sa, ws, self.tab, self.cst, self.II[:1].ravel(), self.FF[:1].ravel(),
-                np.zeros(self.docs.shape[1]), res0, self.instr, 0))  # fmt: skip
+        for ``run``'s arguments, made once per their types."""
+        params = pointers.param_types([*signature(False).split(", "), "r"], (
+            sa, sa, ws, self.tab, self.cst, self.II[:1].ravel(), self.FF[:1].ravel(), wb, res0,
+            self.instr, 0))  # fmt: skip
+        key = tuple(params.items())
+        if key not in self._real_pts:
             rows = [self.tables.entry(f"step_{i}", params) for i in range(len(self.step_keys))]
-            self._real_pts = np.zeros((len(rows), max(len(r) for r in rows)), np.int64)
+            pts = self._real_pts[key] = np.zeros((len(rows), max(map(len, rows))), np.int64)
             for i, r in enumerate(rows):
-                self._real_pts[i, : len(r)] = r
-        return self._real_pts
+                pts[i, : len(r)] = r
+        return self._real_pts[key]
 
     def output(self, state: np.ndarray, test, hi: np.ndarray | None = None) -> np.ndarray:
         """The output on one test input: a float (degree 0) or coefficients (B, K+1)."""
@@ -464,8 +461,8 @@ class CompiledProgram:
         res0 = np.zeros(2)
         state = np.ascontiguousarray(state, np.float64)
         if not self.series:
-            self.tables.call(f"output_{i}", signature(False).split(", "),
-                             state, state, ws, self.tab, self.cst, ii, ff, 0.0, res0, self.instr)
+            self.tables.call(f"output_{i}", state, state, ws, self.tab, self.cst, ii, ff, 0.0,
+                             res0, self.instr)
             return res0[0]
         if hi is None:
             raise ValueError("output() of a series program needs the higher orders `hi`")
@@ -476,9 +473,8 @@ class CompiledProgram:
             raise ValueError(f"hi: {hi.size} coefficients do not fit B x {K} x {self.state_size}")
         wh = np.empty(max(B * K * self.wh_size, 1), np.complex128)
         resh = np.zeros(B * K, np.complex128)
-        self.tables.call(f"output_{i}", signature(True).split(", "), state, state, hi, hi, ws,
-                         wh, self.tab, self.cst, ii, ff, 0.0, np.zeros(B, np.complex128), res0,
-                         resh, self.instr, B, K)  # fmt: skip
+        self.tables.call(f"output_{i}", state, state, hi, hi, ws, wh, self.tab, self.cst, ii,
+                         ff, 0.0, np.zeros(B, np.complex128), res0, resh, self.instr, B, K)
         out = np.empty((B, K + 1), np.complex128)
         out[:, 0] = res0[0]
         out[:, 1:] = resh.reshape(B, K)

@@ -14,7 +14,6 @@ import numpy as np
 
 from circuitsketch.ir import Circuit, IRError
 from compiler.diagnose import NonFiniteError, locate_nonfinite
-from compiler.emit import signature
 from compiler.layout import hi_block
 from compiler.pipeline import Build, Unit, run
 from compiler.pointers import AddressTables
@@ -97,13 +96,12 @@ class CompiledCircuit:
         res0 = np.zeros(2)  # the output "loss", and what fused loops return (emit.py)
         if K:
             wh = np.zeros(max(B * K * self.module.f_WH, 1), np.complex128)
-            ok = self.tables.call("f", signature(True).split(", "), s_in, s_out, h_in, h_out,
-                                  ws, wh, self.tab, self.cst, ii, np.zeros(1), 0.0,
-                                  np.zeros(B, np.complex128), res0,
+            ok = self.tables.call("f", s_in, s_out, h_in, h_out, ws, wh, self.tab, self.cst,
+                                  ii, np.zeros(1), 0.0, np.zeros(B, np.complex128), res0,
                                   np.zeros(B * K, np.complex128), self.instr, B, K)  # fmt: skip
         else:
-            ok = self.tables.call("f", signature(False).split(", "), s_in, s_out, ws, self.tab,
-                                  self.cst, ii, np.zeros(1), 0.0, res0, self.instr)  # fmt: skip
+            ok = self.tables.call("f", s_in, s_out, ws, self.tab, self.cst, ii, np.zeros(1), 0.0,
+                                  res0, self.instr)
         if not ok:
             where = locate_nonfinite(cc, self._series_inputs_for_diagnosis(inputs, B), K or None)
             raise NonFiniteError(f"non-finite value: {where}")

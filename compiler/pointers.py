@@ -166,7 +166,10 @@ class AddressTables:
                 [self.part(fn, params) for fn in parts] or [np.zeros(0, np.int64)])
         return self._made[key]
 
-    def call(self, name: str, names: Sequence[str], *args):
-        """Entry function `name` of parameters `names` called with `args` and its table."""
-        params = param_types([*names, "r"], [*args, 0])
-        return getattr(self.module, name)(*args, self.entry(name, params))
+    def call(self, name: str, *args):
+        """Entry function `name` called with `args` and its table (made for the types of
+        `args`, which its parts take too, and the row ``r``)."""
+        fn = getattr(self.module, name)
+        code = fn.py_func.__code__
+        names = code.co_varnames[: code.co_argcount - 1]  # all but the table PT
+        return fn(*args, self.entry(name, param_types([*names, "r"], [*args, 0])))

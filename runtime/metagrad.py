@@ -194,12 +194,17 @@ class MetagradResult:
     info: dict[str, Any] = field(default_factory=dict)  # the sweep: plan, test inputs, RSS
 
     @property
+    def tests_in_sweep(self) -> int:
+        """The test inputs the sweep that produced it served (its time is shared)."""
+        return max(1, int(self.info.get("tests_in_sweep") or 1))
+
+    @property
     def cost(self) -> float | None:
         """Its share of the sweep's time as a multiple of one training run: the sweep's
         time divided by the test inputs it served (as ``SecondOrder.cost``)."""
         if not self.train_seconds:
             return None
-        return self.seconds / self.train_seconds / max(1, int(self.info.get("tests_in_sweep", 1)))
+        return self.seconds / self.train_seconds / self.tests_in_sweep
 
 
 RUN_FILES = ("docs.npy", "params0.npy", "init.npy", "schedule.npy")

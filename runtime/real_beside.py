@@ -13,9 +13,9 @@ finished first.  ``circuitsketch compile`` waits for it before it returns, so
 that both modes are compiled when it does.
 
 The process is a daemon: if the command ends first (an error, Ctrl-C) it is
-stopped, and what it had compiled stays cached (Numba writes each function's cache files
-atomically).  It is a process, not a thread, so local workers are still forked
-(``parallel.forks``).  A marker in the cache, keyed by the traced circuits,
+stopped, and what it had compiled stays cached (Numba writes each function's
+cache files atomically).  It is a process, not a thread, so local workers are
+still forked (``parallel.forks``).  A marker in the cache, keyed by the traced circuits,
 says that it ran to the end: only a hint (no second process is started for the
 same circuits), never trusted, since Numba checks its own cache.
 ``CIRCUITSKETCH_REAL_BESIDE=0`` turns it off.

@@ -253,8 +253,8 @@ def run_metagrad(args: argparse.Namespace) -> int:
         return 0
     for r, o in zip(results, out, strict=True):
         print(f"test document {r.label!r}: metagradient dF/dw over {len(docs)} training documents")
-        n = int(r.info.get("tests_in_sweep") or 1)
-        cost = "" if r.cost is None else f" = {r.seconds / r.train_seconds:.1f} training runs" + (
+        n = r.tests_in_sweep
+        cost = "" if r.cost is None else f" = {r.cost * n:.1f} training runs" + (
             f", {r.cost:.1f} per test input of the {n} it served" if n > 1 else "")
         run = f"one training run {r.train_seconds:.3g} s" if r.train_seconds else ""
         setup = (
