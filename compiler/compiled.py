@@ -193,7 +193,7 @@ class CompiledProgram:
         self.ws_size = max(u.lowered.ws_size for u in units)
         self.wh_size = max(u.lowered.wh_size for u in units)
         self.tables = pointers.AddressTables(self.module)
-        self._real_pts: dict[tuple, np.ndarray] = {}
+        self._real_pts: np.ndarray | None = None
 
     def _pack_schedule(self) -> None:
         prog = self.program
@@ -438,17 +438,18 @@ class CompiledProgram:
 
     def _real_tables(self, sa, ws, wb, res0) -> np.ndarray:
         """Row i: the table of step circuit i's entry function (``emit.emit_function``)
-        for ``run``'s arguments, made once per their types."""
-        params = pointers.param_types([*signature(False).split(", "), "r"], (
-            sa, sa, ws, self.tab, self.cst, self.II[:1].ravel(), self.FF[:1].ravel(), wb, res0,
-            self.instr, 0))  # fmt: skip
-        key = tuple(params.items())
-        if key not in self._real_pts:
+        for ``run``'s arguments, made on the first call: ``train`` makes every array it
+        passes itself (C-contiguous, of fixed dtypes), so their types never change, and a
+        retraining of a few steps is not slowed by typing them again."""
+        if self._real_pts is None:
+            params = pointers.param_types([*signature(False).split(", "), "r"], (
+                sa, sa, ws, self.tab, self.cst, self.II[:1].ravel(), self.FF[:1].ravel(), wb,
+                res0, self.instr, 0))  # fmt: skip
             rows = [self.tables.entry(f"step_{i}", params) for i in range(len(self.step_keys))]
-            pts = self._real_pts[key] = np.zeros((len(rows), max(map(len, rows))), np.int64)
+            self._real_pts = np.zeros((len(rows), max(map(len, rows))), np.int64)
             for i, r in enumerate(rows):
-                pts[i, : len(r)] = r
-        return self._real_pts[key]
+                self._real_pts[i, : len(r)] = r
+        return self._real_pts
 
     def output(self, state: np.ndarray, test, hi: np.ndarray | None = None) -> np.ndarray:
         """The output on one test input: a float (degree 0) or coefficients (B, K+1)."""
