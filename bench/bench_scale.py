@@ -12,17 +12,26 @@ names (one epoch of `--docs` names; the series runs its first steps):
     spec), same initial parameters, data, weights and Adam;
   * K = 3 series training along 8 complex directions, ms per step per
     direction, against `jax.experimental.jet` of the same step vmapped over
-    the directions;
+    the directions: the time of a run of LEAD + n steps less that of a run of
+    LEAD steps (best of the rounds, each), so that what a run pays once is not
+    spread over its few steps; and that in user CPU time as well, without the
+    kernel's: at 4 x 128 the fresh pages of a 0.9 GB series state cost the
+    kernel up to 4 s of system time in some runs and none in others;
   * circuitsketch's compile time, cold (an empty kernel cache, in a fresh
     process) and warm (a fresh process on that cache), real and K = 3, and the
     peak RSS of each process (the warm one trains: a real epoch and series steps);
-  * JAX's compile time (its first calls, one per length bucket).
+  * JAX's compile time (its first calls, one per length bucket);
+  * a floor under any real step: one compiled pass of Adam's update alone over
+    the parameters (read the parameters, both moments and the gradient, write
+    the new three, float64, the old state kept as the trainers keep it), best
+    of 20, ms: what the state's memory traffic costs on this machine.
 Before anything is timed, both trainers run the first steps and their states
 (parameters and Adam's buffers; for the series every coefficient of orders
 1..3) are checked equal to 1e-10 relative.  The two are then timed in
 alternation, `--rounds` times each, in this one process (the machine's speed
-drifts): the medians are reported, with wall and process CPU time (JAX runs
-on one thread, as circuitsketch's code).  One JSON object on stdout; copy
+drifts): the medians of the real epochs and the best series runs are
+reported, with wall and process CPU time (JAX runs on one thread, as
+circuitsketch's code).  One JSON object on stdout; copy
 the numbers into bench/RESULTS.md.
 """
 
@@ -46,6 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 K, DIRECTIONS, TOL = 3, 8, 1e-10
+LEAD = 1  # series steps of the run whose time is subtracted
 
 
 def names(n: int) -> list[str]:
@@ -204,24 +214,53 @@ def relative_error(ours: dict, theirs: dict) -> float:
     return worst
 
 
+# ---------------------------------------------------------------- a floor: Adam's traffic alone
+def adam_floor_ms(n: int, repeats: int = 20) -> float:
+    """Best time of one fused Adam update of n float64 parameters into new arrays."""
+    from numba import njit
+
+    @njit(cache=False, error_model="numpy")
+    def adam(p, m, v, g, p2, m2, v2, lr, b1, b2, c1, c2):
+        for i in range(p.shape[0]):
+            mi = b1 * m[i] + (1.0 - b1) * g[i]
+            vi = b2 * v[i] + (1.0 - b2) * g[i] * g[i]
+            m2[i], v2[i] = mi, vi
+            p2[i] = p[i] - lr * (mi / c1) / (np.sqrt(vi / c2) + 1e-8)
+
+    rng = np.random.default_rng(0)
+    old = [rng.random(n) for _ in range(4)]
+    new = [np.empty(n) for _ in range(3)]
+    best = float("inf")
+    for i in range(repeats + 1):
+        a, b = (old[:3], new) if i % 2 == 0 else (new, old[:3])  # ping-pong, as a trainer
+        t = time.perf_counter()
+        adam(*a, old[3], *b, 0.01, 0.85, 0.99, 0.5, 0.5)
+        if i:  # the first call compiles
+            best = min(best, time.perf_counter() - t)
+    return 1e3 * best
+
+
 # ---------------------------------------------------------------- one size, one batch size
-def timed(fn) -> tuple[float, float]:
+def timed(fn) -> tuple[float, float, float]:
+    """Wall time, process CPU time and its user part (the kernel's share left out)."""
     w, c = time.perf_counter(), time.process_time()
+    u = resource.getrusage(resource.RUSAGE_SELF).ru_utime
     fn()
-    return time.perf_counter() - w, time.process_time() - c
+    return (time.perf_counter() - w, time.process_time() - c,
+            resource.getrusage(resource.RUSAGE_SELF).ru_utime - u)
 
 
 def measure(size, batch, ndocs, rounds, series_steps) -> dict:
     from compiler.compiled import CompiledProgram
 
     prog = build(size, batch, ndocs)
-    series_steps = min(series_steps, prog.num_steps)
+    series_steps = min(series_steps, prog.num_steps - LEAD)
     psi = directions(prog.num_docs)
     cp, cs = CompiledProgram(prog, 0), CompiledProgram(prog, K)
     for s in first_steps(list(cs.keys)):  # series parts are compiled on first use
         cs.train_series(psi, start=s, stop=s + 1)
     jx = JaxRun(prog, size)
-    jx.warm(psi, max(3, series_steps))
+    jx.warm(psi, max(3, LEAD + series_steps))
     row: dict = {"params": int(sum(np.asarray(prog.init_state[n]).size for n in prog.params)),
                  "steps_real": prog.num_steps, "steps_series": series_steps,
                  "jax_compile_s": jx.compile_s}
@@ -238,25 +277,32 @@ def measure(size, batch, ndocs, rounds, series_steps) -> dict:
     for _ in range(2):  # warm caches
         cp.train()
         jx.train()
-    runs = {k: [] for k in ("cs_real", "jax_real", "cs_k3", "jax_k3")}
+    runs = {k: [] for k in ("cs_real", "jax_real", "cs_k3", "jax_k3", "cs_lead", "jax_lead")}
     for _ in range(rounds):
         runs["cs_real"].append(timed(cp.train))
         runs["jax_real"].append(timed(jx.train))
-        runs["cs_k3"].append(timed(lambda: cs.train_series(psi, stop=series_steps)))
-        runs["jax_k3"].append(timed(lambda: jx.train_series(psi, stop=series_steps)))
-    for name, ts in runs.items():
-        per = prog.num_steps if name.endswith("real") else series_steps * DIRECTIONS
-        unit = "ms_per_step" if name.endswith("real") else "ms_per_step_dir"
-        row[f"{name}_{unit}"] = 1e3 * float(np.median([w for w, _ in ts])) / per
-        row[f"{name}_cpu_{unit}"] = 1e3 * float(np.median([c for _, c in ts])) / per
+        for peer, run in (("cs", cs), ("jax", jx)):
+            runs[f"{peer}_lead"].append(timed(lambda run=run: run.train_series(psi, stop=LEAD)))
+            runs[f"{peer}_k3"].append(
+                timed(lambda run=run: run.train_series(psi, stop=LEAD + series_steps)))
+    for name in ("cs_real", "jax_real"):  # whole epochs: medians
+        for i, kind in enumerate(("", "_cpu")):
+            row[f"{name}{kind}_ms_per_step"] = (
+                1e3 * float(np.median([t[i] for t in runs[name]])) / prog.num_steps)
+    for peer in ("cs", "jax"):  # the steps after the lead: best runs
+        for i, kind in enumerate(("", "_cpu", "_user")):
+            extra = min(t[i] for t in runs[f"{peer}_k3"]) - min(t[i] for t in runs[f"{peer}_lead"])
+            row[f"{peer}_k3{kind}_ms_per_step_dir"] = 1e3 * extra / (series_steps * DIRECTIONS)
+    row["adam_floor_ms"] = adam_floor_ms(row["params"])
     row["ratio_real"] = row["cs_real_ms_per_step"] / row["jax_real_ms_per_step"]
     row["ratio_k3"] = row["cs_k3_ms_per_step_dir"] / row["jax_k3_ms_per_step_dir"]
     row["ratio_real_cpu"] = row["cs_real_cpu_ms_per_step"] / row["jax_real_cpu_ms_per_step"]
     row["ratio_k3_cpu"] = row["cs_k3_cpu_ms_per_step_dir"] / row["jax_k3_cpu_ms_per_step_dir"]
+    row["ratio_k3_user"] = row["cs_k3_user_ms_per_step_dir"] / row["jax_k3_user_ms_per_step_dir"]
     return row
 
 
-SERIES_STEPS = {(1, 16): 64, (2, 32): 24, (4, 64): 8, (4, 128): 3}
+SERIES_STEPS = {(1, 16): 64, (2, 32): 24, (4, 64): 8, (4, 128): 6}
 
 
 def main() -> None:

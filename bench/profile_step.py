@@ -9,6 +9,7 @@ from the repository root:
     python bench/profile_step.py --degree 3      # series, 8 directions
     python bench/profile_step.py --degree 6 --directions 8 --bucket 16
     python bench/profile_step.py --n-layer 4 --n-embd 128   # another size (4 heads)
+    python bench/profile_step.py --n-layer 4 --n-embd 128 --batch-size 8
 """
 
 from __future__ import annotations
@@ -39,10 +40,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--degree", type=int, default=0)
     ap.add_argument("--directions", type=int, default=8)
-    ap.add_argument("--bucket", type=int, default=8, choices=(8, 16))
+    ap.add_argument("--bucket", type=int, default=8, choices=(8, 10, 12, 16),
+                    help="length bucket (10 and 12 exist for minibatches only)")
     ap.add_argument("--n-layer", type=int, default=1)
     ap.add_argument("--n-embd", type=int, default=16)
     ap.add_argument("--n-head", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=1)
     args = ap.parse_args()
     from circuitsketch.models import microgpt as m
     from compiler import kernels as k
@@ -51,9 +54,12 @@ def main() -> None:
     docs = m.read_docs(m.corpus_path())
     docs = [docs[i] for i in np.random.default_rng(0).permutation(len(docs))[:1000]]
     K, B = args.degree, args.directions
-    size = {"n_layer": args.n_layer, "n_embd": args.n_embd, "n_head": args.n_head}
+    size = {"n_layer": args.n_layer, "n_embd": args.n_embd, "n_head": args.n_head,
+            "batch_size": args.batch_size}
     cp = CompiledProgram(m.build(docs, **size), K)
-    key = cp.step_keys.index(args.bucket)
+    # a key is the bucket, or (batch size, bucket) for minibatches
+    key = next(i for i, k in enumerate(cp.step_keys) if (k[-1] if isinstance(k, tuple) else k)
+               == args.bucket)  # fmt: skip
     env: dict = {"ws": np.zeros(cp.ws_size), "tab": cp.tab, "cst": cp.cst, "code": cp.instr}
     if K == 0:
         s0, _ = cp.train(stop=50)
