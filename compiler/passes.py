@@ -94,8 +94,12 @@ def _transposed(out: Circuit, j: int, perm: tuple[int, ...]) -> int:
 
 def merge_transposes(c: Circuit) -> Circuit:
     """transpose(transpose(x, p), q) -> transpose(x, p o q), or x when that is the
-    identity; transpose(matmul(transpose(a), b)) -> matmul(transpose(b), a) when no
-    other value reads the product or transpose(a).  The same products: at order 0
+    identity; transpose(matmul(a, b)) -> matmul(transpose(b), transpose(a)) when no
+    other value reads the product and either a is a transpose read only by such
+    products (it is dropped) or the operands' new transposes move fewer elements
+    than the product's (an operand that is itself a transpose costs none): the
+    reverse steps of a metagradient transpose a weight's product-shaped cotangent
+    X^T dY where X and dY are a few rows.  The same products: at order 0
     the compiled kernels sum them in the same order (the same bits); higher orders
     add the same terms in another order (found by review: 1.6e-16 apart)."""
     users = c.users()
@@ -108,17 +112,24 @@ def merge_transposes(c: Circuit) -> Circuit:
             and _swaps_last_two(c.nodes[users[m][0]].attrs[0])
         )
 
-    # flip (a^T b)^T when every reader of a^T is such a product: a^T is then dropped
-    flip = {
-        m
-        for m, node in c
-        if flippable(m)
-        and c.nodes[node.inputs[0]].op is Op.TRANSPOSE
-        and all(
-            flippable(u) and c.nodes[u].inputs[0] == node.inputs[0] != c.nodes[u].inputs[1]
-            for u in users[node.inputs[0]]
+    def drops_left(m: int) -> bool:  # a^T of (a^T b)^T is read only by such products
+        t = c.nodes[m].inputs[0]
+        return c.nodes[t].op is Op.TRANSPOSE and all(
+            flippable(u) and c.nodes[u].inputs[0] == t != c.nodes[u].inputs[1] for u in users[t]
         )
-    }
+
+    def cheaper(m: int) -> bool:  # the operands' new transposes move less than the product's
+        node = c.nodes[m]
+        if any(len(c.nodes[x].shape) != len(node.shape) for x in node.inputs):
+            return False
+        moved = sum(
+            0 if c.nodes[x].op is Op.TRANSPOSE and _swaps_last_two(c.nodes[x].attrs[0])
+            else c.nodes[x].size
+            for x in node.inputs
+        )  # fmt: skip
+        return moved < node.size
+
+    flip = {m for m in range(len(c.nodes)) if flippable(m) and (drops_left(m) or cheaper(m))}
 
     def merge(out: Circuit, i: int, node: Node, ins: list[int]) -> int | None:
         if node.op is not Op.TRANSPOSE:

@@ -144,8 +144,9 @@ class Metagradient:
         self.weights = weights
 
     def warm(self) -> None:
-        """Build and load the compiled reverse steps (so that a timed sweep is the sweep)."""
-        self.sweep.warm()
+        """Build and load the compiled reverse steps and make the plan's leaf buffers (so
+        that a timed sweep is the sweep)."""
+        self.sweep.warm(self.plan, self.threads)
 
     def many(
         self, tests: Sequence[Any], check_final: Callable[[np.ndarray], None] | None = None

@@ -9,7 +9,7 @@ step's own inputs, copied column blocks at a time from the trainer's packed
 schedule.  So only leaves and checkpoints cross into Python, never single
 steps, and the memory held is the kept states plus one buffer of L rows (two
 with ``threads=2``, where the forward work of the next leaf runs on a second
-thread beside the reverse steps of this one).
+thread beside the reverse steps of this one; the buffers stay for the next sweep).
 
 The reverse steps are the same compiled code as the full-trajectory method's
 (``runtime.metagrad.reverse_program``) and the recomputed states are the same
@@ -160,6 +160,7 @@ class _Leaf:
 
     traj: np.ndarray | None  # None: the states go straight into the float table
     tables: tuple[np.ndarray, ...]
+    rows: int
     a: int = 0
     b: int = 0
     final: np.ndarray | None = None  # x_T, with the last leaf
@@ -179,6 +180,7 @@ class Sweep:
         self.circuits = reverse_circuits(program)
         self.rows = ReverseRows(program, 1, self.circuits)
         self.seconds: dict[str, float] = {}  # where the last run's time went, per part
+        self._buffers: list[_Leaf] = []  # the last run's leaf buffers
         self._rev_iface = {k: u.iface for k, u in self.rows.steps_c.items()}
         cp = self.forward
         self._key_map = np.array([self.rows.step_keys.index(k) for k in cp.step_keys], np.int64)
@@ -270,8 +272,15 @@ class Sweep:
                 II[sel, dst : dst + size] = block if which is None else block[sel]
 
     # ---------------------------------------------------------------- running
-    def warm(self) -> None:
-        """Load (or compile) both compiled loops, so that a timed sweep is the sweep."""
+    def warm(self, plan: Plan | None = None, threads: int = 1) -> None:
+        """Load (or compile) both compiled loops, so that a timed sweep is the sweep; with a
+        `plan`, also make and touch the leaf buffers of its sweeps on `threads` threads
+        (fresh pages cost the kernel over a second at 2 x 32, once)."""
+        if plan is not None:
+            for leaf in self._leaf_buffers(plan.leaf_steps, threads):
+                for a in (leaf.traj, *leaf.tables):
+                    if a is not None:
+                        a.fill(0)  # np.zeros leaves the pages to the first write
         S = self.forward.state_size
         self.forward.train(self.weights, stop=0)
         # the trainer writing into a strided view of the float table: a second compiled
@@ -332,9 +341,23 @@ class Sweep:
         self.seconds[part] = self.seconds.get(part, 0.0) + t - t0
         return t
 
+    @property
+    def buffer_bytes(self) -> int:
+        """Bytes of the leaf buffers held (from ``warm`` or the last run)."""
+        return sum(a.nbytes for leaf in self._buffers for a in (leaf.traj, *leaf.tables)
+                   if a is not None)  # fmt: skip
+
+    def _leaf_buffers(self, L: int, n: int) -> list[_Leaf]:
+        """n leaf buffers of L rows, kept from the last run when it had the same: the next
+        sweep (another test input, other weights) does not pay again for fresh pages,
+        which at 2 x 32 cost the kernel up to a second in a sweep of 4 training runs."""
+        kept = self._buffers if len(self._buffers) == n and self._buffers[0].rows == L else []
+        self._buffers = kept or [self._new_leaf(L) for _ in range(n)]
+        return self._buffers
+
     def _new_leaf(self, L: int) -> _Leaf:
         traj = None if self.direct_column is not None else np.empty((L, self.forward.state_size))
-        return _Leaf(traj, self.rows.new_tables(L))
+        return _Leaf(traj, self.rows.new_tables(L), L)
 
     def run(
         self,
@@ -357,11 +380,11 @@ class Sweep:
         self.rows.resize(L)
         self.seconds = {}
         if threads == 1:
-            leaf = self._new_leaf(L)
+            (leaf,) = self._leaf_buffers(L, 1)
             return self._reverse(self._leaves(plan, lambda: leaf), seeds, lambda _: None)
         pool: queue.Queue = queue.Queue()
-        for _ in range(2):
-            pool.put(self._new_leaf(L))
+        for leaf in self._leaf_buffers(L, 2):
+            pool.put(leaf)
         ready: queue.Queue = queue.Queue()
         stop = threading.Event()
 

@@ -110,21 +110,43 @@ def test_states_kept_out_of_order_in_the_user_program_path(program, reference):
     "options", [{}, {"threads": 2}, {"schedule": "tree", "memory_budget": 3_000_000}]
 )
 def test_memory_is_bounded_by_the_estimate(options):
-    """Peak of numpy's allocations during a sweep (tracemalloc sees them): within the
-    plan's estimate, and far below the full trajectory's."""
+    """Peak of numpy's allocations during a sweep (tracemalloc sees them) and the leaf
+    buffers ``warm`` made before it: within the plan's estimate, and far below the full
+    trajectory's."""
     long = m.build(m.read_docs(m.corpus_path())[:N_DOCS], steps=400)
     mg = Metagradient(long, **options)
     mg.warm()
+    held = mg.sweep.buffer_bytes
+    assert held > 0
     tracemalloc.start()
     try:
         mg("max")
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
+    peak += held
     est = mg.summary()["memory_estimate_bytes"]
     full = 2 * 400 * mg.forward.state_size * 8
     assert peak <= est, (peak, est)
     assert est < full / 4, (est, full)
+
+
+def test_leaf_buffers_are_kept_for_the_next_sweep(program, reference):
+    """warm makes the plan's buffers; sweeps reuse them (stale rows from the last sweep do
+    not leak into the next: the same bits for every test input, in any order); a plan
+    with longer leaves makes its own."""
+    mg = Metagradient(program, plan=Plan("binomial", leaf_bounds(STEPS, 12), 3), threads=2)
+    mg.warm()
+    made = [id(leaf) for leaf in mg.sweep._buffers]
+    assert len(made) == 2 and mg.sweep.buffer_bytes > 0
+    for i in (1, 0, 1):
+        assert np.array_equal(mg(TESTS[i]), reference[i])
+        assert [id(leaf) for leaf in mg.sweep._buffers] == made
+    longer = Metagradient(program, plan=Plan("sqrt", leaf_bounds(STEPS, 3)))
+    longer.sweep._buffers = mg.sweep._buffers  # as if left by the other plan's sweep
+    assert np.array_equal(longer(TESTS[0]), reference[0])
+    assert [id(leaf) for leaf in longer.sweep._buffers] != made
+    assert longer.sweep._buffers[0].rows == longer.plan.leaf_steps
 
 
 # ---------------------------------------------------------------- the checks are sharp

@@ -202,6 +202,34 @@ def test_merge_transposes_on_microgpt_backward(program):
     _same_values(before, after, {**program.init_state, **inputs, "w": WEIGHTS[1]}, tol=1e-14)
 
 
+def test_a_products_transpose_moves_to_its_smaller_operands():
+    """(x^T y)^T with x^T read elsewhere too (so not dropped): y^T x, since transposing y,
+    2 x 6, moves less than the 6 x 6 product; kept where the operands are the larger (a
+    2 x 6 times b 6 x 2) or the product has another reader."""
+
+    def f(x, y, w, a, b):
+        xt = x.T  # 6 x 2, also summed
+        p = xt @ w
+        return {
+            "flipped": (xt @ y).T + xt.sum(),
+            "larger": (a @ b).T * 2.0,
+            "read": p.T * 3.0 + p.sum(),
+        }
+
+    shapes = {"x": (2, 6), "y": (2, 6), "w": (2, 6), "a": (2, 6), "b": (6, 2)}
+    c = cs.trace(f, **{k: cs.Input(s) for k, s in shapes.items()})
+    m = dce(merge_transposes(cse(c)))
+    m.verify()
+
+    def product_transposes(circ):
+        return sum(1 for n in circ.nodes if n.op is Op.TRANSPOSE
+                   and circ.nodes[n.inputs[0]].op is Op.MATMUL)  # fmt: skip
+
+    assert product_transposes(cse(c)) == 3 and product_transposes(m) == 2
+    rng = np.random.default_rng(0)
+    _same_values(c, m, {k: rng.normal(size=s) for k, s in shapes.items()})
+
+
 # ---------------------------------------------------------------- transpose_narrow_operands
 def test_narrow_operands_are_transposed_instead_of_the_weight():
     """x W^T with x two rows and W 16 x 8: (W x^T)^T, W's transpose gone; a weight whose
