@@ -160,7 +160,7 @@ class _Leaf:
 
     traj: np.ndarray | None  # None: the states go straight into the float table
     tables: tuple[np.ndarray, ...]
-    rows: int
+    capacity: int  # rows
     a: int = 0
     b: int = 0
     final: np.ndarray | None = None  # x_T, with the last leaf
@@ -274,8 +274,7 @@ class Sweep:
     # ---------------------------------------------------------------- running
     def warm(self, plan: Plan | None = None, threads: int = 1) -> None:
         """Load (or compile) both compiled loops, so that a timed sweep is the sweep; with a
-        `plan`, also make and touch the leaf buffers of its sweeps on `threads` threads
-        (fresh pages cost the kernel over a second at 2 x 32, once)."""
+        `plan`, also make and touch the leaf buffers of its sweeps on `threads` threads."""
         if plan is not None:
             for leaf in self._leaf_buffers(plan.leaf_steps, threads):
                 for a in (leaf.traj, *leaf.tables):
@@ -351,7 +350,7 @@ class Sweep:
         """n leaf buffers of L rows, kept from the last run when it had the same: the next
         sweep (another test input, other weights) does not pay again for fresh pages,
         which at 2 x 32 cost the kernel up to a second in a sweep of 4 training runs."""
-        kept = self._buffers if len(self._buffers) == n and self._buffers[0].rows == L else []
+        kept = self._buffers if len(self._buffers) == n and self._buffers[0].capacity == L else []
         self._buffers = kept or [self._new_leaf(L) for _ in range(n)]
         return self._buffers
 

@@ -146,7 +146,7 @@ def test_leaf_buffers_are_kept_for_the_next_sweep(program, reference):
     longer.sweep._buffers = mg.sweep._buffers  # as if left by the other plan's sweep
     assert np.array_equal(longer(TESTS[0]), reference[0])
     assert [id(leaf) for leaf in longer.sweep._buffers] != made
-    assert longer.sweep._buffers[0].rows == longer.plan.leaf_steps
+    assert longer.sweep._buffers[0].capacity == longer.plan.leaf_steps
 
 
 # ---------------------------------------------------------------- the checks are sharp
