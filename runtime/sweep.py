@@ -165,6 +165,10 @@ class _Leaf:
     b: int = 0
     final: np.ndarray | None = None  # x_T, with the last leaf
 
+    def arrays(self) -> list[np.ndarray]:
+        """The buffer's arrays: the states' own buffer, if any, and the tables."""
+        return [a for a in (self.traj, *self.tables) if a is not None]
+
 
 class Sweep:
     """Forward recomputation and reverse steps of one training run (program, weights).
@@ -277,9 +281,8 @@ class Sweep:
         `plan`, also make and touch the leaf buffers of its sweeps on `threads` threads."""
         if plan is not None:
             for leaf in self._leaf_buffers(plan.leaf_steps, threads):
-                for a in (leaf.traj, *leaf.tables):
-                    if a is not None:
-                        a.fill(0)  # np.zeros leaves the pages to the first write
+                for a in leaf.arrays():
+                    a.fill(0)  # np.zeros leaves the pages to the first write
         S = self.forward.state_size
         self.forward.train(self.weights, stop=0)
         # the trainer writing into a strided view of the float table: a second compiled
@@ -343,13 +346,12 @@ class Sweep:
     @property
     def buffer_bytes(self) -> int:
         """Bytes of the leaf buffers held (from ``warm`` or the last run)."""
-        return sum(a.nbytes for leaf in self._buffers for a in (leaf.traj, *leaf.tables)
-                   if a is not None)  # fmt: skip
+        return sum(a.nbytes for leaf in self._buffers for a in leaf.arrays())
 
     def _leaf_buffers(self, L: int, n: int) -> list[_Leaf]:
         """n leaf buffers of L rows, kept from the last run when it had the same: the next
-        sweep (another test input, other weights) does not pay again for fresh pages,
-        which at 2 x 32 cost the kernel up to a second in a sweep of 4 training runs."""
+        sweep (another test input, other weights) does not pay the kernel again for fresh
+        pages (bench/RESULTS.md, "Under 4x")."""
         kept = self._buffers if len(self._buffers) == n and self._buffers[0].capacity == L else []
         self._buffers = kept or [self._new_leaf(L) for _ in range(n)]
         return self._buffers
