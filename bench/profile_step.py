@@ -105,7 +105,7 @@ def main() -> None:
         if line.startswith("#"):
             comment = line
             continue
-        line = line.removeprefix("res0[1] += ")  # a fused loop that checks finiteness
+        line = line.removeprefix("res0[-1] += ")  # a fused loop that checks finiteness
         # a call through the part's table (compiler/pointers.py) as the direct call
         line = re.sub(r"p\.call\(P\[\d+\], ((?:k\.)?\w+), ", r"\1(", line)
         if not line.startswith(("k.", "fused_")):

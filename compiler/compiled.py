@@ -1,8 +1,10 @@
 """A Program compiled to Numba at degree K: fast training, series training, outputs.
 
 The whole training loop runs inside compiled code (``run``), stepping through
-a packed schedule; the state lives in two flat buffers used in turn, so a
-step reads one and writes the other.  Degree 0 is the real trainer (float64);
+a packed schedule.  Real mode updates the state in place where every step
+allows it (``compiler/in_place.py``); otherwise, and in series mode, the state
+lives in two flat buffers used in turn, so a step reads one and writes the
+other.  Degree 0 is the real trainer (float64);
 degree K >= 1 propagates series of the data weights in B directions at once,
 with the order-0 run computed once per batch.
 
@@ -102,7 +104,8 @@ def program_build(
     if degree and width > 1:
         raise ValueError("a program whose steps output one loss per document runs in real "
                          "mode only")
-    return Build(units, degree, sink=sink, title=f"Generated for program {program.name!r}, "
+    return Build(units, degree, sink=sink, in_place=not degree,
+                 title=f"Generated for program {program.name!r}, "
                  f"{_mode(degree)} mode.",
                  footer=None if degree else functools.partial(_run_loop, width=width))
 
@@ -125,7 +128,8 @@ def _run_loop(b: Build, width: int = 1) -> str:
         "start, stop, keys, docs, ndocs, II, FF, W0, wb, sa, sb, ws, tab, cst, losses, res0, "
         "code, traj, PTS"
     )
-    call = "sa, sb, ws, tab, cst, II[s], FF[s], wb, res0, code, PTS[key]"
+    out = "sa" if b.in_place else "sb"  # the state written in place, or into the other
+    call = f"sa, {out}, ws, tab, cst, II[s], FF[s], wb, res0, code, PTS[key]"
     lines = [
         "@njit(cache=True, nogil=True, error_model='numpy')",
         f"def run({args}):",
@@ -146,7 +150,8 @@ def _run_loop(b: Build, width: int = 1) -> str:
     else:
         lines += ["        for j in range(ndocs[s]):", "            losses[s, j] = res0[j]"]
     lines += ["        if not ok:", "            return s"]
-    lines += ["        sa, sb = sb, sa", "    return -1", ""]
+    lines += [] if b.in_place else ["        sa, sb = sb, sa"]
+    lines += ["    return -1", ""]
     return "\n".join(lines)
 
 
@@ -252,19 +257,24 @@ class CompiledProgram:
             raise ValueError(f"weights: shape {w.shape}, expected ({self.program.num_docs},)")
         return w
 
-    def _buffers(self, weights, state, stop):
-        """Checked weights, the two state buffers, workspace, loss and result arrays."""
+    def _buffers(self, weights, state, start, stop):
+        """Checked weights, the two state buffers (one, in place), workspace, loss and
+        result arrays."""
         stop = self.program.num_steps if stop is None else stop
+        if not 0 <= start <= stop <= self.program.num_steps:
+            raise ValueError(f"steps {start} to {stop}: out of range 0 to "
+                             f"{self.program.num_steps}")
         sa = self.initial_state() if state is None else np.array(state, np.float64)
         if sa.shape != (self.state_size,):
             raise ValueError(f"state: shape {sa.shape}, expected ({self.state_size},)")
         ws = np.empty(max(self.ws_size, 1))
         T, width = self.program.num_steps, self.loss_width
         losses = np.zeros(T) if width == 1 else np.zeros((T, width))
-        # res0: the loss, and in series mode the sum fused loops return over the new
-        # state's higher orders (0.0, or NaN if one is not finite; emit.py)
-        res0 = np.zeros(max(2, width))
-        return stop, self._weights(weights), sa, np.empty_like(sa), ws, losses, res0
+        # res0: the loss (one entry per document if width > 1), and last what the fused
+        # loops that write the state return (0.0, or NaN if a value is not finite)
+        res0 = np.zeros(width + 1)
+        sb = sa if self.build.in_place else np.empty_like(sa)
+        return stop, self._weights(weights), sa, sb, ws, losses, res0
 
     def train(
         self,
@@ -283,7 +293,7 @@ class CompiledProgram:
         """
         if self.series:
             raise ValueError("train() needs a degree-0 CompiledProgram; use train_series")
-        stop, w, sa, sb, ws, losses, res0 = self._buffers(weights, state, stop)
+        stop, w, sa, sb, ws, losses, res0 = self._buffers(weights, state, start, stop)
         wb = np.zeros(self.docs.shape[1])  # the weights of a step's documents
         bad = self.module.run(
             start,
@@ -307,9 +317,12 @@ class CompiledProgram:
             self._real_tables(sa, ws, wb, res0),
         )
         if bad >= 0:
-            before = sa if (bad - start) % 2 == 0 else sb
+            if self.build.in_place:  # the state step `bad` read is gone: train up to it again
+                before, _ = self.train(weights, state, start, bad)
+            else:
+                before = sa if (bad - start) % 2 == 0 else sb
             self._raise_nonfinite(bad, before, None, w, None)
-        final = sa if (stop - start) % 2 == 0 else sb
+        final = sa if self.build.in_place or (stop - start) % 2 == 0 else sb
         return final, losses[start:stop]
 
     def train_series(
@@ -376,7 +389,7 @@ class CompiledProgram:
         """
         B, K = psi.shape[0], self.degree
         psi_t = np.ascontiguousarray(psi.T, dtype=np.complex128)
-        stop, w, sa, sb, ws, losses, res0 = self._buffers(weights, state, stop)
+        stop, w, sa, sb, ws, losses, res0 = self._buffers(weights, state, start, stop)
         hb = np.empty_like(ha)
         wh = np.empty(max(B * K * self.wh_size, 1), np.complex128)
         resh = np.zeros(B * K, np.complex128)
@@ -402,12 +415,12 @@ class CompiledProgram:
             docs = self.docs[s, : self.ndocs[s]]
             w0, wpsi = w[docs], psi_t[docs]
             parts, r, unchecked = steps[self.keys[s]]
-            res0[1] = 0.0
+            res0[-1] = 0.0
             for part, P in parts:
                 r = part(sa, sb, ha, hb, ws, wh, tab, cst, II[s], FF[s], w0, wpsi,
                          res0, resh, code, B, K, r, P)  # fmt: skip
             losses[s] = res0[0]
-            finite = res0[1] == 0.0 and kernels.all_finite(sb)
+            finite = res0[-1] == 0.0 and kernels.all_finite(sb)
             if not (finite and all(kernels.all_finite_c(hb[u]) for u in unchecked)):
                 self._raise_nonfinite(s, sa, ha, w, psi)
             sa, sb, ha, hb = sb, sa, hb, ha

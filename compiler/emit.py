@@ -109,26 +109,38 @@ def emit_function(f: Lowered, entry: str = "njit") -> Emitted:
         cb.line(f"def {name}({args}, PT):")
         cb.indent()
         cb.line(f"r = code.shape[0] * 0 + {f.first_row}")
+        if f.state_outputs and not f.series:
+            cb.line("res0[-1] = 0.0  # what the fused loops that write the state return")
         offsets: dict[str, int] = {}  # of each distinct part's table in PT
         for fn in calls:
             o = offsets.setdefault(fn, sum(sites[g] for g in offsets))
             cb.line(f"r = {fn}({args}, r, PT[{o}:{o + sites[fn]}])")
-        out, hout = ("s_out", "h_out") if f.state_outputs else ("res0", "resh")
-        finite = f"k.all_finite({out})" + (f" and k.all_finite_c({hout})" if f.series else "")
-        cb.line(f"return {finite}")
+        cb.line(f"return {_finite(f)}")
         cb.dedent()
         cb.line()
         cb.line()
         library.append((name, cb.source()))
         cb = CodeBuilder()
     if f.series and f.state_outputs:
-        cb.line(f"{name}_UNCHECKED_HI = {f.unchecked_hi!r}  # state hi the caller checks itself")
+        cb.line(f"{name}_UNCHECKED_HI = {f.unchecked!r}  # state hi the caller checks itself")
     cb.line(f"{name}_WS = {f.ws_size}")
     cb.line(f"{name}_WH = {f.wh_size}")
     cb.line(f"{name}_FIRST_ROW = {f.first_row}")
     cb.line(f"{name}_PARTS = ({''.join(f'{fn}, ' for fn in calls)})")
     cb.line()
     return Emitted(library, cb.source())
+
+
+def _finite(f: Lowered) -> str:
+    """The entry function's result: whether what the step wrote is finite.  A real step
+    adds what its fused loops found (res0[-1]) to a check of the state they did not
+    write, so the whole new state is not read again after every step."""
+    if not f.state_outputs:
+        return "k.all_finite(res0)"
+    if f.series:
+        return "k.all_finite(s_out) and k.all_finite_c(h_out)"
+    rest = "".join(f" and k.all_finite({f.state}[{a}:{a + n}])" for a, n in f.unchecked)
+    return "res0[-1] == 0.0" + rest
 
 
 def _name_of(definition: str) -> str:

@@ -222,7 +222,7 @@ class FusedCall:
     offsets: list[int]
     hi_arrays: list[str] = field(default_factory=list)
     hi_offsets: list[int] = field(default_factory=list)
-    checks: list[int] = field(default_factory=list)  # outputs whose hi it checks (see _hi_loop)
+    checks: list[int] = field(default_factory=list)  # outputs it checks (see fused_call)
 
 
 def fused_call(
@@ -234,8 +234,12 @@ def fused_call(
     check: Callable[[int], bool] = lambda j: False,
 ) -> FusedCall:
     """Source of one group's loops.  slot(j) / hslot(j) give the (array, offset) of
-    node j's order 0 / higher orders; check(o): output o's higher orders must be
-    checked for infinities and NaNs (the state, see _hi_loop)."""
+    node j's order 0 / higher orders; check(o): output o must be checked for
+    infinities and NaNs (the state): its higher orders in a series group (see
+    _hi_loop), its values in a real one, while they are still in cache (the function
+    returns 0.0, or NaN if one is not finite).  An output written where an operand is
+    read (a state updated in place, ``compiler/in_place.py``) is that operand's view,
+    so element i is read before it is written and LLVM sees no overlap to check."""
     local = {m: f"e{k}" for k, m in enumerate(g.members)}
     written = g.outputs + g.needs0  # order-0 values the first loop stores
     vec: dict[int, str] = {}
@@ -280,8 +284,12 @@ def fused_call(
         operand(name, j, "{name} = {arr}[t[{k}] :][:n]")
     for j, name in sca.items():
         operand(name, j, "{name} = {arr}[t[{k}]]")
+    read_at = {slot(j): name for j, name in vec.items()}
     for k, o in enumerate(written):
-        operand(f"o{k}", o, "{name} = {arr}[t[{k}] :][:n]")
+        if slot(o) in read_at:
+            head.append(f"o{k} = {read_at[slot(o)]}")
+        else:
+            operand(f"o{k}", o, "{name} = {arr}[t[{k}] :][:n]")
     body = [
         f"n = code[r, {N}]",
         f"t = tab[code[r, {E0}] :]",
@@ -294,6 +302,11 @@ def fused_call(
         if hslot is None or fusion.degree < 1:
             raise ValueError("a series group needs hi slots and a degree")
         body += _hi_loop(c, g, fusion, order0, hslot, call, check)
+    else:
+        call.checks = [o for o in g.outputs if check(o)]
+        finite = [f"k.all_finite(o{written.index(o)})" for o in call.checks]
+        if finite:
+            body.append(f"return 0.0 if {' and '.join(finite)} else math.nan")
     call.body = "\n".join(body)
     return call
 

@@ -111,8 +111,10 @@ class Lowered:
     line of calls (without the row increment), whose instruction rows are
     ``first_row, first_row + 1, ...`` of the module's tables.  loops: definitions
     of generated loops new to the module.  ws_size / wh_size: the workspaces (hi in
-    units of B*K).  unchecked_hi: the state outputs' (offset, size) whose higher
-    orders no fused loop checks (series step functions; the caller checks them).
+    units of B*K).  unchecked: the state outputs' (offset, size) that no fused loop
+    checks for infinities and NaNs: their higher orders in series mode (the caller
+    checks them), their values in real mode (the entry function does).  state: the
+    array the state outputs are written to (s_in when written in place).
     """
 
     name: str
@@ -123,8 +125,9 @@ class Lowered:
     first_row: int
     ws_size: int
     wh_size: int
-    unchecked_hi: tuple[tuple[int, int], ...] = ()
+    unchecked: tuple[tuple[int, int], ...] = ()
     slots: Slots | None = field(default=None, repr=False)
+    state: str = "s_out"
 
 
 def lower(
@@ -136,17 +139,20 @@ def lower(
     series: bool,
     state_outputs: bool,
     fusion: Fusion = NO_FUSION,
+    in_place: bool = False,
 ) -> Lowered:
     """Lower circuit c (its rows and constants go to `tables`).
 
-    State-named outputs are written to s_out/h_out (when state_outputs); the
-    output "loss" goes to res0[0] and resh (B*K).  A fused loop that writes state
-    higher orders checks them for infinities and NaNs, adding to res0[1].
+    State-named outputs are written to s_out/h_out (when state_outputs; to s_in when
+    `in_place`, see ``compiler/in_place.py``); the output "loss" goes to res0[0] and
+    resh (B*K).  A fused loop that writes the state checks it for infinities and
+    NaNs (its higher orders in series mode), adding to res0[-1].
     """
     out_slot = state_out_slots(c, iface) if state_outputs else {}
-    s = assign_slots(c, act, iface, tables, series, out_slot, fusion)
+    state = "s_in" if in_place else "s_out"
+    s = assign_slots(c, act, iface, tables, series, out_slot, fusion, state)
     first_row = len(tables.rows)
-    checked_hi: set[int] = set()  # state outputs whose hi a fused loop checks (res0[1])
+    checked: set[int] = set()  # state outputs a fused loop checks (res0[-1])
     loops: list[str] = []  # definitions of generated loops new to this module
     lines: list[list[str]] = []
 
@@ -170,7 +176,7 @@ def lower(
                 fusion,
                 lambda j: (s.r_arr[j], s.r_off[j]),
                 lambda j: (s.h_arr[j], s.h_off[j]),
-                lambda j: s.h_arr[j] == "h_out" and j in out_slot,
+                lambda j: j in out_slot and (s.h_arr[j] == "h_out" or not series),
             )
             fname = loop_name("fused", call.body, lambda f, call=call: _define(
                 f, loop_args(call), loop_views(call) + call.body))  # fmt: skip
@@ -181,8 +187,8 @@ def lower(
                 row[E1] = tables.add_int(call.hi_offsets)
                 args += ", B, K, " + ", ".join(call.hi_arrays)
             tables.add_row(row)
-            checked_hi.update(call.checks)
-            result = "res0[1] += " if call.checks else ""
+            checked.update(call.checks)
+            result = "res0[-1] += " if call.checks else ""
             lines.append([*describe(c, group), f"{result}{fname}({args})"])
             continue
         has_hi = series and bool(s.h_arr[i])
@@ -219,9 +225,9 @@ def lower(
         if oname == "loss":
             dst_r, dst_off, dst_h = "res0", 0, "resh"
         elif state_outputs and oname in iface.state:
-            if nid in out_slot:
-                continue
-            dst_r, dst_off, dst_h = "s_out", iface.state[oname][0], "h_out"
+            if nid in out_slot or (s.r_arr[nid], s.r_off[nid]) == (state, iface.state[oname][0]):
+                continue  # computed in place, or kept where it is
+            dst_r, dst_off, dst_h = state, iface.state[oname][0], "h_out"
         elif state_outputs:
             raise IRError(f"output {oname!r} is neither state nor 'loss'")
         else:
@@ -244,12 +250,11 @@ def lower(
         )
         lines.append([f"# output {oname} = %{nid}", "; ".join(code)])
     unchecked = ()
-    if series and state_outputs:
+    if state_outputs:
         unchecked = tuple(
             iface.state[oname]
             for oname, nid in c.outputs.items()
-            if oname in iface.state and nid not in checked_hi
+            if oname in iface.state and nid not in checked
         )
-    return Lowered(
-        name, series, state_outputs, lines, loops, first_row, s.ws_size, s.wh_size, unchecked, s
-    )
+    return Lowered(name, series, state_outputs, lines, loops, first_row, s.ws_size, s.wh_size,
+                   unchecked, s, state)

@@ -25,10 +25,11 @@ from circuitsketch.program import LOSS
 from compiler import cache
 from compiler.emit import HEADER, emit_function
 from compiler.fusion import NO_FUSION, Fusion, fuse
+from compiler.in_place import state_in_place
 from compiler.lower import Lowered, code_of, lower
 from compiler.passes import Activity, activity, dce, simplify, sink_elementwise
 from compiler.series_fusion import MAX_DEGREE
-from compiler.slots import Interface
+from compiler.slots import Interface, state_out_slots
 from compiler.tables import Tables
 
 
@@ -61,6 +62,9 @@ class Build:
     optimize: run the simplifying passes; fused: fuse elementwise chains (same bits
     either way); sink: in real mode, first move each elementwise equation down to its
     first reader (``passes.sink_elementwise``; same bits; reverse runs, where it pays).
+    in_place: real mode's steps write the new state over the old one where that is
+    sound for every step (``compiler/in_place.py``; decided when lowering, read by
+    the training loop).
     title: the module docstring's first line (None: no docstring).
     footer: more source after the units' (real mode's compiled training loop).
     source: the whole generated code as one module (what ``inspect --after emit``
@@ -76,6 +80,7 @@ class Build:
     optimize: bool = True
     fused: bool = True
     sink: bool = False
+    in_place: bool = False
     title: str | None = None
     footer: Callable[[Build], str] | None = None
     tables: Tables = field(default_factory=Tables)
@@ -135,9 +140,14 @@ def _series_fuse(b: Build) -> None:
 
 
 def _lower(b: Build) -> None:
+    steps = [u for u in b.units if u.state_outputs]
+    b.in_place = b.in_place and not b.series and all(
+        state_in_place(u.circuit, u.iface, u.fusion, state_out_slots(u.circuit, u.iface))
+        for u in steps
+    )
     for u in b.units:
         u.lowered = lower(u.name, u.circuit, u.act, u.iface, b.tables, b.series,
-                          u.state_outputs, u.fusion)
+                          u.state_outputs, u.fusion, b.in_place and u.state_outputs)
 
 
 def _emit(b: Build) -> None:
@@ -193,7 +203,8 @@ PASSES: list[Pass] = [
          "down to its reader)"),
     Pass("series-fuse", _series_fuse, "at a degree K <= 8, long chains fuse their higher "
          "orders too"),
-    Pass("lower", _lower, "slots, instruction rows and one line of calls per equation"),
+    Pass("lower", _lower, "in place or not; slots, instruction rows and one line of calls "
+         "per equation"),
     Pass("emit", _emit, "the module's Numba source"),
     Pass("compile", _compile, "the module imported from the cache (Numba compiles it)"),
 ]

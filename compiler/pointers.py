@@ -32,8 +32,8 @@ Call = tuple[str, tuple[str, ...]]
 """A call site: the callee (``k.<kernel>`` or a generated function) and its arguments,
 the names of parameters of the function that calls it."""
 
-_STATEMENT = re.compile(r"^(res0\[1\] \+= )?((?:k\.)?\w+)\((.*)\)$")
-_THROUGH = re.compile(r"^(res0\[1\] \+= )?p\.call\(P\[(\d+)\], ((?:k\.)?\w+), (.*)\)$")
+_STATEMENT = re.compile(r"^(res0\[-1\] \+= )?((?:k\.)?\w+)\((.*)\)$")
+_THROUGH = re.compile(r"^(res0\[-1\] \+= )?p\.call\(P\[(\d+)\], ((?:k\.)?\w+), (.*)\)$")
 LINKED = ""
 """Callees called directly (linked), space-separated; ``"*"``: every callee (the code
 as before pointers, for an A/B in bench/ab_step.py)."""

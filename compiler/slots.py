@@ -101,11 +101,14 @@ def assign_slots(
     series: bool,
     out_slot: Mapping[int, tuple[int, int]],
     fusion: Fusion = NO_FUSION,
+    out_array: str = "s_out",
 ) -> Slots:
     """Slots of every node.  Workspace slots are taken when a value is computed and
     given back after its last reader, never before the reader's own output slot is
     taken, so no kernel's output overlaps its operands.  A fused group is one
-    equation: its outputs take slots where it runs, its inner values take none."""
+    equation: its outputs take slots where it runs, its inner values take none.
+    State outputs live in `out_array`: s_out, or s_in for a step written in place
+    (``compiler/in_place.py``)."""
     n_nodes = len(c.nodes)
     s = Slots([""] * n_nodes, [0] * n_nodes, [""] * n_nodes, [-1] * n_nodes, 0, 0)
     owner, last = last_uses(c, out_slot, fusion)
@@ -137,7 +140,7 @@ def assign_slots(
                 continue
             for o in group.outputs:
                 if o in out_slot:
-                    s.r_arr[o], s.r_off[o] = "s_out", out_slot[o][0]
+                    s.r_arr[o], s.r_off[o] = out_array, out_slot[o][0]
                     if series and act.hi[o]:
                         s.h_arr[o], s.h_off[o] = "h_out", out_slot[o][0]
                 else:
@@ -176,7 +179,7 @@ def assign_slots(
             if has_hi:
                 s.h_arr[i], s.h_off[i] = s.h_arr[j], s.h_off[j]
         else:  # a node computed straight into its state-output slot
-            s.r_arr[i], s.r_off[i] = "s_out", out_slot[i][0]
+            s.r_arr[i], s.r_off[i] = out_array, out_slot[i][0]
             if has_hi:
                 s.h_arr[i], s.h_off[i] = "h_out", out_slot[i][0]
         release({owner[j] for j in node.inputs} | {i}, i)

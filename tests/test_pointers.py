@@ -17,9 +17,9 @@ def test_lines_are_rewritten_to_call_through_the_table():
     assert p.through_pointers(line, calls) == (
         "p.call(P[0], k.take, ws, ws, code, r, tab); "
         "p.call(P[1], k.h_take, wh, wh, code, r, B, K, tab)")
-    line = "res0[1] += fused_ab12(ws, code, r, tab, B, K, wh, h_out)"
+    line = "res0[-1] += fused_ab12(ws, code, r, tab, B, K, wh, h_out)"
     assert p.through_pointers(line, calls) == (
-        "res0[1] += p.call(P[2], fused_ab12, ws, code, r, tab, B, K, wh, h_out)")
+        "res0[-1] += p.call(P[2], fused_ab12, ws, code, r, tab, B, K, wh, h_out)")
     assert calls[2] == ("fused_ab12", ("ws", "code", "r", "tab", "B", "K", "wh", "h_out"))
     p.LINKED = "k.take"  # the A/B knob: a callee left linked
     try:

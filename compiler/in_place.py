@@ -1,0 +1,68 @@
+"""Real training updates its state in place when every write follows the reads it clobbers.
+
+Two state buffers used in turn make a step read one and write the other: at
+4 x 128 that is 2 x 19 MB of parameters and Adam moments, which with the
+workspace no longer fits the 32 MB last-level cache, so every step reads its
+state from memory.  Written in place, the state and workspace fit, and the step
+is faster by more than Adam's own time (bench/RESULTS.md, "In place").
+
+In place is sound when each state entry X is written after the last equation
+that reads the X the step was given.  The equation that writes X may itself
+read X only element by element at the place it writes (a fused loop, whose
+element i reads its operands before it stores, through the same view: see
+``fusion.fused_call``).  A step whose order breaks this runs with two buffers
+(``state_in_place``), as before; either way the arithmetic and its order are
+the same, so are the results, to the bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from circuitsketch.ir import Circuit, Op
+from compiler.fusion import Fusion
+from compiler.slots import Interface, last_uses
+
+__all__ = ["state_in_place"]
+
+
+def state_in_place(
+    c: Circuit, iface: Interface, fusion: Fusion, out_slot: Mapping[int, tuple[int, int]]
+) -> bool:
+    """Whether step circuit c can write its state outputs over its state inputs."""
+    owner, last = last_uses(c, out_slot, fusion)
+    read_at: dict[str, int] = {}  # state name -> its input's last reader (len(c): the end)
+    input_of: dict[int, str] = {}
+    for i, node in c:
+        if node.op is Op.INPUT and node.attrs[0] in iface.state:
+            input_of[i] = node.attrs[0]
+            read_at[node.attrs[0]] = max(read_at.get(node.attrs[0], -1), last[i])
+    for oname, nid in c.outputs.items():
+        if oname not in iface.state:
+            continue
+        if nid not in out_slot:  # copied at the end
+            if input_of.get(owner[nid], oname) != oname:
+                return False  # another entry's old value, read while entries are replaced
+            if read_at.get(oname, -1) >= len(c.nodes) and input_of.get(owner[nid]) != oname:
+                return False
+            continue
+        wrote = fusion.at(nid)
+        read = read_at.get(oname, -1)
+        if read > wrote:
+            return False
+        if read == wrote and not _elementwise_reads(c, fusion, nid, oname, input_of, owner):
+            return False
+    return True
+
+
+def _elementwise_reads(c, fusion: Fusion, nid: int, name: str, input_of, owner) -> bool:
+    """The group writing state output `name` (node nid) reads that entry's input only as
+    whole vectors of its own size (element i at element i) or as a scalar."""
+    group = fusion.group_of.get(nid)
+    if group is None:
+        return False  # a kernel writing what it reads
+    for m in group.members:
+        for j in fusion.reads(c, m):
+            if input_of.get(owner[j]) == name and c.nodes[j].size not in (1, c.nodes[nid].size):
+                return False
+    return True

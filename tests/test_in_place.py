@@ -1,0 +1,122 @@
+"""Real training writes its new state over the old one (``compiler/in_place.py``).
+
+* microgpt's steps pass the order check, and a tagged replay of their slots
+  (``test_slots.clobbered``, which does not use the check) finds no read of a
+  state entry after it was overwritten;
+* training in place gives the same bits as training with two buffers;
+* a step that reads a state entry after writing it is kept on two buffers; the
+  check is shown to matter: forced in place, that step computes wrong numbers;
+* a blow-up is still reported at its step (the state it read is recomputed).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from circuitsketch import program as P
+from circuitsketch.ir import Circuit, Op
+from circuitsketch.models import microgpt as m
+from circuitsketch.optim import SGD
+from circuitsketch.program import WEIGHT, Program, Step
+from compiler import pipeline
+from compiler.compiled import CompiledProgram
+from compiler.fusion import fuse
+from compiler.in_place import state_in_place
+from compiler.passes import simplify
+from compiler.slots import state_out_slots
+from tests.conftest import DOCS
+from tests.test_compiler import _exploding_program
+from tests.test_slots import CIRCUITS, clobbered
+
+
+def _steps():
+    return [(name, c, iface) for name, c, iface, state_outputs in CIRCUITS if state_outputs]
+
+
+@pytest.mark.parametrize(("name", "c", "iface"), _steps(), ids=[s[0] for s in _steps()])
+def test_microgpt_steps_are_written_in_place_and_no_read_finds_a_new_value(name, c, iface):
+    fusion = fuse(c, [False] * len(c.nodes), 0)
+    assert state_in_place(c, iface, fusion, state_out_slots(c, iface))
+    errors, s = clobbered(c, iface, False, True, in_place=True)
+    assert errors == [], errors[:3]
+    assert "s_out" not in s.r_arr and "s_in" in s.r_arr
+
+
+def _read_after_write() -> Program:
+    """A step that computes p' = 2 p + 1 before it reads p again (loss = sum p * p)."""
+    c = Circuit()
+    p = c.add_input("p", (3,))
+    c.add_input(WEIGHT, ())
+    c.add_input("lr", ())  # the optimizer's schedule (unused)
+    q = c.add(Op.MUL, [p, c.add_const(np.full(3, 2.0))])
+    new = c.add(Op.ADD, [q, c.add_const(np.full(3, 1.0))])
+    loss = c.add(Op.SUM, [c.add(Op.MUL, [p, p])], (0,))
+    c.set_output("p", new)
+    c.set_output("loss", loss)
+    out = Circuit()
+    x = out.add_input("p", (3,))
+    out.set_output("loss", out.add(Op.SUM, [x], (0,)))
+    return Program(
+        name="read-after-write",
+        init_state={"p": np.array([0.5, -1.0, 2.0])},
+        params=("p",),
+        step_circuits={0: c},
+        output_circuits={0: out},
+        steps=[Step(0, 0, {}) for _ in range(3)],
+        num_docs=1,
+        optimizer=SGD(lr=0.1, momentum=0.0),
+        encode_test=lambda doc: (0, {}),
+    )
+
+
+def test_a_step_that_reads_its_state_after_writing_it_keeps_two_buffers(monkeypatch):
+    prog = _read_after_write()
+    c = simplify(prog.step_circuits[0])
+    assert c.nodes[c.outputs["p"]].op is Op.ADD and c.outputs["p"] < c.outputs["loss"]
+    state, losses = P.train(prog)
+    cp = CompiledProgram(prog, 0)
+    assert not cp.build.in_place
+    got, got_losses = cp.train()
+    assert np.array_equal(got, state["p"]) and np.array_equal(got_losses, losses)
+    # forced in place, the loss reads the new p: the check is what keeps this right
+    monkeypatch.setattr(pipeline, "state_in_place", lambda *a: True)
+    forced = CompiledProgram(prog, 0)
+    assert forced.build.in_place
+    _, wrong = forced.train()
+    assert not np.allclose(wrong, losses)
+    assert np.isclose(wrong[0], np.sum((2 * prog.init_state["p"] + 1) ** 2))
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_in_place_training_gives_the_bits_of_two_buffers(batch_size, monkeypatch):
+    prog = m.build(DOCS[:12], batch_size=batch_size)
+    cp = CompiledProgram(prog, 0)
+    assert cp.build.in_place
+    state, losses = cp.train()
+    monkeypatch.setattr(pipeline, "state_in_place", lambda *a: False)
+    two = CompiledProgram(prog, 0)
+    assert not two.build.in_place
+    state2, losses2 = two.train()
+    assert np.array_equal(state, state2) and np.array_equal(losses, losses2)
+    # a run in pieces, from a state given (not changed by the call), ends in the same bits
+    half, _ = cp.train(stop=prog.num_steps // 2)
+    kept = half.copy()
+    rest, _ = cp.train(state=half, start=prog.num_steps // 2)
+    assert np.array_equal(half, kept) and np.array_equal(rest, state)
+
+
+def test_a_blow_up_in_place_names_its_step():
+    from compiler.diagnose import NonFiniteError
+
+    cp = CompiledProgram(_exploding_program(), 0)
+    assert cp.build.in_place
+    with pytest.raises(NonFiniteError, match=r"training step 2\b"), np.errstate(over="ignore"):
+        cp.train()
+
+
+def test_steps_out_of_range_are_refused():
+    cp = CompiledProgram(_read_after_write(), 0)
+    for start, stop in ((0, 4), (2, 1), (-1, 2)):
+        with pytest.raises(ValueError, match=f"steps {start} to {stop}: out of range 0 to 3"):
+            cp.train(start=start, stop=stop)
