@@ -15,6 +15,9 @@ far less: on bench_compiler's setting (1000 names, T = 1000) the real step, the
 K = 3 and K = 6 steps per direction (8 directions), a cold compile of the real
 and of the K = 3 program (CPU time of the compiling process and its children,
 an empty cache), and loading the compiled K = 6 program from a warm cache.
+With ``--real-sizes 4x128:1 4x64:8 ...`` also the real step of those model sizes
+(layers x width, 4 heads) and batch sizes over one epoch of 1,000 names, as
+``bench/bench_scale.py`` builds them; ``--only-sizes`` leaves out the rest.
 Prints one JSON object with both sides' runs, medians and new / old.
 """
 
@@ -49,6 +52,14 @@ def probe(what: str) -> dict:
     from circuitsketch.models import microgpt as m
     from compiler.compiled import CompiledProgram
 
+    if what.startswith("real:"):  # one model size and batch size
+        from bench.bench_scale import build
+
+        size, batch = what[5:].split(":")
+        prog = build(tuple(int(x) for x in size.split("x")), int(batch), N_DOCS)
+        cp0 = CompiledProgram(prog, 0)
+        cp0.train(stop=2)
+        return {f"real_ms_per_step_{what[5:]}": _best(cp0.train, 5, prog.num_steps)}
     t0 = time.process_time()
     prog = m.build(setting(N_DOCS))
     psi = np.random.default_rng(1).normal(size=(8, N_DOCS)) * (1 + 1j)
@@ -61,25 +72,27 @@ def probe(what: str) -> dict:
     cp6.train_series(psi, stop=1)
     out["load_k6_cpu_s"] = time.process_time() - t0
 
-    def best(fn, reps: int, per: float) -> float:
-        runs = []
-        for _ in range(reps):
-            t = time.process_time()
-            fn()
-            runs.append((time.process_time() - t) / per * 1e3)
-        return min(runs)
-
     cp0 = CompiledProgram(prog, 0)
     cp0.train(stop=2)
-    out["real_ms_per_step"] = best(cp0.train, 7, prog.num_steps)
+    out["real_ms_per_step"] = _best(cp0.train, 7, prog.num_steps)
     for K, steps in ((3, 300), (6, 100)):
         cp = cp6 if K == 6 else CompiledProgram(prog, K)
         keys = [int(k) for k in cp.keys]
         cp.train_series(psi, stop=1 + max(keys.index(k) for k in set(keys)))  # every bucket
-        out[f"k{K}_ms_per_step_per_direction"] = best(
+        out[f"k{K}_ms_per_step_per_direction"] = _best(
             lambda cp=cp, steps=steps: cp.train_series(psi, stop=steps), 3, steps * 8
         )
     return out
+
+
+def _best(fn, reps: int, per: float) -> float:
+    """The least CPU time of `reps` calls of fn, in ms per `per`."""
+    runs = []
+    for _ in range(reps):
+        t = time.process_time()
+        fn()
+        runs.append((time.process_time() - t) / per * 1e3)
+    return min(runs)
 
 
 def run_side(root: Path, cache: str, what: str) -> dict:
@@ -100,6 +113,10 @@ def main() -> None:
     ap.add_argument("old", type=Path, nargs="?")
     ap.add_argument("new", type=Path, nargs="?")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--real-sizes", nargs="*", default=[], metavar="LxW:B",
+                    help="real steps of these sizes and batch sizes too (e.g. 4x128:1)")
+    ap.add_argument("--only-sizes", action="store_true",
+                    help="only the --real-sizes (no compiles, no default-size steps)")
     ap.add_argument("--probe", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.probe:
@@ -107,18 +124,22 @@ def main() -> None:
         return
     sides = {"old": args.old.resolve(), "new": args.new.resolve()}
     warm = {k: tempfile.mkdtemp(prefix=f"ab_{k}_") for k in sides}
+    probes = [f"real:{s}" for s in args.real_sizes] + ([] if args.only_sizes else ["steps"])
+    colds = () if args.only_sizes else ("cold0", "cold3")
     for k, root in sides.items():  # fill the warm caches (not timed)
-        run_side(root, warm[k], "steps")
+        for what in probes:
+            run_side(root, warm[k], what)
     runs: dict[str, list[dict]] = {k: [] for k in sides}
     for r in range(args.rounds):
         order = list(sides.items())
         for k, root in order if r % 2 == 0 else order[::-1]:  # ABBA: a drift falls on both
             figures: dict = {}
-            for what in ("cold0", "cold3"):
+            for what in colds:
                 cold = tempfile.mkdtemp(prefix="ab_cold_")
                 figures.update(run_side(root, cold, what))
                 shutil.rmtree(cold, ignore_errors=True)
-            figures.update(run_side(root, warm[k], "steps"))
+            for what in probes:
+                figures.update(run_side(root, warm[k], what))
             runs[k].append(figures)
             print(f"round {r + 1}/{args.rounds}: {k} {figures}", file=sys.stderr, flush=True)
     for d in warm.values():
