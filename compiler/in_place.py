@@ -40,12 +40,13 @@ def state_in_place(
     for oname, nid in c.outputs.items():
         if oname not in iface.state:
             continue
-        if nid not in out_slot:  # copied at the end
-            if input_of.get(owner[nid], oname) != oname:
-                return False  # another entry's old value, read while entries are replaced
-            if read_at.get(oname, -1) >= len(c.nodes) and input_of.get(owner[nid]) != oname:
-                return False
-            continue
+        if nid not in out_slot:  # copied at the end, after every equation
+            source = input_of.get(owner[nid])
+            if source is not None and source != oname:
+                return False  # another entry's old value, which may be replaced before
+            if source is None and read_at.get(oname, -1) >= len(c.nodes):
+                return False  # this entry's old value is copied elsewhere at the end too
+            continue  # its own old value (nothing to copy), or a value computed in ws
         wrote = fusion.at(nid)
         read = read_at.get(oname, -1)
         if read > wrote:
@@ -55,7 +56,9 @@ def state_in_place(
     return True
 
 
-def _elementwise_reads(c, fusion: Fusion, nid: int, name: str, input_of, owner) -> bool:
+def _elementwise_reads(
+    c: Circuit, fusion: Fusion, nid: int, name: str, input_of: dict[int, str], owner: list[int]
+) -> bool:
     """The group writing state output `name` (node nid) reads that entry's input only as
     whole vectors of its own size (element i at element i) or as a scalar."""
     group = fusion.group_of.get(nid)

@@ -43,24 +43,14 @@ def test_microgpt_steps_are_written_in_place_and_no_read_finds_a_new_value(name,
     assert "s_out" not in s.r_arr and "s_in" in s.r_arr
 
 
-def _read_after_write() -> Program:
-    """A step that computes p' = 2 p + 1 before it reads p again (loss = sum p * p)."""
-    c = Circuit()
-    p = c.add_input("p", (3,))
-    c.add_input(WEIGHT, ())
-    c.add_input("lr", ())  # the optimizer's schedule (unused)
-    q = c.add(Op.MUL, [p, c.add_const(np.full(3, 2.0))])
-    new = c.add(Op.ADD, [q, c.add_const(np.full(3, 1.0))])
-    loss = c.add(Op.SUM, [c.add(Op.MUL, [p, p])], (0,))
-    c.set_output("p", new)
-    c.set_output("loss", loss)
+def _step_program(name: str, c: Circuit, init: dict[str, np.ndarray]) -> Program:
     out = Circuit()
     x = out.add_input("p", (3,))
     out.set_output("loss", out.add(Op.SUM, [x], (0,)))
     return Program(
-        name="read-after-write",
-        init_state={"p": np.array([0.5, -1.0, 2.0])},
-        params=("p",),
+        name=name,
+        init_state=init,
+        params=tuple(init),
         step_circuits={0: c},
         output_circuits={0: out},
         steps=[Step(0, 0, {}) for _ in range(3)],
@@ -68,6 +58,34 @@ def _read_after_write() -> Program:
         optimizer=SGD(lr=0.1, momentum=0.0),
         encode_test=lambda doc: (0, {}),
     )
+
+
+def _step_circuit(*names: str) -> tuple[Circuit, list[int]]:
+    c = Circuit()
+    inputs = [c.add_input(n, (3,)) for n in names]
+    c.add_input(WEIGHT, ())
+    c.add_input("lr", ())  # the optimizer's schedule (unused)
+    return c, inputs
+
+
+def _read_after_write() -> Program:
+    """A step that computes p' = 2 p + 1 before it reads p again (loss = sum p * p)."""
+    c, (p,) = _step_circuit("p")
+    q = c.add(Op.MUL, [p, c.add_const(np.full(3, 2.0))])
+    new = c.add(Op.ADD, [q, c.add_const(np.full(3, 1.0))])
+    loss = c.add(Op.SUM, [c.add(Op.MUL, [p, p])], (0,))
+    c.set_output("p", new)
+    c.set_output("loss", loss)
+    return _step_program("read-after-write", c, {"p": np.array([0.5, -1.0, 2.0])})
+
+
+def _swap() -> Program:
+    """A step whose new p is the old q and whose new q the old p (copies at its end)."""
+    c, (p, q) = _step_circuit("p", "q")
+    c.set_output("p", q)
+    c.set_output("q", p)
+    c.set_output("loss", c.add(Op.SUM, [p], (0,)))
+    return _step_program("swap", c, {"p": np.array([0.5, -1.0, 2.0]), "q": np.zeros(3)})
 
 
 def test_a_step_that_reads_its_state_after_writing_it_keeps_two_buffers(monkeypatch):
@@ -86,6 +104,19 @@ def test_a_step_that_reads_its_state_after_writing_it_keeps_two_buffers(monkeypa
     _, wrong = forced.train()
     assert not np.allclose(wrong, losses)
     assert np.isclose(wrong[0], np.sum((2 * prog.init_state["p"] + 1) ** 2))
+
+
+def test_a_step_that_swaps_two_entries_keeps_two_buffers(monkeypatch):
+    prog = _swap()
+    state, losses = P.train(prog)
+    cp = CompiledProgram(prog, 0)
+    assert not cp.build.in_place
+    got, got_losses = cp.train()
+    assert np.array_equal(got_losses, losses) and np.array_equal(got_losses, [1.5, 0.0, 1.5])
+    assert np.array_equal(got, np.concatenate([state["p"], state["q"]]))
+    monkeypatch.setattr(pipeline, "state_in_place", lambda *a: True)
+    _, wrong = CompiledProgram(prog, 0).train()  # forced: p and q both end as one of them
+    assert not np.array_equal(wrong, losses)
 
 
 @pytest.mark.parametrize("batch_size", [1, 3])
