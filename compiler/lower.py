@@ -24,6 +24,7 @@ from compiler import kernels
 from compiler.fusion import NO_FUSION, Fusion, describe, fused_call, loop_args, loop_views
 from compiler.layout import BB, E0, E1, E2, E3, HA, HB, HC, HO, OUT, A, C, N
 from compiler.passes import Activity
+from compiler.products import TRANSPOSED
 from compiler.series_rules import HARGS, series_rule
 from compiler.slots import Interface, Slots, assign_slots, is_alias, state_out_slots
 from compiler.tables import Tables
@@ -80,6 +81,30 @@ def _row(c: Circuit, i: int, s: Slots, tables: Tables) -> dict[int, int]:
                 value = add(value)
             row[col] = int(value)
     return row
+
+
+def transposed_views(c: Circuit) -> set[int]:
+    """Transposes of a matrix's last two axes that only products read, as their right
+    operand: not computed; each product reads the operand where it lies, transposed
+    (``products.matmul``, column C), the same sums in the same order.  Real mode only:
+    series products read their operands' higher orders as they are."""
+    users = c.users()
+    outputs = set(c.outputs.values())
+    views = set()
+    for t, node in c:
+        n = len(node.shape)
+        if (
+            node.op is not Op.TRANSPOSE
+            or n < 2
+            or tuple(node.attrs[0]) != (*range(n - 2), n - 1, n - 2)
+            or t in outputs
+            or not users[t]
+        ):
+            continue
+        if all(c.nodes[u].op is Op.MATMUL and c.nodes[u].inputs[1:] == (t,)
+               and c.nodes[u].inputs[0] != t for u in users[t]):  # fmt: skip
+            views.add(t)
+    return views
 
 
 NAME = "__name__"  # stands for a generated function's name in the text it is named by
@@ -150,7 +175,8 @@ def lower(
     """
     out_slot = state_out_slots(c, iface) if state_outputs else {}
     state = "s_in" if in_place else "s_out"
-    s = assign_slots(c, act, iface, tables, series, out_slot, fusion, state)
+    views = set() if series else transposed_views(c)
+    s = assign_slots(c, act, iface, tables, series, out_slot, fusion, state, views)
     first_row = len(tables.rows)
     checked: set[int] = set()  # state outputs a fused loop checks (res0[-1])
     loops: list[str] = []  # definitions of generated loops new to this module
@@ -200,6 +226,8 @@ def lower(
                 code.append("k.h_set_weight(wh, code, r, B, K, wpsi)")
         elif node.op in (Op.INPUT, Op.CONST) or (is_alias(node.op) and i not in out_slot):
             continue
+        elif i in views:
+            continue  # its readers read its operand transposed
         else:
             if node.dtype == "int":
                 raise IRError(
@@ -218,7 +246,10 @@ def lower(
             if has_hi:
                 rule = series_rule(entry.code.series, node.op.value)
                 code.append(rule.call(x, h, s.r_arr[i], s.h_arr[i]))
-        tables.add_row(_row(c, i, s, tables))
+        row = _row(c, i, s, tables)
+        if node.op is Op.MATMUL and node.inputs[1] in views:
+            row[C] = TRANSPOSED
+        tables.add_row(row)
         lines.append([f"# {c.format_node(i)}", "; ".join(code)])
 
     for oname, nid in c.outputs.items():

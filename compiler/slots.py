@@ -9,7 +9,7 @@ in units of B*K (directions times orders).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from circuitsketch.ir import Circuit, IRError, Op, opdef
@@ -74,17 +74,21 @@ class SlotPool:
 
 
 def last_uses(
-    c: Circuit, out_slot: Mapping[int, tuple[int, int]], fusion: Fusion = NO_FUSION
+    c: Circuit,
+    out_slot: Mapping[int, tuple[int, int]],
+    fusion: Fusion = NO_FUSION,
+    views: Collection[int] = (),
 ) -> tuple[list[int], list[int]]:
-    """owner[i]: the node whose slot i lives in (reshape shares its operand's); last[o]:
-    the last equation that reads slot o (len(c) for circuit outputs).  A fused
-    member reads its operands where its group runs."""
+    """owner[i]: the node whose slot i lives in (reshape shares its operand's, and so does
+    a transpose in `views`, which its readers read where its operand lies); last[o]: the
+    last equation that reads slot o (len(c) for circuit outputs).  A fused member reads
+    its operands where its group runs."""
     owner = list(range(len(c.nodes)))
     last = list(range(len(c.nodes)))
     for i, node in c:
         if i in fusion.absorbed:
             continue
-        if is_alias(node.op) and i not in out_slot:
+        if (is_alias(node.op) or i in views) and i not in out_slot:
             owner[i] = owner[node.inputs[0]]
         for j in fusion.reads(c, i):
             last[owner[j]] = max(last[owner[j]], fusion.at(i))
@@ -102,16 +106,18 @@ def assign_slots(
     out_slot: Mapping[int, tuple[int, int]],
     fusion: Fusion = NO_FUSION,
     out_array: str = "s_out",
+    views: Collection[int] = (),
 ) -> Slots:
     """Slots of every node.  Workspace slots are taken when a value is computed and
     given back after its last reader, never before the reader's own output slot is
     taken, so no kernel's output overlaps its operands.  A fused group is one
     equation: its outputs take slots where it runs, its inner values take none.
     State outputs live in `out_array`: s_out, or s_in for a step written in place
-    (``compiler/in_place.py``)."""
+    (``compiler/in_place.py``).  A transpose in `views` lives where its operand does
+    (``lower.transposed_views``)."""
     n_nodes = len(c.nodes)
     s = Slots([""] * n_nodes, [0] * n_nodes, [""] * n_nodes, [-1] * n_nodes, 0, 0)
-    owner, last = last_uses(c, out_slot, fusion)
+    owner, last = last_uses(c, out_slot, fusion, views)
     ws, wh = SlotPool(), SlotPool()
     pooled: dict[int, tuple[int, bool]] = {}  # owner -> (size, has a wh slot)
 
@@ -152,7 +158,8 @@ def assign_slots(
             release(read | set(group.outputs) | set(group.needs0), i)
             continue
         source = node.op in (Op.INPUT, Op.CONST)
-        computed = not source and not is_alias(node.op) and i not in out_slot
+        alias = (is_alias(node.op) or i in views) and i not in out_slot
+        computed = not source and not alias and i not in out_slot
         if computed or (node.op is Op.INPUT and node.attrs[0] == iface.weight):
             take_workspace(i)
         elif node.op is Op.INPUT:
@@ -173,7 +180,7 @@ def assign_slots(
                 s.r_arr[i], s.r_off[i] = "cst", tables.add_float(value)
             else:
                 s.r_arr[i], s.r_off[i] = "tab", tables.add_int(value)
-        elif is_alias(node.op) and i not in out_slot:
+        elif alias:
             j = node.inputs[0]
             s.r_arr[i], s.r_off[i] = s.r_arr[j], s.r_off[j]
             if has_hi:

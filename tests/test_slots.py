@@ -139,8 +139,8 @@ def test_check_catches_a_slot_given_back_too_early(monkeypatch):
     assert clobbered(c, iface, False, state_outputs)[0] == []
     true_last_uses = slots.last_uses
 
-    def early(c_, out_slot, fusion=NO_FUSION):
-        owner, last = true_last_uses(c_, out_slot, fusion)
+    def early(c_, out_slot, fusion=NO_FUSION, views=()):
+        owner, last = true_last_uses(c_, out_slot, fusion, views)
         return owner, [max(i, v - 1) if v < len(c_.nodes) else v for i, v in enumerate(last)]
 
     monkeypatch.setattr(slots, "last_uses", early)
