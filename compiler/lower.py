@@ -83,11 +83,18 @@ def _row(c: Circuit, i: int, s: Slots, tables: Tables) -> dict[int, int]:
     return row
 
 
+VIEW_MIN = 8192
+"""Entries per matrix from which a transpose is left to its products (below, the whole
+transpose stays in the first-level cache and writing it out costs less than packing
+it for every product: at 2 x 32 the reverse steps were 4% slower; bench/RESULTS.md)."""
+
+
 def transposed_views(c: Circuit) -> set[int]:
-    """Transposes of a matrix's last two axes that only products read, as their right
-    operand: not computed; each product reads the operand where it lies, transposed
-    (``products.matmul``, column C), the same sums in the same order.  Real mode only:
-    series products read their operands' higher orders as they are."""
+    """Transposes of a matrix's last two axes (of at least VIEW_MIN entries) that only
+    products read, as their right operand: not computed; each product reads the operand
+    where it lies, transposed (``products.matmul``, column C), the same sums in the same
+    order.  Real mode only: series products read their operands' higher orders as they
+    are."""
     users = c.users()
     outputs = set(c.outputs.values())
     views = set()
@@ -96,6 +103,7 @@ def transposed_views(c: Circuit) -> set[int]:
         if (
             node.op is not Op.TRANSPOSE
             or n < 2
+            or node.shape[-1] * node.shape[-2] < VIEW_MIN
             or tuple(node.attrs[0]) != (*range(n - 2), n - 1, n - 2)
             or t in outputs
             or not users[t]

@@ -36,6 +36,11 @@ def test_a_product_of_a_transposed_operand_has_the_plain_products_bits(shape):
     assert np.allclose(plain, (a @ b).ravel(), rtol=1e-13, atol=1e-13)
 
 
+@pytest.fixture(autouse=True)
+def small_views(monkeypatch):
+    monkeypatch.setattr(lower, "VIEW_MIN", 1)  # the rule, on matrices small enough to read
+
+
 def _linear(extra_reader: str | None = None) -> tuple[Circuit, int]:
     """y = x @ W.T (+ a second reader of W.T: a product's left operand, or a sum)."""
     c = Circuit()
@@ -50,12 +55,15 @@ def _linear(extra_reader: str | None = None) -> tuple[Circuit, int]:
     return c, wt
 
 
-def test_only_a_transpose_that_products_read_on_the_right_is_a_view():
+def test_only_a_transpose_that_products_read_on_the_right_is_a_view(monkeypatch):
     c, wt = _linear()
     assert lower.transposed_views(c) == {wt}
     for reader in ("left", "sum"):
         c, wt = _linear(reader)
         assert wt not in lower.transposed_views(c)
+    c, wt = _linear()
+    monkeypatch.setattr(lower, "VIEW_MIN", 7 * 6 + 1)  # a matrix below the size
+    assert lower.transposed_views(c) == set()
 
 
 def test_x_times_w_transposed_calls_no_transpose_and_keeps_its_bits(monkeypatch):
