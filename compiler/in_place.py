@@ -17,7 +17,7 @@ the same, so are the results, to the bit.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from circuitsketch.ir import Circuit, Op
 from compiler.fusion import Fusion
@@ -27,10 +27,16 @@ __all__ = ["state_in_place"]
 
 
 def state_in_place(
-    c: Circuit, iface: Interface, fusion: Fusion, out_slot: Mapping[int, tuple[int, int]]
+    c: Circuit,
+    iface: Interface,
+    fusion: Fusion,
+    out_slot: Mapping[int, tuple[int, int]],
+    views: Collection[int] = (),
 ) -> bool:
-    """Whether step circuit c can write its state outputs over its state inputs."""
-    owner, last = last_uses(c, out_slot, fusion)
+    """Whether step circuit c can write its state outputs over its state inputs (`views`:
+    the transposes its products read where their operands lie, ``lower.transposed_views``,
+    so that a weight read through one is read where the product runs)."""
+    owner, last = last_uses(c, out_slot, fusion, views)
     read_at: dict[str, int] = {}  # state name -> its input's last reader (len(c): the end)
     input_of: dict[int, str] = {}
     for i, node in c:

@@ -26,7 +26,7 @@ from compiler import cache
 from compiler.emit import HEADER, emit_function
 from compiler.fusion import NO_FUSION, Fusion, fuse
 from compiler.in_place import state_in_place
-from compiler.lower import Lowered, code_of, lower
+from compiler.lower import Lowered, code_of, lower, transposed_views
 from compiler.passes import Activity, activity, dce, simplify, sink_elementwise
 from compiler.series_fusion import MAX_DEGREE
 from compiler.slots import Interface, state_out_slots
@@ -142,7 +142,8 @@ def _series_fuse(b: Build) -> None:
 def _lower(b: Build) -> None:
     steps = [u for u in b.units if u.state_outputs]
     b.in_place = b.in_place and not b.series and all(
-        state_in_place(u.circuit, u.iface, u.fusion, state_out_slots(u.circuit, u.iface))
+        state_in_place(u.circuit, u.iface, u.fusion, state_out_slots(u.circuit, u.iface),
+                       transposed_views(u.circuit))
         for u in steps
     )
     for u in b.units:

@@ -19,7 +19,7 @@ from circuitsketch.ir import Circuit, Op
 from circuitsketch.models import microgpt as m
 from circuitsketch.optim import SGD
 from circuitsketch.program import WEIGHT, Program, Step
-from compiler import pipeline
+from compiler import lower, pipeline
 from compiler.compiled import CompiledProgram
 from compiler.fusion import fuse
 from compiler.in_place import state_in_place
@@ -43,10 +43,17 @@ def test_microgpt_steps_are_written_in_place_and_no_read_finds_a_new_value(name,
     assert "s_out" not in s.r_arr and "s_in" in s.r_arr
 
 
-def _step_program(name: str, c: Circuit, init: dict[str, np.ndarray]) -> Program:
+def _sum_output(shape: tuple[int, ...]) -> Circuit:
     out = Circuit()
-    x = out.add_input("p", (3,))
-    out.set_output("loss", out.add(Op.SUM, [x], (0,)))
+    x = out.add_input("p", shape)
+    for _ in shape:
+        x = out.add(Op.SUM, [x], (0,))
+    out.set_output("loss", x)
+    return out
+
+
+def _step_program(name: str, c: Circuit, init: dict[str, np.ndarray]) -> Program:
+    out = _sum_output((3,))
     return Program(
         name=name,
         init_state=init,
@@ -117,6 +124,30 @@ def test_a_step_that_swaps_two_entries_keeps_two_buffers(monkeypatch):
     monkeypatch.setattr(pipeline, "state_in_place", lambda *a: True)
     _, wrong = CompiledProgram(prog, 0).train()  # forced: p and q both end as one of them
     assert not np.array_equal(wrong, losses)
+
+
+def test_a_weight_read_through_a_transposed_view_is_read_where_its_product_runs(monkeypatch):
+    """W' = 2 W + 1 comes before the product x @ W.T that reads W through a view: the
+    transpose stands before the update, but the product reads W after it."""
+    monkeypatch.setattr(lower, "VIEW_MIN", 1)
+    c = Circuit()
+    w = c.add_input("p", (3, 3))
+    c.add_input(WEIGHT, ())
+    c.add_input("lr", ())
+    wt = c.add(Op.TRANSPOSE, [w], ((1, 0),))
+    new = c.add(Op.ADD, [c.add(Op.MUL, [w, c.add_const(np.full((3, 3), 2.0))]),
+                         c.add_const(np.full((3, 3), 1.0))])
+    y = c.add(Op.MATMUL, [c.add_const(np.arange(6.0).reshape(2, 3)), wt])
+    c.set_output("p", new)
+    c.set_output("loss", c.add(Op.SUM, [c.add(Op.SUM, [y], (1,))], (0,)))
+    prog = _step_program("view-after-write", c, {"p": np.eye(3) * 0.5})
+    prog.output_circuits[0] = _sum_output((3, 3))
+    assert lower.transposed_views(simplify(c)) == {wt}
+    state, losses = P.train(prog)
+    cp = CompiledProgram(prog, 0)
+    assert not cp.build.in_place
+    got, got_losses = cp.train()
+    assert np.array_equal(got_losses, losses) and np.array_equal(got, state["p"].ravel())
 
 
 @pytest.mark.parametrize("batch_size", [1, 3])
