@@ -4,7 +4,8 @@ Two state buffers used in turn make a step read one and write the other: at
 4 x 128 that is 2 x 19 MB of parameters and Adam moments, which with the
 workspace no longer fits the 32 MB last-level cache, so every step reads its
 state from memory.  Written in place, the state and workspace fit, and the step
-is faster by more than Adam's own time (bench/RESULTS.md, "In place").
+is faster by more than Adam's own time (bench/RESULTS.md, "Run 7: the real step
+in place").
 
 In place is sound when each state entry X is written after the last equation
 that reads the X the step was given.  The equation that writes X may itself
