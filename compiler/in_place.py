@@ -18,25 +18,21 @@ the same, so are the results, to the bit.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 
 from circuitsketch.ir import Circuit, Op
 from compiler.fusion import Fusion
-from compiler.slots import Interface, last_uses
+from compiler.slots import Interface, last_uses, state_out_slots
 
 __all__ = ["state_in_place"]
 
 
-def state_in_place(
-    c: Circuit,
-    iface: Interface,
-    fusion: Fusion,
-    out_slot: Mapping[int, tuple[int, int]],
-    views: Collection[int] = (),
-) -> bool:
+def state_in_place(c: Circuit, iface: Interface, fusion: Fusion, views: Collection[int] = ()
+                   ) -> bool:  # fmt: skip
     """Whether step circuit c can write its state outputs over its state inputs (`views`:
     the transposes its products read where their operands lie, ``lower.transposed_views``,
     so that a weight read through one is read where the product runs)."""
+    out_slot = state_out_slots(c, iface)
     owner, last = last_uses(c, out_slot, fusion, views)
     read_at: dict[str, int] = {}  # state name -> its input's last reader (len(c): the end)
     input_of: dict[int, str] = {}

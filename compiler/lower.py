@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +27,7 @@ from compiler.layout import BB, E0, E1, E2, E3, HA, HB, HC, HO, OUT, A, C, N
 from compiler.passes import Activity
 from compiler.products import TRANSPOSED
 from compiler.series_rules import HARGS, series_rule
-from compiler.slots import Interface, Slots, assign_slots, is_alias, state_out_slots
+from compiler.slots import Interface, Slots, assign_slots, in_operand, state_out_slots
 from compiler.tables import Tables
 
 DECO = "@njit(cache=True, nogil=True, error_model='numpy')"
@@ -93,8 +94,8 @@ def transposed_views(c: Circuit) -> set[int]:
     """Transposes of a matrix's last two axes (of at least VIEW_MIN entries) that only
     products read, as their right operand: not computed; each product reads the operand
     where it lies, transposed (``products.matmul``, column C), the same sums in the same
-    order.  Real mode only: series products read their operands' higher orders as they
-    are."""
+    order.  Taken in real mode only (``pipeline._lower``): series products read their
+    operands' higher orders as they are."""
     users = c.users()
     outputs = set(c.outputs.values())
     views = set()
@@ -173,17 +174,19 @@ def lower(
     state_outputs: bool,
     fusion: Fusion = NO_FUSION,
     in_place: bool = False,
+    views: Collection[int] = (),
 ) -> Lowered:
     """Lower circuit c (its rows and constants go to `tables`).
 
     State-named outputs are written to s_out/h_out (when state_outputs; to s_in when
-    `in_place`, see ``compiler/in_place.py``); the output "loss" goes to res0[0] and
+    `in_place`, see ``compiler/in_place.py``); the transposes in `views` are read by
+    their products where their operands lie (``transposed_views``); the output "loss"
+    goes to res0[0] and
     resh (B*K).  A fused loop that writes the state checks it for infinities and
     NaNs (its higher orders in series mode), adding to res0[-1].
     """
     out_slot = state_out_slots(c, iface) if state_outputs else {}
     state = "s_in" if in_place else "s_out"
-    views = set() if series else transposed_views(c)
     s = assign_slots(c, act, iface, tables, series, out_slot, fusion, state, views)
     first_row = len(tables.rows)
     checked: set[int] = set()  # state outputs a fused loop checks (res0[-1])
@@ -232,10 +235,8 @@ def lower(
             code = ["k.set_weight(ws, code, r, w0)"]
             if has_hi:
                 code.append("k.h_set_weight(wh, code, r, B, K, wpsi)")
-        elif node.op in (Op.INPUT, Op.CONST) or (is_alias(node.op) and i not in out_slot):
+        elif node.op in (Op.INPUT, Op.CONST) or in_operand(c, i, out_slot, views):
             continue
-        elif i in views:
-            continue  # its readers read its operand transposed
         else:
             if node.dtype == "int":
                 raise IRError(

@@ -29,7 +29,7 @@ from compiler.in_place import state_in_place
 from compiler.lower import Lowered, code_of, lower, transposed_views
 from compiler.passes import Activity, activity, dce, simplify, sink_elementwise
 from compiler.series_fusion import MAX_DEGREE
-from compiler.slots import Interface, state_out_slots
+from compiler.slots import Interface
 from compiler.tables import Tables
 
 
@@ -140,15 +140,15 @@ def _series_fuse(b: Build) -> None:
 
 
 def _lower(b: Build) -> None:
-    steps = [u for u in b.units if u.state_outputs]
+    views = {u.name: set() if b.series else transposed_views(u.circuit) for u in b.units}
     b.in_place = b.in_place and not b.series and all(
-        state_in_place(u.circuit, u.iface, u.fusion, state_out_slots(u.circuit, u.iface),
-                       transposed_views(u.circuit))
-        for u in steps
-    )
+        state_in_place(u.circuit, u.iface, u.fusion, views[u.name])
+        for u in b.units if u.state_outputs
+    )  # fmt: skip
     for u in b.units:
         u.lowered = lower(u.name, u.circuit, u.act, u.iface, b.tables, b.series,
-                          u.state_outputs, u.fusion, b.in_place and u.state_outputs)
+                          u.state_outputs, u.fusion, b.in_place and u.state_outputs,
+                          views[u.name])  # fmt: skip
 
 
 def _emit(b: Build) -> None:

@@ -23,6 +23,14 @@ def is_alias(op: Op) -> bool:
     return opdef(op).code.alias
 
 
+def in_operand(
+    c: Circuit, i: int, out_slot: Mapping[int, tuple[int, int]], views: Collection[int] = ()
+) -> bool:
+    """Node i is not computed: it lives where its operand does (a reshape, or a transpose
+    in `views` that its products read there), unless it is a state output of its own."""
+    return (is_alias(c.nodes[i].op) or i in views) and i not in out_slot
+
+
 @dataclass
 class Interface:
     """Where a circuit's inputs and outputs live in the run-time arrays.
@@ -88,7 +96,7 @@ def last_uses(
     for i, node in c:
         if i in fusion.absorbed:
             continue
-        if (is_alias(node.op) or i in views) and i not in out_slot:
+        if in_operand(c, i, out_slot, views):
             owner[i] = owner[node.inputs[0]]
         for j in fusion.reads(c, i):
             last[owner[j]] = max(last[owner[j]], fusion.at(i))
@@ -158,7 +166,7 @@ def assign_slots(
             release(read | set(group.outputs) | set(group.needs0), i)
             continue
         source = node.op in (Op.INPUT, Op.CONST)
-        alias = (is_alias(node.op) or i in views) and i not in out_slot
+        alias = in_operand(c, i, out_slot, views)
         computed = not source and not alias and i not in out_slot
         if computed or (node.op is Op.INPUT and node.attrs[0] == iface.weight):
             take_workspace(i)

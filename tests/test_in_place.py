@@ -24,7 +24,6 @@ from compiler.compiled import CompiledProgram
 from compiler.fusion import fuse
 from compiler.in_place import state_in_place
 from compiler.passes import simplify
-from compiler.slots import state_out_slots
 from tests.conftest import DOCS
 from tests.test_compiler import _exploding_program
 from tests.test_slots import CIRCUITS, clobbered
@@ -37,7 +36,7 @@ def _steps():
 @pytest.mark.parametrize(("name", "c", "iface"), _steps(), ids=[s[0] for s in _steps()])
 def test_microgpt_steps_are_written_in_place_and_no_read_finds_a_new_value(name, c, iface):
     fusion = fuse(c, [False] * len(c.nodes), 0)
-    assert state_in_place(c, iface, fusion, state_out_slots(c, iface))
+    assert state_in_place(c, iface, fusion)
     errors, s = clobbered(c, iface, False, True, in_place=True)
     assert errors == [], errors[:3]
     assert "s_out" not in s.r_arr and "s_in" in s.r_arr
