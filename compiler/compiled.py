@@ -2,9 +2,10 @@
 
 The whole training loop runs inside compiled code (``run``), stepping through
 a packed schedule.  Real mode updates the state in place where every step
-allows it (``compiler/in_place.py``); otherwise, and in series mode, the state
-lives in two flat buffers used in turn, so a step reads one and writes the
-other.  Degree 0 is the real trainer (float64);
+allows it (``compiler/in_place.py``), and series mode its higher orders (B x K
+times the state's size, the bulk of the memory); otherwise, and for series
+mode's order 0, the state lives in two flat buffers used in turn, so a step
+reads one and writes the other.  Degree 0 is the real trainer (float64);
 degree K >= 1 propagates series of the data weights in B directions at once,
 with the order-0 run computed once per batch.
 
@@ -104,7 +105,7 @@ def program_build(
     if degree and width > 1:
         raise ValueError("a program whose steps output one loss per document runs in real "
                          "mode only")
-    return Build(units, degree, sink=sink, in_place=not degree,
+    return Build(units, degree, sink=sink, in_place=True,
                  title=f"Generated for program {program.name!r}, "
                  f"{_mode(degree)} mode.",
                  footer=None if degree else functools.partial(_run_loop, width=width))
@@ -258,8 +259,8 @@ class CompiledProgram:
         return w
 
     def _buffers(self, weights, state, start, stop):
-        """Checked weights, the two state buffers (one, in place), workspace, loss and
-        result arrays."""
+        """Checked weights, the two state buffers (one, in place in real mode), workspace,
+        loss and result arrays."""
         stop = self.program.num_steps if stop is None else stop
         if not 0 <= start <= stop <= self.program.num_steps:
             raise ValueError(f"steps {start} to {stop}: out of range 0 to "
@@ -273,7 +274,8 @@ class CompiledProgram:
         # res0: the loss (one entry per document if width > 1), and last what the fused
         # loops that write the state return (0.0, or NaN if a value is not finite)
         res0 = np.zeros(width + 1)
-        sb = sa if self.build.in_place else np.empty_like(sa)
+        # series mode's order 0 keeps two buffers (see pipeline.Build)
+        sb = sa if self.build.in_place and not self.series else np.empty_like(sa)
         return stop, self._weights(weights), sa, sb, ws, losses, res0
 
     def train(
@@ -343,22 +345,25 @@ class CompiledProgram:
                 f"directions: shape {psi.shape}, expected (B, {self.program.num_docs})"
             )
         B, K = psi.shape[0], self.degree
-        ha = (
-            np.zeros(B * K * self.state_size, np.complex128)
-            if hi is None
-            else np.array(hi, np.complex128).reshape(-1)
-        )
-        if ha.size != B * K * self.state_size:
-            raise ValueError(f"hi: {ha.size} coefficients, expected {B * K * self.state_size}")
+
+        def initial_hi() -> np.ndarray:  # a fresh copy each time: a pass may write over it
+            if hi is None:
+                return np.zeros(B * K * self.state_size, np.complex128)
+            return np.array(hi, np.complex128).reshape(-1)
+
+        if hi is not None and np.size(hi) != B * K * self.state_size:
+            raise ValueError(f"hi: {np.size(hi)} coefficients, expected {B * K * self.state_size}")
         group = max(1, PASS_ORDERS // K)
         if group >= B:
-            return self._train_series_pass(psi, weights, state, ha, start, stop)
+            return self._train_series_pass(psi, weights, state, initial_hi, start, stop)
+        ha = initial_hi()
         his, sizes = [], []
         for b0 in range(0, B, group):
             rows = slice(b0, min(B, b0 + group))
             s0, h, losses = self._train_series_pass(
-                psi[rows], weights, state, self._hi_rows(ha, B, rows), start, stop
-            )
+                psi[rows], weights, state, lambda rows=rows: self._hi_rows(ha, B, rows), start,
+                stop,
+            )  # fmt: skip
             his.append(h)
             sizes.append(rows.stop - rows.start)
         return s0, self._join_hi(his, sizes), losses
@@ -379,8 +384,9 @@ class CompiledProgram:
             blocks.append(np.concatenate(parts).ravel())
         return np.concatenate(blocks)
 
-    def _train_series_pass(self, psi, weights, state, ha, start, stop):
-        """One run over a group of directions small enough for the cache.
+    def _train_series_pass(self, psi, weights, state, initial_hi, start, stop):
+        """One run over a group of directions small enough for the cache, from the higher
+        orders initial_hi() gives (called again to name a blow-up: see below).
 
         The loop over steps is Python calling the compiled parts, each with its table
         of the addresses it calls (``compiler/pointers.py``): a series step takes
@@ -390,7 +396,8 @@ class CompiledProgram:
         B, K = psi.shape[0], self.degree
         psi_t = np.ascontiguousarray(psi.T, dtype=np.complex128)
         stop, w, sa, sb, ws, losses, res0 = self._buffers(weights, state, start, stop)
-        hb = np.empty_like(ha)
+        ha = initial_hi()
+        hb = ha if self.build.in_place else np.empty_like(ha)
         wh = np.empty(max(B * K * self.wh_size, 1), np.complex128)
         resh = np.zeros(B * K, np.complex128)
         tab, cst, code, II, FF = self.tab, self.cst, self.instr, self.II, self.FF
@@ -422,6 +429,8 @@ class CompiledProgram:
             losses[s] = res0[0]
             finite = res0[-1] == 0.0 and kernels.all_finite(sb)
             if not (finite and all(kernels.all_finite_c(hb[u]) for u in unchecked)):
+                if self.build.in_place:  # the orders step s read are gone: train up to it
+                    sa, ha, _ = self._train_series_pass(psi, weights, state, initial_hi, start, s)
                 self._raise_nonfinite(s, sa, ha, w, psi)
             sa, sb, ha, hb = sb, sa, hb, ha
         return sa, ha, losses[start:stop]

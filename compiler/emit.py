@@ -138,7 +138,7 @@ def _finite(f: Lowered) -> str:
     if not f.state_outputs:
         return "k.all_finite(res0)"
     if f.series:
-        return "k.all_finite(s_out) and k.all_finite_c(h_out)"
+        return f"k.all_finite(s_out) and k.all_finite_c({f.hi_state})"
     rest = "".join(f" and k.all_finite({f.state}[{a}:{a + n}])" for a, n in f.unchecked)
     return "res0[-1] == 0.0" + rest
 

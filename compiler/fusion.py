@@ -238,8 +238,9 @@ def fused_call(
     infinities and NaNs (the state): its higher orders in a series group (see
     _hi_loop), its values in a real one, while they are still in cache (the function
     returns 0.0, or NaN if one is not finite).  An output written where an operand is
-    read (a state updated in place, ``compiler/in_place.py``) is that operand's view,
-    so element i is read before it is written and LLVM sees no overlap to check."""
+    read (a state, or in series mode its higher orders, updated in place,
+    ``compiler/in_place.py``) is that operand's view, so element i is read before it is
+    written and LLVM sees no overlap to check."""
     local = {m: f"e{k}" for k, m in enumerate(g.members)}
     written = g.outputs + g.needs0  # order-0 values the first loop stores
     vec: dict[int, str] = {}
@@ -338,13 +339,17 @@ def _hi_loop(
     hi: dict[int, Hi] = {}
     zero: dict[int, str] = {}
     rows: list[str] = []
+    streamed: dict[tuple[str, int], str] = {}  # hi slot -> its view in the loop
 
     def stream(j: int) -> str:
         arr, off = hslot(j)
+        if (arr, off) in streamed:  # an output written where an operand is read: its view
+            return streamed[arr, off]
         call.hi_arrays.append(arr)
         call.hi_offsets.append(off)
         name = f"H{len(call.hi_offsets) - 1}"
         rows.append(f"    {name}b = {name}[span * b :][:span]")
+        streamed[arr, off] = f"{name}b"
         return f"{name}b"
 
     def order0_of(j: int) -> str:

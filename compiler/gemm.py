@@ -91,10 +91,11 @@ class _TileCode:
         else:
             self.b.store(value, self.at(ptr, off), align=8)
 
-    def emit(self, kind, cp, c0, ldc, ap, a0, lda, bp, b0, ldb, kd, nseg, aseg, bseg):
-        """REAL stores the sum (it is a result's first term); PAIR and COMPLEX add to C."""
+    def emit(self, kind, cp, c0, ldc, ap, a0, lda, astep, bp, b0, ldb, kd, nseg, aseg, bseg):
+        """REAL stores the sum (it is a result's first term); PAIR and COMPLEX add to C.
+        A's entries step by `astep` along the sum for REAL (a value), by 2 otherwise."""
         b, rows, vectors = self.b, self.rows, self.vectors
-        step = 1 if kind == REAL else 2
+        step = astep if kind == REAL else _const(2)
         crow = [b.add(c0, b.mul(ldc, _const(i))) for i in range(rows)]
         cols = [_const(LANES * v) for v in range(vectors)]
         # accumulators as stack slots: LLVM's mem2reg keeps them in registers
@@ -116,7 +117,7 @@ class _TileCode:
                 if kind == COMPLEX:  # i y: (re, im) -> (-im, re)
                     bi = [b.fmul(b.shuffle_vector(x, self.undef, swap), sign) for x in bv]
                 for i in range(rows):
-                    aq = b.add(arow[i], b.mul(q, _const(step)))
+                    aq = b.add(arow[i], b.mul(q, step))
                     re = b.load(b.gep(ap, [aq]))
                     if kind == REAL:
                         terms = [(self.splat([re], [0] * LANES), bv)]
@@ -137,33 +138,38 @@ class _TileCode:
 
 
 def _tile(rows: int, vectors: int, masked: bool):
-    """An intrinsic tile(kind, C, c0, ldc, A, a0, lda, Bm, b0, ldb, kd, nseg, aseg, bseg,
-    rem): C's rows i < rows, doubles [0, vectors * LANES) (masked: [0, rem)) from c0
-    (row stride ldc) get the sum over segments s < nseg and q < kd of A[a0 + s aseg +
-    i lda + q step] (a complex pair for PAIR and COMPLEX, step 2) times row b0 + s bseg
-    + q ldb of Bm.  Raw pointer arithmetic: the caller checks bounds."""
+    """An intrinsic tile(kind, C, c0, ldc, A, a0, lda, astep, Bm, b0, ldb, kd, nseg, aseg,
+    bseg, rem): C's rows i < rows, doubles [0, vectors * LANES) (masked: [0, rem)) from
+    c0 (row stride ldc) get the sum over segments s < nseg and q < kd of A[a0 + s aseg +
+    i lda + q step] (step = astep for REAL; a complex pair for PAIR and COMPLEX, step 2)
+    times row b0 + s bseg + q ldb of Bm.  Raw pointer arithmetic: the caller checks
+    bounds."""
 
     @intrinsic
-    def tile(typingctx, kind, c, c0, ldc, a, a0, lda, b, b0, ldb, kd, nseg, aseg, bseg, rem):
+    def tile(typingctx, kind, c, c0, ldc, a, a0, lda, astep, b, b0, ldb, kd, nseg, aseg, bseg,
+             rem):  # fmt: skip
         arrays_ok = all(
             isinstance(t, types.Array) and (t.ndim, t.layout, t.dtype) == (1, "C", types.float64)
             for t in (c, a, b)
         )
-        ints = (kind, c0, ldc, a0, lda, b0, ldb, kd, nseg, aseg, bseg, rem)
+        ints = (kind, c0, ldc, a0, lda, astep, b0, ldb, kd, nseg, aseg, bseg, rem)
         if not arrays_ok or not all(t == types.int64 for t in ints):
             return None
-        sig = types.void(kind, c, c0, ldc, a, a0, lda, b, b0, ldb, kd, nseg, aseg, bseg, rem)
+        sig = types.void(kind, c, c0, ldc, a, a0, lda, astep, b, b0, ldb, kd, nseg, aseg, bseg,
+                         rem)  # fmt: skip
 
         def codegen(context, builder, sig, args):
-            kind_, c_arr, c0, ldc, a_arr, a0, lda, b_arr, b0, ldb, kd, nseg, aseg, bseg, rem = args
+            kind_, c_arr, c0, ldc, a_arr, a0, lda, astep, b_arr, b0, ldb, kd, nseg, aseg = args[:14]
+            bseg, rem = args[14:]
             cp, ap, bp = (
                 context.make_array(sig.args[n])(context, builder, v).data
-                for n, v in ((1, c_arr), (4, a_arr), (7, b_arr))
+                for n, v in ((1, c_arr), (4, a_arr), (8, b_arr))
             )
             code = _TileCode(builder, rows, vectors, masked, rem)
             for k in (REAL, PAIR, COMPLEX):
                 with builder.if_then(builder.icmp_signed("==", kind_, _const(k))):
-                    code.emit(k, cp, c0, ldc, ap, a0, lda, bp, b0, ldb, kd, nseg, aseg, bseg)
+                    code.emit(k, cp, c0, ldc, ap, a0, lda, astep, bp, b0, ldb, kd, nseg, aseg,
+                              bseg)  # fmt: skip
             return context.get_dummy_value()
 
         return sig, codegen
@@ -177,21 +183,22 @@ T42, T41, T40, T12, T11, T10 = (
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _tile_at(kind, rows, width, C, c, ldc, A, a, lda, Bm, b, ldb, kd, nseg, aseg, bseg):
+def _tile_at(kind, rows, width, C, c, ldc, A, a, lda, astep, Bm, b, ldb, kd, nseg, aseg,
+             bseg):  # fmt: skip
     """One tile of `rows` rows and `width` doubles (16, 8 or fewer: masked)."""
     if rows == ROWS:
         if width == 2 * LANES:
-            T42(kind, C, c, ldc, A, a, lda, Bm, b, ldb, kd, nseg, aseg, bseg, width)
+            T42(kind, C, c, ldc, A, a, lda, astep, Bm, b, ldb, kd, nseg, aseg, bseg, width)
         elif width == LANES:
-            T41(kind, C, c, ldc, A, a, lda, Bm, b, ldb, kd, nseg, aseg, bseg, width)
+            T41(kind, C, c, ldc, A, a, lda, astep, Bm, b, ldb, kd, nseg, aseg, bseg, width)
         else:
-            T40(kind, C, c, ldc, A, a, lda, Bm, b, ldb, kd, nseg, aseg, bseg, width)
+            T40(kind, C, c, ldc, A, a, lda, astep, Bm, b, ldb, kd, nseg, aseg, bseg, width)
     elif width == 2 * LANES:
-        T12(kind, C, c, ldc, A, a, lda, Bm, b, ldb, kd, nseg, aseg, bseg, width)
+        T12(kind, C, c, ldc, A, a, lda, astep, Bm, b, ldb, kd, nseg, aseg, bseg, width)
     elif width == LANES:
-        T11(kind, C, c, ldc, A, a, lda, Bm, b, ldb, kd, nseg, aseg, bseg, width)
+        T11(kind, C, c, ldc, A, a, lda, astep, Bm, b, ldb, kd, nseg, aseg, bseg, width)
     else:
-        T10(kind, C, c, ldc, A, a, lda, Bm, b, ldb, kd, nseg, aseg, bseg, width)
+        T10(kind, C, c, ldc, A, a, lda, astep, Bm, b, ldb, kd, nseg, aseg, bseg, width)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -202,19 +209,20 @@ def _span(first, nseg, stride, extent):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def gemm(kind, C, c0, ldc, A, a0, lda, Bm, b0, ldb, m, n, kd, nseg=1, aseg=0, bseg=0):
+def gemm(kind, C, c0, ldc, A, a0, lda, Bm, b0, ldb, m, n, kd, nseg=1, aseg=0, bseg=0, astep=1):
     """Rows i < m, doubles j < n of C from c0 (row stride ldc): for REAL set to, for
     PAIR and COMPLEX increased by, sum_{s < nseg, q < kd} A(s, i, q) * Bm[b0 + s*bseg +
-    q*ldb + j], with A(s, i, q) the entry at a0 + s*aseg + i*lda + q*step (step 1 for
-    REAL, 2 for a complex pair).  For PAIR and COMPLEX, n is even (whole pairs)."""
+    q*ldb + j], with A(s, i, q) the entry at a0 + s*aseg + i*lda + q*step (step `astep`
+    for REAL: lda = 1 and astep = m read A where it lies transposed; 2 for a complex
+    pair).  For PAIR and COMPLEX, n is even (whole pairs)."""
     if m <= 0 or n <= 0:
         return
     if kind not in (REAL, PAIR, COMPLEX) or kd < 0 or nseg < 1 or (kind != REAL and n % 2):
         raise ValueError("gemm: bad kind, inner size, segment count or odd complex width")
-    if min(ldc, lda, ldb) < 0:  # the bounds below assume rows that run forwards
-        raise ValueError("gemm: a negative row stride")
-    step = 1 if kind == REAL else 2
-    lo, hi = _span(a0, nseg, aseg, (m - 1) * lda + max(kd - 1, 0) * step + step)
+    if min(ldc, lda, ldb, astep) < 0:  # the bounds below assume rows that run forwards
+        raise ValueError("gemm: a negative row stride or entry step")
+    step = astep if kind == REAL else 2
+    lo, hi = _span(a0, nseg, aseg, (m - 1) * lda + max(kd - 1, 0) * step + (kind != REAL) + 1)
     if c0 < 0 or c0 + (m - 1) * ldc + n > C.size or lo < 0 or hi > A.size:
         raise IndexError("gemm: a block of C or A lies outside its array")
     lo, hi = _span(b0, nseg, bseg, max(kd - 1, 0) * ldb + n)
@@ -227,8 +235,8 @@ def gemm(kind, C, c0, ldc, A, a0, lda, Bm, b0, ldb, m, n, kd, nseg=1, aseg=0, bs
         while j < n:
             width = min(2 * LANES if n - j >= 2 * LANES else LANES, n - j)
             _tile_at(
-                kind, rows, width, C, c0 + i * ldc + j, ldc, A, a0 + i * lda, lda, Bm, b0 + j,
-                ldb, kd, nseg, aseg, bseg,
+                kind, rows, width, C, c0 + i * ldc + j, ldc, A, a0 + i * lda, lda, step, Bm,
+                b0 + j, ldb, kd, nseg, aseg, bseg,
             )  # fmt: skip
             j += width
         i += rows

@@ -25,7 +25,7 @@ from compiler import kernels
 from compiler.fusion import NO_FUSION, Fusion, describe, fused_call, loop_args, loop_views
 from compiler.layout import BB, E0, E1, E2, E3, HA, HB, HC, HO, OUT, A, C, N
 from compiler.passes import Activity
-from compiler.products import TRANSPOSED
+from compiler.products import LEFT_TRANSPOSED, TRANSPOSED
 from compiler.series_rules import HARGS, series_rule
 from compiler.slots import Interface, Slots, assign_slots, in_operand, state_out_slots
 from compiler.tables import Tables
@@ -85,17 +85,20 @@ def _row(c: Circuit, i: int, s: Slots, tables: Tables) -> dict[int, int]:
 
 
 VIEW_MIN = 8192
-"""Entries per matrix from which a transpose is left to its products (below, the whole
-transpose stays in the first-level cache and writing it out costs less than packing
-it for every product: at 2 x 32 the reverse steps were 4% slower; bench/RESULTS.md)."""
+"""Entries per matrix from which a transpose read as a right operand is left to its
+products (below, the whole transpose stays in the first-level cache and writing it out
+costs less than packing it for every product: at 2 x 32 the reverse steps were 4%
+slower; bench/RESULTS.md)."""
 
 
 def transposed_views(c: Circuit) -> set[int]:
-    """Transposes of a matrix's last two axes (of at least VIEW_MIN entries) that only
-    products read, as their right operand: not computed; each product reads the operand
-    where it lies, transposed (``products.matmul``, column C), the same sums in the same
-    order.  Taken in real mode only (``pipeline._lower``): series products read their
-    operands' higher orders as they are."""
+    """Transposes of a matrix's last two axes that only products read (as either operand):
+    not computed; each product reads the operand where it lies, transposed
+    (``products.matmul``, column C), the same sums in the same order.  A right operand
+    is packed PANEL columns at a time, which pays from VIEW_MIN entries on; a left one
+    is read entry by entry, as the tiles read it anyway, at any size.  Taken in real mode
+    only (``pipeline._lower``): series products read their operands' higher orders as
+    they are."""
     users = c.users()
     outputs = set(c.outputs.values())
     views = set()
@@ -104,14 +107,14 @@ def transposed_views(c: Circuit) -> set[int]:
         if (
             node.op is not Op.TRANSPOSE
             or n < 2
-            or node.shape[-1] * node.shape[-2] < VIEW_MIN
             or tuple(node.attrs[0]) != (*range(n - 2), n - 1, n - 2)
             or t in outputs
             or not users[t]
         ):
             continue
-        if all(c.nodes[u].op is Op.MATMUL and c.nodes[u].inputs[1:] == (t,)
-               and c.nodes[u].inputs[0] != t for u in users[t]):  # fmt: skip
+        big = node.shape[-1] * node.shape[-2] >= VIEW_MIN
+        if all(c.nodes[u].op is Op.MATMUL and (big or c.nodes[u].inputs[1] != t)
+               for u in users[t]):  # fmt: skip
             views.add(t)
     return views
 
@@ -147,8 +150,9 @@ class Lowered:
     of generated loops new to the module.  ws_size / wh_size: the workspaces (hi in
     units of B*K).  unchecked: the state outputs' (offset, size) that no fused loop
     checks for infinities and NaNs: their higher orders in series mode (the caller
-    checks them), their values in real mode (the entry function does).  state: the
-    array the state outputs are written to (s_in when written in place).
+    checks them), their values in real mode (the entry function does).  state /
+    hi_state: the arrays the state outputs and their higher orders are written to
+    (s_in / h_in when written in place).
     """
 
     name: str
@@ -162,6 +166,7 @@ class Lowered:
     unchecked: tuple[tuple[int, int], ...] = ()
     slots: Slots | None = field(default=None, repr=False)
     state: str = "s_out"
+    hi_state: str = "h_out"
 
 
 def lower(
@@ -178,16 +183,18 @@ def lower(
 ) -> Lowered:
     """Lower circuit c (its rows and constants go to `tables`).
 
-    State-named outputs are written to s_out/h_out (when state_outputs; to s_in when
-    `in_place`, see ``compiler/in_place.py``); the transposes in `views` are read by
+    State-named outputs are written to s_out/h_out (when state_outputs; when `in_place`,
+    to s_in in real mode and h_in in series mode, see ``compiler/in_place.py``); the
+    transposes in `views` are read by
     their products where their operands lie (``transposed_views``); the output "loss"
     goes to res0[0] and
     resh (B*K).  A fused loop that writes the state checks it for infinities and
     NaNs (its higher orders in series mode), adding to res0[-1].
     """
     out_slot = state_out_slots(c, iface) if state_outputs else {}
-    state = "s_in" if in_place else "s_out"
-    s = assign_slots(c, act, iface, tables, series, out_slot, fusion, state, views)
+    state = "s_in" if in_place and not series else "s_out"
+    hi_state = "h_in" if in_place and series else "h_out"
+    s = assign_slots(c, act, iface, tables, series, out_slot, fusion, state, views, hi_state)
     first_row = len(tables.rows)
     checked: set[int] = set()  # state outputs a fused loop checks (res0[-1])
     loops: list[str] = []  # definitions of generated loops new to this module
@@ -213,7 +220,7 @@ def lower(
                 fusion,
                 lambda j: (s.r_arr[j], s.r_off[j]),
                 lambda j: (s.h_arr[j], s.h_off[j]),
-                lambda j: j in out_slot and (s.h_arr[j] == "h_out" or not series),
+                lambda j: j in out_slot and (s.h_arr[j] == hi_state or not series),
             )
             fname = loop_name("fused", call.body, lambda f, call=call: _define(
                 f, loop_args(call), loop_views(call) + call.body))  # fmt: skip
@@ -256,8 +263,9 @@ def lower(
                 rule = series_rule(entry.code.series, node.op.value)
                 code.append(rule.call(x, h, s.r_arr[i], s.h_arr[i]))
         row = _row(c, i, s, tables)
-        if node.op is Op.MATMUL and node.inputs[1] in views:
-            row[C] = TRANSPOSED
+        if node.op is Op.MATMUL and views and (node.inputs[0] in views or node.inputs[1] in views):
+            row[C] = (LEFT_TRANSPOSED if node.inputs[0] in views else 0) | (
+                TRANSPOSED if node.inputs[1] in views else 0)
         tables.add_row(row)
         lines.append([f"# {c.format_node(i)}", "; ".join(code)])
 
@@ -267,7 +275,7 @@ def lower(
         elif state_outputs and oname in iface.state:
             if nid in out_slot or (s.r_arr[nid], s.r_off[nid]) == (state, iface.state[oname][0]):
                 continue  # computed in place, or kept where it is
-            dst_r, dst_off, dst_h = state, iface.state[oname][0], "h_out"
+            dst_r, dst_off, dst_h = state, iface.state[oname][0], hi_state
         elif state_outputs:
             raise IRError(f"output {oname!r} is neither state nor 'loss'")
         else:
@@ -297,4 +305,4 @@ def lower(
             if oname in iface.state and nid not in checked
         )
     return Lowered(name, series, state_outputs, lines, loops, first_row, s.ws_size, s.wh_size,
-                   unchecked, s, state)
+                   unchecked, s, state, hi_state)

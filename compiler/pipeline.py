@@ -62,9 +62,11 @@ class Build:
     optimize: run the simplifying passes; fused: fuse elementwise chains (same bits
     either way); sink: in real mode, first move each elementwise equation down to its
     first reader (``passes.sink_elementwise``; same bits; reverse runs, where it pays).
-    in_place: real mode's steps write the new state over the old one where that is
-    sound for every step (``compiler/in_place.py``; decided when lowering, read by
-    the training loop).
+    in_place: the steps write the new state over the old one where that is sound for
+    every step (``compiler/in_place.py``; decided when lowering, read by the training
+    loop): in real mode the state, in series mode its higher orders (order 0 keeps two
+    buffers there: a group's hi loop reads its operands' order 0 after its first loop
+    has stored the outputs').
     title: the module docstring's first line (None: no docstring).
     footer: more source after the units' (real mode's compiled training loop).
     source: the whole generated code as one module (what ``inspect --after emit``
@@ -141,8 +143,8 @@ def _series_fuse(b: Build) -> None:
 
 def _lower(b: Build) -> None:
     views = {u.name: set() if b.series else transposed_views(u.circuit) for u in b.units}
-    b.in_place = b.in_place and not b.series and all(
-        state_in_place(u.circuit, u.iface, u.fusion, views[u.name])
+    b.in_place = b.in_place and all(
+        state_in_place(u.circuit, u.iface, u.fusion, views[u.name], b.series)
         for u in b.units if u.state_outputs
     )  # fmt: skip
     for u in b.units:

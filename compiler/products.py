@@ -14,7 +14,9 @@ from compiler.layout import BB, E0, E1, E2, E3, HA, HB, HO, OUT, A, C
 from compiler.views import hflat, jit
 
 TRANSPOSED = 1
-"""Column C of a product's row: its right operand lies transposed at BB (see matmul)."""
+"""Column C of a product's row, bit 0: its right operand lies transposed at BB (see matmul)."""
+LEFT_TRANSPOSED = 2
+"""Column C of a product's row, bit 1: its left operand lies transposed at A (see matmul)."""
 
 PANEL = 2 * LANES  # columns of the right operand packed at a time
 
@@ -23,24 +25,29 @@ PANEL = 2 * LANES  # columns of the right operand packed at a time
 def matmul(X, Y, Z, code, r):
     """(P, M, Kd) @ (P, Kd, Nn): E0..E3 = P, M, Kd, Nn, on register tiles (compiler/gemm.py).
 
-    C = TRANSPOSED: the right operand is given as its transpose (P, Nn, Kd), where it lies
-    (a weight read as x @ W.T): PANEL of its columns at a time are packed into a block
-    that stays in cache, instead of the whole transpose being written out and read back.
-    Each result is the same sum in the same order either way, so the same bits."""
+    C & TRANSPOSED: the right operand is given as its transpose (P, Nn, Kd), where it
+    lies (a weight read as x @ W.T): PANEL of its columns at a time are packed into a
+    block that stays in cache, instead of the whole transpose being written out and read
+    back.  C & LEFT_TRANSPOSED: the left operand is given as its transpose (P, Kd, M)
+    (dW = dY.T @ x): the tiles read its entries one at a time anyway, so they read them
+    where they lie, with no packing.  Each result is the same sum in the same order
+    either way, so the same bits."""
     P, M, Kd, Nn = code[r, E0], code[r, E1], code[r, E2], code[r, E3]
     x = X[code[r, A] :][: P * M * Kd]
-    if code[r, C] == TRANSPOSED:
-        _matmul_transposed(x, Y[code[r, BB] :][: P * Nn * Kd], Z[code[r, OUT] :][: P * M * Nn],
-                           P, M, Kd, Nn)  # fmt: skip
+    flags = max(code[r, C], 0)  # -1: a plain product
+    lda, astep = (1, M) if flags & LEFT_TRANSPOSED else (Kd, 1)
+    z = Z[code[r, OUT] :][: P * M * Nn]
+    if flags & TRANSPOSED:
+        _matmul_transposed(x, lda, astep, Y[code[r, BB] :][: P * Nn * Kd], z, P, M, Kd, Nn)
         return
     y = Y[code[r, BB] :][: P * Kd * Nn]
-    z = Z[code[r, OUT] :][: P * M * Nn]
     for p in range(P):
-        gemm(REAL, z, p * M * Nn, Nn, x, p * M * Kd, Kd, y, p * Kd * Nn, Nn, M, Nn, Kd)
+        gemm(REAL, z, p * M * Nn, Nn, x, p * M * Kd, lda, y, p * Kd * Nn, Nn, M, Nn, Kd, 1, 0, 0,
+             astep)  # fmt: skip
 
 
 @jit
-def _matmul_transposed(x, yt, z, P, M, Kd, Nn):
+def _matmul_transposed(x, lda, astep, yt, z, P, M, Kd, Nn):
     panel = np.empty(Kd * PANEL)
     for p in range(P):
         for j0 in range(0, Nn, PANEL):
@@ -49,7 +56,8 @@ def _matmul_transposed(x, yt, z, P, M, Kd, Nn):
                 row = yt[p * Nn * Kd + (j0 + j) * Kd :][:Kd]
                 for q in range(Kd):
                     panel[q * PANEL + j] = row[q]
-            gemm(REAL, z, p * M * Nn + j0, Nn, x, p * M * Kd, Kd, panel, 0, PANEL, M, w, Kd)
+            gemm(REAL, z, p * M * Nn + j0, Nn, x, p * M * Kd, lda, panel, 0, PANEL, M, w, Kd, 1,
+                 0, 0, astep)  # fmt: skip
 
 
 @jit

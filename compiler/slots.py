@@ -115,13 +115,15 @@ def assign_slots(
     fusion: Fusion = NO_FUSION,
     out_array: str = "s_out",
     views: Collection[int] = (),
+    hi_out_array: str = "h_out",
 ) -> Slots:
     """Slots of every node.  Workspace slots are taken when a value is computed and
     given back after its last reader, never before the reader's own output slot is
     taken, so no kernel's output overlaps its operands.  A fused group is one
     equation: its outputs take slots where it runs, its inner values take none.
     State outputs live in `out_array`: s_out, or s_in for a step written in place
-    (``compiler/in_place.py``).  A transpose in `views` lives where its operand does
+    (``compiler/in_place.py``), and their higher orders in `hi_out_array`: h_out, or
+    h_in.  A transpose in `views` lives where its operand does
     (``lower.transposed_views``)."""
     n_nodes = len(c.nodes)
     s = Slots([""] * n_nodes, [0] * n_nodes, [""] * n_nodes, [-1] * n_nodes, 0, 0)
@@ -156,7 +158,7 @@ def assign_slots(
                 if o in out_slot:
                     s.r_arr[o], s.r_off[o] = out_array, out_slot[o][0]
                     if series and act.hi[o]:
-                        s.h_arr[o], s.h_off[o] = "h_out", out_slot[o][0]
+                        s.h_arr[o], s.h_off[o] = hi_out_array, out_slot[o][0]
                 else:
                     take_workspace(o)
             for o in group.needs0:  # order 0 for the group's hi loop only
@@ -196,7 +198,7 @@ def assign_slots(
         else:  # a node computed straight into its state-output slot
             s.r_arr[i], s.r_off[i] = out_array, out_slot[i][0]
             if has_hi:
-                s.h_arr[i], s.h_off[i] = "h_out", out_slot[i][0]
+                s.h_arr[i], s.h_off[i] = hi_out_array, out_slot[i][0]
         release({owner[j] for j in node.inputs} | {i}, i)
     s.ws_size, s.wh_size = ws.size, wh.size
     return s

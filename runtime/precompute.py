@@ -279,7 +279,8 @@ def _check_resources(out, cp, degree: int, m: int, n: int, chunk_size: int, work
     p = int(sum(np.size(prog.init_state[name]) for name in prog.params))
     b = min(chunk_size, m)
     w = min(workers, -(-m // b))
-    per_worker = resources.compile_memory(degree, b, cp.state_size, p, cp.wh_size)
+    per_worker = resources.compile_memory(degree, b, cp.state_size, p, cp.wh_size,
+                                          cp.build.in_place)  # fmt: skip
     resources.require(
         w * per_worker + resources.directions_memory(m, n) + w * 16 * b * degree * p,
         f"compile (per worker: --degree {degree} x --chunk-size {b} directions x "

@@ -127,13 +127,15 @@ def program_memory(steps: int, state_size: int) -> int:
 
 
 def compile_memory(
-    degree: int, chunk_size: int, state_size: int, num_params: int, work_size: int
-) -> int:
-    """One worker's series training of one chunk: the state's orders 1..K twice (more when
-    a chunk runs in several passes), the work buffer of a pass, the stored block twice."""
+    degree: int, chunk_size: int, state_size: int, num_params: int, work_size: int,
+    in_place: bool = False,
+) -> int:  # fmt: skip
+    """One worker's series training of one chunk: the state's orders 1..K once when the
+    steps update them in place (``compiler/in_place.py``), else twice (more when a chunk
+    runs in several passes), the work buffer of a pass, the stored block twice."""
     k, b = degree, chunk_size
     group = max(1, PASS_ORDERS // k)
-    copies = 2 if group >= b else 4
+    copies = (1 if in_place else 2) + (0 if group >= b else 2)
     series = b * k * state_size * copies
     return C16 * (series + min(b, group) * k * work_size + 2 * b * k * num_params)
 

@@ -32,22 +32,24 @@ def clobbered(
     c, iface, series: bool, state_outputs: bool, fused: bool = True, in_place: bool = False
 ) -> tuple[list[str], object]:
     """Reads that do not find their value, and writes over an equation's own operands.
-    in_place: the state outputs are written over the state inputs (``compiler/in_place``),
-    which are then tagged too; a fused loop may write exactly where it reads (element
-    by element), nothing else may."""
+    in_place: the state outputs are written over the state inputs (``compiler/in_place``;
+    in series mode their higher orders, h_in), which are then tagged too; a fused loop
+    may write exactly where it reads (element by element), nothing else may."""
     out_slot = state_out_slots(c, iface) if state_outputs else {}
     act = activity_of(c, iface)
     # series groups unrolled at K = 3: their hi loops read and write hi slots too
     fusion = fuse(c, [series and h for h in act.hi], 3 if series else 0) if fused else NO_FUSION
+    over = "h_in" if series else "s_in"  # the array written in place
     s = assign_slots(c, act, iface, Tables(), series, out_slot, fusion,
-                     "s_in" if in_place else "s_out")
+                     "s_in" if in_place and not series else "s_out", (),
+                     "h_in" if in_place and series else "h_out")  # fmt: skip
     mem = {"ws": np.full(s.ws_size, -1), "wh": np.full(s.wh_size, -1)}
     if in_place:
-        mem["s_in"] = np.full(sum(n for _, n in iface.state.values()), -1)
+        mem[over] = np.full(sum(n for _, n in iface.state.values()), -1)
         for i, node in c:
             if node.op is Op.INPUT and node.attrs[0] in iface.state:
                 off, n = iface.state[node.attrs[0]]
-                mem["s_in"][off : off + n] = i
+                mem[over][off : off + n] = i
     source = list(range(len(c.nodes)))  # whose value a node's slot holds (reshape: its operand's)
     errors = []
 
@@ -83,7 +85,7 @@ def clobbered(
                     continue
                 n = c.nodes[w].size
                 for ra, ro, rn, want in reads:
-                    elementwise = a == "s_in" and group is not None and (ro, rn) == (o, n)
+                    elementwise = a == over and group is not None and (ro, rn) == (o, n)
                     if ra == a and ro < o + n and o < ro + rn and not elementwise:
                         errors.append(f"%{w} writes over its operand %{want} in {a}")
                 mem[a][o : o + n] = w
