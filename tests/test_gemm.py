@@ -71,6 +71,25 @@ def test_gemm_equals_ordered_sums(kind, m, n, kd):
     assert np.array_equal(C[outside], before[outside]), "gemm wrote outside its block"
 
 
+@pytest.mark.parametrize(("m", "n", "kd"), [(1, 8, 3), (ROWS, 2 * LANES, 7), (2 * ROWS + 3, 21, 5)])
+def test_a_left_operand_lying_transposed_is_read_with_its_entry_step(m, n, kd):
+    """REAL with lda = 1 and astep = the transposed block's row length (here m + 3,
+    rows padded): the same ordered sums as A as rows."""
+    rng = np.random.default_rng(m + n + kd)
+    a = rng.standard_normal((m, kd))
+    at = np.zeros((kd, m + 3))
+    at[:, :m] = a.T
+    Bm = rng.standard_normal(kd * n)
+    C = np.full(m * n, np.nan)
+    gemm(REAL, C, 0, n, at.ravel(), 0, 1, Bm, 0, n, m, n, kd, 1, 0, 0, m + 3)
+    want = _reference(REAL, np.zeros((m, n)), a.ravel(), 0, kd, Bm, 0, n, m, n, kd, 1, 0, 0)
+    assert np.array_equal(C.reshape(m, n), want)
+    with pytest.raises(IndexError, match="C or A"):  # a step that runs past the block
+        gemm(REAL, C, 0, n, at.ravel(), 0, 1, Bm, 0, n, m, n, kd, 1, 0, 0, at.size)
+    with pytest.raises(ValueError, match="entry step"):
+        gemm(REAL, C, 0, n, at.ravel(), 0, 1, Bm, 0, n, m, n, kd, 1, 0, 0, -1)
+
+
 def test_complex_product_is_the_complex_product():
     """COMPLEX on interleaved parts is x @ y of complex matrices (to rounding)."""
     rng = np.random.default_rng(3)
