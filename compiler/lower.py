@@ -185,11 +185,10 @@ def lower(
 
     State-named outputs are written to s_out/h_out (when state_outputs; when `in_place`,
     to s_in in real mode and h_in in series mode, see ``compiler/in_place.py``); the
-    transposes in `views` are read by
-    their products where their operands lie (``transposed_views``); the output "loss"
-    goes to res0[0] and
-    resh (B*K).  A fused loop that writes the state checks it for infinities and
-    NaNs (its higher orders in series mode), adding to res0[-1].
+    transposes in `views` are read by their products where their operands lie
+    (``transposed_views``); the output "loss" goes to res0[0] and resh (B*K).  A fused
+    loop that writes the state checks it for infinities and NaNs (its higher orders in
+    series mode), adding to res0[-1].
     """
     out_slot = state_out_slots(c, iface) if state_outputs else {}
     state = "s_in" if in_place and not series else "s_out"
@@ -263,9 +262,10 @@ def lower(
                 rule = series_rule(entry.code.series, node.op.value)
                 code.append(rule.call(x, h, s.r_arr[i], s.h_arr[i]))
         row = _row(c, i, s, tables)
-        if node.op is Op.MATMUL and views and (node.inputs[0] in views or node.inputs[1] in views):
-            row[C] = (LEFT_TRANSPOSED if node.inputs[0] in views else 0) | (
-                TRANSPOSED if node.inputs[1] in views else 0)
+        if node.op is Op.MATMUL:
+            left, right = (j in views for j in node.inputs)
+            if left or right:
+                row[C] = LEFT_TRANSPOSED * left | TRANSPOSED * right
         tables.add_row(row)
         lines.append([f"# {c.format_node(i)}", "; ".join(code)])
 
