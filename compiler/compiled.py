@@ -71,7 +71,8 @@ def program_build(
 ) -> Build:
     """The pipeline's units for a program at a degree: its step circuits (state and data
     weight as series), then its output circuits (the state as series).  only: one
-    circuit, ("step" | "output", key), built alone as function ``circuit`` (inspect).
+    circuit, ("step" | "output", key), built alone as function ``circuit`` (inspect),
+    in place as the whole program would be where its own order allows.
     sink: ``Build.sink``."""
     layout = state_layout(program)
     names = set(layout)
@@ -100,7 +101,7 @@ def program_build(
             comment=f"output circuit for key {key!r}: fingerprint {c.fingerprint()}",
         ))
     if only is not None:
-        return Build(units, degree)
+        return Build(units, degree, in_place=True)
     width = loss_width(program)
     if degree and width > 1:
         raise ValueError("a program whose steps output one loss per document runs in real "

@@ -229,6 +229,18 @@ def test_series_in_place_gives_the_bits_of_two_buffers(batch_size, monkeypatch):
     assert np.array_equal(half_h, kept) and np.array_equal(rest, hi)
 
 
+@pytest.mark.parametrize("degree", [0, 3])
+def test_a_step_circuit_built_alone_for_inspect_is_in_place_as_when_it_runs(degree):
+    from compiler.compiled import program_build
+
+    prog = m.build(DOCS[:12])
+    key = next(iter(prog.step_circuits))
+    alone = pipeline.run(program_build(prog, degree, only=("step", key)), until="lower")
+    assert alone.in_place and CompiledProgram(prog, degree).build.in_place
+    code = "\n".join(line for lines in alone.units[0].lowered.lines for line in lines)
+    assert ("s_out" not in code) if degree == 0 else ("h_out" not in code and "h_in" in code)
+
+
 def test_a_blow_up_in_place_names_its_step():
     from compiler.diagnose import NonFiniteError
 
