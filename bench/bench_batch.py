@@ -25,13 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def names(n: int) -> list[str]:
-    from circuitsketch.models import microgpt as m
-
-    docs = m.read_docs(m.corpus_path())
-    return [docs[i] for i in np.random.default_rng(0).permutation(len(docs))[:n]]
-
-
 def real_ms_per_doc(docs: list[str], batch: int, size: tuple[int, int]) -> float:
     from circuitsketch.models import microgpt as m
     from compiler.compiled import CompiledProgram
@@ -67,6 +60,8 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", default=["1x16", "2x32", "4x64"])
     ap.add_argument("--quick", action="store_true", help="200 names, real mode only")
     args = ap.parse_args()
+    from bench.bench_scale import names  # the same shuffled names as bench_scale's models
+
     out = {"date": str(date.today()), "machine": platform.processor() or platform.machine(),
            "python": platform.python_version(), "sizes": {}}
     for text in args.sizes:

@@ -33,14 +33,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--docs", type=int, default=200)
     args = ap.parse_args()
-    from circuitsketch.models import microgpt as m
+    from bench.bench_scale import build  # bench_scale's model: shuffled names, 4 heads
     from compiler.compiled import CompiledProgram
 
-    docs = m.read_docs(m.corpus_path())
-    docs = [docs[i] for i in np.random.default_rng(0).permutation(len(docs))[: args.docs]]
-    prog = m.build(docs, n_layer=args.n_layer, n_embd=args.n_embd, batch_size=args.batch_size)
+    prog = build((args.n_layer, args.n_embd), args.batch_size, args.docs)
     cp = CompiledProgram(prog, args.degree)
-    psi = np.random.default_rng(1).normal(size=(args.directions, len(docs))) + 0j
+    psi = np.random.default_rng(1).normal(size=(args.directions, prog.num_docs)) + 0j
     cp.train_series(psi[:1], stop=1)  # compiled (or loaded) before the measurement
     before = resource.getrusage(resource.RUSAGE_SELF)
     t = time.process_time()
