@@ -221,8 +221,9 @@ def gemm(kind, C, c0, ldc, A, a0, lda, Bm, b0, ldb, m, n, kd, nseg=1, aseg=0, bs
         raise ValueError("gemm: bad kind, inner size, segment count or odd complex width")
     if min(ldc, lda, ldb, astep) < 0:  # the bounds below assume rows that run forwards
         raise ValueError("gemm: a negative row stride or entry step")
-    step = astep if kind == REAL else 2
-    lo, hi = _span(a0, nseg, aseg, (m - 1) * lda + max(kd - 1, 0) * step + (kind != REAL) + 1)
+    entry = 1 if kind == REAL else 2  # doubles of one entry of A
+    step = astep if kind == REAL else entry
+    lo, hi = _span(a0, nseg, aseg, (m - 1) * lda + max(kd - 1, 0) * step + entry)
     if c0 < 0 or c0 + (m - 1) * ldc + n > C.size or lo < 0 or hi > A.size:
         raise IndexError("gemm: a block of C or A lies outside its array")
     lo, hi = _span(b0, nseg, bseg, max(kd - 1, 0) * ldb + n)
