@@ -29,9 +29,9 @@ from llvmlite import ir
 from numba import njit, types
 from numba.core.extending import intrinsic
 
+# erf, data movement and matrix products: kernels that generated code reaches as k.<name>
+from compiler.erf import erf  # noqa: F401
 from compiler.layout import BB, E0, HA, HB, HO, OUT, A, N
-
-# the kernels of data movement and of matrix products, reached by generated code as k.<name>
 from compiler.movement import (  # noqa: F401
     gather,
     h_gather,
@@ -191,14 +191,6 @@ def powc(X, Z, code, r, cst):
     else:
         for i in range(n):
             z[i] = x[i] ** p
-
-
-@jit
-def erf(X, Z, code, r):
-    n = code[r, N]
-    x, z = X[code[r, A] :][:n], Z[code[r, OUT] :][:n]
-    for i in range(n):
-        z[i] = math.erf(x[i])
 
 
 @jit

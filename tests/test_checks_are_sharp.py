@@ -10,9 +10,10 @@ fail with "relative error":
   off in its 6th or 9th digit, a kernel call replaced by its sibling), loaded
   with ``compiler.cache.load_module`` like the compiler loads it, and run;
 * the kernel library: a copy of ``compiler/kernels.py`` with one term of one
-  kernel wrong (order 0: the r^2 coefficient of ``vexp`` 1e-9 off; higher
-  orders: one sign in ``h_mul``'s Cauchy product and in ``h_exp``'s
-  recurrence) stands in for ``compiler.kernels`` in one generated module.
+  kernel wrong (order 0: the r^2 coefficient of ``vexp`` 1e-9 off, or one
+  coefficient of each of ``erf``'s two polynomial ranges; higher orders: one
+  sign in ``h_mul``'s Cauchy product and in ``h_exp``'s recurrence) stands in
+  for ``compiler.kernels`` in one generated module.
 
 Each corruption is a single node of the syntax tree, found by what it is (the
 first subtraction inside a loop, the first ``+=`` of a kernel), not by line
@@ -36,6 +37,7 @@ import pytest
 
 import circuitsketch as cs
 from compiler import cache
+from compiler import erf as erf_kernel
 from compiler import kernels as real_kernels
 from compiler.function import CompiledCircuit
 from compiler.pointers import AddressTables
@@ -321,11 +323,21 @@ def test_series_check_catches_a_wrong_higher_order_kernel_call():
 
 
 # ================================================================ a wrong library kernel
-def wrong_kernels(mutate: Mutation) -> tuple[ModuleType, str]:
+def wrong_kernels(mutate: Mutation, part: str | None = None) -> tuple[ModuleType, str]:
     """A copy of compiler/kernels.py with one change, loaded as a file-backed module
-    (its name is the hash of its source, so nothing cached for the real library is used)."""
-    source, what = corrupt(Path(real_kernels.__file__).read_text(), mutate)
-    return cache.load_module(source), what
+    (its name is the hash of its source, so nothing cached for the real library is used).
+    part: the change is made in compiler/<part>.py instead, which the copy imports."""
+    source = Path(real_kernels.__file__).read_text()
+    if part is None:
+        source, what = corrupt(source, mutate)
+        return cache.load_module(source), what
+    wrong_part, what = corrupt((Path(real_kernels.__file__).parent / f"{part}.py").read_text(),
+                               mutate)
+    line = f"from compiler.{part} import "
+    if line not in source:
+        pytest.fail(f"compiler/kernels.py does not import from compiler.{part}")
+    module = cache.load_module(wrong_part)
+    return cache.load_module(source.replace(line, f"from {module.__name__} import ")), what
 
 
 def using_kernels(source: str, kernels: ModuleType) -> str:
@@ -373,18 +385,21 @@ def _check_op(case, series: tuple[str, ...], compiled) -> None:
         ),
         pytest.param("mul", ("x", "y"), in_function("h_mul", flip_first_accumulation), id="h_mul"),
         pytest.param("exp", ("x",), in_function("h_exp", flip_first_accumulation), id="h_exp"),
+        pytest.param("erf", (), scale_constant(erf_kernel.QQ1, 1 + 1e-9), id="order0-erf-small"),
+        pytest.param("erf", (), scale_constant(erf_kernel.QA1, 1 + 1e-9), id="order0-erf-middle"),
     ],
 )
 def test_op_check_catches_a_wrong_library_kernel(case_name, series, mutate):
     """One op compiled against a kernel library with one term of one kernel wrong: the op
     check fails.  Order 0: exp's Taylor coefficient 1/2 off by 1e-9 (an error of at most
-    ~6e-11 of exp(x)) is caught by check_op_real at 1e-13.  Higher orders: one term of
-    the Cauchy product (orders >= 2 of x * y) or of the exp recurrence with the wrong sign
-    is caught by check_op_series at 1e-12."""
+    ~6e-11 of exp(x)), or one coefficient of erf's polynomials below 0.84375 or from there
+    to 1.25 (compiler/erf.py) off by 1e-9, is caught by check_op_real at 1e-13.  Higher
+    orders: one term of the Cauchy product (orders >= 2 of x * y) or of the exp recurrence
+    with the wrong sign is caught by check_op_series at 1e-12."""
     case = _case(case_name)
     K = 3 if series else 0
     good = CompiledCircuit(case.trace(), K, series)
     _check_op(case, series, good)
-    kernels, what = wrong_kernels(mutate)
+    kernels, what = wrong_kernels(mutate, "erf" if case_name == "erf" else None)
     bad = with_module(good, using_kernels(good.source, kernels))
     expect_caught(lambda: _check_op(case, series, bad), what)
