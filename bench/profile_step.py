@@ -10,6 +10,10 @@ from the repository root:
     python bench/profile_step.py --degree 6 --directions 8 --bucket 16
     python bench/profile_step.py --n-layer 4 --n-embd 128   # another size (4 heads)
     python bench/profile_step.py --n-layer 4 --n-embd 128 --batch-size 8
+    python bench/profile_step.py --n-layer 2 --n-embd 32 --reverse --top 20
+--reverse profiles the metagradient's reverse step instead (the transposed step
+circuit, compiled as ``runtime.sweep`` compiles it), from a random cotangent;
+--top N also lists the N slowest calls with their operands' array sizes.
 """
 
 from __future__ import annotations
@@ -46,7 +50,11 @@ def main() -> None:
     ap.add_argument("--n-embd", type=int, default=16)
     ap.add_argument("--n-head", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=1)
+    ap.add_argument("--reverse", action="store_true", help="the metagradient's reverse step")
+    ap.add_argument("--top", type=int, default=0, help="list the N slowest calls")
     args = ap.parse_args()
+    if args.reverse and args.degree:
+        raise SystemExit("--reverse runs in real mode only (degree 0)")
     from circuitsketch.models import microgpt as m
     from compiler import kernels as k
     from compiler.compiled import CompiledProgram
@@ -57,15 +65,24 @@ def main() -> None:
     size = {"n_layer": args.n_layer, "n_embd": args.n_embd, "n_head": args.n_head,
             "batch_size": args.batch_size}
     cp = CompiledProgram(m.build(docs, **size), K)
+    state = None
+    if args.reverse:  # its steps hold their forward states: a short run's are enough
+        from runtime.metagrad import reverse_program, trajectory
+
+        short = m.build(docs[: 40 * args.batch_size], **size)
+        fwd = CompiledProgram(short, 0)
+        cp = CompiledProgram(reverse_program(short, fwd, trajectory(fwd)), 0, sink=True)
+        state = np.random.default_rng(1).normal(size=cp.state_size) * 0.01  # a cotangent
     # a key is the bucket, or (batch size, bucket) for minibatches
     key = next(i for i, k in enumerate(cp.step_keys) if (k[-1] if isinstance(k, tuple) else k)
                == args.bucket)  # fmt: skip
     env: dict = {"ws": np.zeros(cp.ws_size), "tab": cp.tab, "cst": cp.cst, "code": cp.instr}
+    warm = min(50, cp.program.num_steps // 2)  # steps run before the profiled one
     if K == 0:
-        s0, _ = cp.train(stop=50)
+        s0, _ = cp.train(state=state, stop=warm)
     else:
         psi = np.random.default_rng(1).normal(size=(B, len(docs))) + 0j
-        s0, h0, _ = cp.train_series(psi, stop=50)
+        s0, h0, _ = cp.train_series(psi, stop=warm)
         env.update(
             {
                 "h_in": h0,
@@ -76,7 +93,9 @@ def main() -> None:
                 "resh": np.zeros(B * K, complex),
             }
         )
-    s = next(i for i in range(50, len(cp.keys)) if cp.keys[i] == key)
+    s = next((i for i in range(warm, len(cp.keys)) if cp.keys[i] == key), None)
+    if s is None:
+        raise SystemExit(f"no step of bucket {args.bucket} after step {warm}: try another")
     env.update(
         {
             "s_in": s0,
@@ -85,7 +104,7 @@ def main() -> None:
             "ff": cp.FF[s],
             "w0": np.zeros(cp.ndocs[s]),  # the step's documents' weights (a vector)
             "wpsi": np.ascontiguousarray(psi.T[cp.docs[s, : cp.ndocs[s]]]) if K else None,
-            "res0": np.zeros(2),
+            "res0": np.zeros(max(2, cp.loss_width + 1)),  # losses (one per document: reverse)
         }
     )
     # the step's lines: its parts and blocks in order (a block at each place it runs)
@@ -100,6 +119,7 @@ def main() -> None:
     loops: dict = {}
     cost: collections.Counter = collections.Counter()
     count: collections.Counter = collections.Counter()
+    calls: list[tuple[float, str, list]] = []  # (seconds, call, operand array sizes)
     comment = ""
     for line in (x.strip() for x in body.splitlines()):
         if line.startswith("#"):
@@ -121,15 +141,20 @@ def main() -> None:
             loops[name](1, *vals)
             t = time.perf_counter()
             loops[name](reps, *vals)
+            dt = (time.perf_counter() - t) / reps
             name = "fused" if fused else name
-            cost[f"{name}/{part}"] += (time.perf_counter() - t) / reps
+            cost[f"{name}/{part}"] += dt
             count[f"{name}/{part}"] += 1
+            calls.append((dt, call[: call.index("(")], [v.size for v in vals
+                                                        if isinstance(v, np.ndarray)]))
         r += 1
     total = sum(cost.values())
     per = f", {total * 1e6 / B:.1f} us per direction" if K else ""
     print(f"bucket {args.bucket}, K={K}: sum of kernel times {total * 1e6:.1f} us per step{per}")
     for name, c in cost.most_common(20):
         print(f"{name:22s} {count[name]:4d} calls {c * 1e6:9.2f} us {100 * c / total:5.1f}%")
+    for dt, call, sizes in sorted(calls, reverse=True)[: args.top]:
+        print(f"{dt * 1e6:9.2f} us  {call:24s} arrays of {sizes}")
 
 
 if __name__ == "__main__":
