@@ -1,9 +1,11 @@
 """Matrix products on register tiles, real and complex, for the matrix kernels.
 
 A loop over a result row (the form LLVM vectorises by itself) loads and stores
-the row once per few terms of the sum.  A tile of 4 rows x 16 doubles kept in
-registers for the whole sum does one vector load of the right operand and four
-broadcasts per 64 multiply-adds, about twice the rate (bench/RESULTS.md).  LLVM
+the row once per few terms of the sum.  A tile of 4 rows x 32 doubles kept in
+registers for the whole sum does four vector loads of the right operand and four
+broadcasts per 128 multiply-adds, about twice the rate (bench/RESULTS.md); 16
+doubles wide, with four broadcasts per 64, it was 10-13% slower on the products
+of a 4 x 64 or 4 x 128 minibatch step (run 11 there).  LLVM
 does not form such tiles from scalar or tuple code (its SLP vectoriser leaves
 them scalar), so the tile is written here as LLVM vector IR.  The vectors are
 generic: LLVM lowers them to whatever the CPU has (AVX-512 or AVX2).
@@ -177,22 +179,26 @@ def _tile(rows: int, vectors: int, masked: bool):
     return tile
 
 
-T42, T41, T40, T12, T11, T10 = (
-    _tile(rows, max(vectors, 1), vectors == 0) for rows in (ROWS, 1) for vectors in (2, 1, 0)
+T44, T42, T41, T40, T14, T12, T11, T10 = (
+    _tile(rows, max(vectors, 1), vectors == 0) for rows in (ROWS, 1) for vectors in (4, 2, 1, 0)
 )  # vectors 0: one masked vector
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _tile_at(kind, rows, width, C, c, ldc, A, a, lda, astep, Bm, b, ldb, kd, nseg, aseg,
              bseg):  # fmt: skip
-    """One tile of `rows` rows and `width` doubles (16, 8 or fewer: masked)."""
+    """One tile of `rows` rows and `width` doubles (32, 16, 8 or fewer: masked)."""
     if rows == ROWS:
-        if width == 2 * LANES:
+        if width == 4 * LANES:
+            T44(kind, C, c, ldc, A, a, lda, astep, Bm, b, ldb, kd, nseg, aseg, bseg, width)
+        elif width == 2 * LANES:
             T42(kind, C, c, ldc, A, a, lda, astep, Bm, b, ldb, kd, nseg, aseg, bseg, width)
         elif width == LANES:
             T41(kind, C, c, ldc, A, a, lda, astep, Bm, b, ldb, kd, nseg, aseg, bseg, width)
         else:
             T40(kind, C, c, ldc, A, a, lda, astep, Bm, b, ldb, kd, nseg, aseg, bseg, width)
+    elif width == 4 * LANES:
+        T14(kind, C, c, ldc, A, a, lda, astep, Bm, b, ldb, kd, nseg, aseg, bseg, width)
     elif width == 2 * LANES:
         T12(kind, C, c, ldc, A, a, lda, astep, Bm, b, ldb, kd, nseg, aseg, bseg, width)
     elif width == LANES:
@@ -234,7 +240,8 @@ def gemm(kind, C, c0, ldc, A, a0, lda, Bm, b0, ldb, m, n, kd, nseg=1, aseg=0, bs
         rows = ROWS if i + ROWS <= m else 1
         j = 0
         while j < n:
-            width = min(2 * LANES if n - j >= 2 * LANES else LANES, n - j)
+            wide = 4 if n - j >= 4 * LANES else 2 if n - j >= 2 * LANES else 1
+            width = min(wide * LANES, n - j)
             _tile_at(
                 kind, rows, width, C, c0 + i * ldc + j, ldc, A, a0 + i * lda, lda, step, Bm,
                 b0 + j, ldb, kd, nseg, aseg, bseg,

@@ -18,7 +18,7 @@ TRANSPOSED = 1
 LEFT_TRANSPOSED = 2
 """Column C of a product's row, bit 1: its left operand lies transposed at A (see matmul)."""
 
-PANEL = 2 * LANES  # columns of the right operand packed at a time
+PANEL = 4 * LANES  # columns of the right operand packed at a time (one widest tile)
 
 
 @jit

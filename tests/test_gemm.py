@@ -38,7 +38,7 @@ def _reference(kind, start, A, a0, lda, Bm, b0, ldb, m, n, kd, nseg, aseg, bseg)
     return out
 
 
-WIDTHS = (2, LANES - 2, LANES, 2 * LANES, 2 * LANES + 6, 5 * LANES)
+WIDTHS = (2, LANES - 2, LANES, 2 * LANES, 2 * LANES + 6, 4 * LANES + 6, 5 * LANES)
 SHAPES = [
     (kind, m, n, kd)
     for kind in (REAL, PAIR, COMPLEX)
