@@ -1,8 +1,8 @@
 """erf at order 0 that vectorises where GELU's arguments lie, with the C library's bits.
 
-Numba calls the C library's erf once per element (there is no vector version),
-and GELU's erf took more time than every other elementwise loop of a 2 x 32
-batch-8 step together.  The library's erf (fdlibm's algorithm, as in glibc)
+Numba calls the C library's erf once per element (there is no vector version):
+GELU's loops took 88 of the 650 us of a 2 x 32 batch-8 step (bench/RESULTS.md,
+run 10).  The library's erf (fdlibm's algorithm, as in glibc)
 computes |x| < 1.25 as rational functions: x + x r(z)/s(z), z = x^2, below
 0.84375, and erx + P(s)/Q(s), s = |x| - 1, above; straight-line arithmetic that
 LLVM vectorises.  So ``erf`` runs that range as one vector loop, with the
@@ -28,7 +28,7 @@ from compiler.views import jit
 inline = njit(cache=True, nogil=True, error_model="numpy", inline="always")
 
 EFX = 1.28379167095512586316e-01  # 2/sqrt(pi) - 1: the slope of erf(x) - x at 0
-ERX = 8.45062911510467529297e-01  # erf(1) rounded to float32
+ERX = 8.45062911510467529297e-01  # fdlibm's c = (float)0.84506291151: erf(1 + t) = c + p/q
 PP0, PP1, PP2 = 1.28379167095512558561e-01, -3.25042107247001499370e-01, -2.84817495755985104766e-02
 PP3, PP4 = -5.77027029648944159157e-03, -2.37630166566501626084e-05
 QQ1, QQ2, QQ3 = 3.97917223959155352819e-01, 6.50222499887672944485e-02, 5.08130628187576562776e-03
@@ -46,7 +46,8 @@ SUBNORMAL_EDGE = 2.0**-1015  # |x| below (but not 0): the library's own underflo
 
 @inline
 def _own(x: float) -> float:
-    """erf(x) for |x| < OWN: both ranges' polynomials, one division (by the range's)."""
+    """erf(x) for |x| < OWN: both ranges' polynomials, then one division, of the numerator
+    by the denominator of x's range."""
     a = abs(x)
     z = x * x  # below SMALL: x + x r(z)/s(z)
     r1 = PP0 + z * PP1
@@ -98,7 +99,7 @@ def erf(X, Z, code, r):
         z[i] = y if own else xi
         left += 0 if own else 1
     i = 0
-    while left > 0:  # z may be x: this pass reads z only
+    while left > 0 and i < n:  # z may be x: this pass reads z only
         if _by_library(z[i]):
             z[i] = math.erf(z[i])
             left -= 1
