@@ -1,15 +1,15 @@
 """erf at order 0 that vectorises where GELU's arguments lie, with the C library's bits.
 
-Numba calls the C library's erf once per element (there is no vector version):
-GELU's loops took 88 of the 650 us of a 2 x 32 batch-8 step (bench/RESULTS.md,
-run 10).  The library's erf (fdlibm's algorithm, as in glibc)
+Numba calls the C library's erf once per element (there is no vector version), and
+GELU's erf was one of the costliest elementwise loops of a minibatch step
+(bench/RESULTS.md, run 10).  The library's erf (fdlibm's algorithm, as in glibc)
 computes |x| < 1.25 as rational functions: x + x r(z)/s(z), z = x^2, below
 0.84375, and erx + P(s)/Q(s), s = |x| - 1, above; straight-line arithmetic that
 LLVM vectorises.  So ``erf`` runs that range as one vector loop, with the
 polynomials grouped as glibc groups them (its bits, element for element:
 tests/test_compiled_ops.py), and hands every other element (|x| >= 1.25, NaN,
-the tiniest subnormals; 0.3% of GELU's in a trained 2 x 32 model) to
-``math.erf`` in a second pass.
+the tiniest subnormals; few of GELU's arguments lie there) to ``math.erf`` in
+a second pass.
 The coefficients are fdlibm's (s_erf.c: "Copyright (C) 1993 by Sun Microsystems,
 Inc.  Developed at SunPro, a Sun Microsystems, Inc. business.  Permission to use,
 copy, modify, and distribute this software is freely granted, provided that this

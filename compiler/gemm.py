@@ -3,9 +3,8 @@
 A loop over a result row (the form LLVM vectorises by itself) loads and stores
 the row once per few terms of the sum.  A tile of 4 rows x 32 doubles kept in
 registers for the whole sum does four vector loads of the right operand and four
-broadcasts per 128 multiply-adds, about twice the rate (bench/RESULTS.md); 16
-doubles wide, with four broadcasts per 64, it was 10-13% slower on the products
-of a 4 x 64 or 4 x 128 minibatch step (run 11 there).  LLVM
+broadcasts per 128 multiply-adds, about twice the rate (bench/RESULTS.md); a tile
+16 doubles wide spends the same four broadcasts on half as many (run 11 there).  LLVM
 does not form such tiles from scalar or tuple code (its SLP vectoriser leaves
 them scalar), so the tile is written here as LLVM vector IR.  The vectors are
 generic: LLVM lowers them to whatever the CPU has (AVX-512 or AVX2).

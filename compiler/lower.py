@@ -87,8 +87,7 @@ def _row(c: Circuit, i: int, s: Slots, tables: Tables) -> dict[int, int]:
 VIEW_MIN = 8192
 """Entries per matrix from which a transpose read as a right operand is left to its
 products (below, the whole transpose stays in the first-level cache and writing it out
-costs less than packing it for every product: at 2 x 32 the reverse steps were 4%
-slower; bench/RESULTS.md)."""
+costs less than packing it for every product: bench/RESULTS.md, run 8)."""
 
 
 def transposed_views(c: Circuit) -> set[int]:
