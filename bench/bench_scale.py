@@ -145,6 +145,7 @@ class JaxRun:
         import jax.numpy as jnp
 
         from bench import jax_microgpt as jm
+        from circuitsketch.models import microgpt as m
 
         self.jnp = jnp
         self.prog = prog
@@ -152,10 +153,12 @@ class JaxRun:
         T = prog.num_steps
         self.data = []
         for s, st in enumerate(prog.steps):
-            lead = (1,) if st.data["tokens"].ndim == 1 else ()
-            tok = np.asarray(st.data["tokens"]).reshape(lead + st.data["tokens"].shape)
-            tgt = np.asarray(st.data["targets"]).reshape(tok.shape)
-            npos = np.asarray(st.data["n_positions"], float).reshape(tok.shape[:1])
+            # a minibatch's documents are packed; this peer pads them to the step's bucket
+            data = m.padded_batch(st.data, st.key[1]) if "rows" in st.data else st.data
+            lead = (1,) if data["tokens"].ndim == 1 else ()
+            tok = np.asarray(data["tokens"]).reshape(lead + data["tokens"].shape)
+            tgt = np.asarray(data["targets"]).reshape(tok.shape)
+            npos = np.asarray(data["n_positions"], float).reshape(tok.shape[:1])
             hyper = np.array([0.01 * (1.0 - s / T), 1.0 - 0.85 ** (s + 1), 1.0 - 0.99 ** (s + 1)])
             self.data.append((np.array(st.docs), hyper, jnp.asarray(tok), jnp.asarray(tgt),
                               jnp.asarray(npos)))

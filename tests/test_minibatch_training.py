@@ -78,22 +78,37 @@ def test_schedule_and_circuits(program):
     want = [tuple(first[:3]), tuple(first[3:6]), tuple(first[6:]),
             tuple(second[:3]), tuple(second[3:6]), tuple(second[6:])]
     assert [st.doc for st in program.steps] == want
-    assert set(program.step_circuits) == {(3, 12), (1, 12)}  # a batch of one is a batch too
-    # with the default buckets each batch runs in the bucket of its longest document
+    # key: documents, attention's bucket, packed rows; a batch of one is a batch too
+    assert set(program.step_circuits) == {st.key for st in program.steps}
+    assert {key[:2] for key in program.step_circuits} == {(3, 12), (1, 12)}
+    # with the default buckets each batch's attention runs in the bucket of its longest document
     default = m.build(DOCS, batch_size=3, epochs=2, shuffle_seed=4, **CFG)
+    tok = m.Tokenizer.from_corpus()
     lengths = [min(12, len(DOCS[i]) + 1) for i in range(7)]
     for st in default.steps:
-        size, bucket = st.key
+        size, bucket, total = st.key
+        n = [lengths[d] for d in st.docs]
         assert size == len(st.docs)
-        assert bucket == min(b for b in (8, 10, 12) if b >= max(lengths[i] for i in st.docs))
-        assert st.data["tokens"].shape == (size, bucket)
-        for j, d in enumerate(st.docs):  # each row holds its document, padded with BOS / -1
-            toks = m.Tokenizer.from_corpus().encode(DOCS[d])
-            n = lengths[d]
-            assert st.data["tokens"][j, :n].tolist() == toks[:n]
-            assert st.data["targets"][j, :n].tolist() == toks[1 : n + 1]
-            assert set(st.data["targets"][j, n:].tolist()) <= {-1}
-            assert st.data["n_positions"][j] == n
+        assert bucket == min(b for b in (8, 10, 12) if b >= max(n))
+        # the documents' positions one after another, then 1 to PACK padding rows
+        assert total % m.PACK == 0 and sum(n) < total <= sum(n) + m.PACK
+        data, r = st.data, 0
+        padded = m.padded_batch(data, bucket)
+        for j, d in enumerate(st.docs):
+            toks, k = tok.encode(DOCS[d]), n[j]
+            assert data["tokens"][r : r + k].tolist() == toks[:k]
+            assert data["targets"][r : r + k].tolist() == toks[1 : k + 1]
+            assert data["positions"][r : r + k].tolist() == list(range(k))
+            assert data["slots"][r : r + k].tolist() == list(range(j * bucket, j * bucket + k))
+            assert data["rows"][j * bucket : (j + 1) * bucket].tolist() == (
+                list(range(r, r + k)) + [total - 1] * (bucket - k))
+            assert data["n_positions"][j] == k
+            # the padded view the JAX peer reads: each row its document, then BOS / -1
+            assert padded["tokens"][j].tolist() == toks[:k] + [tok.bos] * (bucket - k)
+            assert padded["targets"][j].tolist() == toks[1 : k + 1] + [-1] * (bucket - k)
+            r += k
+        assert data["tokens"][r:].tolist() == [tok.bos] * (total - r)
+        assert data["targets"][r:].tolist() == [-1] * (total - r)
 
 
 def test_batch_loss_is_the_mean_of_weighted_document_losses(program):

@@ -9,9 +9,11 @@ equal the unpadded ones up to summation order (exact zeros are added).
 
 The model's size is a ``Config`` (layers, width, heads, context; the default
 is the spec's model, traced exactly as before).  A minibatch step runs its
-documents together, padded to one bucket: every linear layer is one matrix
-product over all their positions and attention one batched product over
-(document, head) pairs (``batched_loss``).
+documents together (``batched_loss``): their real positions packed one after
+another into the rows of every linear layer (a padded layout would spend about
+a quarter of a step's products on padding), and only attention, which needs
+each document's positions side by side, gathers them into a (document,
+position) layout padded to the bucket of the longest, and back.
 """
 
 from __future__ import annotations
@@ -154,14 +156,18 @@ def linear(x: Traced, w: Traced) -> Traced:
 
 def attention(
     P: dict[str, Traced], x: Traced, length: int, config: Config = DEFAULT, layer: int = 0,
-    batch: int | None = None,
+    batch: int | None = None, packing: tuple[Traced, Traced] | None = None,
 ) -> Traced:
-    """Causal multi-head attention over rows x: (length, E), or (batch * length, E) for
-    `batch` documents of `length` positions each."""
+    """Causal multi-head attention over rows x: (length, E), or `batch` documents of
+    `length` positions each, as (batch * length, E) rows or packed (``packing`` =
+    (rows, slots) of ``encode_packed``: q, k and v are gathered into the padded layout,
+    the output back)."""
     E, H, D = config.n_embd, config.n_head, config.head_dim
     q = linear(x, P[f"layer{layer}.attn_wq"])
     k = linear(x, P[f"layer{layer}.attn_wk"])
     v = linear(x, P[f"layer{layer}.attn_wv"])
+    if packing is not None:
+        q, k, v = (O.gather(t, packing[0]) for t in (q, k, v))
 
     def heads(t: Traced) -> Traced:  # -> (groups, length, D), a group = (document, head)
         if batch is None:
@@ -179,16 +185,18 @@ def attention(
         out = out.transpose(1, 0, 2).reshape(length, E)
     else:
         out = out.reshape(batch, H, length, D).transpose(0, 2, 1, 3).reshape(batch * length, E)
+    if packing is not None:
+        out = O.gather(out, packing[1])
     return linear(out, P[f"layer{layer}.attn_wo"])
 
 
 def _blocks(P: dict[str, Traced], x: Traced, length: int, config: Config,
-            batch: int | None) -> Traced:
+            batch: int | None, packing: tuple[Traced, Traced] | None = None) -> Traced:
     c = x.circuit
     for i in range(config.n_layer):
         with c.scope(f"layer{i}") if config.n_layer > 1 else contextlib.nullcontext():
             with c.scope("attention"):
-                x = attention(P, rmsnorm(x), length, config, i, batch) + x
+                x = attention(P, rmsnorm(x), length, config, i, batch, packing) + x
             with c.scope("mlp"):
                 h = gelu(linear(rmsnorm(x), P[f"layer{i}.mlp_fc1"]))
                 x = linear(h, P[f"layer{i}.mlp_fc2"]) + x
@@ -202,13 +210,11 @@ def logits(P: dict[str, Traced], tokens: Traced, config: Config = DEFAULT) -> Tr
     return _blocks(P, rmsnorm(x), length, config, None)
 
 
-def batched_logits(P: dict[str, Traced], tokens: Traced, config: Config = DEFAULT) -> Traced:
-    """Logits (batch * length, V) of the documents of tokens (batch, length), row-major."""
-    batch, length = tokens.shape
-    E = config.n_embd
-    x = O.gather(P["wte"], tokens.reshape(batch * length)).reshape(batch, length, E)
-    x = (x + P["wpe"][:length]).reshape(batch * length, E)
-    return _blocks(P, rmsnorm(x), length, config, batch)
+def packed_logits(P: dict[str, Traced], tokens: Traced, positions: Traced, rows: Traced,
+                  slots: Traced, batch: int, config: Config = DEFAULT) -> Traced:
+    """Logits (R, V) of a minibatch's packed positions (``encode_packed``)."""
+    x = O.gather(P["wte"], tokens) + O.gather(P["wpe"], positions)
+    return _blocks(P, rmsnorm(x), rows.shape[0] // batch, config, batch, (rows, slots))
 
 
 def doc_loss(P: dict[str, Traced], tokens: Traced, targets: Traced, n_positions: Traced,
@@ -219,16 +225,19 @@ def doc_loss(P: dict[str, Traced], tokens: Traced, targets: Traced, n_positions:
         return nn.cross_entropy(lg, targets) / n_positions
 
 
-def batched_loss(P: dict[str, Traced], tokens: Traced, targets: Traced, n_positions: Traced,
+def batched_loss(P: dict[str, Traced], tokens: Traced, positions: Traced, targets: Traced,
+                 n_positions: Traced, rows: Traced, slots: Traced,
                  config: Config = DEFAULT) -> Traced:
-    """The (batch,) losses of documents padded to one length: tokens, targets (batch, length)."""
-    batch, length = tokens.shape
-    lg = batched_logits(P, tokens, config)
+    """The (batch,) losses of a minibatch's documents, packed as ``encode_packed`` packs them."""
+    batch = n_positions.shape[0]
+    length = rows.shape[0] // batch
+    lg = packed_logits(P, tokens, positions, rows, slots, batch, config)
     with lg.circuit.scope("loss"):
-        vocab = lg.shape[-1]
-        picked = O.one_hot(targets.reshape(batch * length), vocab) * nn.log_softmax(lg, axis=-1)
+        picked = O.one_hot(targets, lg.shape[-1]) * nn.log_softmax(lg, axis=-1)
         # per document, the sum over its positions and the vocabulary, in doc_loss's order
-        return -(picked.reshape(batch, length, vocab).sum(axis=2).sum(axis=1)) / n_positions
+        # (a padded position reads a padding row's zero)
+        per_row = O.gather(picked.sum(axis=1, keepdims=True), rows)
+        return -(per_row.reshape(batch, length).sum(axis=1)) / n_positions
 
 
 # ---------------------------------------------------------------- the program
@@ -261,12 +270,59 @@ def encode_padded(tokens: list[int], length: int, bos: int, block_size: int = BL
     return {"tokens": inp, "targets": tgt, "n_positions": np.float64(n)}
 
 
-def _data_specs(length: int, batch: int | None = None) -> dict[str, Input]:
-    lead = () if batch is None else (batch,)
+PACK = 4  # packed rows come in multiples of this (the register tiles' row count)
+
+
+def encode_packed(docs: Sequence[list[int]], length: int, bos: int,
+                  block_size: int = BLOCK_SIZE) -> dict[str, np.ndarray]:
+    """A minibatch's tokenised documents packed: their real positions one after another
+    (tokens, positions, targets), then padding rows (BOS, position 0, target -1) up to a
+    multiple of PACK rows, at least one.  ``rows`` maps attention's (document, position)
+    layout of `length` positions to packed rows (a padded position: the last row, padding);
+    ``slots`` maps packed rows back (padding rows read slot 0, and their cotangent is 0)."""
+    ns = [min(block_size, len(t) - 1) for t in docs]
+    total = -(-(sum(ns) + 1) // PACK) * PACK
+    out = {
+        "tokens": np.full(total, bos, dtype=np.int64),
+        "positions": np.zeros(total, dtype=np.int64),
+        "targets": np.full(total, -1, dtype=np.int64),
+        "n_positions": np.array(ns, dtype=np.float64),
+        "rows": np.full(len(docs) * length, total - 1, dtype=np.int64),
+        "slots": np.zeros(total, dtype=np.int64),
+    }
+    r = 0
+    for b, (t, n) in enumerate(zip(docs, ns, strict=True)):
+        out["tokens"][r : r + n] = t[:n]
+        out["targets"][r : r + n] = t[1 : n + 1]
+        out["positions"][r : r + n] = np.arange(n)
+        out["rows"][b * length : b * length + n] = np.arange(r, r + n)
+        out["slots"][r : r + n] = np.arange(b * length, b * length + n)
+        r += n
+    return out
+
+
+def padded_batch(data: dict[str, np.ndarray], length: int) -> dict[str, np.ndarray]:
+    """A packed minibatch's data in the (document, position) layout: tokens and targets
+    (batch, length), for peers that pad (the JAX benchmark) and tests."""
+    batch = len(data["n_positions"])
+    return {"tokens": data["tokens"][data["rows"]].reshape(batch, length),
+            "targets": data["targets"][data["rows"]].reshape(batch, length),
+            "n_positions": data["n_positions"]}
+
+
+def _data_specs(length: int) -> dict[str, Input]:
+    return {"tokens": Input((length,), "int"), "targets": Input((length,), "int"),
+            "n_positions": Input(())}
+
+
+def _packed_specs(batch: int, length: int, total: int) -> dict[str, Input]:
     return {
-        "tokens": Input((*lead, length), "int"),
-        "targets": Input((*lead, length), "int"),
-        "n_positions": Input(lead),
+        "tokens": Input((total,), "int"),
+        "positions": Input((total,), "int"),
+        "targets": Input((total,), "int"),
+        "n_positions": Input((batch,)),
+        "rows": Input((batch * length,), "int"),
+        "slots": Input((total,), "int"),
     }
 
 
@@ -315,25 +371,25 @@ def build(
     def loss(P, tokens, targets, n_positions):
         return doc_loss(P, tokens, targets, n_positions, cfg)
 
-    def loss_of_batch(P, tokens, targets, n_positions):
-        return batched_loss(P, tokens, targets, n_positions, cfg)
+    def loss_of_batch(P, tokens, positions, targets, n_positions, rows, slots):
+        return batched_loss(P, tokens, positions, targets, n_positions, rows, slots, cfg)
 
     sched = []
     for b in batches:
-        key = max(lengths[i] for i in b)
-        rows = [encode_padded(encoded[i], key, tok.bos, block_size) for i in b]
+        length = max(lengths[i] for i in b)
         if batch_size == 1:
-            sched.append(Step(key, b[0], rows[0]))
-        else:
-            stacked = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
-            sched.append(Step((len(b), key), b, stacked))
+            sched.append(Step(length, b[0], encode_padded(encoded[b[0]], length, tok.bos,
+                                                          block_size)))
+        else:  # key: documents, attention's length, packed rows
+            data = encode_packed([encoded[i] for i in b], length, tok.bos, block_size)
+            sched.append(Step((len(b), length, len(data["tokens"])), b, data))
     step_circuits = {}
     for key in sorted({st.key for st in sched}):
         if batch_size == 1:
             step_circuits[key] = build_step_circuit(loss, shapes, _data_specs(key), opt)
         else:
             step_circuits[key] = build_step_circuit(
-                loss_of_batch, shapes, _data_specs(key[1], key[0]), opt, batch=key[0])
+                loss_of_batch, shapes, _packed_specs(*key), opt, batch=key[0])
     output_circuits = {L: build_output_circuit(loss, shapes, _data_specs(L)) for L in out_buckets}
 
     def encode_test(doc: str):
