@@ -111,6 +111,22 @@ def test_schedule_and_circuits(program):
         assert data["targets"][r:].tolist() == [-1] * (total - r)
 
 
+def test_rare_row_counts_are_merged_into_a_larger_one():
+    """One more padding row, a multiple of PACK = 4, then up to a row count that at least
+    3% of the steps use or the largest of its (documents, bucket): fewer circuits."""
+    needs = [(8, 10, 56)] * 40 + [(8, 10, 50)] + [(8, 10, 59)] * 2 + [(8, 12, 63)]
+    assert m.PACK == 4 and m.RARE == 0.03
+    # 57 -> 60 (40 steps); 51 -> 52 (1 step of 44: merged into 60); 60 -> 60;
+    # 64 -> 64 (1 step, but the only one of bucket 12: kept)
+    assert m.packed_rows(needs) == [60] * 43 + [64]
+    assert m.packed_rows([(3, 8, 7), (3, 8, 11)]) == [8, 12]  # each at least 3% of 2 steps
+    # the data of a merged step: its positions, then padding up to the rows given
+    data = m.encode_packed([[5, 1, 2, 5], [5, 3, 5]], 8, 5, total=12)
+    assert data["tokens"].tolist() == [5, 1, 2, 5, 3] + [5] * 7
+    assert data["targets"].tolist() == [1, 2, 5, 3, 5] + [-1] * 7
+    assert data["rows"].tolist() == [0, 1, 2] + [11] * 5 + [3, 4] + [11] * 6
+
+
 def test_batch_loss_is_the_mean_of_weighted_document_losses(program):
     """Step 0's loss from the batched circuit against the one-document losses."""
     circuit, inputs = program.step_inputs(0)

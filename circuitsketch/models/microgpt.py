@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections import Counter
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -271,17 +272,33 @@ def encode_padded(tokens: list[int], length: int, bos: int, block_size: int = BL
 
 
 PACK = 4  # packed rows come in multiples of this (the register tiles' row count)
+RARE = 0.03  # a row count fewer steps than this share use gets no step circuit of its own
+
+
+def packed_rows(needs: Sequence[tuple[int, int, int]]) -> list[int]:
+    """The rows of each step's packed batch, from its (documents, bucket, positions).
+
+    At least one padding row, rounded up to a multiple of PACK; then up to a row count
+    that at least RARE of the steps use, or the largest of its (documents, bucket): each
+    row count is one more step circuit to build, so rare ones are merged."""
+    want = [(b, length, -(-(n + 1) // PACK) * PACK) for b, length, n in needs]
+    runs = Counter(want)
+    keep = {k for k, v in runs.items() if v >= RARE * len(want)}
+    for group in {k[:2] for k in runs}:
+        keep.add(max((k for k in runs if k[:2] == group), key=lambda k: k[2]))
+    return [min(k[2] for k in keep if k[:2] == w[:2] and k[2] >= w[2]) for w in want]
 
 
 def encode_packed(docs: Sequence[list[int]], length: int, bos: int,
-                  block_size: int = BLOCK_SIZE) -> dict[str, np.ndarray]:
+                  block_size: int = BLOCK_SIZE, total: int = 0) -> dict[str, np.ndarray]:
     """A minibatch's tokenised documents packed: their real positions one after another
-    (tokens, positions, targets), then padding rows (BOS, position 0, target -1) up to a
-    multiple of PACK rows, at least one.  ``rows`` maps attention's (document, position)
-    layout of `length` positions to packed rows (a padded position: the last row, padding);
-    ``slots`` maps packed rows back (padding rows read slot 0, and their cotangent is 0)."""
+    (tokens, positions, targets), then padding rows (BOS, position 0, target -1), at least
+    one, up to `total` rows or the next multiple of PACK.  ``rows`` maps attention's
+    (document, position) layout of `length` positions to packed rows (a padded position:
+    the last row, padding); ``slots`` maps packed rows back (padding rows read slot 0, and
+    their cotangent is 0)."""
     ns = [min(block_size, len(t) - 1) for t in docs]
-    total = -(-(sum(ns) + 1) // PACK) * PACK
+    total = max(int(total), -(-(sum(ns) + 1) // PACK) * PACK)
     out = {
         "tokens": np.full(total, bos, dtype=np.int64),
         "positions": np.zeros(total, dtype=np.int64),
@@ -375,14 +392,17 @@ def build(
         return batched_loss(P, tokens, positions, targets, n_positions, rows, slots, cfg)
 
     sched = []
-    for b in batches:
-        length = max(lengths[i] for i in b)
+    attend = [max(lengths[i] for i in b) for b in batches]
+    if batch_size > 1:
+        rows = packed_rows([(len(b), a, sum(min(block_size, len(encoded[i]) - 1) for i in b))
+                            for b, a in zip(batches, attend, strict=True)])
+    for s, (b, length) in enumerate(zip(batches, attend, strict=True)):
         if batch_size == 1:
             sched.append(Step(length, b[0], encode_padded(encoded[b[0]], length, tok.bos,
                                                           block_size)))
         else:  # key: documents, attention's length, packed rows
-            data = encode_packed([encoded[i] for i in b], length, tok.bos, block_size)
-            sched.append(Step((len(b), length, len(data["tokens"])), b, data))
+            data = encode_packed([encoded[i] for i in b], length, tok.bos, block_size, rows[s])
+            sched.append(Step((len(b), length, rows[s]), b, data))
     step_circuits = {}
     for key in sorted({st.key for st in sched}):
         if batch_size == 1:

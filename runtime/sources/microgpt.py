@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -374,15 +375,20 @@ class MicrogptSource(ProgramSource):
                 f"--length {length}: microgpt has length buckets {', '.join(map(str, buckets))}"
             )
         batch = int(source.train_config.get("batch_size", 1))
-        key = (batch, length) if circuit == "step" and batch > 1 else length
+        key: Any = length
+        if circuit == "step" and batch > 1:
+            # a minibatch's key is (documents, bucket, packed rows): the bucket's most run
+            runs = Counter(st.key for st in prog.steps if st.key[:2] == (batch, length))
+            key = runs.most_common(1)[0][0] if runs else (batch, length)
         if key not in table:
-            have = ", ".join(str(k[1] if batch > 1 else k) for k in table
-                             if batch == 1 or k[0] == batch)
+            have = ", ".join(str(b) for b in sorted({k[1] if batch > 1 else k for k in table
+                                                     if batch == 1 or k[0] == batch}))
             raise ValueError(
                 f"--length {length}: no training {'batch' if batch > 1 else 'document'} "
                 f"falls in that bucket, so there is no step circuit for it (have {have})"
             )
-        of = f", batches of {batch}" if circuit == "step" and batch > 1 else ""
+        of = (f", batches of {batch} packed in {key[2]} rows"
+              if circuit == "step" and batch > 1 else "")
         what = f"{cls.kind} {circuit} circuit, length bucket {length}{of}, {len(docs)} docs"
         return prog, key, what
 
