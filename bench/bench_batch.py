@@ -4,8 +4,9 @@ Run from the repository root:  python bench/bench_batch.py [--sizes 1x16 2x32 4x
 For each size and batch size 1 and 8 it trains on the same shuffled names (one
 epoch) and prints, as one JSON object: the real ms per document (best of 3 runs
 of the compiled trainer) and the K = 3 ms per document per direction (8 directions,
-the first 256 names), and the ratio batch 8 / batch 1.  Batches of 8 run padded to
-their longest name (length buckets 8, 10, 12, 16); one-document steps use (8, 16).
+the first 256 names), and the ratio batch 8 / batch 1.  Batches of 8 run packed (their
+positions one after another; attention pads them to the bucket of their longest name,
+8, 10, 12 or 16); one-document steps run in length buckets (8, 16).
 One core (Numba code is single-threaded); copy the numbers into bench/RESULTS.md.
 """
 
