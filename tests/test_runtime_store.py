@@ -290,4 +290,10 @@ def test_another_circuit_is_refused_naming_it(tmp_path):
     assert circuit_differences({"step:(('x', (3,), 'float'),)": "a"}, {}) == [
         "step circuit for documents (('x', (3,), 'float'),) is in the sketch, not in this program"
     ]
+    # a sketch of padded minibatches read by code that packs them (microgpt's keys)
+    assert circuit_differences({"step:(4, 8)": "a"}, {"step:(4, 8, 24)": "b"}) == [
+        "step circuit for batches of 4, bucket 8 is in the sketch, not in this program",
+        "step circuit for batches of 4, bucket 8, 24 packed rows is in this program, "
+        "not in the sketch",
+    ]
     assert circuit_differences(None, fps) == ["the sketch records no circuit fingerprints"]

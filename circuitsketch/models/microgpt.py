@@ -392,17 +392,18 @@ def build(
         return batched_loss(P, tokens, positions, targets, n_positions, rows, slots, cfg)
 
     sched = []
-    attend = [max(lengths[i] for i in b) for b in batches]
+    bucket_of_step = [max(lengths[i] for i in b) for b in batches]
     if batch_size > 1:
-        rows = packed_rows([(len(b), a, sum(min(block_size, len(encoded[i]) - 1) for i in b))
-                            for b, a in zip(batches, attend, strict=True)])
-    for s, (b, length) in enumerate(zip(batches, attend, strict=True)):
+        packed = packed_rows([(len(b), L, sum(min(block_size, len(encoded[i]) - 1) for i in b))
+                              for b, L in zip(batches, bucket_of_step, strict=True)])
+    for s, (b, length) in enumerate(zip(batches, bucket_of_step, strict=True)):
         if batch_size == 1:
             sched.append(Step(length, b[0], encode_padded(encoded[b[0]], length, tok.bos,
                                                           block_size)))
         else:  # key: documents, attention's length, packed rows
-            data = encode_packed([encoded[i] for i in b], length, tok.bos, block_size, rows[s])
-            sched.append(Step((len(b), length, rows[s]), b, data))
+            data = encode_packed([encoded[i] for i in b], length, tok.bos, block_size,
+                                 packed[s])
+            sched.append(Step((len(b), length, packed[s]), b, data))
     step_circuits = {}
     for key in sorted({st.key for st in sched}):
         if batch_size == 1:
