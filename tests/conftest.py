@@ -17,12 +17,23 @@ Helpers (``rel_err``, ``assert_rel``) are imported by the test files as
 
 from __future__ import annotations
 
+import signal
+
 import numpy as np
 import pytest
 
 from circuitsketch.models import microgpt
 from tests.oracle import microgpt as OM
 from tests.oracle.series import Series
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C as at a terminal, whoever started the suite: a shell starts a background job
+    with SIGINT ignored, a command started from it inherits that and cannot be
+    interrupted, and the tests that interrupt commands would see them run to the end."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 # Short names (3-5 letters) keep the oracle cheap; "christina" (10 positions) lands in
 # the 16 bucket, so both step circuits are used and padding is exercised in both buckets.
