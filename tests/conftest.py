@@ -28,9 +28,9 @@ from tests.oracle.series import Series
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Ctrl-C as at a terminal, whoever started the suite: a shell starts a background job
-    with SIGINT ignored, a command started from it inherits that and cannot be
-    interrupted, and the tests that interrupt commands would see them run to the end."""
+    """Ctrl-C as at a terminal, however the suite was started: a shell without job control
+    (a script, CI) starts a background job with SIGINT ignored, the commands the tests
+    start inherit that, and the tests that interrupt them would see them run to the end."""
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
