@@ -73,13 +73,13 @@ def main() -> None:
         fwd = CompiledProgram(short, 0)
         cp = CompiledProgram(reverse_program(short, fwd, trajectory(fwd)), 0, sink=True)
         state = np.random.default_rng(1).normal(size=cp.state_size) * 0.01  # a cotangent
-    # a key is the bucket, or (batch size, bucket, packed rows) for minibatches: of the
-    # bucket's keys, the one most steps run
-    of_bucket = [i for i, k in enumerate(cp.step_keys)
-                 if (k[1] if isinstance(k, tuple) else k) == args.bucket]
-    if not of_bucket:
+    # a key is the bucket, or for minibatches (batch size, bucket, packed rows): the one
+    # of the bucket that most steps run
+    key = (args.bucket if args.batch_size == 1 else
+           m.busiest_packed_key(cp.program.steps, args.batch_size, args.bucket))
+    if key not in cp.step_keys:
         raise SystemExit(f"no step of bucket {args.bucket}: try another")
-    key = max(of_bucket, key=lambda i: int(np.sum(cp.keys == i)))
+    key = cp.step_keys.index(key)
     env: dict = {"ws": np.zeros(cp.ws_size), "tab": cp.tab, "cst": cp.cst, "code": cp.instr}
     warm = min(50, cp.program.num_steps // 2)  # steps run before the profiled one
     if K == 0:

@@ -149,10 +149,13 @@ def circuit_differences(stored: Any, current: dict[str, str]) -> list[str]:
         kind, _, key = str(name).partition(":")
         # microgpt's (batch size, bucket) of padded minibatches, or (.., packed rows)
         batch = re.fullmatch(r"\((\d+), (\d+)(?:, (\d+))?\)", key)
-        where = (f"bucket {key}" if key.isdigit() else
-                 f"batches of {batch[1]}, bucket {batch[2]}" if batch and not batch[3] else
-                 f"batches of {batch[1]}, bucket {batch[2]}, {batch[3]} packed rows" if batch
-                 else f"documents {key}")
+        if key.isdigit():
+            where = f"bucket {key}"
+        elif batch:
+            rows = f", {batch[3]} packed rows" if batch[3] else ""
+            where = f"batches of {batch[1]}, bucket {batch[2]}{rows}"
+        else:
+            where = f"documents {key}"
         what = f"{kind} circuit for {where}" if key else f"circuit {name!r}"
         if name not in current:
             out.append(f"{what} is in the sketch, not in this program")

@@ -10,10 +10,10 @@ equal the unpadded ones up to summation order (exact zeros are added).
 The model's size is a ``Config`` (layers, width, heads, context; the default
 is the spec's model, traced exactly as before).  A minibatch step runs its
 documents together (``batched_loss``): their real positions packed one after
-another into the rows of every linear layer (a padded layout would spend about
-a quarter of a step's products on padding), and only attention, which needs
-each document's positions side by side, gathers them into a (document,
-position) layout padded to the bucket of the longest, and back.
+another into the rows of every linear layer (a padded layout spends products on
+padding: bench/RESULTS.md, run 12), and only attention, which needs each
+document's positions side by side, gathers them into a (document, position)
+layout padded to the bucket of the longest, and back.
 """
 
 from __future__ import annotations
@@ -289,6 +289,13 @@ def packed_rows(needs: Sequence[tuple[int, int, int]]) -> list[int]:
     return [min(k[2] for k in keep if k[:2] == w[:2] and k[2] >= w[2]) for w in want]
 
 
+def busiest_packed_key(steps: Sequence[Step], batch: int, length: int) -> tuple | None:
+    """The key of batches of `batch` documents in length bucket `length` that most steps
+    run (a bucket has one per packed row count), or None if no such batch trains."""
+    runs = Counter(st.key for st in steps if st.key[:2] == (batch, length))
+    return runs.most_common(1)[0][0] if runs else None
+
+
 def encode_packed(docs: Sequence[list[int]], length: int, bos: int,
                   block_size: int = BLOCK_SIZE, total: int = 0) -> dict[str, np.ndarray]:
     """A minibatch's tokenised documents packed: their real positions one after another
@@ -382,7 +389,8 @@ def build(
     shapes = param_shapes(tok.vocab_size, cfg)
     params = init if init is not None else init_params(seed, tok.vocab_size, cfg)
     encoded = [tok.encode(d) for d in docs]
-    lengths = [bucket_of(min(block_size, len(t) - 1), buckets) for t in encoded]
+    positions = [min(block_size, len(t) - 1) for t in encoded]
+    lengths = [bucket_of(n, buckets) for n in positions]
     opt = optimizer if optimizer is not None else Adam()
 
     def loss(P, tokens, targets, n_positions):
@@ -394,7 +402,7 @@ def build(
     sched = []
     bucket_of_step = [max(lengths[i] for i in b) for b in batches]
     if batch_size > 1:
-        packed = packed_rows([(len(b), L, sum(min(block_size, len(encoded[i]) - 1) for i in b))
+        packed = packed_rows([(len(b), L, sum(positions[i] for i in b))
                               for b, L in zip(batches, bucket_of_step, strict=True)])
     for s, (b, length) in enumerate(zip(batches, bucket_of_step, strict=True)):
         if batch_size == 1:

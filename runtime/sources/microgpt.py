@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -376,10 +375,8 @@ class MicrogptSource(ProgramSource):
             )
         batch = int(source.train_config.get("batch_size", 1))
         key: Any = length
-        if circuit == "step" and batch > 1:
-            # a minibatch's key is (documents, bucket, packed rows): the bucket's most run
-            runs = Counter(st.key for st in prog.steps if st.key[:2] == (batch, length))
-            key = runs.most_common(1)[0][0] if runs else (batch, length)
+        if circuit == "step" and batch > 1:  # (documents, bucket, packed rows)
+            key = microgpt.busiest_packed_key(prog.steps, batch, length)
         if key not in table:
             have = ", ".join(str(b) for b in sorted({k[1] if batch > 1 else k for k in table
                                                      if batch == 1 or k[0] == batch}))
