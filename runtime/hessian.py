@@ -26,7 +26,7 @@ the test inputs of one call (``evaluate`` measures them).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 __all__ = [
     "DIAGONAL_GROUP",
     "FD_STEP",
+    "diagonal_groups",
+    "diagonal_passes",
     "first_steps",
     "hessian_diagonal",
     "hessian_products",
@@ -58,6 +60,40 @@ def first_steps(program: Program) -> np.ndarray:
     return first
 
 
+def diagonal_groups(program: Program) -> list[np.ndarray]:
+    """The documents of each diagonal series pass: DIAGONAL_GROUP at a time in the order
+    of their first step; documents no step trains on are left out (no effect)."""
+    first = first_steps(program)
+    order = np.argsort(first, kind="stable")
+    order = order[first[order] < program.num_steps]
+    return [order[a : a + DIAGONAL_GROUP] for a in range(0, len(order), DIAGONAL_GROUP)]
+
+
+def diagonal_passes(
+    program: Program,
+    real: CompiledProgram,
+    series: CompiledProgram,
+    groups: Sequence[int] | None = None,
+) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+    """(g, docs, final, hi) of the degree-2 series pass of each group g of
+    ``diagonal_groups`` in `groups` (ascending; None: all), along the unit directions of
+    its documents, started at its first document's first step from the undeleted run's
+    state (advanced by `real` between passes)."""
+    first = first_steps(program)
+    every = diagonal_groups(program)
+    state, at = real.initial_state(), 0
+    for g in range(len(every)) if groups is None else groups:
+        docs = every[g]
+        start = int(first[docs[0]])
+        if start > at:
+            state, _ = real.train(state=state, start=at, stop=start)
+            at = start
+        psi = np.zeros((len(docs), program.num_docs), np.complex128)
+        psi[np.arange(len(docs)), docs] = 1.0
+        final, hi, _ = series.train_series(psi, state=state, start=start)
+        yield g, docs, final, hi
+
+
 def hessian_diagonal(
     program: Program,
     tests: Sequence[Any],
@@ -74,23 +110,9 @@ def hessian_diagonal(
 
     real = real if real is not None else CompiledProgram(program, 0)
     series = CompiledProgram(program, 2)
-    n, steps = program.num_docs, program.num_steps
-    first = first_steps(program)
-    order = np.argsort(first, kind="stable")
-    diag = np.zeros((len(tests), n))
-    grad = np.zeros((len(tests), n))
-    state, at = real.initial_state(), 0
-    for a in range(0, n, DIAGONAL_GROUP):
-        docs = order[a : a + DIAGONAL_GROUP]
-        start = int(first[docs[0]])
-        if start >= steps:  # never trained on: no effect at any order
-            break
-        if start > at:
-            state, _ = real.train(state=state, start=at, stop=start)
-            at = start
-        psi = np.zeros((len(docs), n), np.complex128)
-        psi[np.arange(len(docs)), docs] = 1.0
-        final, hi, _ = series.train_series(psi, state=state, start=start)
+    diag = np.zeros((len(tests), program.num_docs))
+    grad = np.zeros((len(tests), program.num_docs))
+    for _, docs, final, hi in diagonal_passes(program, real, series):
         for q, test in enumerate(tests):
             c = series.output(final, test, hi).real  # (directions, 3)
             grad[q, docs], diag[q, docs] = c[:, 1], 2.0 * c[:, 2]

@@ -3,7 +3,9 @@
 For each test input, in ``SKETCH/second_order``, a (2, N) array: the exact
 diagonal of H = d^2F/dw dw and its row sums H 1.  A result derived from the
 sketch's training run (``runtime.derived``): keyed by the test input, dropped
-when what it came from changes.  How they are computed: ``runtime.hessian``.
+when what it came from changes.  How they are computed: ``runtime.hessian``; the
+diagonal's series passes, which serve every test input, run once per sketch
+(``runtime.unit_series`` stores what they end at).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.hessian import hessian_diagonal, row_sums
+from runtime.hessian import row_sums
 from runtime.metagrad import run_results
 
 __all__ = ["SecondOrder", "sketch_second_order"]
@@ -66,7 +68,7 @@ def sketch_second_order(
     found = {t.key: store.get(t.key, shape=(2, n), dtype=np.float64) for t in items}
     todo = [t for t in items if found[t.key] is None]
     if todo and compute:
-        _compute(sketch, todo, store)
+        _compute(sketch, todo, store, warn)
         found = {t.key: store.get(t.key, shape=(2, n), dtype=np.float64) for t in items}
     return {
         k: None if x is None
@@ -75,19 +77,21 @@ def sketch_second_order(
     }
 
 
-def _compute(sketch, todo: list, store) -> None:
+def _compute(sketch, todo: list, store, warn: Callable[[str], None] | None) -> None:
     """Compute and store the second-order data of `todo` (seconds per input: the call's time
-    shared equally by its inputs)."""
+    shared equally by its inputs).  The diagonal's series passes run once per sketch: their
+    parameter series are stored too (``runtime.unit_series``)."""
     from compiler.compiled import CompiledProgram
     from runtime.sources import sketch_source
     from runtime.spec import build_program
+    from runtime.unit_series import stored_diagonal
 
     program = build_program(sketch_source(sketch, full=True))
     real = CompiledProgram(program, 0)  # one, shared by the timing, the diagonal, the sweep
     train = _train_seconds(real)
     values = [t.value for t in todo]
     t0 = time.perf_counter()
-    diag, grad = hessian_diagonal(program, values, real=real)
+    diag, grad = stored_diagonal(sketch, program, values, real, warn)
     rows = row_sums(program, values, real=real)
     per = (time.perf_counter() - t0) / len(todo)
     for q, t in enumerate(todo):

@@ -1,0 +1,129 @@
+"""The diagonal's parameter series stored beside a sketch (``runtime.unit_series``).
+
+Against ``hessian.hessian_diagonal`` (the passes run and their outputs taken at
+once) and the closed form of ``tests/poly_program.py``:
+
+* the stored path gives the same bits as the direct one, and the closed-form
+  diagonal and first order to 1e-12;
+* a later call with another test input runs no series pass;
+* a call interrupted after its first block resumes with the second only, to the
+  same bits;
+* a pass that ends at parameters other than the sketch's is refused.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import runtime.api as rt
+from compiler.compiled import CompiledProgram
+from runtime import hessian as hs
+from runtime import unit_series as us
+from tests import poly_program as pp
+
+PROGRAM = f"{Path(pp.__file__).resolve()}:build"
+X, _ = pp.data()
+TEST = {"x": X[0], "t": np.array(0.5)}
+OTHER = {"x": X[5], "t": np.array(-1.0)}
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("unit") / "sketch"
+    rt.precompute(rt.program(PROGRAM), out, degree=1, directions=4, seed=2)
+    return out
+
+
+@pytest.fixture
+def sketch(made, tmp_path) -> rt.Sketch:
+    """A fresh copy of the module's sketch, nothing derived from it stored yet."""
+    shutil.copytree(made, tmp_path / "sk")
+    return rt.open_sketch(tmp_path / "sk", program=PROGRAM)
+
+
+@pytest.fixture(scope="module")
+def program():
+    return pp.build()
+
+
+@pytest.fixture(scope="module")
+def direct(program):
+    return hs.hessian_diagonal(program, [TEST, OTHER])
+
+
+def closed(test: dict) -> tuple[np.ndarray, np.ndarray]:
+    e, b = pp.closed_form(test["x"], float(test["t"]))
+    return (2.0 + 3.0 * e) * b**2, pp.gradient(test["x"], float(test["t"]))
+
+
+def stored(sk: rt.Sketch, program, tests: list) -> tuple[np.ndarray, np.ndarray]:
+    return us.stored_diagonal(sk.store, program, tests, CompiledProgram(program, 0))
+
+
+def count_passes(monkeypatch) -> list[int]:
+    calls: list[int] = []
+    real = CompiledProgram.train_series
+
+    def counted(self, directions, *a, **k):
+        calls.append(len(directions))
+        return real(self, directions, *a, **k)
+
+    monkeypatch.setattr(CompiledProgram, "train_series", counted)
+    return calls
+
+
+def test_same_bits_as_the_direct_diagonal_and_the_closed_form(sketch, program, direct):
+    diag, grad = stored(sketch, program, [TEST, OTHER])
+    assert np.array_equal(diag, direct[0]) and np.array_equal(grad, direct[1])
+    for q, t in enumerate((TEST, OTHER)):
+        h_ii, g = closed(t)
+        np.testing.assert_allclose(diag[q], h_ii, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(grad[q], g, rtol=1e-12, atol=1e-15)
+    assert list((sketch.path / us.STORE_DIR).glob("*.npy")), "nothing was stored"
+
+
+def test_a_later_test_input_runs_no_series_pass(sketch, program, direct, monkeypatch):
+    stored(sketch, program, [TEST])
+    calls = count_passes(monkeypatch)
+    diag, grad = stored(sketch, program, [OTHER])
+    assert calls == []
+    assert np.array_equal(diag[0], direct[0][1]) and np.array_equal(grad[0], direct[1][1])
+    # and through the estimator's data: second-order of OTHER reads the stored series
+    found = rt.open_sketch(sketch.path, program=PROGRAM)
+    from runtime.second_order import sketch_second_order
+
+    got = sketch_second_order(found.store, [OTHER])
+    assert calls == []
+    assert np.array_equal(next(iter(got.values())).diag, direct[0][1])
+
+
+def test_an_interrupted_call_resumes_at_the_missing_block(sketch, program, direct, monkeypatch):
+    monkeypatch.setattr(us, "BLOCK_PASSES", 1)  # N = 12: two passes, two blocks
+    assert len(hs.diagonal_groups(program)) == 2
+    real = hs.diagonal_passes
+
+    def stops_after_one(*a, **k):
+        gen = real(*a, **k)
+        yield next(gen)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(us, "diagonal_passes", stops_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        stored(sketch, program, [TEST])
+    monkeypatch.setattr(us, "diagonal_passes", real)
+    calls = count_passes(monkeypatch)
+    diag, grad = stored(sketch, program, [TEST, OTHER])
+    assert calls == [len(hs.diagonal_groups(program)[1])]  # the second pass only
+    assert np.array_equal(diag, direct[0]) and np.array_equal(grad, direct[1])
+
+
+def test_a_pass_ending_elsewhere_is_refused(sketch, program, monkeypatch):
+    p0 = sketch.store.params0().copy()
+    p0[0] += 1e-12
+    monkeypatch.setattr(type(sketch.store), "params0", lambda self: p0)
+    with pytest.raises(RuntimeError, match="not the sketch's"):
+        stored(sketch, program, [TEST])
