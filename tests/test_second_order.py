@@ -170,3 +170,31 @@ def test_evaluate_calibrates_and_auto_applies_it(sketch, sets, tmp_path):
             assert sc["scale"] == pytest.approx(float(np.quantile(ratio, 0.95)), rel=1e-8)
             checked += 1
     assert checked, "auto picked second-order at no size: nothing was checked"
+
+
+def test_the_third_order_probe_is_its_dense_tensor():
+    """examples/third_order_mean_field.py's term is (1/6) T(w, w, w) for the symmetric
+    tensor nearest to zero with T(1, 1, .) = t, written densely: that tensor satisfies the
+    constraint and is orthogonal to every symmetric tensor the constraint maps to 0."""
+    from examples.third_order_mean_field import third_order_terms
+
+    rng = np.random.default_rng(8)
+    n = 7
+    t = rng.normal(size=(2, n))
+    w = (rng.random((5, n)) < 0.5).astype(np.float64)
+    one = np.ones(n)
+    for q in range(2):
+        lam = (3.0 * t[q] - 2.0 * t[q].sum() / n) / n**2
+        dense = (lam[:, None, None] + lam[None, :, None] + lam[None, None, :]) / 3.0
+        np.testing.assert_allclose(np.einsum("ijk,i,j->k", dense, one, one), t[q], rtol=1e-12)
+        want = np.einsum("ijk,si,sj,sk->s", dense, w, w, w) / 6.0
+        np.testing.assert_allclose(third_order_terms(t, w)[:, q], want, rtol=1e-12, atol=1e-15)
+        # nearest to zero: orthogonal to every symmetric tensor z with z(1, 1, .) = 0
+        z = rng.normal(size=(n, n, n))
+        z = sum(z.transpose(p) for p in
+                ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))) / 6.0
+        r = np.einsum("ijk,i,j->k", z, one, one)
+        lam_z = (3.0 * r - 2.0 * r.sum() / n) / n**2
+        z -= (lam_z[:, None, None] + lam_z[None, :, None] + lam_z[None, None, :]) / 3.0
+        assert np.max(np.abs(np.einsum("ijk,i,j->k", z, one, one))) < 1e-12
+        assert abs(np.sum(dense * z)) < 1e-12 * np.linalg.norm(dense) * np.linalg.norm(z)
