@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -83,7 +84,7 @@ class Node:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
 
 # ---------------------------------------------------------------- the op registry
@@ -239,6 +240,18 @@ class Circuit:
         self._intern[key] = len(self.nodes) - 1
         return len(self.nodes) - 1
 
+    def add_like(self, node: Node, inputs: tuple[int, ...] | list[int]) -> int:
+        """``add(node.op, inputs, node.attrs)`` for operands of the same shapes and dtypes as
+        the node's own had (a copy in ``replay``): its shape and dtype are kept, not derived."""
+        key = (node.op, tuple(inputs), node.attrs)
+        found = self._intern.get(key)
+        if found is not None:
+            return found
+        self.nodes.append(Node(node.op, key[1], node.shape, node.dtype, node.attrs))
+        self.scopes.append("/".join(self._scope_stack))
+        self._intern[key] = len(self.nodes) - 1
+        return len(self.nodes) - 1
+
     def add_input(self, name: str, shape: Shape, dtype: str = "float") -> int:
         if name in self.inputs:
             raise IRError(f"input {name!r} declared twice")
@@ -387,8 +400,13 @@ def replay(
             remap[i] = new
         elif node.op is Op.INPUT:
             remap[i] = out.add_input(node.attrs[0], node.shape, node.dtype)
-        elif node.op is Op.CONST:
-            remap[i] = out.add_const(source.consts[i])
+        elif node.op is Op.CONST:  # its digest kept: the same value
+            remap[i] = out.add_like(node, ())
+            out.consts.setdefault(remap[i], source.consts[i].copy())
+        elif all(out.nodes[k].shape == source.nodes[j].shape
+                 and out.nodes[k].dtype == source.nodes[j].dtype
+                 for j, k in zip(node.inputs, ins, strict=True)):
+            remap[i] = out.add_like(node, ins)  # operands as before: its shape rule holds
         else:
             remap[i] = out.add(node.op, ins, node.attrs)
     out._scope_stack.clear()
