@@ -15,6 +15,7 @@ Run from the repository root:
 
     python bench/bench_second_order.py            # N = 1000, T = 1000
     python bench/bench_second_order.py --quick    # N = 100, T = 100
+    python bench/bench_second_order.py --workers 2   # the first call's passes on 2 processes
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="N = 100, T = 100")
     ap.add_argument("--out", default=None, help="where the sketch goes (default: a temp dir)")
+    ap.add_argument("--workers", type=int, default=1, help="processes for the first call's passes")
     args = ap.parse_args()
     import runtime.api as rt
     from circuitsketch.models import microgpt as m
@@ -69,7 +71,7 @@ def main() -> None:
         real = CompiledProgram(program, 0)
         real.train(stop=1)
         _, run = timed(real.train)
-        _, t_first = timed(lambda: sketch_second_order(sk.store, FIRST))
+        _, t_first = timed(lambda: sketch_second_order(sk.store, FIRST, workers=args.workers))
         later, t_later = timed(lambda: sketch_second_order(sk.store, LATER))
         tests = sketch_source(sk.store).check_tests(LATER)
         values = [t.value for t in tests]
@@ -83,7 +85,7 @@ def main() -> None:
         "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.python_version()}, "
         f"numpy {np.__version__}",
         "load_average": os.getloadavg()[0],
-        "setting": {"N": n, "T": steps, "tests_per_call": len(FIRST)},
+        "setting": {"N": n, "T": steps, "tests_per_call": len(FIRST), "workers": args.workers},
         "training_run_seconds": run,
         "first_call": {"seconds": t_first, "runs": t_first / run},
         "later_call": {"seconds": t_later, "runs": t_later / run},

@@ -211,8 +211,8 @@ def evaluate(
     needs = {x for n in names if n != E.AUTO for x in E.get(n).needs}
     mgs = sketch_metagradients(sketch, items, compute=True, warn=warn) if (
         "first_order" in needs) else {}
-    second = sketch_second_order(sketch, items, compute=True, warn=warn) if (
-        "second_order" in needs) else {}
+    second = sketch_second_order(sketch, items, compute=True, warn=warn, workers=workers,
+                                 scheduler=scheduler) if "second_order" in needs else {}
     results = {n: query_sets(sketch, items, sets, n, options, warn=warn) for n in names}
     lines = [  # records are set-major: record i is test input i % D; auto's name its pick
         json.dumps(_json({

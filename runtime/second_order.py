@@ -56,10 +56,13 @@ def sketch_second_order(
     tests: Sequence[Any],
     compute: bool = True,
     warn: Callable[[str], None] | None = None,
+    workers: int = 1,
+    scheduler: str | None = None,
 ) -> dict[str, SecondOrder | None]:
     """key -> SecondOrder of each test input (TestInputs or texts); None where not stored and
-    not `compute`d.  Computing is shared by the inputs still missing: one pass of diagonal
-    runs and one Hessian-vector product for all of them."""
+    not `compute`d.  Computing is shared by the inputs still missing: the diagonal's series
+    passes not yet stored (on `workers` local processes or a Dask `scheduler`) and one
+    Hessian-vector product for all of them."""
     from runtime.query import check_tests
 
     items = check_tests(sketch, tests)
@@ -68,7 +71,7 @@ def sketch_second_order(
     found = {t.key: store.get(t.key, shape=(2, n), dtype=np.float64) for t in items}
     todo = [t for t in items if found[t.key] is None]
     if todo and compute:
-        _compute(sketch, todo, store, warn)
+        _compute(sketch, todo, store, warn, workers, scheduler)
         found = {t.key: store.get(t.key, shape=(2, n), dtype=np.float64) for t in items}
     return {
         k: None if x is None
@@ -77,23 +80,23 @@ def sketch_second_order(
     }
 
 
-def _compute(sketch, todo: list, store, warn: Callable[[str], None] | None) -> None:
+def _compute(sketch, todo: list, store, warn, workers: int, scheduler: str | None) -> None:
     """Compute and store the second-order data of `todo` (seconds per input: the call's time
-    shared equally by its inputs).  The diagonal's series passes run once per sketch: their
-    parameter series are stored too (``runtime.unit_series``)."""
-    from compiler.compiled import CompiledProgram
+    as one process would spend it, shared equally by its inputs).  The diagonal's series
+    passes run once per sketch: their parameter series are stored too
+    (``runtime.unit_series``)."""
     from runtime.sources import sketch_source
-    from runtime.spec import build_program
+    from runtime.spec import compiled
     from runtime.unit_series import stored_diagonal
 
-    program = build_program(sketch_source(sketch, full=True))
-    real = CompiledProgram(program, 0)  # one, shared by the timing, the diagonal, the sweep
+    source = sketch_source(sketch, full=True)
+    real = compiled(source, 0)  # one, shared by the timing, the diagonal, the sweep
     train = _train_seconds(real)
     values = [t.value for t in todo]
+    diag, grad, seconds = stored_diagonal(sketch, source, values, warn, workers, scheduler)
     t0 = time.perf_counter()
-    diag, grad = stored_diagonal(sketch, program, values, real, warn)
-    rows = row_sums(program, values, real=real)
-    per = (time.perf_counter() - t0) / len(todo)
+    rows = row_sums(real.program, values, real=real)
+    per = (seconds + time.perf_counter() - t0) / len(todo)
     for q, t in enumerate(todo):
         meta = {"doc": t.key, "label": t.label, "seconds": per, "train_seconds": train,
                 "max_first_order": float(np.max(np.abs(grad[q])))}

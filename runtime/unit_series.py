@@ -19,16 +19,20 @@ parameters every pass ends at are the sketch's own ``params0`` (checked, pass by
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from circuitsketch.program import Program
+from runtime import parallel
 from runtime.hessian import DIAGONAL_GROUP, diagonal_groups, diagonal_passes
 from runtime.metagrad import run_results
+from runtime.sources import ProgramSource
 
-__all__ = ["BLOCK_BYTES", "BLOCK_PASSES", "STORE_DIR", "stored_diagonal"]
+__all__ = ["BLOCK_BYTES", "BLOCK_PASSES", "STORE_DIR", "UnitBlockJob", "stored_diagonal",
+           "unit_block_job"]
 
 STORE_DIR = "unit_series"
 BLOCK_PASSES = 8  # series passes per stored block: what an interrupted call can lose
@@ -46,38 +50,67 @@ def _key(docs: np.ndarray) -> str:
     return f"unit series of documents {int(docs[0])}..{int(docs[-1])} ({len(docs)})"
 
 
+@dataclass
+class UnitBlockJob:
+    """The series passes of groups `groups` (``hessian.diagonal_groups``) of the training
+    run of `source`, whose passes must end at the parameters `p0`; `docs`: their documents
+    in order (the block's rows)."""
+
+    source: ProgramSource
+    groups: list[int]
+    docs: np.ndarray
+    p0: np.ndarray
+
+
+def unit_block_job(job: UnitBlockJob) -> tuple[np.ndarray, float]:
+    """(documents, 2, P): orders 1 and 2 of the parameters along each unit direction of the
+    job's groups, in their order (real unless a series had an imaginary part), and the
+    seconds it took (runs in a worker process).  Its passes start from the undeleted run's
+    state at their first step, trained here from the start."""
+    from compiler.compiled import params_of
+    from runtime.spec import compiled
+
+    t0 = time.perf_counter()
+    real, series = compiled(job.source, 0), compiled(job.source, 2)
+    parts = []
+    for _, docs, final, hi in diagonal_passes(real.program, real, series, job.groups):
+        fp0, phi = params_of(series, final, hi, len(docs))
+        if not np.array_equal(fp0, job.p0):
+            raise RuntimeError(
+                f"the diagonal pass of documents {docs.tolist()} ended at other parameters "
+                "than the sketch's params0: its training run is not the sketch's"
+            )
+        parts.append(phi)
+    phi = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    return (phi if phi.imag.any() else phi.real), time.perf_counter() - t0
+
+
 def stored_diagonal(
     sketch,
-    program: Program,
+    source: ProgramSource,
     tests: Sequence[Any],
-    real,
     warn: Callable[[str], None] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+    workers: int = 1,
+    scheduler: str | None = None,
+) -> tuple[np.ndarray, np.ndarray, float]:
     """(diag, grad), each (Q, N), as ``hessian.hessian_diagonal`` gives them (the same bits),
-    from the unit series stored beside `sketch`; the blocks missing are computed (series
-    passes of `program`, the sketch's training run, with its real-mode CompiledProgram
-    `real`) and stored first."""
-    from compiler.compiled import CompiledProgram, output_from_params, params_of
+    from the unit series stored beside `sketch`; the blocks missing are computed first (the
+    series passes of `source`, the sketch's training run; a block a task, on `workers` local
+    processes or a Dask `scheduler`) and stored as each arrives.  Third: the seconds the
+    call took as one process would take them (its own, and each task's own in its worker),
+    so that its cost does not depend on the workers."""
+    from compiler.compiled import output_from_params
     from runtime import resources
     from runtime.query import OUTPUT_BATCH
+    from runtime.spec import compiled
 
-    series = CompiledProgram(program, 2)
+    t_start = time.perf_counter()
+    series = compiled(source, 2)
+    program = series.program
     p0 = sketch.params0()
     groups = diagonal_groups(program)
     store = run_results(sketch, STORE_DIR, "stored unit series", warn)
-    blocks = _blocks(groups, p0.size)
-    found: dict[int, np.ndarray] = {}
-    for b, gs in enumerate(blocks):
-        docs = np.concatenate([groups[g] for g in gs])
-        hit = store.get(_key(docs), shape=(len(docs), 2, p0.size))
-        if hit is not None and hit.meta.get("docs") == docs.tolist():
-            found[b] = hit.array
-    todo = [b for b in range(len(blocks)) if b not in found]
-    if todo:
-        per_doc = 2 * p0.size * 8
-        left = sum(len(groups[g]) for b in todo for g in blocks[b])
-        resources.require_disk(left * per_doc, sketch.path, "the second-order data's unit series",
-                               "free disk space beside the sketch")
+    jobs = []
     diag = np.zeros((len(tests), program.num_docs))
     grad = np.zeros((len(tests), program.num_docs))
 
@@ -89,23 +122,33 @@ def stored_diagonal(
                 grad[q, docs[a : a + OUTPUT_BATCH]] = c[:, 1]
                 diag[q, docs[a : a + OUTPUT_BATCH]] = 2.0 * c[:, 2]
 
-    for b, phi in found.items():
-        take(np.concatenate([groups[g] for g in blocks[b]]), phi)
-    wanted = [g for b in todo for g in blocks[b]]
-    ends = {blocks[b][-1]: b for b in todo}  # the last pass of each block to compute
-    parts: list[np.ndarray] = []
-    for g, docs, final, hi in diagonal_passes(program, real, series, wanted):
-        fp0, phi = params_of(series, final, hi, len(docs))
-        if not np.array_equal(fp0, p0):
-            raise RuntimeError(
-                f"the diagonal pass of documents {docs.tolist()} ended at other parameters "
-                "than the sketch's params0: its training run is not the sketch's"
-            )
-        parts.append(phi if phi.imag.any() else phi.real)
-        if g in ends:
-            docs_b = np.concatenate([groups[i] for i in blocks[ends[g]]])
-            arr = np.concatenate(parts) if len(parts) > 1 else parts[0]
-            store.put(_key(docs_b), arr, {"docs": docs_b.tolist()})
-            take(docs_b, arr)
-            parts = []
-    return diag, grad
+    for gs in _blocks(groups, p0.size):
+        docs = np.concatenate([groups[g] for g in gs])
+        hit = store.get(_key(docs), shape=(len(docs), 2, p0.size))
+        if hit is not None and hit.meta.get("docs") == docs.tolist():
+            take(docs, hit.array)
+        else:
+            jobs.append(UnitBlockJob(source, gs, docs, p0))
+    if jobs:
+        left = sum(len(j.docs) for j in jobs) * 2 * p0.size * 8
+        resources.require_disk(left, sketch.path, "the second-order data's unit series",
+                               "free disk space beside the sketch")
+
+    done = [0.0]  # seconds of the tasks, and of storing and taking their results here
+
+    def arrived(job: UnitBlockJob, result: tuple[np.ndarray, float]) -> None:
+        t = time.perf_counter()
+        phi, seconds = result
+        store.put(_key(job.docs), phi, {"docs": job.docs.tolist()})
+        take(job.docs, phi)
+        done[0] += seconds + time.perf_counter() - t
+
+    t_pool = time.perf_counter()
+    parallel.run_tasks(
+        unit_block_job, jobs, arrived, workers=workers,
+        scheduler=scheduler,
+        # forked workers start with the real and series code loaded here first
+        prepare=(lambda: compiled(source, 0).train(stop=1)) if parallel.forks() else None,
+    )  # fmt: skip
+    pool = time.perf_counter() - t_pool
+    return diag, grad, time.perf_counter() - t_start - pool + done[0]

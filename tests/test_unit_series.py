@@ -7,7 +7,7 @@ once) and the closed form of ``tests/poly_program.py``:
   diagonal and first order to 1e-12;
 * a later call with another test input runs no series pass;
 * a call interrupted after its first block resumes with the second only, to the
-  same bits;
+  same bits; two worker processes give the same bits;
 * a pass that ends at parameters other than the sketch's is refused.
 """
 
@@ -23,6 +23,7 @@ import runtime.api as rt
 from compiler.compiled import CompiledProgram
 from runtime import hessian as hs
 from runtime import unit_series as us
+from runtime.sources import sketch_source
 from tests import poly_program as pp
 
 PROGRAM = f"{Path(pp.__file__).resolve()}:build"
@@ -60,8 +61,9 @@ def closed(test: dict) -> tuple[np.ndarray, np.ndarray]:
     return (2.0 + 3.0 * e) * b**2, pp.gradient(test["x"], float(test["t"]))
 
 
-def stored(sk: rt.Sketch, program, tests: list) -> tuple[np.ndarray, np.ndarray]:
-    return us.stored_diagonal(sk.store, program, tests, CompiledProgram(program, 0))
+def stored(sk: rt.Sketch, tests: list, workers: int = 1) -> tuple[np.ndarray, np.ndarray, float]:
+    return us.stored_diagonal(sk.store, sketch_source(sk.store, full=True), tests,
+                              workers=workers)
 
 
 def count_passes(monkeypatch) -> list[int]:
@@ -77,7 +79,7 @@ def count_passes(monkeypatch) -> list[int]:
 
 
 def test_same_bits_as_the_direct_diagonal_and_the_closed_form(sketch, program, direct):
-    diag, grad = stored(sketch, program, [TEST, OTHER])
+    diag, grad, _ = stored(sketch, [TEST, OTHER])
     assert np.array_equal(diag, direct[0]) and np.array_equal(grad, direct[1])
     for q, t in enumerate((TEST, OTHER)):
         h_ii, g = closed(t)
@@ -87,9 +89,9 @@ def test_same_bits_as_the_direct_diagonal_and_the_closed_form(sketch, program, d
 
 
 def test_a_later_test_input_runs_no_series_pass(sketch, program, direct, monkeypatch):
-    stored(sketch, program, [TEST])
+    stored(sketch, [TEST])
     calls = count_passes(monkeypatch)
-    diag, grad = stored(sketch, program, [OTHER])
+    diag, grad, _ = stored(sketch, [OTHER])
     assert calls == []
     assert np.array_equal(diag[0], direct[0][1]) and np.array_equal(grad[0], direct[1][1])
     # and through the estimator's data: second-order of OTHER reads the stored series
@@ -104,21 +106,30 @@ def test_a_later_test_input_runs_no_series_pass(sketch, program, direct, monkeyp
 def test_an_interrupted_call_resumes_at_the_missing_block(sketch, program, direct, monkeypatch):
     monkeypatch.setattr(us, "BLOCK_PASSES", 1)  # N = 12: two passes, two blocks
     assert len(hs.diagonal_groups(program)) == 2
-    real = hs.diagonal_passes
+    real = us.unit_block_job
+    calls: list[int] = []
 
-    def stops_after_one(*a, **k):
-        gen = real(*a, **k)
-        yield next(gen)
-        raise KeyboardInterrupt
+    def stops_at_the_second(job):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(job)
 
-    monkeypatch.setattr(us, "diagonal_passes", stops_after_one)
+    monkeypatch.setattr(us, "unit_block_job", stops_at_the_second)
     with pytest.raises(KeyboardInterrupt):
-        stored(sketch, program, [TEST])
-    monkeypatch.setattr(us, "diagonal_passes", real)
-    calls = count_passes(monkeypatch)
-    diag, grad = stored(sketch, program, [TEST, OTHER])
-    assert calls == [len(hs.diagonal_groups(program)[1])]  # the second pass only
+        stored(sketch, [TEST])
+    monkeypatch.setattr(us, "unit_block_job", real)
+    passes = count_passes(monkeypatch)
+    diag, grad, _ = stored(sketch, [TEST, OTHER])
+    assert passes == [len(hs.diagonal_groups(program)[1])]  # the second pass only
     assert np.array_equal(diag, direct[0]) and np.array_equal(grad, direct[1])
+
+
+def test_two_workers_give_the_same_bits(sketch, direct, monkeypatch):
+    monkeypatch.setattr(us, "BLOCK_PASSES", 1)  # two blocks: one task each
+    diag, grad, _ = stored(sketch, [TEST, OTHER], workers=2)
+    assert np.array_equal(diag, direct[0]) and np.array_equal(grad, direct[1])
+    assert len(list((sketch.path / us.STORE_DIR).glob("*.npy"))) == 2
 
 
 def test_a_pass_ending_elsewhere_is_refused(sketch, program, monkeypatch):
@@ -126,4 +137,4 @@ def test_a_pass_ending_elsewhere_is_refused(sketch, program, monkeypatch):
     p0[0] += 1e-12
     monkeypatch.setattr(type(sketch.store), "params0", lambda self: p0)
     with pytest.raises(RuntimeError, match="not the sketch's"):
-        stored(sketch, program, [TEST])
+        stored(sketch, [TEST])

@@ -3,14 +3,15 @@
 What the ``second-order`` estimator reads (``runtime.second_order``): the
 exact diagonal of H = d^2F/dw dw and its row sums H 1.  ``query`` and
 ``evaluate`` compute them when an estimator needs them; this command
-computes them ahead and says what they cost.
+computes them ahead, the diagonal's series passes on worker processes, and
+says what they cost.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from runtime.cli.common import Command, print_json, user_errors, warn
+from runtime.cli.common import Command, positive_int, print_json, user_errors, warn
 from runtime.cli.options import add_sketch_and_tests, sketch_and_tests
 
 __all__ = ["HESSIAN"]
@@ -18,6 +19,12 @@ __all__ = ["HESSIAN"]
 
 def configure_hessian(p: argparse.ArgumentParser) -> None:
     add_sketch_and_tests(p)
+    r = p.add_argument_group("where to run")
+    r.add_argument("--workers", type=positive_int, metavar="W",
+                   help="local worker processes for the diagonal's series passes "
+                   "(default: the number of CPUs)")
+    r.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run those passes on an existing Dask cluster")
     p.add_argument("--json", action="store_true", help="print JSON on stdout")
 
 
@@ -25,10 +32,12 @@ def run_hessian(args: argparse.Namespace) -> int:
     import numpy as np
 
     with user_errors():
+        from runtime.parallel import default_workers
         from runtime.second_order import sketch_second_order
 
         sk, _, tests = sketch_and_tests(args)
-        found = sketch_second_order(sk, tests, warn=warn)
+        found = sketch_second_order(sk, tests, warn=warn, workers=args.workers or default_workers(),
+                                    scheduler=args.scheduler)
     out = []
     for t in tests:
         r = found[t.key]
