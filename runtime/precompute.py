@@ -230,7 +230,7 @@ def precompute(
             helper = beside.start(spec, config["fingerprints"], series)
         own_bar = bar is None
         if own_bar:
-            bar = _progress_bar(m, done_dirs, progress)
+            bar = progress_bar(m, done_dirs, progress)
         elif done_dirs:
             bar.update(done_dirs)  # directions of a resumed sketch
         module = cache.source_hash(cp.source)
@@ -295,7 +295,10 @@ def _check_resources(out, cp, degree: int, m: int, n: int, chunk_size: int, work
     )
 
 
-def _progress_bar(total: int, initial: int, progress: bool | None):
+def progress_bar(
+    total: int, initial: int, progress: bool | None, unit: str = "dir", desc: str = "directions"
+):
+    """A tqdm bar on stderr (None: off; `progress` None: on when stderr is a terminal)."""
     if progress is False:
         return None
     if progress is None and not sys.stderr.isatty():
@@ -311,8 +314,8 @@ def _progress_bar(total: int, initial: int, progress: bool | None):
     return Bar(
         total=total,
         initial=initial,
-        unit="dir",
-        desc="directions",
+        unit=unit,
+        desc=desc,
         file=sys.stderr,
         # shutil falls back to 100 x 20 where a terminal reports a size of 0 (tqdm would
         # then draw nothing)

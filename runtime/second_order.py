@@ -58,11 +58,12 @@ def sketch_second_order(
     warn: Callable[[str], None] | None = None,
     workers: int = 1,
     scheduler: str | None = None,
+    progress: bool | None = False,
 ) -> dict[str, SecondOrder | None]:
     """key -> SecondOrder of each test input (TestInputs or texts); None where not stored and
     not `compute`d.  Computing is shared by the inputs still missing: the diagonal's series
-    passes not yet stored (on `workers` local processes or a Dask `scheduler`) and one
-    Hessian-vector product for all of them."""
+    passes not yet stored (on `workers` local processes or a Dask `scheduler`, with a
+    `progress` bar) and one Hessian-vector product for all of them."""
     from runtime.query import check_tests
 
     items = check_tests(sketch, tests)
@@ -71,7 +72,7 @@ def sketch_second_order(
     found = {t.key: store.get(t.key, shape=(2, n), dtype=np.float64) for t in items}
     todo = [t for t in items if found[t.key] is None]
     if todo and compute:
-        _compute(sketch, todo, store, warn, workers, scheduler)
+        _compute(sketch, todo, store, warn, workers, scheduler, progress)
         found = {t.key: store.get(t.key, shape=(2, n), dtype=np.float64) for t in items}
     return {
         k: None if x is None
@@ -80,7 +81,8 @@ def sketch_second_order(
     }
 
 
-def _compute(sketch, todo: list, store, warn, workers: int, scheduler: str | None) -> None:
+def _compute(sketch, todo: list, store, warn, workers: int, scheduler: str | None,
+             progress: bool | None) -> None:
     """Compute and store the second-order data of `todo` (seconds per input: the call's time
     as one process would spend it, shared equally by its inputs).  The diagonal's series
     passes run once per sketch: their parameter series are stored too
@@ -93,7 +95,8 @@ def _compute(sketch, todo: list, store, warn, workers: int, scheduler: str | Non
     real = compiled(source, 0)  # one, shared by the timing, the diagonal, the sweep
     train = _train_seconds(real)
     values = [t.value for t in todo]
-    diag, grad, seconds = stored_diagonal(sketch, source, values, warn, workers, scheduler)
+    diag, grad, seconds = stored_diagonal(sketch, source, values, warn, workers, scheduler,
+                                          progress)
     t0 = time.perf_counter()
     rows = row_sums(real.program, values, real=real)
     per = (seconds + time.perf_counter() - t0) / len(todo)

@@ -92,15 +92,18 @@ def stored_diagonal(
     warn: Callable[[str], None] | None = None,
     workers: int = 1,
     scheduler: str | None = None,
+    progress: bool | None = False,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """(diag, grad), each (Q, N), as ``hessian.hessian_diagonal`` gives them (the same bits),
     from the unit series stored beside `sketch`; the blocks missing are computed first (the
     series passes of `source`, the sketch's training run; a block a task, on `workers` local
     processes or a Dask `scheduler`) and stored as each arrives.  Third: the seconds the
     call took as one process would take them (its own, and each task's own in its worker),
-    so that its cost does not depend on the workers."""
+    so that its cost does not depend on the workers.  `progress`: a bar over the documents
+    (None: when stderr is a terminal)."""
     from compiler.compiled import output_from_params
     from runtime import resources
+    from runtime.precompute import progress_bar
     from runtime.query import OUTPUT_BATCH
     from runtime.spec import compiled
 
@@ -135,6 +138,9 @@ def stored_diagonal(
                                "free disk space beside the sketch")
 
     done = [0.0]  # seconds of the tasks, and of storing and taking their results here
+    total = sum(len(g) for g in groups)
+    bar = progress_bar(total, total - sum(len(j.docs) for j in jobs), progress, unit="doc",
+                       desc="diagonal series") if jobs else None
 
     def arrived(job: UnitBlockJob, result: tuple[np.ndarray, float]) -> None:
         t = time.perf_counter()
@@ -142,13 +148,19 @@ def stored_diagonal(
         store.put(_key(job.docs), phi, {"docs": job.docs.tolist()})
         take(job.docs, phi)
         done[0] += seconds + time.perf_counter() - t
+        if bar is not None:
+            bar.update(len(job.docs))
 
     t_pool = time.perf_counter()
-    parallel.run_tasks(
-        unit_block_job, jobs, arrived, workers=workers,
-        scheduler=scheduler,
-        # forked workers start with the real and series code loaded here first
-        prepare=(lambda: compiled(source, 0).train(stop=1)) if parallel.forks() else None,
-    )  # fmt: skip
+    try:
+        parallel.run_tasks(
+            unit_block_job, jobs, arrived, workers=workers,
+            scheduler=scheduler,
+            # forked workers start with the real and series code loaded here first
+            prepare=(lambda: compiled(source, 0).train(stop=1)) if parallel.forks() else None,
+        )  # fmt: skip
+    finally:
+        if bar is not None:
+            bar.close()
     pool = time.perf_counter() - t_pool
     return diag, grad, time.perf_counter() - t_start - pool + done[0]

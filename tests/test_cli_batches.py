@@ -96,6 +96,22 @@ def test_metagrad_of_the_sketch_takes_its_own_settings(capsys, sketch):
     assert "--batch-size cannot be combined with SKETCH" in err
 
 
+def test_hessian_of_the_sketch_trains_its_own_run(capsys, sketch):
+    """The second-order data of a minibatched, shuffled AdamW run: its diagonal (from the
+    stored unit series) equals the direct passes' over the sketch's own program, bit for bit."""
+    import numpy as np
+
+    from runtime import hessian as hs
+    from runtime.sources import sketch_source
+    from runtime.spec import build_program
+
+    got = run_json(capsys, "hessian", sketch, "--doc", "olivia", "--workers", 1)
+    program = build_program(sketch_source(Sketch.open(sketch), full=True))
+    diag, _ = hs.hessian_diagonal(program, ["olivia"])
+    assert got["diagonal_sum"] == float(np.sum(diag[0]))
+    assert got["diagonal_max"] == float(np.max(np.abs(diag[0]))) > 0.0
+
+
 def test_a_changed_schedule_is_refused(sketch):
     """A source drawing another order than the one stored (as a new numpy would)."""
     sk = Sketch.open(sketch)

@@ -25,6 +25,9 @@ def configure_hessian(p: argparse.ArgumentParser) -> None:
                    "(default: the number of CPUs)")
     r.add_argument("--scheduler", metavar="ADDRESS",
                    help="run those passes on an existing Dask cluster")
+    r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show a progress bar over the documents (default: when stderr is a "
+                   "terminal)")
     p.add_argument("--json", action="store_true", help="print JSON on stdout")
 
 
@@ -37,7 +40,7 @@ def run_hessian(args: argparse.Namespace) -> int:
 
         sk, _, tests = sketch_and_tests(args)
         found = sketch_second_order(sk, tests, warn=warn, workers=args.workers or default_workers(),
-                                    scheduler=args.scheduler)
+                                    scheduler=args.scheduler, progress=args.progress)
     out = []
     for t in tests:
         r = found[t.key]
