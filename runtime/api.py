@@ -246,6 +246,29 @@ class Sketch:
             raise ValueError(f"no stored metagradient for {missing[0]!r} (compute=False)")
         return np.stack([got[t.key].g for t in items])  # type: ignore[union-attr]
 
+    def second_order(
+        self,
+        tests: Sequence[Any],
+        compute: bool = True,
+        workers: int = 1,
+        scheduler: str | None = None,
+        progress: bool | None = False,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(diag, rows), each (D, N): H's exact diagonal and its row sums H 1 per test output,
+        the second-order estimator's data (``hessian SKETCH``), stored beside the sketch once
+        computed; the diagonal's series passes run once per sketch, on `workers` processes
+        or a Dask `scheduler`."""
+        from runtime.second_order import sketch_second_order
+
+        items = self.tests(tests)
+        got = sketch_second_order(self.store, items, compute=compute, warn=self.warn,
+                                  workers=workers, scheduler=scheduler, progress=progress)
+        missing = [t.label for t in items if got[t.key] is None]
+        if missing:
+            raise ValueError(f"no stored second-order data for {missing[0]!r} (compute=False)")
+        return (np.stack([got[t.key].diag for t in items]),  # type: ignore[union-attr]
+                np.stack([got[t.key].rows for t in items]))  # type: ignore[union-attr]
+
     def query(
         self,
         sets: Sets,

@@ -138,3 +138,16 @@ def test_a_pass_ending_elsewhere_is_refused(sketch, program, monkeypatch):
     monkeypatch.setattr(type(sketch.store), "params0", lambda self: p0)
     with pytest.raises(RuntimeError, match="not the sketch's"):
         stored(sketch, [TEST])
+
+
+def test_the_python_api_gives_the_data_and_refuses_what_is_missing(sketch):
+    with pytest.raises(ValueError, match="no stored second-order data"):
+        sketch.second_order([OTHER], compute=False)
+    diag, rows = sketch.second_order([TEST, OTHER])
+    for q, t in enumerate((TEST, OTHER)):
+        e, b = pp.closed_form(t["x"], float(t["t"]))
+        h = (2.0 + 3.0 * e) * np.outer(b, b)
+        np.testing.assert_allclose(diag[q], np.diag(h), rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(rows[q], h.sum(axis=1), rtol=1e-8, atol=1e-12)
+    again = sketch.second_order([OTHER], compute=False)  # now stored
+    assert np.array_equal(again[0][0], diag[1]) and np.array_equal(again[1][0], rows[1])
