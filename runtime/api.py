@@ -166,6 +166,14 @@ def estimators() -> dict[str, str]:
     }
 
 
+def _all_stored(got: dict[str, Any], items: Sequence[TestInput], what: str) -> list[Any]:
+    """The results of `items` in order; ValueError naming the first one not stored."""
+    missing = [t.label for t in items if got[t.key] is None]
+    if missing:
+        raise ValueError(f"no stored {what} for {missing[0]!r} (compute=False)")
+    return [got[t.key] for t in items]
+
+
 class Sketch:
     """A sketch opened for questions: ``query``, ``influence``, ``coefficients``,
     ``metagradient``, ``retrain``, ``evaluate``, ``stability``.
@@ -241,10 +249,7 @@ class Sketch:
         got = sketch_metagradients(
             self.store, items, compute=compute, recompute=recompute, warn=self.warn
         )
-        missing = [t.label for t in items if got[t.key] is None]
-        if missing:
-            raise ValueError(f"no stored metagradient for {missing[0]!r} (compute=False)")
-        return np.stack([got[t.key].g for t in items])  # type: ignore[union-attr]
+        return np.stack([r.g for r in _all_stored(got, items, "metagradient")])
 
     def second_order(
         self,
@@ -263,11 +268,8 @@ class Sketch:
         items = self.tests(tests)
         got = sketch_second_order(self.store, items, compute=compute, warn=self.warn,
                                   workers=workers, scheduler=scheduler, progress=progress)
-        missing = [t.label for t in items if got[t.key] is None]
-        if missing:
-            raise ValueError(f"no stored second-order data for {missing[0]!r} (compute=False)")
-        return (np.stack([got[t.key].diag for t in items]),  # type: ignore[union-attr]
-                np.stack([got[t.key].rows for t in items]))  # type: ignore[union-attr]
+        found = _all_stored(got, items, "second-order data")
+        return np.stack([r.diag for r in found]), np.stack([r.rows for r in found])
 
     def query(
         self,

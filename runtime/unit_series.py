@@ -137,17 +137,18 @@ def stored_diagonal(
         resources.require_disk(left, sketch.path, "the second-order data's unit series",
                                "free disk space beside the sketch")
 
-    done = [0.0]  # seconds of the tasks, and of storing and taking their results here
+    done = 0.0  # seconds of the tasks, and of storing and taking their results here
     total = sum(len(g) for g in groups)
     bar = progress_bar(total, total - sum(len(j.docs) for j in jobs), progress, unit="doc",
                        desc="diagonal series") if jobs else None
 
     def arrived(job: UnitBlockJob, result: tuple[np.ndarray, float]) -> None:
+        nonlocal done
         t = time.perf_counter()
         phi, seconds = result
         store.put(_key(job.docs), phi, {"docs": job.docs.tolist()})
         take(job.docs, phi)
-        done[0] += seconds + time.perf_counter() - t
+        done += seconds + time.perf_counter() - t
         if bar is not None:
             bar.update(len(job.docs))
 
@@ -163,4 +164,4 @@ def stored_diagonal(
         if bar is not None:
             bar.close()
     pool = time.perf_counter() - t_pool
-    return diag, grad, time.perf_counter() - t_start - pool + done[0]
+    return diag, grad, time.perf_counter() - t_start - pool + done

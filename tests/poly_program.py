@@ -78,6 +78,12 @@ def gradient(x_test, t_test) -> np.ndarray:
     return -(2 * e + 1.5 * e * e) * b
 
 
+def hessian(x_test, t_test) -> np.ndarray:
+    """d^2F/dw dw at w = 0: q''(e*) b b^T, q''(e) = 2 + 3 e."""
+    e, b = closed_form(x_test, t_test)
+    return (2.0 + 3.0 * e) * np.outer(b, b)
+
+
 def coefficients(x_test, t_test, psi: np.ndarray) -> np.ndarray:
     """Taylor coefficients c_0..c_3 of F(z psi_j) for each direction (M, 4): exact."""
     e, b = closed_form(x_test, t_test)
