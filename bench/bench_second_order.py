@@ -8,7 +8,10 @@ one process, at the paper's setting (the first N shuffled names, T steps, batch 
 2. a later call, for 8 other names (outputs and row sums only);
 3. the peer: what every call cost before the passes were stored, the diagonal by
    ``hessian.hessian_diagonal`` and the row sums, for the later names; its diagonal
-   must equal the later call's bit for bit.
+   must equal the later call's bit for bit;
+4. before all of them, on the fresh sketch, the windowed data of the first names
+   (``runtime.windowed_diagonal``: window and sample passes, the sweep, the row sums),
+   with how well its diagonal matches the exact one (R^2 over the documents).
 
 Costs are also given in training runs (one plain run, timed in the same process).
 Run from the repository root:
@@ -55,7 +58,7 @@ def main() -> None:
     from circuitsketch.models import microgpt as m
     from compiler.compiled import CompiledProgram
     from runtime.hessian import hessian_diagonal, row_sums
-    from runtime.second_order import sketch_second_order
+    from runtime.second_order import Windowed, sketch_second_order
     from runtime.sources import sketch_source
     from runtime.spec import build_program
 
@@ -71,7 +74,11 @@ def main() -> None:
         real = CompiledProgram(program, 0)
         real.train(stop=1)
         _, run = timed(real.train)
-        _, t_first = timed(lambda: sketch_second_order(sk.store, FIRST, workers=args.workers))
+        windowed, t_win = timed(lambda: sketch_second_order(sk.store, FIRST, workers=args.workers,
+                                                            windowed=Windowed()))
+        first, t_first = timed(lambda: sketch_second_order(sk.store, FIRST, workers=args.workers))
+        r2 = [1.0 - np.mean((first[k].diag - windowed[k].diag) ** 2) / np.var(first[k].diag)
+              for k in first]
         later, t_later = timed(lambda: sketch_second_order(sk.store, LATER))
         tests = sketch_source(sk.store).check_tests(LATER)
         values = [t.value for t in tests]
@@ -88,6 +95,10 @@ def main() -> None:
         "setting": {"N": n, "T": steps, "tests_per_call": len(FIRST), "workers": args.workers},
         "training_run_seconds": run,
         "first_call": {"seconds": t_first, "runs": t_first / run},
+        "windowed_first_call": {"seconds": t_win, "runs": t_win / run,
+                                "settings": Windowed().meta(),
+                                "diagonal_r2_min_median_max": [min(r2), float(np.median(r2)),
+                                                               max(r2)]},
         "later_call": {"seconds": t_later, "runs": t_later / run},
         "every_call_before": {"seconds": t_diag + t_rows, "runs": (t_diag + t_rows) / run,
                               "diagonal_seconds": t_diag, "row_sums_seconds": t_rows},

@@ -258,16 +258,28 @@ class Sketch:
         workers: int = 1,
         scheduler: str | None = None,
         progress: bool | None = False,
+        diagonal: str = "exact",
+        window: int | None = None,
+        sample: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(diag, rows), each (D, N): H's exact diagonal and its row sums H 1 per test output,
         the second-order estimator's data (``hessian SKETCH``), stored beside the sketch once
         computed; the diagonal's series passes run once per sketch, on `workers` processes
-        or a Dask `scheduler`."""
-        from runtime.second_order import sketch_second_order
+        or a Dask `scheduler`.  diagonal="windowed": the windowed diagonal instead
+        (``second-order-windowed``'s data; `window` steps, `sample` documents exact)."""
+        from runtime.second_order import Windowed, sketch_second_order
 
+        if diagonal not in ("exact", "windowed"):
+            raise ValueError(f"diagonal: {diagonal!r}; expected 'exact' or 'windowed'")
+        windowed = None
+        if diagonal == "windowed":
+            d = Windowed()
+            windowed = Windowed(d.window if window is None else window,
+                                d.sample if sample is None else sample)
         items = self.tests(tests)
         got = sketch_second_order(self.store, items, compute=compute, warn=self.warn,
-                                  workers=workers, scheduler=scheduler, progress=progress)
+                                  workers=workers, scheduler=scheduler, progress=progress,
+                                  windowed=windowed)
         found = _all_stored(got, items, "second-order data")
         return np.stack([r.diag for r in found]), np.stack([r.rows for r in found])
 

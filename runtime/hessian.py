@@ -60,11 +60,13 @@ def first_steps(program: Program) -> np.ndarray:
     return first
 
 
-def diagonal_groups(program: Program) -> list[np.ndarray]:
+def diagonal_groups(program: Program, docs: np.ndarray | None = None) -> list[np.ndarray]:
     """The documents of each diagonal series pass: DIAGONAL_GROUP at a time in the order
-    of their first step; documents no step trains on are left out (no effect)."""
+    of their first step; of `docs` (default: all); documents no step trains on are left
+    out (no effect)."""
     first = first_steps(program)
-    order = np.argsort(first, kind="stable")
+    docs = np.arange(program.num_docs) if docs is None else np.asarray(docs, np.int64)
+    order = docs[np.argsort(first[docs], kind="stable")]
     order = order[first[order] < program.num_steps]
     return [order[a : a + DIAGONAL_GROUP] for a in range(0, len(order), DIAGONAL_GROUP)]
 
@@ -73,17 +75,15 @@ def diagonal_passes(
     program: Program,
     real: CompiledProgram,
     series: CompiledProgram,
-    groups: Sequence[int] | None = None,
-) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
-    """(g, docs, final, hi) of the degree-2 series pass of each group g of
-    ``diagonal_groups`` in `groups` (ascending; None: all), along the unit directions of
-    its documents, started at its first document's first step from the undeleted run's
-    state (advanced by `real` between passes)."""
+    groups: Sequence[np.ndarray] | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(docs, final, hi) of the degree-2 series pass of each group of documents in `groups`
+    (in the order of their first steps; None: ``diagonal_groups``), along their unit
+    directions, started at the group's first step from the undeleted run's state (advanced
+    by `real` between passes)."""
     first = first_steps(program)
-    every = diagonal_groups(program)
     state, at = real.initial_state(), 0
-    for g in range(len(every)) if groups is None else groups:
-        docs = every[g]
+    for docs in diagonal_groups(program) if groups is None else groups:
         start = int(first[docs[0]])
         if start > at:
             state, _ = real.train(state=state, start=at, stop=start)
@@ -91,7 +91,7 @@ def diagonal_passes(
         psi = np.zeros((len(docs), program.num_docs), np.complex128)
         psi[np.arange(len(docs)), docs] = 1.0
         final, hi, _ = series.train_series(psi, state=state, start=start)
-        yield g, docs, final, hi
+        yield docs, final, hi
 
 
 def hessian_diagonal(
@@ -112,7 +112,7 @@ def hessian_diagonal(
     series = CompiledProgram(program, 2)
     diag = np.zeros((len(tests), program.num_docs))
     grad = np.zeros((len(tests), program.num_docs))
-    for _, docs, final, hi in diagonal_passes(program, real, series):
+    for docs, final, hi in diagonal_passes(program, real, series):
         for q, test in enumerate(tests):
             c = series.output(final, test, hi).real  # (directions, 3)
             grad[q, docs], diag[q, docs] = c[:, 1], 2.0 * c[:, 2]

@@ -1,7 +1,9 @@
 """The second-order data of test inputs, computed once per sketch and stored beside it.
 
 For each test input, in ``SKETCH/second_order``, a (2, N) array: the exact
-diagonal of H = d^2F/dw dw and its row sums H 1.  A result derived from the
+diagonal of H = d^2F/dw dw and its row sums H 1; in ``SKETCH/second_order_windowed``
+the same with the cheaper windowed diagonal (``runtime.windowed_diagonal``), its
+settings in its metadata.  A result derived from the
 sketch's training run (``runtime.derived``): keyed by the test input, dropped
 when what it came from changes.  How they are computed: ``runtime.hessian``; the
 diagonal's series passes, which serve every test input, run once per sketch
@@ -19,10 +21,30 @@ import numpy as np
 
 from runtime.hessian import row_sums
 from runtime.metagrad import run_results
+from runtime.windowed_diagonal import DEFAULT_SAMPLE, DEFAULT_WINDOW
 
-__all__ = ["SecondOrder", "sketch_second_order"]
+__all__ = ["SecondOrder", "Windowed", "sketch_second_order"]
 
 STORE_DIR = "second_order"
+WINDOWED_DIR = "second_order_windowed"
+
+
+@dataclass(frozen=True)
+class Windowed:
+    """The windowed diagonal's settings: passes `window` steps long, the mean of what they
+    miss from the exact diagonal of `sample` documents drawn with `seed`."""
+
+    window: int = DEFAULT_WINDOW
+    sample: int = DEFAULT_SAMPLE
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.window < 1 or self.sample < 0:
+            raise ValueError(f"windowed diagonal: window {self.window} (>= 1) and sample "
+                             f"{self.sample} (>= 0) documents")
+
+    def meta(self) -> dict[str, int]:
+        return {"window": self.window, "sample": self.sample, "seed": self.seed}
 
 
 @dataclass
@@ -59,21 +81,34 @@ def sketch_second_order(
     workers: int = 1,
     scheduler: str | None = None,
     progress: bool | None = False,
+    windowed: Windowed | None = None,
+    any_settings: bool = False,
 ) -> dict[str, SecondOrder | None]:
     """key -> SecondOrder of each test input (TestInputs or texts); None where not stored and
     not `compute`d.  Computing is shared by the inputs still missing: the diagonal's series
     passes not yet stored (on `workers` local processes or a Dask `scheduler`, with a
-    `progress` bar) and one Hessian-vector product for all of them."""
+    `progress` bar) and one Hessian-vector product for all of them.  `windowed`: the
+    windowed diagonal with these settings instead of the exact one (data stored with
+    other settings count as missing, unless `any_settings`)."""
     from runtime.query import check_tests
 
     items = check_tests(sketch, tests)
     n = sketch.num_docs
-    store = run_results(sketch, STORE_DIR, "stored second-order data", warn)
-    found = {t.key: store.get(t.key, shape=(2, n), dtype=np.float64) for t in items}
+    where, label = (STORE_DIR, "stored second-order data") if windowed is None else (
+        WINDOWED_DIR, "stored windowed second-order data")
+    store = run_results(sketch, where, label, warn)
+
+    def get(key: str):
+        x = store.get(key, shape=(2, n), dtype=np.float64)
+        ok = x is not None and (windowed is None or any_settings
+                                or x.meta.get("diagonal") == windowed.meta())
+        return x if ok else None
+
+    found = {t.key: get(t.key) for t in items}
     todo = [t for t in items if found[t.key] is None]
     if todo and compute:
-        _compute(sketch, todo, store, warn, workers, scheduler, progress)
-        found = {t.key: store.get(t.key, shape=(2, n), dtype=np.float64) for t in items}
+        _compute(sketch, todo, store, warn, workers, scheduler, progress, windowed)
+        found = {t.key: get(t.key) for t in items}
     return {
         k: None if x is None
         else SecondOrder(x.array[0], x.array[1], x.meta.get("seconds"), x.meta.get("train_seconds"))
@@ -82,7 +117,7 @@ def sketch_second_order(
 
 
 def _compute(sketch, todo: list, store, warn, workers: int, scheduler: str | None,
-             progress: bool | None) -> None:
+             progress: bool | None, windowed: Windowed | None) -> None:
     """Compute and store the second-order data of `todo` (seconds per input: the call's time
     as one process would spend it, shared equally by its inputs).  The diagonal's series
     passes run once per sketch: their parameter series are stored too
@@ -90,17 +125,37 @@ def _compute(sketch, todo: list, store, warn, workers: int, scheduler: str | Non
     from runtime.sources import sketch_source
     from runtime.spec import compiled
     from runtime.unit_series import stored_diagonal
+    from runtime.windowed_diagonal import (
+        corrected,
+        missed,
+        sample_docs,
+        trained_docs,
+        windowed_diagonal,
+    )
 
     source = sketch_source(sketch, full=True)
     real = compiled(source, 0)  # one, shared by the timing, the diagonal, the sweep
     train = _train_seconds(real)
-    values = [t.value for t in todo]
-    diag, grad, seconds = stored_diagonal(sketch, source, values, warn, workers, scheduler,
-                                          progress)
-    t0 = time.perf_counter()
-    rows = row_sums(real.program, values, real=real)
+    program, values = real.program, [t.value for t in todo]
+    extra: dict[str, Any] = {}
+    if windowed is None:
+        diag, grad, seconds = stored_diagonal(sketch, source, values, warn, workers, scheduler,
+                                              progress)
+        t0 = time.perf_counter()
+    else:
+        sample = sample_docs(program, windowed.sample, windowed.seed)
+        exact, _, seconds = stored_diagonal(sketch, source, values, warn, workers, scheduler,
+                                            progress, subset=sample)
+        t0 = time.perf_counter()
+        win, grad = windowed_diagonal(program, values, windowed.window, real=real,
+                                      series=compiled(source, 2))
+        diag = corrected(win, exact, sample, trained_docs(program))
+        extra = {"diagonal": windowed.meta(), "missed": missed(win, exact, sample)}
+    rows = row_sums(program, values, real=real)
     per = (seconds + time.perf_counter() - t0) / len(todo)
     for q, t in enumerate(todo):
         meta = {"doc": t.key, "label": t.label, "seconds": per, "train_seconds": train,
                 "max_first_order": float(np.max(np.abs(grad[q])))}
+        if extra:
+            meta |= {"diagonal": extra["diagonal"], "missed": float(extra["missed"][q])}
         store.put(t.key, np.vstack([diag[q], rows[q]]), meta)

@@ -154,6 +154,18 @@ def _runs(items: list[tuple[int, str, int, int]]) -> list[tuple[int, str, int, i
     return out
 
 
+@dataclass(frozen=True)
+class Observer:
+    """What a sweep shows of each leaf [a, b) once it is reversed (last leaf first), while
+    its states are held: ``keep(a, b)``, the steps s in (a, b] whose cotangents of x_s
+    (one per seed) to keep, then ``seen(a, b, state, cotangents)`` with `state(s)` = x_s
+    for a <= s < b and cotangents {s: (Q, S)}.  The cotangents pass through one buffer
+    of a leaf's rows, seed after seed."""
+
+    keep: Callable[[int, int], np.ndarray]
+    seen: Callable[[int, int, Callable[[int], np.ndarray], dict], None]
+
+
 @dataclass
 class _Leaf:
     """A leaf buffer: the recomputed states and the reverse steps' tables."""
@@ -365,11 +377,13 @@ class Sweep:
         plan: Plan,
         seeds: Callable[[np.ndarray], Sequence[np.ndarray]],
         threads: int = 1,
+        observe: Observer | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """g (Q, N) for the seeds that `seeds(x_T)` returns, and x_T.
 
         threads=2 recomputes the next leaf on a second thread while this one is reversed
         (two leaf buffers).  Any exception of `seeds` (e.g. a check of x_T) stops the sweep.
+        `observe` (an ``Observer``), if given, is shown each leaf once reversed.
         """
         if plan.num_steps != self.program.num_steps:
             raise ValueError(
@@ -382,7 +396,7 @@ class Sweep:
         self.seconds = {}
         if threads == 1:
             (leaf,) = self._leaf_buffers(L, 1)
-            return self._reverse(self._leaves(plan, lambda: leaf), seeds, lambda _: None)
+            return self._reverse(self._leaves(plan, lambda: leaf), seeds, lambda _: None, observe)
         pool: queue.Queue = queue.Queue()
         for leaf in self._leaf_buffers(L, 2):
             pool.put(leaf)
@@ -415,15 +429,27 @@ class Sweep:
                 yield item
 
         try:
-            return self._reverse(consume(), seeds, pool.put)
+            return self._reverse(consume(), seeds, pool.put, observe)
         finally:
             stop.set()
             pool.put(None)  # wakes a producer waiting for a buffer
             worker.join()
 
-    def _reverse(self, leaves: Iterator[_Leaf], seeds, release) -> tuple[np.ndarray, np.ndarray]:
+    def leaf_state(self, leaf: _Leaf, s: int) -> np.ndarray:
+        """x_s (a copy) from the buffer of leaf [a, b), a <= s < b."""
+        if not leaf.a <= s < leaf.b:
+            raise IndexError(f"step {s} is not in the leaf [{leaf.a}, {leaf.b})")
+        i = leaf.b - 1 - s
+        if leaf.traj is None:
+            o = self.direct_column
+            return leaf.tables[4][i, o : o + self.forward.state_size].copy()
+        return leaf.traj[leaf.b - leaf.a - 1 - i].copy()
+
+    def _reverse(self, leaves: Iterator[_Leaf], seeds, release, observe=None
+                 ) -> tuple[np.ndarray, np.ndarray]:
         rows, w = self.rows, self.weights
         cts: list[np.ndarray] = []
+        capture = None  # one (L, S) buffer for the cotangents, seed after seed
         g = np.zeros((0, self.program.num_docs))
         final = None
         for leaf in leaves:
@@ -435,10 +461,20 @@ class Sweep:
             keys, docs, ndocs, II, FF = leaf.tables
             rows.load(keys, docs, ndocs, II, FF, np.arange(leaf.b - 1, leaf.a - 1, -1))
             t0 = time.perf_counter()
+            keep = np.zeros(0, np.int64) if observe is None else observe.keep(leaf.a, leaf.b)
+            if len(keep) and (capture is None or len(capture) < leaf.capacity):
+                capture = np.empty((leaf.capacity, cts[0].size))
+            kept = np.empty((len(keep), len(cts), cts[0].size))
             for q in range(len(cts)):
-                cts[q], per_step = rows.train(w, state=cts[q], start=0, stop=n)
+                into = capture[:n] if len(keep) else None
+                cts[q], per_step = rows.train(w, state=cts[q], start=0, stop=n, trajectory=into)
                 accumulate(g[q], docs[:n], ndocs[:n], per_step)
+                if len(keep):
+                    kept[:, q] = capture[leaf.b - keep]  # row i: the cotangent of x_{b - i}
             self._clock("reverse", t0)
+            if observe is not None:
+                observe.seen(leaf.a, leaf.b, lambda s, leaf=leaf: self.leaf_state(leaf, s),
+                             dict(zip(keep.tolist(), kept, strict=True)))
             release(leaf)
         if final is None:
             raise AssertionError("the plan reversed no leaf")

@@ -52,12 +52,12 @@ def _key(docs: np.ndarray) -> str:
 
 @dataclass
 class UnitBlockJob:
-    """The series passes of groups `groups` (``hessian.diagonal_groups``) of the training
-    run of `source`, whose passes must end at the parameters `p0`; `docs`: their documents
-    in order (the block's rows)."""
+    """The series passes of `groups` (documents of each, ``hessian.diagonal_groups``) of the
+    training run of `source`, whose passes must end at the parameters `p0`; `docs`: their
+    documents in order (the block's rows)."""
 
     source: ProgramSource
-    groups: list[int]
+    groups: list[np.ndarray]
     docs: np.ndarray
     p0: np.ndarray
 
@@ -73,7 +73,7 @@ def unit_block_job(job: UnitBlockJob) -> tuple[np.ndarray, float]:
     t0 = time.perf_counter()
     real, series = compiled(job.source, 0), compiled(job.source, 2)
     parts = []
-    for _, docs, final, hi in diagonal_passes(real.program, real, series, job.groups):
+    for docs, final, hi in diagonal_passes(real.program, real, series, job.groups):
         fp0, phi = params_of(series, final, hi, len(docs))
         if not np.array_equal(fp0, job.p0):
             raise RuntimeError(
@@ -93,8 +93,10 @@ def stored_diagonal(
     workers: int = 1,
     scheduler: str | None = None,
     progress: bool | None = False,
+    subset: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """(diag, grad), each (Q, N), as ``hessian.hessian_diagonal`` gives them (the same bits),
+    of the documents `subset` only if given (zero elsewhere),
     from the unit series stored beside `sketch`; the blocks missing are computed first (the
     series passes of `source`, the sketch's training run; a block a task, on `workers` local
     processes or a Dask `scheduler`) and stored as each arrives.  Third: the seconds the
@@ -111,7 +113,7 @@ def stored_diagonal(
     series = compiled(source, 2)
     program = series.program
     p0 = sketch.params0()
-    groups = diagonal_groups(program)
+    groups = diagonal_groups(program, subset)
     store = run_results(sketch, STORE_DIR, "stored unit series", warn)
     jobs = []
     diag = np.zeros((len(tests), program.num_docs))
@@ -131,7 +133,7 @@ def stored_diagonal(
         if hit is not None and hit.meta.get("docs") == docs.tolist():
             take(docs, hit.array)
         else:
-            jobs.append(UnitBlockJob(source, gs, docs, p0))
+            jobs.append(UnitBlockJob(source, [groups[g] for g in gs], docs, p0))
     if jobs:
         left = sum(len(j.docs) for j in jobs) * 2 * p0.size * 8
         resources.require_disk(left, sketch.path, "the second-order data's unit series",

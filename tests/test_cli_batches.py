@@ -112,6 +112,43 @@ def test_hessian_of_the_sketch_trains_its_own_run(capsys, sketch):
     assert got["diagonal_max"] == float(np.max(np.abs(diag[0]))) > 0.0
 
 
+def test_the_windowed_diagonal_keeps_its_settings(capsys, sketch):
+    """``hessian --diagonal windowed`` on a minibatched run: its diagonal is the windowed
+    passes' corrected by the sample's exact diagonal (the direct passes here), its settings
+    are stored, other settings compute it again, and its estimator answers queries."""
+    import json
+
+    import numpy as np
+
+    from runtime import hessian as hs
+    from runtime import windowed_diagonal as wd
+    from runtime.sources import sketch_source
+    from runtime.spec import build_program
+
+    base = ["hessian", sketch, "--doc", "olivia", "--diagonal", "windowed", "--workers", 1]
+    got = run_json(capsys, *base, "--window", 2, "--sample", 3)
+    program = build_program(sketch_source(Sketch.open(sketch), full=True))
+    win, _ = wd.windowed_diagonal(program, ["olivia"], window=2)
+    exact, _ = hs.hessian_diagonal(program, ["olivia"])
+    sample = wd.sample_docs(program, 3, 0)
+    want = wd.corrected(win, exact, sample, wd.trained_docs(program))
+    assert got["diagonal"] == "windowed"
+    assert got["diagonal_sum"] == pytest.approx(float(np.sum(want[0])), rel=1e-12)
+    (meta,) = [json.loads(p.read_text())["meta"]["diagonal"]
+               for p in (sketch / "second_order_windowed").glob("*.json")]  # fmt: skip
+    assert meta == {"window": 2, "sample": 3, "seed": 0}
+    run_json(capsys, *base, "--window", 3, "--sample", 3)
+    (meta,) = [json.loads(p.read_text())["meta"]["diagonal"]
+               for p in (sketch / "second_order_windowed").glob("*.json")]  # fmt: skip
+    assert meta["window"] == 3
+    sets = sketch.parent / "sets.jsonl"
+    sets.write_text('{"delete": [0, 2]}\n{"delete": [5]}\n')
+    out = run_json(capsys, "query", sketch, "--doc", "olivia", "--sets", sets,
+                   "--estimator", "second-order-windowed")
+    assert [r["estimator"] for r in out] == ["second-order-windowed"] * 2
+    assert "--window" in one_line_error(capsys, *base, "--window", 0)
+
+
 def test_a_changed_schedule_is_refused(sketch):
     """A source drawing another order than the one stored (as a new numpy would)."""
     sk = Sketch.open(sketch)

@@ -300,3 +300,38 @@ def test_a_sweep_s_cost_is_shared_by_the_test_inputs_it_served():
     assert r.cost == 1.0
     r.info = {}
     assert r.cost == 4.0
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_an_observer_sees_the_full_trajectorys_states_and_cotangents(program, threads):
+    """What ``Sweep.run`` shows an Observer, leaf by leaf, equals the plain method's: every
+    forward state, and each seed's cotangent of every state (the reverse program run over
+    the whole stored trajectory), bit for bit; the gradient is unchanged."""
+    from runtime.metagrad import output_cotangent, reverse_program, trajectory
+
+    cp = CompiledProgram(program, 0)
+    traj = trajectory(cp)
+    rev = CompiledProgram(reverse_program(program, cp, traj), 0, sink=True)
+    cot = []
+    for t in TESTS:
+        rows = np.empty((STEPS, cp.state_size))
+        rev.train(state=output_cotangent(cp, traj[-1], t), trajectory=rows)
+        cot.append({s: rows[STEPS - s] for s in range(1, STEPS + 1)})  # row k: x_{T-k}'s
+    seen_states, seen_cots, leaves = {}, {}, []
+
+    def seen(a, b, state, cots):
+        leaves.append((a, b))
+        seen_states.update({s: state(s) for s in range(a, b)})
+        seen_cots.update(cots)
+
+    def keep(a, b):
+        return np.arange(a + 1, b + 1)
+
+    mg = Metagradient(program, threads=threads)
+    g = mg.many(list(TESTS), observe=sweep_mod.Observer(keep, seen))
+    assert leaves == sorted(leaves, reverse=True) and len(leaves) == mg.plan.leaves
+    assert all(np.array_equal(seen_states[s], traj[s]) for s in range(STEPS))
+    assert sorted(seen_cots) == list(range(1, STEPS + 1))
+    for s, c in seen_cots.items():
+        assert all(np.array_equal(c[q], cot[q][s]) for q in range(len(TESTS))), s
+    assert np.array_equal(g, Metagradient(program, threads=threads).many(list(TESTS)))

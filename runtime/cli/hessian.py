@@ -1,24 +1,44 @@
 """The ``hessian`` command: the second-order data of test inputs, stored beside a sketch.
 
 What the ``second-order`` estimator reads (``runtime.second_order``): the
-exact diagonal of H = d^2F/dw dw and its row sums H 1.  ``query`` and
-``evaluate`` compute them when an estimator needs them; this command
-computes them ahead, the diagonal's series passes on worker processes, and
-says what they cost.
+exact diagonal of H = d^2F/dw dw and its row sums H 1 (with ``--diagonal
+windowed``, what ``second-order-windowed`` reads: the cheaper windowed diagonal,
+``runtime.windowed_diagonal``).  ``query`` and ``evaluate`` compute them when an
+estimator needs them; this command computes them ahead, the diagonal's series
+passes on worker processes, and says what they cost.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from runtime.cli.common import Command, positive_int, print_json, user_errors, warn
+from runtime.cli.common import (
+    Command,
+    nonnegative_int,
+    positive_int,
+    print_json,
+    user_errors,
+    warn,
+)
 from runtime.cli.options import add_sketch_and_tests, sketch_and_tests
+from runtime.windowed_diagonal import DEFAULT_SAMPLE, DEFAULT_WINDOW
 
 __all__ = ["HESSIAN"]
 
 
 def configure_hessian(p: argparse.ArgumentParser) -> None:
     add_sketch_and_tests(p)
+    d = p.add_argument_group("which diagonal")
+    d.add_argument("--diagonal", choices=("exact", "windowed"), default="exact",
+                   help="exact: a series pass along each document's weight to the end of "
+                   "training (about 4 training runs a document); windowed: passes WINDOW "
+                   "steps long plus the exact diagonal of SAMPLE documents (default: exact)")
+    d.add_argument("--window", type=positive_int, default=DEFAULT_WINDOW, metavar="STEPS",
+                   help=f"windowed: steps each pass runs past its documents' (default "
+                   f"{DEFAULT_WINDOW})")
+    d.add_argument("--sample", type=nonnegative_int, default=DEFAULT_SAMPLE, metavar="DOCS",
+                   help="windowed: documents whose exact diagonal sets the mean of what the "
+                   f"windows miss (default {DEFAULT_SAMPLE})")
     r = p.add_argument_group("where to run")
     r.add_argument("--workers", type=positive_int, metavar="W",
                    help="local worker processes for the diagonal's series passes "
@@ -36,17 +56,20 @@ def run_hessian(args: argparse.Namespace) -> int:
 
     with user_errors():
         from runtime.parallel import default_workers
-        from runtime.second_order import sketch_second_order
+        from runtime.second_order import Windowed, sketch_second_order
 
         sk, _, tests = sketch_and_tests(args)
+        windowed = Windowed(args.window, args.sample) if args.diagonal == "windowed" else None
         found = sketch_second_order(sk, tests, warn=warn, workers=args.workers or default_workers(),
-                                    scheduler=args.scheduler, progress=args.progress)
+                                    scheduler=args.scheduler, progress=args.progress,
+                                    windowed=windowed)
     out = []
     for t in tests:
         r = found[t.key]
         out.append(
             {
                 "doc": t.label,
+                "diagonal": args.diagonal,
                 "seconds": r.seconds,
                 "cost_training_runs": r.cost,
                 "diagonal_sum": float(np.sum(r.diag)),

@@ -1,0 +1,192 @@
+"""A cheaper diagonal for the second-order estimator: series passes a window long.
+
+H_ii = d^2F/dw_i^2.  The exact diagonal (``runtime.hessian``) runs a degree-2 series
+pass along e_i from document i's first step to the end of training: about four
+training runs per document, too many for large corpora.  Most of H_ii is made near
+the steps that train on i: the step's own second derivative in its weight (Adam's
+moments are quadratic in it) and what the next steps make of the first-order change.
+So here each pass along e_i stops `window` steps after its documents' steps, and the
+order-2 change of the state it stops at is carried to the output to first order, by
+the reverse sweep's cotangent of that state (``runtime.sweep``, bounded memory; a
+pass that reaches the end of training takes the output's own series, exactly):
+
+    H_ii ~ sum over the passes p holding i of  2 <c_2(p, i), xbar(stop_p)>
+
+The same passes' order 1 is dF/dw_i exactly, checked against the sweep's own g.
+What the windows leave out (the curvature after them) is replaced by its (trimmed) mean
+over a seeded sample of documents whose exact diagonal is computed
+(``runtime.unit_series``), which keep their exact values.  Measured against the exact
+diagonal and retraining: examples/RESULTS.md, "A cheaper diagonal".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from circuitsketch.program import Program
+from runtime.hessian import DIAGONAL_GROUP
+
+if TYPE_CHECKING:
+    from compiler.compiled import CompiledProgram
+
+__all__ = ["DEFAULT_SAMPLE", "DEFAULT_WINDOW", "WindowPass", "corrected", "missed", "sample_docs",
+           "trained_docs", "window_passes", "windowed_diagonal"]
+
+DEFAULT_WINDOW = 8  # steps each pass runs past its documents' last step
+DEFAULT_SAMPLE = 64  # documents whose exact diagonal sets the mean of what windows miss
+
+
+@dataclass(frozen=True)
+class WindowPass:
+    """A degree-2 series pass along the unit directions of `docs` over steps [start, stop)."""
+
+    start: int
+    stop: int
+    docs: np.ndarray
+
+
+def window_passes(program: Program, window: int) -> list[WindowPass]:
+    """The passes: the training steps' documents in order, at most DIAGONAL_GROUP distinct
+    ones a pass, each pass stopping `window` steps after its last step, or earlier, before
+    the next visit of one of its documents (which belongs to a later pass), and starting
+    after their earlier visits: every visit is in exactly one pass."""
+    if window < 1:
+        raise ValueError(f"window: {window} steps; it must be at least 1")
+    T = program.num_steps
+    visits: dict[int, list[int]] = {}
+    for s, step in enumerate(program.steps):
+        for d in step.docs:
+            visits.setdefault(int(d), []).append(s)
+    passes, docs, start, last = [], [], 0, 0
+
+    def close() -> None:
+        stop = min(T, last + 1 + window)
+        for d in docs:
+            later = [v for v in visits[d] if v > last]
+            stop = min(stop, later[0]) if later else stop
+        passes.append(WindowPass(start, stop, np.array(docs, np.int64)))
+
+    for s, step in enumerate(program.steps):
+        for d in map(int, step.docs):
+            if d not in docs:
+                earlier = [v for v in visits[d] if v < s]
+                if len(docs) == DIAGONAL_GROUP or (docs and earlier and earlier[-1] >= start):
+                    close()  # full, or d's last visit, another pass's, is in this one's range
+                    docs = []
+                if not docs:
+                    start = s
+                docs.append(d)
+            last = s  # a visit of a document the pass holds already is the pass's too
+    if docs:
+        close()
+    return passes
+
+
+def windowed_diagonal(
+    program: Program,
+    tests: Sequence[Any],
+    window: int = DEFAULT_WINDOW,
+    real: CompiledProgram | None = None,
+    series: CompiledProgram | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(diag, grad), each (Q, N): the windowed H_ii and dF/dw_i of every test input, from
+    one reverse sweep (``runtime.metagrad.Metagradient``) that runs the window passes
+    as it reaches their first steps.  grad is the exact first order (the sweep's own g,
+    which the passes' order 1 must reproduce)."""
+    from compiler.compiled import CompiledProgram, hi_block
+    from runtime.metagrad import Metagradient
+    from runtime.sweep import Observer
+
+    real = real if real is not None else CompiledProgram(program, 0)
+    series = series if series is not None else CompiledProgram(program, 2)
+    passes = window_passes(program, window)
+    starts = np.array([p.start for p in passes], np.int64)
+    T = program.num_steps
+    stops = np.array(sorted({p.stop for p in passes if p.stop < T}), np.int64)
+    uses = {int(s): 0 for s in stops}  # the passes still to come that stop there
+    for p in passes:
+        if p.stop < T:
+            uses[p.stop] += 1
+    saved: dict[int, np.ndarray] = {}  # stop step -> (Q, S) cotangents of x_stop
+    N, S = program.num_docs, real.state_size
+    diag = np.zeros((len(tests), N))
+    order1 = np.zeros((len(tests), N))
+
+    def keep(a: int, b: int) -> np.ndarray:
+        return stops[(stops > a) & (stops <= b)]
+
+    def seen(a: int, b: int, state, cots: dict[int, np.ndarray]) -> None:
+        saved.update(cots)
+        for k in np.flatnonzero((starts >= a) & (starts < b)):
+            p = passes[k]
+            psi = np.zeros((len(p.docs), N), np.complex128)
+            psi[np.arange(len(p.docs)), p.docs] = 1.0
+            final, hi, _ = series.train_series(psi, state=state(p.start), start=p.start,
+                                               stop=p.stop)
+            if p.stop == T:  # the output's own series: exact, with its curvature
+                for q, test in enumerate(tests):
+                    c = series.output(final, test, hi).real
+                    order1[q, p.docs] += c[:, 1]
+                    diag[q, p.docs] += 2.0 * c[:, 2]
+                continue
+            c = np.zeros((len(p.docs), 2, S))
+            for off, n in real.state_layout.values():
+                c[:, :, off : off + n] = hi_block(hi, len(p.docs), 2, off, n).real
+            xbar = saved[p.stop]
+            order1[:, p.docs] += xbar @ c[:, 0].T
+            diag[:, p.docs] += 2.0 * (xbar @ c[:, 1].T)
+            uses[p.stop] -= 1
+            if not uses[p.stop]:
+                del saved[p.stop]
+
+    grad = Metagradient(program, forward=real).many(list(tests), observe=Observer(keep, seen))
+    scale = max(float(np.max(np.abs(grad))), 1e-300)
+    if np.max(np.abs(order1 - grad)) > 1e-8 * scale:
+        raise RuntimeError(
+            "the window passes' first order differs from the metagradient by "
+            f"{np.max(np.abs(order1 - grad)):.3g}: passes and sweep do not see the same run"
+        )
+    return diag, grad
+
+
+def trained_docs(program: Program) -> np.ndarray:
+    """The documents some step trains on, ascending."""
+    return np.unique(np.concatenate([np.asarray(st.docs, np.int64) for st in program.steps]))
+
+
+def sample_docs(program: Program, size: int, seed: int) -> np.ndarray:
+    """`size` documents that some step trains on, drawn without replacement with
+    ``numpy.random.default_rng(seed)``, sorted (all of them if there are fewer)."""
+    trained = trained_docs(program)
+    if size >= len(trained):
+        return trained
+    return np.sort(np.random.default_rng(seed).choice(trained, size, replace=False))
+
+
+TRIM = 0.1  # of the sample's residuals cut off at each end before their mean
+
+
+def missed(windowed: np.ndarray, exact: np.ndarray, sample: np.ndarray) -> np.ndarray:
+    """(Q,) what the windows miss on average: the trimmed mean over the sample of
+    exact - windowed.  Trimmed because the residuals are heavy-tailed (a few documents
+    curve the output a lot): on the paper's setting one of them in a sample of 64 could
+    set the shift of all (examples/RESULTS.md, "A cheaper diagonal")."""
+    r = np.sort(exact[:, sample] - windowed[:, sample], axis=1)
+    cut = int(TRIM * r.shape[1])
+    return r[:, cut : r.shape[1] - cut].mean(axis=1) if r.shape[1] else np.zeros(len(r))
+
+
+def corrected(
+    windowed: np.ndarray, exact: np.ndarray, sample: np.ndarray, trained: np.ndarray
+) -> np.ndarray:
+    """The windowed diagonal (Q, N) of the `trained` documents shifted by what the windows
+    miss (``missed``), with the sample's own exact values."""
+    out = windowed.copy()
+    if len(sample):
+        out[:, trained] += missed(windowed, exact, sample)[:, None]
+        out[:, sample] = exact[:, sample]
+    return out

@@ -1,0 +1,147 @@
+"""The windowed diagonal of the second-order data (``runtime.windowed_diagonal``).
+
+References: the direct series passes of ``runtime.hessian`` and the cubic program's
+closed form (``tests/poly_program``).  Its passes must cover every visit of every
+document exactly once, which their first order checks against the metagradient.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import circuitsketch as cs
+import runtime.api as rt
+from runtime import hessian as hs
+from runtime import windowed_diagonal as wd
+from tests import poly_program as pp
+
+PROGRAM = f"{Path(pp.__file__).resolve()}:build"
+X, _ = pp.data()
+TEST = {"x": X[0], "t": np.array(0.5)}
+OTHER = {"x": X[5], "t": np.array(-1.0)}
+
+
+def cubic(epochs: int, batch_size: int = 1, shuffle_seed: int | None = None):
+    """The cubic program over `epochs` epochs, in batches."""
+    x, t = pp.data()
+    return cs.training_program(
+        name="cubic12", params={"theta": pp.theta0()}, loss=pp.loss, output=pp.output,
+        docs=[{"x": x[i], "t": np.array(t[i])} for i in range(pp.N)],
+        optimizer=cs.SGD(lr=pp.LR, momentum=0.0), batch_size=batch_size, epochs=epochs,
+        shuffle_seed=shuffle_seed,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("batch_size, shuffle_seed", [(1, None), (5, 3)])
+@pytest.mark.parametrize("window", [1, 3, 100])
+def test_every_visit_is_in_exactly_one_pass(batch_size, shuffle_seed, window):
+    program = cubic(3, batch_size, shuffle_seed)
+    passes = wd.window_passes(program, window)
+    visits = {d: [s for s, st in enumerate(program.steps) if d in st.docs]
+              for d in range(pp.N)}  # fmt: skip
+    covered: dict[int, list[int]] = {d: [] for d in range(pp.N)}
+    for p in passes:
+        assert 1 <= len(p.docs) <= hs.DIAGONAL_GROUP and len(set(p.docs)) == len(p.docs)
+        for d in p.docs:
+            mine = [s for s in visits[d] if p.start <= s < p.stop]
+            assert mine, (p, d)  # a pass holds a document it trains on
+            covered[int(d)] += mine
+        last = max(s for d in p.docs for s in visits[d] if s < p.stop)
+        assert p.stop <= min(program.num_steps, last + 1 + window)
+    assert all(sorted(covered[d]) == visits[d] for d in range(pp.N)), covered
+
+
+def test_a_window_to_the_end_is_the_exact_diagonal(monkeypatch):
+    monkeypatch.setattr(pp, "EPOCHS", 1)  # one visit a document: its pass reaches the end
+    program = cubic(1)
+    diag, grad = wd.windowed_diagonal(program, [TEST, OTHER], window=program.num_steps)
+    direct = hs.hessian_diagonal(program, [TEST, OTHER])
+    assert np.array_equal(diag, direct[0])  # the same passes, so the same bits
+    np.testing.assert_allclose(grad, direct[1], rtol=1e-12)  # the sweep's g
+    for q, t in enumerate([TEST, OTHER]):
+        h = np.diag(pp.hessian(t["x"], float(t["t"])))
+        np.testing.assert_allclose(diag[q], h, rtol=1e-12, atol=1e-14)
+
+
+def test_a_short_window_carries_order_two_by_the_adjoint():
+    """The cubic program's parameters are affine in w: a pass that stops before the end
+    ends with no order 2, so only passes reaching the end add to the diagonal, and the
+    first order is still the closed form's."""
+    program = cubic(2)
+    window = 2
+    diag, grad = wd.windowed_diagonal(program, [TEST], window=window)
+    np.testing.assert_allclose(grad[0], pp.gradient(TEST["x"], 0.5), rtol=1e-12, atol=1e-15)
+    early = set(range(pp.N)) - {int(d) for p in wd.window_passes(program, window)
+                                if p.stop == program.num_steps for d in p.docs}  # fmt: skip
+    assert early and all(diag[0, d] == 0.0 for d in early)
+    assert np.any(diag[0] != 0.0)
+
+
+def test_shuffled_batches_of_several_epochs_pass_the_first_order_check():
+    """Documents visited in three epochs, in shuffled batches of 5: the passes' first order
+    (checked inside against the metagradient) is the closed form's."""
+    program = cubic(3, batch_size=5, shuffle_seed=3)
+    _, grad = wd.windowed_diagonal(program, [TEST], window=1)
+    from runtime.metagrad import metagradient
+
+    np.testing.assert_allclose(grad[0], metagradient(program, TEST), rtol=1e-12, atol=1e-15)
+
+
+def test_a_visit_left_out_is_caught(monkeypatch):
+    program = cubic(2)
+    every = wd.window_passes(program, 2)
+    monkeypatch.setattr(wd, "window_passes", lambda *a: every[1:])
+    with pytest.raises(RuntimeError, match="first order differs from the metagradient"):
+        wd.windowed_diagonal(program, [TEST], window=2)
+
+
+def test_what_the_windows_miss_is_a_trimmed_mean():
+    exact = np.zeros((1, 12))
+    windowed = np.zeros((1, 12))
+    sample = np.arange(10)
+    exact[0, :10] = np.arange(10.0)  # residuals 0..9 ...
+    exact[0, 3] = 1000.0  # ... one far out: cut, with the smallest
+    assert wd.missed(windowed, exact, sample)[0] == pytest.approx(np.mean([1, 2, 4, 5, 6, 7, 8, 9]))
+    trained = np.arange(11)  # document 11 is never trained on: stays 0
+    out = wd.corrected(windowed, exact, sample, trained)
+    assert np.array_equal(out[0, :10], exact[0, :10])
+    assert out[0, 10] == pytest.approx(np.mean([1, 2, 4, 5, 6, 7, 8, 9])) and out[0, 11] == 0.0
+
+
+def test_the_sample_is_seeded_and_trained_on():
+    program = cubic(1)
+    a, b = wd.sample_docs(program, 5, 0), wd.sample_docs(program, 5, 0)
+    assert np.array_equal(a, b) and len(set(a)) == 5 and np.all(np.diff(a) > 0)
+    assert not np.array_equal(a, wd.sample_docs(program, 5, 1))
+    assert np.array_equal(wd.sample_docs(program, 50, 0), np.arange(pp.N))
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("windowed") / "sketch"
+    rt.precompute(rt.program(PROGRAM), out, degree=1, directions=4, seed=2)
+    return out
+
+
+@pytest.fixture
+def sketch(made, tmp_path) -> Path:
+    shutil.copytree(made, tmp_path / "sk")
+    return tmp_path / "sk"
+
+
+def test_sampling_every_document_gives_the_exact_data_and_estimator(sketch):
+    """With every document in the sample the windowed data are the exact ones, so the two
+    estimators agree; the closed form checks both."""
+    sk = rt.open_sketch(sketch, program=PROGRAM)
+    diag, rows = sk.second_order([TEST], diagonal="windowed", window=1, sample=pp.N)
+    h = pp.hessian(TEST["x"], 0.5)
+    np.testing.assert_allclose(diag[0], np.diag(h), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(rows[0], h.sum(axis=1), rtol=1e-6, atol=1e-8)
+    sets = [[0, 3], [5], [1, 2, 7, 9]]
+    win = sk.query(sets, [TEST], estimator="second-order-windowed")
+    exact = sk.query(sets, [TEST], estimator="second-order")
+    np.testing.assert_allclose(win.prediction, exact.prediction, rtol=1e-13)
