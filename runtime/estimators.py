@@ -325,7 +325,7 @@ def second_order(test: TestData, sets: SetBlock, options: Options) -> Answer:
     "second-order-windowed",
     ("first_order", "second_order_windowed"),
     "second-order with H's diagonal from series passes a few steps long (and the exact "
-    "diagonal of a sample), about a tenth of its data's cost; stderr: the size of that term",
+    "diagonal of a sample), a fraction of its data's cost; stderr: the size of that term",
     default=False,
 )
 def second_order_windowed(test: TestData, sets: SetBlock, options: Options) -> Answer:

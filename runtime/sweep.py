@@ -439,11 +439,10 @@ class Sweep:
         """x_s (a copy) from the buffer of leaf [a, b), a <= s < b."""
         if not leaf.a <= s < leaf.b:
             raise IndexError(f"step {s} is not in the leaf [{leaf.a}, {leaf.b})")
-        i = leaf.b - 1 - s
-        if leaf.traj is None:
+        if leaf.traj is None:  # reverse row b - 1 - s of the float table holds it
             o = self.direct_column
-            return leaf.tables[4][i, o : o + self.forward.state_size].copy()
-        return leaf.traj[leaf.b - leaf.a - 1 - i].copy()
+            return leaf.tables[4][leaf.b - 1 - s, o : o + self.forward.state_size].copy()
+        return leaf.traj[s - leaf.a].copy()
 
     def _reverse(self, leaves: Iterator[_Leaf], seeds, release, observe=None
                  ) -> tuple[np.ndarray, np.ndarray]:

@@ -302,11 +302,13 @@ def test_a_sweep_s_cost_is_shared_by_the_test_inputs_it_served():
     assert r.cost == 4.0
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_an_observer_sees_the_full_trajectorys_states_and_cotangents(program, threads):
+@pytest.mark.parametrize("threads, direct", [(1, True), (2, True), (1, False)])
+def test_an_observer_sees_the_full_trajectorys_states_and_cotangents(program, threads, direct):
     """What ``Sweep.run`` shows an Observer, leaf by leaf, equals the plain method's: every
     forward state, and each seed's cotangent of every state (the reverse program run over
-    the whole stored trajectory), bit for bit; the gradient is unchanged."""
+    the whole stored trajectory), bit for bit; the gradient is unchanged.  direct=False:
+    the states kept in a buffer of their own and copied (as for states the reverse table
+    does not hold in one block)."""
     from runtime.metagrad import output_cotangent, reverse_program, trajectory
 
     cp = CompiledProgram(program, 0)
@@ -328,6 +330,8 @@ def test_an_observer_sees_the_full_trajectorys_states_and_cotangents(program, th
         return np.arange(a + 1, b + 1)
 
     mg = Metagradient(program, threads=threads)
+    if not direct:
+        mg.sweep.direct_column = None
     g = mg.many(list(TESTS), observe=sweep_mod.Observer(keep, seen))
     assert leaves == sorted(leaves, reverse=True) and len(leaves) == mg.plan.leaves
     assert all(np.array_equal(seen_states[s], traj[s]) for s in range(STEPS))
