@@ -128,9 +128,9 @@ def _compute(sketch, todo: list, store, warn, workers: int, scheduler: str | Non
     from runtime.windowed_diagonal import (
         corrected,
         missed,
+        run_windows,
         sample_docs,
         trained_docs,
-        windowed_diagonal,
     )
 
     source = sketch_source(sketch, full=True)
@@ -146,9 +146,10 @@ def _compute(sketch, todo: list, store, warn, workers: int, scheduler: str | Non
         sample = sample_docs(program, windowed.sample, windowed.seed)
         exact, _, seconds = stored_diagonal(sketch, source, values, warn, workers, scheduler,
                                             progress, subset=sample)
+        win, grad, window_seconds = run_windows(source, values, windowed.window, workers,
+                                                scheduler)
+        seconds += window_seconds
         t0 = time.perf_counter()
-        win, grad = windowed_diagonal(program, values, windowed.window, real=real,
-                                      series=compiled(source, 2))
         diag = corrected(win, exact, sample, trained_docs(program))
         extra = {"diagonal": windowed.meta(), "missed": missed(win, exact, sample)}
     rows = row_sums(program, values, real=real)

@@ -21,6 +21,8 @@ diagonal and retraining: examples/RESULTS.md, "A cheaper diagonal".
 
 from __future__ import annotations
 
+import itertools
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,8 +35,9 @@ from runtime.hessian import DIAGONAL_GROUP
 if TYPE_CHECKING:
     from compiler.compiled import CompiledProgram
 
-__all__ = ["DEFAULT_SAMPLE", "DEFAULT_WINDOW", "WindowPass", "corrected", "missed", "sample_docs",
-           "trained_docs", "window_passes", "windowed_diagonal"]
+__all__ = ["DEFAULT_SAMPLE", "DEFAULT_WINDOW", "WindowJob", "WindowPass", "check_first_order",
+           "corrected", "missed", "parts", "run_windows", "sample_docs", "trained_docs",
+           "window_job", "window_passes", "window_terms", "windowed_diagonal"]
 
 DEFAULT_WINDOW = 8  # steps each pass runs past its documents' last step
 DEFAULT_SAMPLE = 64  # documents whose exact diagonal sets the mean of what windows miss
@@ -97,6 +100,22 @@ def windowed_diagonal(
     one reverse sweep (``runtime.metagrad.Metagradient``) that runs the window passes
     as it reaches their first steps.  grad is the exact first order (the sweep's own g,
     which the passes' order 1 must reproduce)."""
+    diag, order1, grad = window_terms(program, tests, window, real, series)
+    check_first_order(order1, grad)
+    return diag, grad
+
+
+def window_terms(
+    program: Program,
+    tests: Sequence[Any],
+    window: int,
+    real: CompiledProgram | None = None,
+    series: CompiledProgram | None = None,
+    part: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(diag, order1, grad), each (Q, N): what the passes `part` = [i, j) of
+    ``window_passes`` (default: all) add to the diagonal and to the first order, and
+    the sweep's g."""
     from compiler.compiled import CompiledProgram, hi_block
     from runtime.metagrad import Metagradient
     from runtime.sweep import Observer
@@ -104,6 +123,7 @@ def windowed_diagonal(
     real = real if real is not None else CompiledProgram(program, 0)
     series = series if series is not None else CompiledProgram(program, 2)
     passes = window_passes(program, window)
+    passes = passes if part is None else passes[part[0] : part[1]]
     starts = np.array([p.start for p in passes], np.int64)
     T = program.num_steps
     stops = np.array(sorted({p.stop for p in passes if p.stop < T}), np.int64)
@@ -144,13 +164,86 @@ def windowed_diagonal(
                 del saved[p.stop]
 
     grad = Metagradient(program, forward=real).many(list(tests), observe=Observer(keep, seen))
+    return diag, order1, grad
+
+
+def check_first_order(order1: np.ndarray, grad: np.ndarray) -> None:
+    """Refuse passes whose first order is not the metagradient: a visit left out or
+    counted twice, or passes of another run."""
     scale = max(float(np.max(np.abs(grad))), 1e-300)
     if np.max(np.abs(order1 - grad)) > 1e-8 * scale:
         raise RuntimeError(
             "the window passes' first order differs from the metagradient by "
             f"{np.max(np.abs(order1 - grad)):.3g}: passes and sweep do not see the same run"
         )
-    return diag, grad
+
+
+def parts(passes: list[WindowPass], n: int) -> list[tuple[int, int]]:
+    """[i, j) ranges of `passes` for `n` tasks, of about equal series steps each."""
+    steps = np.cumsum([p.stop - p.start for p in passes])
+    if not len(steps):
+        return []
+    cuts = np.searchsorted(steps, steps[-1] * np.arange(1, n) / n, side="right")
+    bounds = [0, *sorted(set(cuts.tolist()) - {0, len(passes)}), len(passes)]
+    return list(itertools.pairwise(bounds))
+
+
+@dataclass
+class WindowJob:
+    """The passes `part` of ``window_passes(window)`` of the training run of `source`, for
+    `tests` (a task for ``runtime.parallel``: each runs its own sweep)."""
+
+    source: Any  # runtime.sources.ProgramSource
+    tests: list
+    window: int
+    part: tuple[int, int]
+
+
+def window_job(job: WindowJob) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """``window_terms`` of the job's passes, and the seconds it took (in a worker)."""
+    from runtime.spec import compiled
+
+    t0 = time.perf_counter()
+    real, series = compiled(job.source, 0), compiled(job.source, 2)
+    out = window_terms(real.program, job.tests, job.window, real, series, job.part)
+    return (*out, time.perf_counter() - t0)
+
+
+def run_windows(
+    source: Any, tests: Sequence[Any], window: int, workers: int = 1,
+    scheduler: str | None = None,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """``windowed_diagonal`` of the training run of `source`, its passes split into
+    `workers` tasks on local processes or a Dask `scheduler`; third: the tasks' seconds
+    (the work as one process would do it, a sweep per task included)."""
+    from runtime import parallel
+    from runtime.spec import compiled
+
+    program = compiled(source, 0).program
+    jobs = [WindowJob(source, list(tests), window, part)
+            for part in parts(window_passes(program, window), max(1, workers))]
+    diag = np.zeros((len(tests), program.num_docs))
+    order1 = np.zeros_like(diag)
+    grads: list[np.ndarray] = []
+    seconds = 0.0
+
+    def arrived(job: WindowJob, result: tuple) -> None:
+        nonlocal seconds
+        d, o, g, t = result
+        diag[:] += d
+        order1[:] += o
+        grads.append(g)
+        seconds += t
+
+    parallel.run_tasks(
+        window_job, jobs, arrived, workers=workers, scheduler=scheduler,
+        # forked workers start with the real and series code loaded here first
+        prepare=(lambda: (compiled(source, 0), compiled(source, 2))) if parallel.forks() else None,
+    )  # fmt: skip
+    if not grads:
+        return diag, np.zeros_like(diag), seconds
+    check_first_order(order1, grads[0])
+    return diag, grads[0], seconds
 
 
 def trained_docs(program: Program) -> np.ndarray:

@@ -145,3 +145,26 @@ def test_sampling_every_document_gives_the_exact_data_and_estimator(sketch):
     win = sk.query(sets, [TEST], estimator="second-order-windowed")
     exact = sk.query(sets, [TEST], estimator="second-order")
     np.testing.assert_allclose(win.prediction, exact.prediction, rtol=1e-13)
+
+
+def test_passes_split_into_tasks_give_the_same_diagonal():
+    """Each task runs its own sweep for a range of the passes; their sums are one
+    process's diagonal (up to the order of the additions)."""
+    program = cubic(3, batch_size=5, shuffle_seed=3)
+    passes = wd.window_passes(program, 2)
+    whole, _ = wd.windowed_diagonal(program, [TEST, OTHER], window=2)
+    split = wd.parts(passes, 3)
+    assert [a for a, _ in split] == [0, *[b for _, b in split[:-1]]] and split[-1][1] == len(passes)
+    assert len(split) == 3
+    total = sum(wd.window_terms(program, [TEST, OTHER], 2, part=p)[0] for p in split)
+    np.testing.assert_allclose(total, whole, rtol=1e-13, atol=1e-16)
+
+
+def test_two_worker_processes_give_the_same_windowed_diagonal(sketch):
+    from runtime.sources import sketch_source
+
+    source = sketch_source(rt.open_sketch(sketch, program=PROGRAM).store, full=True)
+    one = wd.run_windows(source, [TEST], 2, workers=1)
+    two = wd.run_windows(source, [TEST], 2, workers=2)
+    np.testing.assert_allclose(two[0], one[0], rtol=1e-13, atol=1e-16)
+    assert np.array_equal(two[1], one[1])  # the same sweep's g
