@@ -148,9 +148,11 @@ class SketchWriter:
             return False
         p = self.path
         names = [*self.manifest.get("files", {}), MANIFEST, STAMPS, ".verified.lock"]
-        for name in names:
+        # and the temporary files of writes an interrupt cut short (``atomic_write_bytes``)
+        strays = [f for d in (p, p / CHUNK_DIR) if d.is_dir() for f in d.glob(".*.tmp")]
+        for f in [*(p / name for name in names), *strays]:
             with contextlib.suppress(OSError):
-                (p / name).unlink()
+                f.unlink()
         with contextlib.suppress(OSError):
             (p / CHUNK_DIR).rmdir()
         os.close(self._lock_fd)

@@ -215,6 +215,28 @@ def test_failed_start_leaves_nothing_behind(tmp_path):
     assert not out.exists()
 
 
+def test_an_interrupted_write_leaves_nothing_behind(tmp_path, monkeypatch):
+    """Ctrl-C while a write's temporary file exists: the write removes it, and a writer
+    discarding its empty start removes what such a write left (an interrupt can land
+    before the write knows the file's name), so the folder goes."""
+    real_fdopen = os.fdopen
+
+    def interrupted(fd, *a, **k):
+        real_fdopen(fd, *a, **k).close()
+        raise KeyboardInterrupt
+
+    out = tmp_path / "new"
+    with SketchWriter(out, CONFIG) as w:
+        monkeypatch.setattr(files_mod.os, "fdopen", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            files_mod.atomic_write_bytes(out / "manifest.json", b"{}")
+        monkeypatch.setattr(files_mod.os, "fdopen", real_fdopen)
+        assert not list(out.glob(".*.tmp"))
+        (out / ".manifest.json.abc123.tmp").write_bytes(b"{")  # what an earlier cut left
+        assert w.discard()
+    assert not out.exists()
+
+
 def test_failed_resume_keeps_finished_chunks(tmp_path):
     _write_sketch(tmp_path / "sk", chunks=(0,), finish=False)
     with pytest.raises(RuntimeError), SketchWriter(tmp_path / "sk", CONFIG) as w, w.discarding():
