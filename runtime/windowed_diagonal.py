@@ -13,10 +13,12 @@ pass that reaches the end of training takes the output's own series, exactly):
     H_ii ~ sum over the passes p holding i of  2 <c_2(p, i), xbar(stop_p)>
 
 The same passes' order 1 is dF/dw_i exactly, checked against the sweep's own g.
-What the windows leave out (the curvature after them) is replaced by its (trimmed) mean
-over a seeded sample of documents whose exact diagonal is computed
-(``runtime.unit_series``), which keep their exact values.  Measured against the exact
-diagonal and retraining: examples/RESULTS.md, "A cheaper diagonal".
+Ranges of the passes are tasks for ``runtime.parallel``, each with a sweep of its own
+(a few training runs, against the passes' hundreds at scale).  What the windows leave
+out (the curvature after them) is replaced by its (trimmed) mean over a seeded sample
+of documents whose exact diagonal is computed (``runtime.unit_series``), which keep
+their exact values.  Measured against the exact diagonal and retraining:
+examples/RESULTS.md, "A cheaper diagonal".
 """
 
 from __future__ import annotations
