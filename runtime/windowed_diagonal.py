@@ -224,28 +224,26 @@ def run_windows(
     program = compiled(source, 0).program
     jobs = [WindowJob(source, list(tests), window, part)
             for part in parts(window_passes(program, window), max(1, workers))]
-    diag = np.zeros((len(tests), program.num_docs))
-    order1 = np.zeros_like(diag)
-    grads: list[np.ndarray] = []
-    seconds = 0.0
+    done: dict[tuple[int, int], tuple] = {}
 
     def arrived(job: WindowJob, result: tuple) -> None:
-        nonlocal seconds
-        d, o, g, t = result
-        diag[:] += d
-        order1[:] += o
-        grads.append(g)
-        seconds += t
+        done[job.part] = result
 
     parallel.run_tasks(
         window_job, jobs, arrived, workers=workers, scheduler=scheduler,
         # forked workers start with the real and series code loaded here first
         prepare=(lambda: (compiled(source, 0), compiled(source, 2))) if parallel.forks() else None,
     )  # fmt: skip
-    if not grads:
-        return diag, np.zeros_like(diag), seconds
-    check_first_order(order1, grads[0])
-    return diag, grads[0], seconds
+    diag = np.zeros((len(tests), program.num_docs))
+    order1 = np.zeros_like(diag)
+    for job in jobs:  # summed in the jobs' order, whichever finished first: the same bits
+        diag += done[job.part][0]
+        order1 += done[job.part][1]
+    if not jobs:
+        return diag, np.zeros_like(diag), 0.0
+    grad = done[jobs[0].part][2]
+    check_first_order(order1, grad)
+    return diag, grad, sum(r[3] for r in done.values())
 
 
 def trained_docs(program: Program) -> np.ndarray:

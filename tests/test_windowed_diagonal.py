@@ -168,3 +168,5 @@ def test_two_worker_processes_give_the_same_windowed_diagonal(sketch):
     two = wd.run_windows(source, [TEST], 2, workers=2)
     np.testing.assert_allclose(two[0], one[0], rtol=1e-13, atol=1e-16)
     assert np.array_equal(two[1], one[1])  # the same sweep's g
+    again = wd.run_windows(source, [TEST], 2, workers=2)
+    assert np.array_equal(again[0], two[0])  # summed in the tasks' order: the same bits
