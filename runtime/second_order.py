@@ -39,9 +39,11 @@ class Windowed:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.window < 1 or self.sample < 0:
-            raise ValueError(f"windowed diagonal: window {self.window} (>= 1) and sample "
-                             f"{self.sample} (>= 0) documents")
+        if self.window < 1:
+            raise ValueError(f"windowed diagonal: the window must be >= 1 step, got {self.window}")
+        if self.sample < 0:
+            raise ValueError(f"windowed diagonal: the sample must be >= 0 documents, got "
+                             f"{self.sample}")
 
     def meta(self) -> dict[str, int]:
         return {"window": self.window, "sample": self.sample, "seed": self.seed}
