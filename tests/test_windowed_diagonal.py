@@ -170,3 +170,13 @@ def test_two_worker_processes_give_the_same_windowed_diagonal(sketch):
     assert np.array_equal(two[1], one[1])  # the same sweep's g
     again = wd.run_windows(source, [TEST], 2, workers=2)
     assert np.array_equal(again[0], two[0])  # summed in the tasks' order: the same bits
+
+
+def test_bad_settings_are_refused_by_name(sketch):
+    sk = rt.open_sketch(sketch, program=PROGRAM)
+    with pytest.raises(ValueError, match=r"the window must be >= 1 step, got 0"):
+        sk.second_order([TEST], diagonal="windowed", window=0)
+    with pytest.raises(ValueError, match=r"the sample must be >= 0 documents, got -1"):
+        sk.second_order([TEST], diagonal="windowed", sample=-1)
+    with pytest.raises(ValueError, match=r"diagonal: 'fast'; expected 'exact' or 'windowed'"):
+        sk.second_order([TEST], diagonal="fast")
