@@ -98,35 +98,29 @@ def load_test_data(
     """TestData of each test input with what `needs` (key -> needs names) asks for."""
     from runtime.metagrad import sketch_metagradients
     from runtime.query import coefficients
-    from runtime.second_order import Windowed, sketch_second_order
+    from runtime.second_order import KINDS, second_order_data
 
     want_c = [t for t in tests if "coefficients" in needs[t.key]]
     want_g = [t for t in tests if "first_order" in needs[t.key]]
-    want_h = [t for t in tests if "second_order" in needs[t.key]]
-    want_w = [t for t in tests if "second_order_windowed" in needs[t.key]]
     coefs = coefficients(sketch, want_c, warn=warn) if want_c else {}
     grads = (
         sketch_metagradients(sketch, want_g, compute=compute_first_order, warn=warn)
         if want_g
         else {}
     )
-    hess = (
-        sketch_second_order(sketch, want_h, compute=compute_first_order, warn=warn)
-        if want_h
-        else {}
-    )
-    hess_w = (
-        sketch_second_order(sketch, want_w, compute=compute_first_order, warn=warn,
-                            windowed=Windowed(), any_settings=True)
-        if want_w
-        else {}
-    )
+    second: dict[str, dict] = {}
+    for need in KINDS:
+        want = [t for t in tests if need in needs[t.key]]
+        second[need] = (
+            second_order_data(sketch, need, want, compute_first_order, warn) if want else {}
+        )
     out = []
     for t in tests:
         c = coefs.get(t.key)
         mg = grads.get(t.key)
-        for got, how in ((hess, ""), (hess_w, " --diagonal windowed")):
+        for need, got in second.items():
             if t.key in got and got[t.key] is None:
+                how = "" if KINDS[need] is None else " --diagonal windowed"
                 raise ValueError(
                     f"no stored second-order data for {t.label!r}: compute it with "
                     f"`circuitsketch hessian SKETCH{how} ...` (or ask for an estimator that "
@@ -139,8 +133,8 @@ def load_test_data(
             )
         c0 = _c0(c) if c is not None else _undeleted_output(sketch, t)
         out.append(
-            E.TestData(t.label, t.key, c0, c, None if mg is None else mg.g, hess.get(t.key),
-                       hess_w.get(t.key))
+            E.TestData(t.label, t.key, c0, c, None if mg is None else mg.g,
+                       **{need: got.get(t.key) for need, got in second.items()})
         )
     return out
 
@@ -234,20 +228,17 @@ def query_sets(
     s_total = len(sets)
     auto_size = None
     if estimator == E.AUTO:
-        from runtime.second_order import Windowed, sketch_second_order
+        from runtime.second_order import KINDS, second_order_data
 
         findings = read_findings(sketch)
         stored = sketch_metagradients(sketch, items, compute=False, warn=warn)
-        stored_h = sketch_second_order(sketch, items, compute=False, warn=warn)
-        stored_w = sketch_second_order(sketch, items, compute=False, warn=warn,
-                                       windowed=Windowed(), any_settings=True)
+        stored_so = {need: second_order_data(sketch, need, items, False, warn) for need in KINDS}
         picks = np.empty((s_total, len(items)), dtype=object)
         auto_size = np.full((s_total, len(items)), NO_SIZE, np.int64)
         sizes = sets.sizes
         for d, t in enumerate(items):
             have = {"coefficients"} | ({"first_order"} if stored[t.key] is not None else set())
-            have |= {"second_order"} if stored_h[t.key] is not None else set()
-            have |= {"second_order_windowed"} if stored_w[t.key] is not None else set()
+            have |= {need for need, got in stored_so.items() if got[t.key] is not None}
             usable = [e.name for e in E.ESTIMATORS.values() if set(e.needs) <= have]
             for z in np.unique(sizes):
                 name, used = choose(findings, int(z), usable)

@@ -42,6 +42,7 @@ from runtime.batch_query import query_sets
 from runtime.batch_retrain import RetrainResult, batch_retrain
 from runtime.deletion_sets import DeletionSets, sample_sets
 from runtime.findings import write_findings
+from runtime.second_order import KINDS, second_order_data
 from runtime.store import Sketch, atomic_write_bytes, atomic_write_json
 
 __all__ = ["PROBE_STEPS", "evaluate", "measure_costs", "rank_estimators"]
@@ -67,11 +68,10 @@ def measure_costs(
     source: Any,
     metagrads: dict[str, Any],
     retrained: RetrainResult | None,
-    second: dict[str, Any] | None,
+    second: dict[str, dict[str, Any]] | None,
     sets: DeletionSets,
     tests: Sequence[Any],
     probe_steps: int = PROBE_STEPS,
-    windowed: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Precompute costs in training runs (module docstring), with what they were made of."""
     from runtime.query import sketch_program
@@ -98,8 +98,8 @@ def measure_costs(
     real = best(lambda: cp0.train(stop=steps))
     per_direction = series / b / real
     fo = [r.cost for r in metagrads.values() if r is not None and r.cost is not None]
-    so = [r.cost for r in (second or {}).values() if r is not None and r.cost is not None]
-    sw = [r.cost for r in (windowed or {}).values() if r is not None and r.cost is not None]
+    so = {need: [r.cost for r in (second or {}).get(need, {}).values()
+                 if r is not None and r.cost is not None] for need in KINDS}
     # one set's retraining and its outputs, here, beside the unit (workers share the cores)
     one = best(lambda: retrain(source, sets.weight_vector(0), tests))
     workers = retrained.train_seconds if retrained is not None else []
@@ -109,8 +109,7 @@ def measure_costs(
         "sketch_direction_runs": per_direction,
         "sketch_runs": per_direction * sketch.num_directions,
         "first_order_runs_per_test": float(np.mean(fo)) if fo else None,
-        "second_order_runs_per_test": float(np.mean(so)) if so else None,
-        "second_order_windowed_runs_per_test": float(np.mean(sw)) if sw else None,
+        **{f"{need}_runs_per_test": float(np.mean(c)) if c else None for need, c in so.items()},
         "retrain_runs_per_set": one / train,
         "retrain_worker_seconds": float(np.median(workers)) if workers else None,
     }
@@ -120,8 +119,7 @@ def estimator_cost(needs: Sequence[str], costs: dict[str, Any], tests: int) -> d
     """An estimator's precompute in training runs: shared by all test inputs, per test input,
     and in total for `tests` test inputs."""
     shared = costs["sketch_runs"] if "coefficients" in needs else 0.0
-    parts = [costs[f"{need}_runs_per_test"] for need in
-             ("first_order", "second_order", "second_order_windowed") if need in needs]
+    parts = [costs[f"{need}_runs_per_test"] for need in ("first_order", *KINDS) if need in needs]
     per_test = None if None in parts else float(sum(parts))
     total = None if per_test is None else shared + tests * per_test
     return {"shared_runs": shared, "per_test_runs": per_test, "total_runs": total}
@@ -181,8 +179,6 @@ def evaluate(
     options = options or E.Options()
     names = list(estimators) if estimators else E.defaults()
     from runtime.findings import read_findings
-    from runtime.second_order import Windowed, sketch_second_order
-
     for name in names:
         if name != E.AUTO:
             E.get(name)
@@ -214,12 +210,8 @@ def evaluate(
     needs = {x for n in names if n != E.AUTO for x in E.get(n).needs}
     mgs = sketch_metagradients(sketch, items, compute=True, warn=warn) if (
         "first_order" in needs) else {}
-    second = sketch_second_order(sketch, items, compute=True, warn=warn, workers=workers,
-                                 scheduler=scheduler) if "second_order" in needs else {}
-    windowed = sketch_second_order(
-        sketch, items, compute=True, warn=warn, workers=workers, scheduler=scheduler,
-        windowed=Windowed(), any_settings=True,
-    ) if "second_order_windowed" in needs else {}
+    second = {need: second_order_data(sketch, need, items, True, warn, workers, scheduler)
+              for need in KINDS if need in needs}
     results = {n: query_sets(sketch, items, sets, n, options, warn=warn) for n in names}
     lines = [  # records are set-major: record i is test input i % D; auto's name its pick
         json.dumps(_json({
@@ -232,8 +224,7 @@ def evaluate(
         for i, r in enumerate(res.records())
     ]
     atomic_write_bytes(outdir / "predictions.jsonl", "".join(lines).encode())
-    costs = measure_costs(sketch, source, mgs, retrained, second, sets, items,
-                          windowed=windowed)
+    costs = measure_costs(sketch, source, mgs, retrained, second, sets, items)
     size_list = sorted({int(z) for z in sets.sizes})
     by_size: dict[str, dict[str, dict[str, Any]]] = {}
     for z in size_list:

@@ -23,7 +23,7 @@ from runtime.hessian import row_sums
 from runtime.metagrad import run_results
 from runtime.windowed_diagonal import DEFAULT_SAMPLE, DEFAULT_WINDOW
 
-__all__ = ["SecondOrder", "Windowed", "sketch_second_order"]
+__all__ = ["KINDS", "SecondOrder", "Windowed", "second_order_data", "sketch_second_order"]
 
 STORE_DIR = "second_order"
 WINDOWED_DIR = "second_order_windowed"
@@ -116,6 +116,27 @@ def sketch_second_order(
         else SecondOrder(x.array[0], x.array[1], x.meta.get("seconds"), x.meta.get("train_seconds"))
         for k, x in found.items()
     }
+
+
+# the estimators' data names (``runtime.estimators.NEEDS``) of second-order data -> the
+# diagonal's settings (None: exact; the windowed one is computed with the defaults)
+KINDS: dict[str, Windowed | None] = {"second_order": None, "second_order_windowed": Windowed()}
+
+
+def second_order_data(
+    sketch,
+    need: str,
+    tests: Sequence[Any],
+    compute: bool,
+    warn: Callable[[str], None] | None = None,
+    workers: int = 1,
+    scheduler: str | None = None,
+) -> dict[str, SecondOrder | None]:
+    """``sketch_second_order`` for the data an estimator `need`s (a key of KINDS); the
+    windowed data are read whatever the settings they were stored with."""
+    windowed = KINDS[need]
+    return sketch_second_order(sketch, tests, compute, warn, workers, scheduler,
+                               windowed=windowed, any_settings=windowed is not None)
 
 
 def _compute(sketch, todo: list, store, warn, workers: int, scheduler: str | None,
