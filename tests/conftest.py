@@ -17,7 +17,9 @@ Helpers (``rel_err``, ``assert_rel``) are imported by the test files as
 
 from __future__ import annotations
 
+import shutil
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -142,6 +144,25 @@ def oracle_series(init_params, chars):
     )
     coeffs = np.array(OM.test_loss(final, OM.tokenize(HELD_OUT, chars)).coeffs)
     return OM.to_array(final), coeffs
+
+
+@pytest.fixture(scope="session")
+def poly_sketch(tmp_path_factory) -> Path:
+    """A sketch of the cubic user program (``tests/poly_program``: K = 1, 4 directions),
+    made once; tests that derive data from it take a copy (``poly_sketch_copy``)."""
+    import runtime.api as rt
+    from tests import poly_program as pp
+
+    out = tmp_path_factory.mktemp("poly") / "sketch"
+    rt.precompute(rt.program(pp.SPEC), out, degree=1, directions=4, seed=2)
+    return out
+
+
+@pytest.fixture
+def poly_sketch_copy(poly_sketch, tmp_path) -> Path:
+    """A fresh copy of ``poly_sketch``, nothing derived from it stored yet."""
+    shutil.copytree(poly_sketch, tmp_path / "sk")
+    return tmp_path / "sk"
 
 
 @pytest.fixture(autouse=True)

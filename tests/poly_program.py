@@ -15,11 +15,14 @@ compiler: the tests' exact reference.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 import circuitsketch as cs
 
 N, P, LR, EPOCHS = 12, 3, 0.05, 2
+SPEC = f"{Path(__file__).resolve()}:build"  # as --program and ``runtime.api.program`` take it
 
 
 def data() -> tuple[np.ndarray, np.ndarray]:

@@ -13,9 +13,6 @@ once) and the closed form of ``tests/poly_program.py``:
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -26,24 +23,16 @@ from runtime import unit_series as us
 from runtime.sources import sketch_source
 from tests import poly_program as pp
 
-PROGRAM = f"{Path(pp.__file__).resolve()}:build"
+PROGRAM = pp.SPEC
 X, _ = pp.data()
 TEST = {"x": X[0], "t": np.array(0.5)}
 OTHER = {"x": X[5], "t": np.array(-1.0)}
 
 
-@pytest.fixture(scope="module")
-def made(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("unit") / "sketch"
-    rt.precompute(rt.program(PROGRAM), out, degree=1, directions=4, seed=2)
-    return out
-
-
 @pytest.fixture
-def sketch(made, tmp_path) -> rt.Sketch:
-    """A fresh copy of the module's sketch, nothing derived from it stored yet."""
-    shutil.copytree(made, tmp_path / "sk")
-    return rt.open_sketch(tmp_path / "sk", program=PROGRAM)
+def sketch(poly_sketch_copy) -> rt.Sketch:
+    """A fresh copy of the cubic program's sketch, nothing derived from it stored yet."""
+    return rt.open_sketch(poly_sketch_copy, program=PROGRAM)
 
 
 @pytest.fixture(scope="module")

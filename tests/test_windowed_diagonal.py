@@ -7,9 +7,6 @@ document exactly once, which their first order checks against the metagradient.
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -19,7 +16,7 @@ from runtime import hessian as hs
 from runtime import windowed_diagonal as wd
 from tests import poly_program as pp
 
-PROGRAM = f"{Path(pp.__file__).resolve()}:build"
+PROGRAM = pp.SPEC
 X, _ = pp.data()
 TEST = {"x": X[0], "t": np.array(0.5)}
 OTHER = {"x": X[5], "t": np.array(-1.0)}
@@ -120,23 +117,10 @@ def test_the_sample_is_seeded_and_trained_on():
     assert np.array_equal(wd.sample_docs(program, 50, 0), np.arange(pp.N))
 
 
-@pytest.fixture(scope="module")
-def made(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("windowed") / "sketch"
-    rt.precompute(rt.program(PROGRAM), out, degree=1, directions=4, seed=2)
-    return out
-
-
-@pytest.fixture
-def sketch(made, tmp_path) -> Path:
-    shutil.copytree(made, tmp_path / "sk")
-    return tmp_path / "sk"
-
-
-def test_sampling_every_document_gives_the_exact_data_and_estimator(sketch):
+def test_sampling_every_document_gives_the_exact_data_and_estimator(poly_sketch_copy):
     """With every document in the sample the windowed data are the exact ones, so the two
     estimators agree; the closed form checks both."""
-    sk = rt.open_sketch(sketch, program=PROGRAM)
+    sk = rt.open_sketch(poly_sketch_copy, program=PROGRAM)
     diag, rows = sk.second_order([TEST], diagonal="windowed", window=1, sample=pp.N)
     h = pp.hessian(TEST["x"], 0.5)
     np.testing.assert_allclose(diag[0], np.diag(h), rtol=1e-12, atol=1e-14)
@@ -160,10 +144,10 @@ def test_passes_split_into_tasks_give_the_same_diagonal():
     np.testing.assert_allclose(total, whole, rtol=1e-13, atol=1e-16)
 
 
-def test_two_worker_processes_give_the_same_windowed_diagonal(sketch):
+def test_two_worker_processes_give_the_same_windowed_diagonal(poly_sketch_copy):
     from runtime.sources import sketch_source
 
-    source = sketch_source(rt.open_sketch(sketch, program=PROGRAM).store, full=True)
+    source = sketch_source(rt.open_sketch(poly_sketch_copy, program=PROGRAM).store, full=True)
     one = wd.run_windows(source, [TEST], 2, workers=1)
     two = wd.run_windows(source, [TEST], 2, workers=2)
     np.testing.assert_allclose(two[0], one[0], rtol=1e-13, atol=1e-16)
@@ -172,8 +156,8 @@ def test_two_worker_processes_give_the_same_windowed_diagonal(sketch):
     assert np.array_equal(again[0], two[0])  # summed in the tasks' order: the same bits
 
 
-def test_bad_settings_are_refused_by_name(sketch):
-    sk = rt.open_sketch(sketch, program=PROGRAM)
+def test_bad_settings_are_refused_by_name(poly_sketch_copy):
+    sk = rt.open_sketch(poly_sketch_copy, program=PROGRAM)
     with pytest.raises(ValueError, match=r"the window must be >= 1 step, got 0"):
         sk.second_order([TEST], diagonal="windowed", window=0)
     with pytest.raises(ValueError, match=r"the sample must be >= 0 documents, got -1"):
