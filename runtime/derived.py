@@ -218,6 +218,10 @@ class Derived:
         self.sketch.stamps.flush()
         return npy
 
+    def remove(self, key: str) -> None:
+        """Drop the stored result of `key`, if any."""
+        self._drop(*self.paths(key))
+
     def get_or_compute(
         self,
         key: str,

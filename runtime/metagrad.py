@@ -42,7 +42,7 @@ from runtime.checkpoints import MemoryModel, Plan, choose, simulate, summary
 
 if TYPE_CHECKING:  # compiled code (numba) is imported where it runs: reading a stored g
     from compiler.compiled import CompiledProgram  # must stay light (a query's start-up)
-    from runtime.sweep import Observer
+    from runtime.sweep import Observer, SweepPoint
 
 
 # ---------------------------------------------------------------- the full-trajectory reference
@@ -154,16 +154,18 @@ class Metagradient:
         tests: Sequence[Any],
         check_final: Callable[[np.ndarray], None] | None = None,
         observe: Observer | None = None,
+        resume: SweepPoint | None = None,
     ) -> np.ndarray:
         """g (Q, N) for Q test inputs in one sweep; check_final(x_T) may refuse the run;
-        `observe` sees each leaf's states and cotangents (``sweep.Observer``)."""
+        `observe` sees each leaf's states and cotangents (``sweep.Observer``); `resume`
+        goes on from where a sweep of these inputs stood (``Observer.reached``)."""
 
         def seeds(final: np.ndarray) -> list[np.ndarray]:
             if check_final is not None:
                 check_final(final)
             return [output_cotangent(self.forward, final, t) for t in tests]
 
-        g, _ = self.sweep.run(self.plan, seeds, self.threads, observe)
+        g, _ = self.sweep.run(self.plan, seeds, self.threads, observe, resume)
         return g
 
     def __call__(self, test) -> np.ndarray:

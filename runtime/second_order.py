@@ -12,6 +12,7 @@ diagonal's series passes, which serve every test input, run once per sketch
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -149,7 +150,9 @@ def _compute(sketch, todo: list, store, warn, workers: int, scheduler: str | Non
     from runtime.spec import compiled
     from runtime.unit_series import stored_diagonal
     from runtime.windowed_diagonal import (
+        Checkpoints,
         corrected,
+        discard_checkpoints,
         missed,
         run_windows,
         sample_docs,
@@ -169,8 +172,10 @@ def _compute(sketch, todo: list, store, warn, workers: int, scheduler: str | Non
         sample = sample_docs(program, windowed.sample, windowed.seed)
         exact, _, seconds = stored_diagonal(sketch, source, values, warn, workers, scheduler,
                                             progress, subset=sample)
+        tests_key = hashlib.sha256("\n".join(t.key for t in todo).encode()).hexdigest()[:16]
+        checkpoints = Checkpoints(str(sketch.path), tests_key)
         win, grad, window_seconds = run_windows(source, values, windowed.window, workers,
-                                                scheduler)
+                                                scheduler, checkpoints)
         seconds += window_seconds
         t0 = time.perf_counter()
         diag = corrected(win, exact, sample, trained_docs(program))
@@ -183,3 +188,5 @@ def _compute(sketch, todo: list, store, warn, workers: int, scheduler: str | Non
         if extra:
             meta |= {"diagonal": extra["diagonal"], "missed": float(extra["missed"][q])}
         store.put(t.key, np.vstack([diag[q], rows[q]]), meta)
+    if windowed is not None:  # the window tasks' states served their purpose
+        discard_checkpoints(checkpoints, program, windowed.window, workers)

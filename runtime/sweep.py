@@ -164,6 +164,19 @@ class Observer:
 
     keep: Callable[[int, int], np.ndarray]
     seen: Callable[[int, int, Callable[[int], np.ndarray], dict], None]
+    reached: Callable[[SweepPoint], None] | None = None  # after each leaf: where it stands
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """A sweep reversed down to step `a` (a leaf's first step; 0 when done): its seeds'
+    cotangents of x_a (Q, S), the g (Q, N) they have summed, and x_T (S,).  ``Sweep.run``
+    resumes from one with the same bits as a sweep without a stop."""
+
+    a: int
+    cotangents: np.ndarray
+    g: np.ndarray
+    final: np.ndarray
 
 
 @dataclass
@@ -303,8 +316,9 @@ class Sweep:
         self.forward.train(self.weights, stop=0, trajectory=view)
         self.rows.train(self.weights, state=np.zeros(self.rows.state_size), stop=0)
 
-    def _leaves(self, plan: Plan, acquire: Callable[[], _Leaf]) -> Iterator[_Leaf]:
-        """The forward work of a plan: each leaf's buffer filled, last leaf first."""
+    def _leaves(self, plan: Plan, acquire: Callable[[], _Leaf], below: int) -> Iterator[_Leaf]:
+        """The forward work of a plan: each leaf's buffer filled, last leaf first; leaves
+        from step `below` on are skipped (reversed before a resumed sweep's stop)."""
         cp, w = self.forward, self.weights
         cur = cp.initial_state()
         kept = {0: cur}
@@ -319,7 +333,12 @@ class Sweep:
                 cur = kept[act.a]
             elif act.kind == "free":
                 del kept[act.a]
+            elif act.a >= below:
+                cur = None
             else:
+                if act.b > below:
+                    raise ValueError(f"cannot resume at step {below}: the plan's leaf "
+                                     f"[{act.a}, {act.b}) holds it")
                 leaf = acquire()
                 t0 = time.perf_counter()
                 self._recompute(leaf, cur, act.a, act.b)
@@ -378,12 +397,14 @@ class Sweep:
         seeds: Callable[[np.ndarray], Sequence[np.ndarray]],
         threads: int = 1,
         observe: Observer | None = None,
+        resume: SweepPoint | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """g (Q, N) for the seeds that `seeds(x_T)` returns, and x_T.
 
         threads=2 recomputes the next leaf on a second thread while this one is reversed
         (two leaf buffers).  Any exception of `seeds` (e.g. a check of x_T) stops the sweep.
-        `observe` (an ``Observer``), if given, is shown each leaf once reversed.
+        `observe` (an ``Observer``), if given, is shown each leaf once reversed.  `resume`:
+        go on from where a sweep of the same run and plan stood (its ``reached``).
         """
         if plan.num_steps != self.program.num_steps:
             raise ValueError(
@@ -394,9 +415,11 @@ class Sweep:
         L = plan.leaf_steps
         self.rows.resize(L)
         self.seconds = {}
+        below = plan.num_steps if resume is None else resume.a
         if threads == 1:
             (leaf,) = self._leaf_buffers(L, 1)
-            return self._reverse(self._leaves(plan, lambda: leaf), seeds, lambda _: None, observe)
+            return self._reverse(self._leaves(plan, lambda: leaf, below), seeds,
+                                 lambda _: None, observe, resume)
         pool: queue.Queue = queue.Queue()
         for leaf in self._leaf_buffers(L, 2):
             pool.put(leaf)
@@ -411,7 +434,7 @@ class Sweep:
 
         def produce() -> None:
             try:
-                for leaf in self._leaves(plan, acquire):
+                for leaf in self._leaves(plan, acquire, below):
                     ready.put(leaf)
                 ready.put(None)
             except _Stopped:
@@ -429,7 +452,7 @@ class Sweep:
                 yield item
 
         try:
-            return self._reverse(consume(), seeds, pool.put, observe)
+            return self._reverse(consume(), seeds, pool.put, observe, resume)
         finally:
             stop.set()
             pool.put(None)  # wakes a producer waiting for a buffer
@@ -444,13 +467,16 @@ class Sweep:
             return leaf.tables[4][leaf.b - 1 - s, o : o + self.forward.state_size].copy()
         return leaf.traj[s - leaf.a].copy()
 
-    def _reverse(self, leaves: Iterator[_Leaf], seeds, release, observe=None
-                 ) -> tuple[np.ndarray, np.ndarray]:
+    def _reverse(self, leaves: Iterator[_Leaf], seeds, release, observe=None,
+                 resume: SweepPoint | None = None) -> tuple[np.ndarray, np.ndarray]:
         rows, w = self.rows, self.weights
         cts: list[np.ndarray] = []
         capture = None  # one (L, S) buffer for the cotangents, seed after seed
         g = np.zeros((0, self.program.num_docs))
         final = None
+        if resume is not None:
+            cts = [np.array(c, np.float64) for c in resume.cotangents]
+            g, final = np.array(resume.g, np.float64), np.array(resume.final, np.float64)
         for leaf in leaves:
             if leaf.final is not None:
                 final = leaf.final.copy()
@@ -475,6 +501,8 @@ class Sweep:
                 observe.seen(leaf.a, leaf.b, lambda s, leaf=leaf: self.leaf_state(leaf, s),
                              dict(zip(keep.tolist(), kept, strict=True)))
             release(leaf)
+            if observe is not None and observe.reached is not None:
+                observe.reached(SweepPoint(leaf.a, np.array(cts), g, final))
         if final is None:
             raise AssertionError("the plan reversed no leaf")
         return g, final

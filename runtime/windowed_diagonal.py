@@ -23,19 +23,22 @@ examples/RESULTS.md, "A cheaper diagonal".
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from circuitsketch.program import Program
+from runtime.files import SketchError
 from runtime.hessian import DIAGONAL_GROUP
 
 if TYPE_CHECKING:
     from compiler.compiled import CompiledProgram
+    from runtime.sweep import SweepPoint
 
 __all__ = ["DEFAULT_SAMPLE", "DEFAULT_WINDOW", "WindowJob", "WindowPass", "check_first_order",
            "corrected", "missed", "parts", "run_windows", "sample_docs", "trained_docs",
@@ -107,6 +110,40 @@ def windowed_diagonal(
     return diag, grad
 
 
+@dataclass
+class WindowState:
+    """Where a task of window passes stands, its sweep reversed down to step ``point.a``:
+    its sums so far and the cotangents kept for the passes still to run.  A task stores it
+    as it goes (``Checkpoints``) and resumes from it with the same bits."""
+
+    point: SweepPoint
+    diag: np.ndarray  # (Q, N)
+    order1: np.ndarray  # (Q, N)
+    saved: dict[int, np.ndarray]  # stop step -> (Q, S) cotangents of x_stop
+
+    def pack(self) -> tuple[np.ndarray, dict[str, Any]]:
+        """One float64 array and its layout."""
+        steps = sorted(self.saved)
+        p = self.point
+        arrays = [p.cotangents, p.g, p.final, self.diag, self.order1,
+                  *(self.saved[t] for t in steps)]
+        return np.concatenate([np.ravel(x) for x in arrays]), {"a": p.a, "saved": steps}
+
+    @staticmethod
+    def unpack(arr: np.ndarray, layout: dict[str, Any], q: int, n: int, s: int) -> WindowState:
+        """The state `pack` gave (q tests, n documents, a state of s entries)."""
+        sizes = [q * s, q * n, s, q * n, q * n] + [q * s] * len(layout["saved"])
+        if arr.ndim != 1 or arr.size != sum(sizes):
+            raise ValueError(f"a window task's stored state holds {arr.size} values, "
+                             f"expected {sum(sizes)}")
+        from runtime.sweep import SweepPoint
+
+        cts, g, final, diag, order1, *kept = np.split(arr, np.cumsum(sizes)[:-1])
+        point = SweepPoint(int(layout["a"]), cts.reshape(q, s), g.reshape(q, n), final)
+        saved = {int(t): c.reshape(q, s) for t, c in zip(layout["saved"], kept, strict=True)}
+        return WindowState(point, diag.reshape(q, n), order1.reshape(q, n), saved)
+
+
 def window_terms(
     program: Program,
     tests: Sequence[Any],
@@ -114,29 +151,38 @@ def window_terms(
     real: CompiledProgram | None = None,
     series: CompiledProgram | None = None,
     part: tuple[int, int] | None = None,
+    resume: WindowState | None = None,
+    save: Callable[[WindowState], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(diag, order1, grad), each (Q, N): what the passes `part` = [i, j) of
     ``window_passes`` (default: all) add to the diagonal and to the first order, and
-    the sweep's g."""
+    the sweep's g.  `save` is shown the task's state after each leaf of the sweep (the
+    last one: done); `resume` goes on from one."""
     from compiler.compiled import CompiledProgram, hi_block
     from runtime.metagrad import Metagradient
     from runtime.sweep import Observer
 
+    if resume is not None and resume.point.a == 0:
+        return resume.diag, resume.order1, resume.point.g
     real = real if real is not None else CompiledProgram(program, 0)
     series = series if series is not None else CompiledProgram(program, 2)
     passes = window_passes(program, window)
     passes = passes if part is None else passes[part[0] : part[1]]
     starts = np.array([p.start for p in passes], np.int64)
     T = program.num_steps
+    below = T if resume is None else resume.point.a  # the passes from there on have run
     stops = np.array(sorted({p.stop for p in passes if p.stop < T}), np.int64)
     uses = {int(s): 0 for s in stops}  # the passes still to come that stop there
     for p in passes:
-        if p.stop < T:
+        if p.stop < T and p.start < below:
             uses[p.stop] += 1
-    saved: dict[int, np.ndarray] = {}  # stop step -> (Q, S) cotangents of x_stop
     N, S = program.num_docs, real.state_size
-    diag = np.zeros((len(tests), N))
-    order1 = np.zeros((len(tests), N))
+    if resume is None:
+        saved: dict[int, np.ndarray] = {}
+        diag = np.zeros((len(tests), N))
+        order1 = np.zeros((len(tests), N))
+    else:
+        saved, diag, order1 = dict(resume.saved), resume.diag.copy(), resume.order1.copy()
 
     def keep(a: int, b: int) -> np.ndarray:
         return stops[(stops > a) & (stops <= b)]
@@ -165,7 +211,13 @@ def window_terms(
             if not uses[p.stop]:
                 del saved[p.stop]
 
-    grad = Metagradient(program, forward=real).many(list(tests), observe=Observer(keep, seen))
+    def reached(point: SweepPoint) -> None:
+        if save is not None:
+            save(WindowState(point, diag, order1, saved))
+
+    grad = Metagradient(program, forward=real).many(
+        list(tests), observe=Observer(keep, seen, reached),
+        resume=None if resume is None else resume.point)
     return diag, order1, grad
 
 
@@ -190,47 +242,128 @@ def parts(passes: list[WindowPass], n: int) -> list[tuple[int, int]]:
     return list(itertools.pairwise(bounds))
 
 
+CHECKPOINT_SECONDS = 60.0  # a window task stores its state at most this often
+SAVE_SHARE = 50  # and waits at least this many times what storing it took
+
+
+@dataclass
+class Checkpoints:
+    """Where window tasks store their states as they go: beside the sketch at `path`
+    (``runtime.derived``), under keys naming the test inputs (`tests_key`); a task stores
+    at most every `every` seconds (and SAVE_SHARE times the last store's time: 2% of the
+    task's), and when done."""
+
+    path: str
+    tests_key: str
+    every: float | None = None  # None: CHECKPOINT_SECONDS
+
+    def store(self):
+        from runtime.metagrad import run_results
+        from runtime.store import Sketch
+
+        return run_results(Sketch.open(self.path), STORE_DIR, "window task's state")
+
+    def key(self, window: int, part: tuple[int, int], passes: int) -> str:
+        return (f"window passes {part[0]}..{part[1]} of {passes} (window {window}) for "
+                f"test inputs {self.tests_key}")
+
+
+STORE_DIR = "window_tasks"
+
+
 @dataclass
 class WindowJob:
     """The passes `part` of ``window_passes(window)`` of the training run of `source`, for
-    `tests` (a task for ``runtime.parallel``: each runs its own sweep)."""
+    `tests` (a task for ``runtime.parallel``: each runs its own sweep), its state stored
+    as it goes if `checkpoints`."""
 
     source: Any  # runtime.sources.ProgramSource
     tests: list
     window: int
     part: tuple[int, int]
+    passes: int  # of the whole windowed diagonal
+    checkpoints: Checkpoints | None = None
+
+
+def _stored_state(job: WindowJob, store, n: int, s: int) -> tuple[WindowState | None, float]:
+    """The job's stored state, if any, and the seconds spent on it so far."""
+    key = job.checkpoints.key(job.window, job.part, job.passes)
+    hit = store.get(key, dtype=np.float64)
+    if hit is None:
+        return None, 0.0
+    try:
+        state = WindowState.unpack(hit.array, hit.meta, len(job.tests), n, s)
+    except (KeyError, TypeError, ValueError) as e:
+        store.warn(f"{key}: {e}; computing it again")
+        return None, 0.0
+    return state, float(hit.meta.get("seconds", 0.0))
 
 
 def window_job(job: WindowJob) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """``window_terms`` of the job's passes, and the seconds it took (in a worker)."""
+    """``window_terms`` of the job's passes, and the seconds they took (in a worker), the
+    seconds of earlier runs of an interrupted task included."""
     from runtime.spec import compiled
 
     t0 = time.perf_counter()
     real, series = compiled(job.source, 0), compiled(job.source, 2)
-    out = window_terms(real.program, job.tests, job.window, real, series, job.part)
-    return (*out, time.perf_counter() - t0)
+    program = real.program
+    resume, before, save = None, 0.0, None
+    store = None
+    if job.checkpoints is not None:
+        with contextlib.suppress(SketchError, OSError):  # a worker that cannot reach it
+            store = job.checkpoints.store()
+    if store is not None:
+        resume, before = _stored_state(job, store, program.num_docs, real.state_size)
+        key = job.checkpoints.key(job.window, job.part, job.passes)
+        last = time.perf_counter()
+
+        every = CHECKPOINT_SECONDS if job.checkpoints.every is None else job.checkpoints.every
+        wait = every
+
+        def save(state: WindowState) -> None:
+            nonlocal last, wait
+            now = time.perf_counter()
+            if state.point.a == 0 or now - last >= wait:
+                arr, layout = state.pack()
+                store.put(key, arr, {**layout, "seconds": before + now - t0})
+                last = time.perf_counter()
+                wait = max(every, SAVE_SHARE * (last - now))  # large states: less often
+
+    out = window_terms(program, job.tests, job.window, real, series, job.part, resume, save)
+    return (*out, before + time.perf_counter() - t0)
 
 
 def run_windows(
     source: Any, tests: Sequence[Any], window: int, workers: int = 1,
-    scheduler: str | None = None,
+    scheduler: str | None = None, checkpoints: Checkpoints | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """``windowed_diagonal`` of the training run of `source`, its passes split into
     `workers` tasks on local processes or a Dask `scheduler`; third: the tasks' seconds
-    (the work as one process would do it, a sweep per task included)."""
+    (the work as one process would do it, a sweep per task included, and the earlier
+    runs of a resumed task).  With `checkpoints`, each task stores its state as it goes
+    and an interrupted call, run again, resumes each task where it stopped."""
     from runtime import parallel
     from runtime.spec import compiled
 
-    program = compiled(source, 0).program
-    jobs = [WindowJob(source, list(tests), window, part)
-            for part in parts(window_passes(program, window), max(1, workers))]
+    real = compiled(source, 0)
+    program = real.program
+    count, split = task_parts(program, window, workers)
+    jobs = [WindowJob(source, list(tests), window, part, count, checkpoints) for part in split]
     done: dict[tuple[int, int], tuple] = {}
 
     def arrived(job: WindowJob, result: tuple) -> None:
         done[job.part] = result
 
+    todo = jobs
+    if checkpoints is not None:  # tasks done before need no worker
+        store = checkpoints.store()
+        for job in jobs:
+            state, seconds = _stored_state(job, store, program.num_docs, real.state_size)
+            if state is not None and state.point.a == 0:
+                done[job.part] = (state.diag, state.order1, state.point.g, seconds)
+        todo = [job for job in jobs if job.part not in done]
     parallel.run_tasks(
-        window_job, jobs, arrived, workers=workers, scheduler=scheduler,
+        window_job, todo, arrived, workers=workers, scheduler=scheduler,
         # forked workers start with the real and series code loaded here first
         prepare=(lambda: (compiled(source, 0), compiled(source, 2))) if parallel.forks() else None,
     )  # fmt: skip
@@ -244,6 +377,21 @@ def run_windows(
     grad = done[jobs[0].part][2]
     check_first_order(order1, grad)
     return diag, grad, sum(r[3] for r in done.values())
+
+
+def task_parts(program: Program, window: int, workers: int) -> tuple[int, list]:
+    """The number of window passes and the [i, j) ranges of the tasks on `workers`."""
+    passes = window_passes(program, window)
+    return len(passes), parts(passes, max(1, workers))
+
+
+def discard_checkpoints(checkpoints: Checkpoints, program: Program, window: int,
+                        workers: int) -> None:
+    """Remove the tasks' stored states, once the data they made are stored."""
+    store = checkpoints.store()
+    count, split = task_parts(program, window, workers)
+    for part in split:
+        store.remove(checkpoints.key(window, part, count))
 
 
 def trained_docs(program: Program) -> np.ndarray:

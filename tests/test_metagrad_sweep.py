@@ -339,3 +339,33 @@ def test_an_observer_sees_the_full_trajectorys_states_and_cotangents(program, th
     for s, c in seen_cots.items():
         assert all(np.array_equal(c[q], cot[q][s]) for q in range(len(TESTS))), s
     assert np.array_equal(g, Metagradient(program, threads=threads).many(list(TESTS)))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_sweep_resumed_where_it_stood_gives_the_same_bits(program, threads):
+    """``Observer.reached`` shows where the sweep stands after each leaf; a sweep resumed
+    from any of those points (skipping the leaves reversed before) ends at the same g,
+    bit for bit, and reverses only the leaves left.  A step inside a leaf is refused."""
+    points, leaves = [], []
+
+    def keep(a, b):
+        return np.zeros(0, np.int64)
+
+    def seen(a, b, state, cots):
+        leaves.append(a)
+
+    def reached(p):
+        points.append(sweep_mod.SweepPoint(p.a, p.cotangents.copy(), p.g.copy(), p.final.copy()))
+
+    mg = Metagradient(program, threads=threads)
+    full = mg.many(list(TESTS), observe=sweep_mod.Observer(keep, seen, reached))
+    assert [p.a for p in points] == leaves and points[-1].a == 0 and len(points) >= 3
+    for p in (points[0], points[len(points) // 2], points[-1]):
+        leaves.clear()
+        g = mg.many(list(TESTS), observe=sweep_mod.Observer(keep, seen), resume=p)
+        assert np.array_equal(g, full)
+        assert leaves == [a for a in [q.a for q in points] if a < p.a]  # only those left
+    inside = sweep_mod.SweepPoint(points[0].a + 1, *(getattr(points[0], f)
+                                  for f in ("cotangents", "g", "final")))  # fmt: skip
+    with pytest.raises(ValueError, match=r"cannot resume at step \d+: the plan's leaf"):
+        mg.many(list(TESTS), resume=inside)

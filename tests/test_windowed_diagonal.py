@@ -164,3 +164,86 @@ def test_bad_settings_are_refused_by_name(poly_sketch_copy):
         sk.second_order([TEST], diagonal="windowed", sample=-1)
     with pytest.raises(ValueError, match=r"diagonal: 'fast'; expected 'exact' or 'windowed'"):
         sk.second_order([TEST], diagonal="fast")
+
+
+class Interrupt(Exception):
+    """Stands for a Ctrl-C in the middle of a task."""
+
+
+def test_a_task_resumes_from_its_stored_state_with_the_same_bits(monkeypatch):
+    """A task shows its state after each leaf of its sweep; stopped after two, packed and
+    unpacked as it is stored, it goes on from there to the uninterrupted task's bits,
+    running only the passes left."""
+    from compiler.compiled import CompiledProgram
+
+    program = cubic(3, batch_size=5, shuffle_seed=3)
+    tests = [TEST, OTHER]
+    whole = wd.window_terms(program, tests, 2)
+    states = []
+
+    def save(state):
+        states.append(state.pack())
+        if len(states) == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        wd.window_terms(program, tests, 2, save=save)
+    arr, layout = states[-1]
+    state = wd.WindowState.unpack(arr, layout, len(tests), pp.N,
+                                  CompiledProgram(program, 0).state_size)  # fmt: skip
+    assert 0 < state.point.a < program.num_steps
+    series = CompiledProgram(program, 2)
+    ran = []
+    train_series = series.train_series
+    monkeypatch.setattr(series, "train_series", lambda *a, **k: ran.append(k["start"]) or
+                        train_series(*a, **k))  # fmt: skip
+    again = wd.window_terms(program, tests, 2, series=series, resume=state)
+    assert all(np.array_equal(x, y) for x, y in zip(again, whole, strict=True))
+    left = [p.start for p in wd.window_passes(program, 2) if p.start < state.point.a]
+    assert sorted(ran) == sorted(left) and len(left) < len(wd.window_passes(program, 2))
+    with pytest.raises(ValueError, match=r"stored state holds \d+ values, expected \d+"):
+        wd.WindowState.unpack(arr[:-1], layout, len(tests), pp.N, series.state_size)
+
+
+def test_an_interrupted_windowed_call_resumes_where_its_tasks_stopped(poly_sketch_copy,
+                                                                     monkeypatch):
+    """Through ``Sketch.second_order``: a call stopped inside its window task leaves the
+    task's state beside the sketch; the next call resumes it and stores the same data,
+    bit for bit, as a call without a stop, then removes the task's state."""
+    from pathlib import Path
+
+    from compiler.compiled import CompiledProgram
+    from runtime.sources import sketch_source
+    from runtime.spec import compiled
+
+    sk = rt.open_sketch(poly_sketch_copy, program=PROGRAM)
+    whole = sk.second_order([TEST], diagonal="windowed", window=1, sample=2)
+    tasks = Path(poly_sketch_copy) / wd.STORE_DIR
+    assert not list(tasks.glob("*.npy"))  # removed once the data were stored
+    for f in (Path(poly_sketch_copy) / "second_order_windowed").glob("*"):
+        f.unlink()
+    monkeypatch.setattr(wd, "CHECKPOINT_SECONDS", 0.0)  # a state after every leaf
+    monkeypatch.setattr(wd, "SAVE_SHARE", 0)
+    pack, calls = wd.WindowState.pack, []
+
+    def pack_twice(self):
+        calls.append(self.point.a)
+        if len(calls) == 3:
+            raise Interrupt
+        return pack(self)
+
+    monkeypatch.setattr(wd.WindowState, "pack", pack_twice)
+    with pytest.raises(Interrupt):
+        sk.second_order([TEST], diagonal="windowed", window=1, sample=2)
+    assert len(list(tasks.glob("*.npy"))) == 1
+    monkeypatch.setattr(wd.WindowState, "pack", pack)
+    ran = []
+    train_series = CompiledProgram.train_series
+    monkeypatch.setattr(CompiledProgram, "train_series",
+                        lambda self, *a, **k: ran.append(k.get("start")) or
+                        train_series(self, *a, **k))  # fmt: skip
+    again = sk.second_order([TEST], diagonal="windowed", window=1, sample=2)
+    assert all(np.array_equal(x, y) for x, y in zip(again, whole, strict=True))
+    program = compiled(sketch_source(sk.store, full=True), 0).program
+    assert 0 < len(ran) < len(wd.window_passes(program, 1))  # only the passes left
+    assert not list(tasks.glob("*.npy"))
