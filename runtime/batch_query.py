@@ -87,6 +87,9 @@ def block_size(m: int) -> int:
     return max(16, min(4096, (1 << 17) // max(m, 1)))
 
 
+GROUPS = "third-order-groups"  # auto's pick for a set concentrated in a group
+
+
 # ---------------------------------------------------------------- per test input data
 def load_test_data(
     sketch: Sketch,
@@ -98,7 +101,7 @@ def load_test_data(
     """TestData of each test input with what `needs` (key -> needs names) asks for."""
     from runtime.metagrad import sketch_metagradients
     from runtime.query import coefficients
-    from runtime.second_order import KINDS, second_order_data
+    from runtime.second_order import DATA, second_order_data
 
     want_c = [t for t in tests if "coefficients" in needs[t.key]]
     want_g = [t for t in tests if "first_order" in needs[t.key]]
@@ -109,7 +112,7 @@ def load_test_data(
         else {}
     )
     second: dict[str, dict] = {}
-    for need in KINDS:
+    for need in DATA:
         want = [t for t in tests if need in needs[t.key]]
         second[need] = (
             second_order_data(sketch, need, want, compute_first_order, warn) if want else {}
@@ -120,11 +123,11 @@ def load_test_data(
         mg = grads.get(t.key)
         for need, got in second.items():
             if t.key in got and got[t.key] is None:
-                how = "" if KINDS[need] is None else " --diagonal windowed"
+                what = "group terms" if need == "group_terms" else "second-order data"
                 raise ValueError(
-                    f"no stored second-order data for {t.label!r}: compute it with "
-                    f"`circuitsketch hessian SKETCH{how} ...` (or ask for an estimator that "
-                    "computes it)"
+                    f"no stored {what} for {t.label!r}: compute it with "
+                    f"`circuitsketch hessian SKETCH{DATA[need]} ...` (or ask for an estimator "
+                    "that computes it)"
                 )
         if t.key in grads and mg is None:
             raise ValueError(
@@ -228,11 +231,12 @@ def query_sets(
     s_total = len(sets)
     auto_size = None
     if estimator == E.AUTO:
-        from runtime.second_order import KINDS, second_order_data
+        from runtime.group_terms import CONCENTRATED, concentration
+        from runtime.second_order import DATA, second_order_data
 
         findings = read_findings(sketch)
         stored = sketch_metagradients(sketch, items, compute=False, warn=warn)
-        stored_so = {need: second_order_data(sketch, need, items, False, warn) for need in KINDS}
+        stored_so = {need: second_order_data(sketch, need, items, False, warn) for need in DATA}
         picks = np.empty((s_total, len(items)), dtype=object)
         auto_size = np.full((s_total, len(items)), NO_SIZE, np.int64)
         sizes = sets.sizes
@@ -244,6 +248,9 @@ def query_sets(
                 name, used = choose(findings, int(z), usable)
                 picks[sizes == z, d] = name
                 auto_size[sizes == z, d] = NO_SIZE if used is None else used
+            terms = stored_so["group_terms"].get(t.key)
+            if terms is not None and GROUPS in usable:  # sets unlike the random ones ranked
+                picks[concentration(terms.members, sets) >= CONCENTRATED, d] = GROUPS
     else:
         E.get(estimator)
         picks = np.full((s_total, len(items)), estimator, dtype=object)

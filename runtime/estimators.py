@@ -30,6 +30,11 @@ applied to rows instead of columns:
   leaves out (``runtime.estimate``'s convention).
 * ``second-order-windowed``: the same with the windowed diagonal
   (``runtime.windowed_diagonal``), whose data cost a fraction of the exact one's.
+* ``third-order-groups``: second-order-windowed with its pairs from K groups of
+  documents as well as the row sums, plus a third order from the groups
+  (``runtime.group_terms``): exact for a deleted group, right near one; stderr: the
+  size of its second-order term, as second-order's (the third order it adds is exact
+  only along the groups).
 * ``auto`` is not a function: the query engine (``runtime.batch_query``)
   picks one of the others per query (``runtime.findings``).
 
@@ -72,7 +77,7 @@ __all__ = [
 ]
 
 AUTO = "auto"
-NEEDS = ("coefficients", "first_order", "second_order", "second_order_windowed")
+NEEDS = ("coefficients", "first_order", "second_order", "second_order_windowed", "group_terms")
 
 
 @dataclass
@@ -88,6 +93,7 @@ class TestData:
     first_order: np.ndarray | None = None  # (N,) float64
     second_order: Any = None  # runtime.second_order.SecondOrder
     second_order_windowed: Any = None  # the same with the windowed diagonal
+    group_terms: Any = None  # runtime.group_terms.GroupTerms
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -331,6 +337,24 @@ def second_order(test: TestData, sets: SetBlock, options: Options) -> Answer:
 def second_order_windowed(test: TestData, sets: SetBlock, options: Options) -> Answer:
     assert test.first_order is not None and test.second_order_windowed is not None
     return _quadratic(test, sets, test.second_order_windowed)
+
+
+@register(
+    "third-order-groups",
+    ("first_order", "second_order_windowed", "group_terms"),
+    "second-order-windowed with pairs and a third order from groups of documents (microgpt: "
+    "those holding each character): right for sets near a group; stderr: the size of its "
+    "second-order term (its third order is exact only along the groups)",
+    default=False,
+)
+def third_order_groups(test: TestData, sets: SetBlock, options: Options) -> Answer:
+    so, gt = test.second_order_windowed, test.group_terms
+    assert test.first_order is not None and so is not None and gt is not None
+    first = sets.dot(test.first_order)
+    diag = np.append(so.diag, 0.0)[sets.index].sum(axis=1)
+    quad = 0.5 * sets.weights**2 * (diag + gt.pairs(so.diag, so.rows, sets.index))
+    third = sets.weights**3 * gt.cubic(sets.index) / 6.0
+    return Answer(test.c0 + first + quad + third, np.abs(quad), {"first_order": first})
 
 
 def _quadratic(test: TestData, sets: SetBlock, so: Any) -> Answer:

@@ -42,7 +42,7 @@ from runtime.batch_query import query_sets
 from runtime.batch_retrain import RetrainResult, batch_retrain
 from runtime.deletion_sets import DeletionSets, sample_sets
 from runtime.findings import write_findings
-from runtime.second_order import KINDS, second_order_data
+from runtime.second_order import DATA, second_order_data
 from runtime.store import Sketch, atomic_write_bytes, atomic_write_json
 
 __all__ = ["PROBE_STEPS", "evaluate", "measure_costs", "rank_estimators"]
@@ -99,7 +99,7 @@ def measure_costs(
     per_direction = series / b / real
     fo = [r.cost for r in metagrads.values() if r is not None and r.cost is not None]
     so = {need: [r.cost for r in (second or {}).get(need, {}).values()
-                 if r is not None and r.cost is not None] for need in KINDS}
+                 if r is not None and r.cost is not None] for need in DATA}
     # one set's retraining and its outputs, here, beside the unit (workers share the cores)
     one = best(lambda: retrain(source, sets.weight_vector(0), tests))
     workers = retrained.train_seconds if retrained is not None else []
@@ -119,7 +119,7 @@ def estimator_cost(needs: Sequence[str], costs: dict[str, Any], tests: int) -> d
     """An estimator's precompute in training runs: shared by all test inputs, per test input,
     and in total for `tests` test inputs."""
     shared = costs["sketch_runs"] if "coefficients" in needs else 0.0
-    parts = [costs[f"{need}_runs_per_test"] for need in ("first_order", *KINDS) if need in needs]
+    parts = [costs[f"{need}_runs_per_test"] for need in ("first_order", *DATA) if need in needs]
     per_test = None if None in parts else float(sum(parts))
     total = None if per_test is None else shared + tests * per_test
     return {"shared_runs": shared, "per_test_runs": per_test, "total_runs": total}
@@ -211,7 +211,7 @@ def evaluate(
     mgs = sketch_metagradients(sketch, items, compute=True, warn=warn) if (
         "first_order" in needs) else {}
     second = {need: second_order_data(sketch, need, items, True, warn, workers, scheduler)
-              for need in KINDS if need in needs}
+              for need in DATA if need in needs}
     results = {n: query_sets(sketch, items, sets, n, options, warn=warn) for n in names}
     lines = [  # records are set-major: record i is test input i % D; auto's name its pick
         json.dumps(_json({

@@ -122,6 +122,10 @@ def sketch_second_order(
 # the estimators' data names (``runtime.estimators.NEEDS``) of second-order data -> the
 # diagonal's settings (None: exact; the windowed one is computed with the defaults)
 KINDS: dict[str, Windowed | None] = {"second_order": None, "second_order_windowed": Windowed()}
+# every data name ``second_order_data`` loads: those and the groups' terms
+# (``runtime.group_terms``), with the `hessian` options that compute each
+DATA: dict[str, str] = {"second_order": "", "second_order_windowed": " --diagonal windowed",
+                        "group_terms": " --diagonal windowed --doc-groups letters"}
 
 
 def second_order_data(
@@ -133,8 +137,13 @@ def second_order_data(
     workers: int = 1,
     scheduler: str | None = None,
 ) -> dict[str, SecondOrder | None]:
-    """``sketch_second_order`` for the data an estimator `need`s (a key of KINDS); the
-    windowed data are read whatever the settings they were stored with."""
+    """``sketch_second_order`` for the data an estimator `need`s (a key of DATA); the
+    windowed data are read whatever the settings they were stored with, the groups' terms
+    whatever the groups (microgpt's letters when computed here)."""
+    if need == "group_terms":
+        from runtime.group_terms import group_terms_data
+
+        return group_terms_data(sketch, tests, None, compute, warn, workers, scheduler)
     windowed = KINDS[need]
     return sketch_second_order(sketch, tests, compute, warn, workers, scheduler,
                                windowed=windowed, any_settings=windowed is not None)

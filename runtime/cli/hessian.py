@@ -39,6 +39,11 @@ def configure_hessian(p: argparse.ArgumentParser) -> None:
     d.add_argument("--sample", type=nonnegative_int, default=DEFAULT_SAMPLE, metavar="DOCS",
                    help="windowed: documents whose exact diagonal sets the mean of what the "
                    f"windows miss (default {DEFAULT_SAMPLE})")
+    d.add_argument("--doc-groups", metavar="SPEC",
+                   help="also the terms of groups of documents that third-order-groups reads: "
+                   "'letters' (microgpt: the documents holding each character) or a JSONL "
+                   "file of index sets, one group a line ({\"delete\": [...]}); two "
+                   "metagradients a group")
     r = p.add_argument_group("where to run")
     r.add_argument("--workers", type=positive_int, metavar="W",
                    help="local worker processes for the diagonal's series passes "
@@ -60,9 +65,17 @@ def run_hessian(args: argparse.Namespace) -> int:
 
         sk, _, tests = sketch_and_tests(args)
         windowed = Windowed(args.window, args.sample) if args.diagonal == "windowed" else None
-        found = sketch_second_order(sk, tests, warn=warn, workers=args.workers or default_workers(),
+        workers = args.workers or default_workers()
+        found = sketch_second_order(sk, tests, warn=warn, workers=workers,
                                     scheduler=args.scheduler, progress=args.progress,
                                     windowed=windowed)
+        terms = {}
+        if args.doc_groups:
+            from runtime.group_terms import group_terms_data, read_groups
+            from runtime.sources import sketch_source
+
+            groups = read_groups(args.doc_groups, sketch_source(sk, full=True), sk.num_docs)
+            terms = group_terms_data(sk, tests, groups, True, warn, workers, args.scheduler)
     out = []
     for t in tests:
         r = found[t.key]
@@ -77,6 +90,10 @@ def run_hessian(args: argparse.Namespace) -> int:
                 "row_sums_total": float(np.sum(r.rows)),
             }
         )
+        if terms:
+            g = terms[t.key]
+            out[-1]["groups"] = {"count": len(g.members), "seconds": g.seconds,
+                                 "cost_training_runs": g.cost}
     if args.json:
         print_json(out if len(out) > 1 else out[0])
         return 0
@@ -84,6 +101,11 @@ def run_hessian(args: argparse.Namespace) -> int:
         cost = "" if o["cost_training_runs"] is None else f" ({o['cost_training_runs']:.1f} runs)"
         print(f"test input {o['doc']!r}: second-order data stored beside {args.sketch!r}, "
               f"{o['seconds']:.3g} s{cost}; max |H_ii| {o['diagonal_max']:.3e}")
+        if "groups" in o:
+            g = o["groups"]
+            runs = g["cost_training_runs"]
+            runs = "" if runs is None else f" ({runs:.1f} runs)"
+            print(f"  and the terms of {g['count']} groups, {g['seconds']:.3g} s{runs}")
     return 0
 
 

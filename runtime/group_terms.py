@@ -1,0 +1,290 @@
+"""A third order from groups of documents, for the deletions where whole groups go.
+
+First and second order fail on sets that hold most of a group whose documents act
+together: the 25 names with an "x" alone train what follows an x, and deleting all of
+them changes the test loss of "max" by 0.512 where first order says 0.269 and the
+row sums' second order 0.327 (examples/RESULTS.md).  Two metagradients at weights
++-h 1_G give, along the group's indicator, H 1_G (their central difference) and
+T(1_G, 1_G, .) (their second difference with g at 0): the group's pairs and its third
+order, exactly.  From K groups a set D gets
+
+* its pairs 1_D^T A 1_D from the symmetric matrix nearest to zero with A [1, 1_G1 ..
+  1_GK] = (H - diag H) [1, 1_G1 .. 1_GK]: the row sums' secant update
+  (``hessian.quadratic_terms``) on K + 1 directions, exact for a group;
+* a third order (1/6) T(1_D, 1_D, 1_D) from the symmetric tensor nearest to zero with
+  T(1_Gk, 1_Gk, .) = t_k for every k.  It is sum_k sym(1_Gk (x) 1_Gk (x) b_k), so a set
+  gets sum_k (1_Gk . 1_D)^2 (b_k . 1_D), b from a K^2 x K^2 linear system: exact for a
+  group, right to first order near one, and for one group of all documents the mean-field
+  term of ``examples/third_order_mean_field.py``.
+
+Groups: for microgpt, the documents holding each character (``letters``); for any
+program, a JSONL file of index sets (the ``--sets`` format).  The metagradients of a group
+are a task for a worker (stored as it arrives, so an interrupted call resumes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from runtime.hessian import FD_STEP
+
+__all__ = ["CONCENTRATED", "LETTERS", "MIN_INSIDE", "GroupTerms", "Groups", "concentration",
+           "group_terms_data", "letter_groups", "read_groups"]
+
+LETTERS = "letters"  # microgpt's groups: the documents holding each character
+STORE_DIR = "group_terms"
+TASKS_DIR = "group_tasks"
+
+
+@dataclass(frozen=True)
+class Groups:
+    """K groups of the N training documents: their names and (K, N) 0/1 indicators."""
+
+    names: list[str]
+    members: np.ndarray
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(np.ascontiguousarray(self.members, np.float64)).hexdigest()[:16]
+
+
+def _distinct(names: list[str], rows: list[np.ndarray], n: int) -> Groups:
+    """The groups, each once (the first name) and none empty: a repeated one would make
+    the solve singular."""
+    first: dict[bytes, str] = {}
+    for name, r in zip(names, rows, strict=True):
+        if r.any():
+            first.setdefault(r.tobytes(), name)
+    members = np.array([np.frombuffer(b, np.float64) for b in first]).reshape(-1, n)
+    return Groups(list(first.values()), members)
+
+
+def letter_groups(docs: Sequence[str]) -> Groups:
+    """The documents holding each character, one group a character."""
+    chars = sorted(set("".join(docs)))
+    rows = [np.array([float(c in d) for d in docs]) for c in chars]
+    return _distinct([f"holding {c!r}" for c in chars], rows, len(docs))
+
+
+def read_groups(spec: str, source: Any, num_docs: int) -> Groups:
+    """`spec`: ``letters`` (a text-document program's documents) or a JSONL file of sets."""
+    from runtime.deletion_sets import read_sets
+
+    if spec == LETTERS:
+        docs = getattr(source, "docs", None)
+        if not getattr(source, "text_documents", False) or docs is None:
+            raise ValueError("--doc-groups letters needs text documents (microgpt); give a "
+                         "JSONL file of index sets instead")
+        return letter_groups(docs)
+    sets = read_sets(spec, num_docs, "--doc-groups")
+    rows = []
+    for i in range(len(sets)):
+        r = np.zeros(num_docs)
+        r[sets.indices[sets.indptr[i] : sets.indptr[i + 1]]] = 1.0
+        rows.append(r)
+    return _distinct([f"line {i + 1}" for i in range(len(sets))], rows, num_docs)
+
+
+# ---------------------------------------------------------------- the estimator's terms
+@dataclass
+class GroupTerms:
+    """One test input's group data: indicators (K, N), H 1_Gk and T(1_Gk, 1_Gk, .) (K, N)
+    each, and what they cost (as ``second_order.SecondOrder``)."""
+
+    members: np.ndarray
+    hv: np.ndarray
+    tv: np.ndarray
+    seconds: float | None = None
+    train_seconds: float | None = None
+
+    @property
+    def cost(self) -> float | None:
+        if not self.seconds or not self.train_seconds:
+            return None
+        return self.seconds / self.train_seconds
+
+    def pairs(self, diag: np.ndarray, rows: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """1_D^T A 1_D for each row of `index` (S, L) (padding: N), A the symmetric matrix
+        nearest to zero with A V = (H - diag H) V on V = [1, groups]: what the pairs of D
+        add, exactly when 1_D is in the span of V (a group, a union of groups)."""
+        n = diag.shape[0]
+        v = np.vstack([np.ones(n), self.members]).T  # (N, K+1)
+        y = np.vstack([rows, self.hv]).T - diag[:, None] * v
+        w = v @ np.linalg.inv(v.T @ v)
+        m = 0.5 * (v.T @ y + y.T @ v)
+        a, b = _set_sums(w, index), _set_sums(y, index)  # A = y w' + w y' - w m w'
+        return 2.0 * np.einsum("sk,sk->s", b, a) - np.einsum("sk,kl,sl->s", a, m, a)
+
+    def cubic(self, index: np.ndarray) -> np.ndarray:
+        """T(1_D, 1_D, 1_D) of the tensor nearest to zero (module docstring), per set."""
+        v = self.members.T  # (N, K)
+        b = nearest_tensor(v, self.tv.T)
+        return np.einsum("sk,sk->s", _set_sums(v, index) ** 2, _set_sums(b, index))
+
+
+def _set_sums(x: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """(S, K): the rows of x (N, K) summed over each set (padding index N adds 0)."""
+    return np.vstack([x, np.zeros((1, x.shape[1]))])[index].sum(axis=1)
+
+
+def nearest_tensor(v: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """b (N, K) of T = sum_k sym(v_k (x) v_k (x) b_k), the symmetric tensor of least norm
+    with T(v_j, v_j, .) = t_j: sum_k [c_kj^2 b_k + 2 c_kj (b_k . v_j) v_k] / 3 = t_j with
+    c = V'V.  Unknowns beta = B'V first (K^2 of them), then B."""
+    c = v.T @ v
+    k = c.shape[0]
+    c2i = np.linalg.inv(c**2 / 3.0)
+    # beta = c2i (t'v - (2/3) (c * beta)' c), (c * beta)' c's (m, j) entry summing over l
+    system = np.eye(k * k) + (2.0 / 3.0) * np.einsum("km,lm,lj->kjlm", c2i, c, c).reshape(
+        k * k, k * k)
+    beta = np.linalg.solve(system, (c2i @ (t.T @ v)).ravel()).reshape(k, k)
+    return (t - (2.0 / 3.0) * v @ (c * beta)) @ c2i
+
+
+CONCENTRATED = 6.0  # z above which auto takes a set for a group's (random sets: below 4)
+MIN_INSIDE = 4  # and documents of the group it must delete (one alone: z 6.2 in 25 of 1000)
+
+
+def concentration(members: np.ndarray, sets: Any) -> np.ndarray:
+    """(S,) how far each set's share of some group is beyond a random set's: the largest
+    over groups of the hypergeometric z-score of |D n G| for |D| documents drawn at random,
+    among the groups it deletes at least MIN_INSIDE documents of (else 0).  auto takes
+    third-order-groups above CONCENTRATED: the evaluation's findings are for random sets,
+    and such a set is none of them, while the group terms are exact along G."""
+    n = members.shape[1]
+    sizes = np.diff(sets.indptr).astype(np.float64)
+    if not len(members) or not len(sets.indices):
+        return np.zeros(len(sizes))
+    inside = np.add.reduceat(members[:, sets.indices], sets.indptr[:-1], axis=1)
+    inside[:, sizes == 0] = 0.0  # reduceat repeats a value for an empty set
+    p = members.sum(axis=1, keepdims=True) / n
+    var = sizes * p * (1 - p) * (n - sizes) / max(n - 1, 1)
+    ok = (var > 0) & (inside >= MIN_INSIDE)
+    z = np.where(ok, (inside - sizes * p) / np.sqrt(np.where(ok, var, 1.0)), 0.0)
+    return z.max(axis=0)
+
+
+# ---------------------------------------------------------------- computing them
+@dataclass
+class GroupJob:
+    """The two metagradients of the training run of `source` at weights +-h `member`."""
+
+    source: Any
+    tests: list
+    group: int  # its index in the Groups
+    member: np.ndarray
+    g0: np.ndarray  # (Q, N) the metagradient at 0
+
+
+def group_job(job: GroupJob) -> tuple[np.ndarray, float]:
+    """(2, Q, N): H 1_G and T(1_G, 1_G, .) by central and second differences, and the
+    seconds they took (in a worker)."""
+    from runtime.metagrad import Metagradient
+    from runtime.spec import compiled
+
+    t0 = time.perf_counter()
+    real = compiled(job.source, 0)
+    mg = Metagradient(real.program, forward=real)
+    h = FD_STEP
+    mg.reweight(h * job.member)
+    plus = mg.many(job.tests)
+    mg.reweight(-h * job.member)
+    minus = mg.many(job.tests)
+    out = np.stack([(plus - minus) / (2.0 * h), (plus - 2.0 * job.g0 + minus) / h**2])
+    return out, time.perf_counter() - t0
+
+
+def group_terms_data(
+    sketch,
+    todo: Sequence[Any],
+    groups: Groups | None,
+    compute: bool,
+    warn: Callable[[str], None] | None = None,
+    workers: int = 1,
+    scheduler: str | None = None,
+) -> dict[str, GroupTerms | None]:
+    """The stored group data of each test input of `todo` (TestInputs), computed for
+    `groups` where missing if `compute` (None: microgpt's letters), else None there."""
+    from runtime.metagrad import run_results
+
+    store = run_results(sketch, STORE_DIR, "stored group terms", warn)
+    out: dict[str, GroupTerms | None] = {}
+    for t in todo:
+        hit = store.get(t.key, dtype=np.float64)
+        if hit is not None and hit.array.ndim == 3 and hit.array.shape[0] == 3 and (
+                groups is None or hit.meta.get("groups") == groups.key):
+            m, hv, tv = hit.array
+            out[t.key] = GroupTerms(m, hv, tv, hit.meta.get("seconds"),
+                                    hit.meta.get("train_seconds"))  # fmt: skip
+        else:
+            out[t.key] = None
+    missing = [t for t in todo if out[t.key] is None]
+    if missing and compute:
+        out.update(_compute(sketch, missing, groups, store, warn, workers, scheduler))
+    return out
+
+
+def _compute(sketch, todo: list, groups: Groups | None, store, warn, workers: int,
+             scheduler: str | None) -> dict[str, GroupTerms]:
+    """Each group's metagradients a task, stored as it arrives; then each input's data."""
+    from runtime import parallel
+    from runtime.metagrad import Metagradient, run_results
+    from runtime.second_order import _train_seconds
+    from runtime.sources import sketch_source
+    from runtime.spec import compiled
+
+    source = sketch_source(sketch, full=True)
+    groups = groups or read_groups(LETTERS, source, sketch.num_docs)
+    real = compiled(source, 0)
+    values = [t.value for t in todo]
+    tests_key = hashlib.sha256("\n".join(t.key for t in todo).encode()).hexdigest()[:16]
+    tasks = run_results(sketch, TASKS_DIR, "group task's result", warn)
+    t0 = time.perf_counter()
+    g0 = Metagradient(real.program, forward=real).many(values)
+    seconds = time.perf_counter() - t0
+    q, n = len(todo), sketch.num_docs
+    hv, tv = np.zeros((q, len(groups.names), n)), np.zeros((q, len(groups.names), n))
+
+    def key(k: int) -> str:
+        digest = hashlib.sha256(groups.members[k].tobytes()).hexdigest()[:16]
+        return f"group {digest} for test inputs {tests_key}"
+
+    def take(k: int, arr: np.ndarray) -> None:
+        hv[:, k], tv[:, k] = arr[0], arr[1]
+
+    jobs = []
+    for k in range(len(groups.names)):
+        hit = tasks.get(key(k), shape=(2, q, n), dtype=np.float64)
+        if hit is not None:
+            take(k, hit.array)
+            seconds += float(hit.meta.get("seconds", 0.0))
+        else:
+            jobs.append(GroupJob(source, values, k, groups.members[k], g0))
+
+    def arrived(job: GroupJob, result: tuple[np.ndarray, float]) -> None:
+        nonlocal seconds
+        tasks.put(key(job.group), result[0], {"seconds": result[1]})
+        take(job.group, result[0])
+        seconds += result[1]
+
+    parallel.run_tasks(
+        group_job, jobs, arrived, workers=workers, scheduler=scheduler,
+        prepare=(lambda: compiled(source, 0)) if parallel.forks() else None,
+    )  # fmt: skip
+    train = _train_seconds(real)
+    out = {}
+    for i, t in enumerate(todo):
+        arr = np.stack([groups.members, hv[i], tv[i]])
+        store.put(t.key, arr, {"doc": t.key, "label": t.label, "groups": groups.key,
+                               "names": groups.names, "seconds": seconds / q,
+                               "train_seconds": train})  # fmt: skip
+        out[t.key] = GroupTerms(groups.members, hv[i], tv[i], seconds / q, train)
+    for k in range(len(groups.names)):
+        tasks.remove(key(k))
+    return out

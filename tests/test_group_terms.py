@@ -1,0 +1,165 @@
+"""The groups' terms and ``third-order-groups`` (``runtime.group_terms``).
+
+References: least-norm solutions found by ``numpy.linalg.lstsq`` over dense matrices and
+tensors (the terms' definitions, not their closed forms), and the cubic program's closed
+form (``tests/poly_program``), where a deleted group's output is known exactly.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+import runtime.api as rt
+from runtime import group_terms as gt
+from runtime.deletion_sets import DeletionSets
+from tests import poly_program as pp
+
+PROGRAM = pp.SPEC
+X, _ = pp.data()
+TEST = {"x": X[0], "t": np.array(0.5)}
+GROUPS = [[0, 3, 5], [1, 2, 7, 9], [4, 5, 6, 10, 11]]
+
+
+def _symmetric_least_norm(rows: list[np.ndarray], rhs: list[float], shape: tuple) -> np.ndarray:
+    """The least-norm symmetric array of `shape` with <row, T> = rhs for every row: lstsq
+    over all entries, with T = T permuted as equations."""
+    size = int(np.prod(shape))
+    eqs, b = [r.ravel() for r in rows], list(rhs)
+    idx = np.arange(size).reshape(shape)
+    for perm in itertools.permutations(range(len(shape))):
+        m = np.zeros((size, size))
+        m[np.arange(size), idx.ravel()] += 1.0
+        m[np.arange(size), idx.transpose(perm).ravel()] -= 1.0
+        eqs += list(m)
+        b += [0.0] * size
+    return np.linalg.lstsq(np.array(eqs), np.array(b), rcond=None)[0].reshape(shape)
+
+
+def test_the_nearest_tensor_is_the_least_norm_one_with_the_groups_contractions():
+    rng = np.random.default_rng(3)
+    n = 6
+    v = np.array([[1, 1, 0, 0, 1, 0], [0, 1, 1, 1, 0, 0], [1, 0, 0, 1, 1, 1]], float).T
+    t = rng.normal(size=(n, 3))
+    b = gt.nearest_tensor(v, t)
+    ours = sum(np.einsum("i,j,k->ijk", v[:, k], v[:, k], b[:, k]) for k in range(3))
+    ours = sum(ours.transpose(p) for p in itertools.permutations(range(3))) / 6
+    rows, rhs = [], []
+    for k, m in itertools.product(range(3), range(n)):
+        e = np.zeros(n)
+        e[m] = 1.0
+        rows.append(np.einsum("i,j,k->ijk", v[:, k], v[:, k], e))
+        rhs.append(t[m, k])
+    dense = _symmetric_least_norm(rows, rhs, (n, n, n))
+    np.testing.assert_allclose(ours, dense, rtol=0, atol=1e-10)
+    for k in range(3):  # its contractions, and a set's cubic term from them
+        np.testing.assert_allclose(np.einsum("ijk,i,j->k", ours, v[:, k], v[:, k]), t[:, k],
+                                   atol=1e-10)  # fmt: skip
+    terms = gt.GroupTerms(v.T, np.zeros((3, n)), t.T)
+    index = np.array([[0, 1, 4], [1, 2, 3], [0, 5, n]])  # padding n
+    want = [np.einsum("ijk,i,j,k->", ours, w, w, w) for w in
+            (np.isin(np.arange(n), r).astype(float) for r in index)]  # fmt: skip
+    np.testing.assert_allclose(terms.cubic(index), want, rtol=1e-10)
+
+
+def test_the_pairs_are_those_of_the_least_norm_secant_matrix():
+    rng = np.random.default_rng(4)
+    n = 7
+    members = np.array([[1, 1, 0, 0, 1, 0, 0], [0, 0, 1, 1, 1, 1, 0]], float)
+    h = rng.normal(size=(n, n))
+    h = h + h.T
+    diag = np.diag(h).copy()
+    terms = gt.GroupTerms(members, members @ h, np.zeros((2, n)))
+    v = np.vstack([np.ones(n), members]).T
+    y = h @ v - diag[:, None] * v
+    rows, rhs = [], []
+    for k, m in itertools.product(range(3), range(n)):
+        e = np.zeros((n, n))
+        e[m] = v[:, k]
+        rows.append(e)
+        rhs.append(y[m, k])
+    a = _symmetric_least_norm(rows, rhs, (n, n))
+    index = np.array([[0, 1, 4, n], [2, 3, 4, 5], [0, 6, n, n]])
+    want = [a[np.ix_(r[r < n], r[r < n])].sum() for r in index]
+    np.testing.assert_allclose(terms.pairs(diag, h.sum(axis=1), index), want, rtol=1e-9)
+
+
+def test_a_set_inside_a_group_is_concentrated_and_random_ones_are_not():
+    n = 1000
+    members = np.zeros((2, n))
+    members[0, :25] = 1.0
+    members[1, ::2] = 1.0
+    rng = np.random.default_rng(0)
+    sets = [list(range(25)), [], list(range(5))] + [
+        sorted(rng.choice(n, z, replace=False).tolist()) for z in (1, 10, 50, 200, 500)
+        for _ in range(40)]  # fmt: skip
+    indptr = np.cumsum([0] + [len(s) for s in sets])
+    block = DeletionSets(n, indptr, np.array([i for s in sets for i in s], np.int64),
+                         np.ones(len(sets)))  # fmt: skip
+    z = gt.concentration(members, block)
+    # all 25 of group 0 (2.5% of the documents): (25 - 0.625) / sqrt(0.609 * 975 / 999)
+    assert z[0] == pytest.approx((25 - 0.625) / np.sqrt(25 * 0.025 * 0.975 * 975 / 999))
+    assert z[0] >= gt.CONCENTRATED and z[2] >= gt.CONCENTRATED and z[1] == 0.0
+    assert z[3:].max() < 4.5  # random sets, 200 of them: below the threshold
+    one = DeletionSets(n, np.array([0, 1, 4]), np.array([3, 0, 1, 2]), np.ones(2))
+    assert list(gt.concentration(members, one)) == [0.0, 0.0]  # too few inside: z 6.2, 10.7
+
+
+@pytest.fixture
+def groups_file(tmp_path):
+    path = tmp_path / "groups.jsonl"
+    path.write_text("".join(json.dumps({"delete": g}) + "\n" for g in [*GROUPS, GROUPS[0]]))
+    return path
+
+
+def test_a_deleted_group_is_predicted_exactly_on_the_cubic_program(poly_sketch_copy,
+                                                                  groups_file):
+    """F is a cubic of w there, so first order, the group's pairs and its third order are
+    all there is: a deleted group (and two disjoint ones together) is its retraining's
+    closed form; second-order-windowed, without the third order, misses it."""
+    sk = rt.open_sketch(poly_sketch_copy, program=PROGRAM)
+    sk.second_order([TEST], diagonal="windowed", window=1, sample=pp.N)  # its exact diagonal
+    members, hv, tv = sk.group_terms([TEST], doc_groups=str(groups_file))
+    assert members.shape == (3, pp.N)  # the repeated line is one group
+    _, b = pp.closed_form(TEST["x"], 0.5)  # F = q(e* - <b, w>), third derivative of q: 3
+    np.testing.assert_allclose(hv[0], members @ pp.hessian(TEST["x"], 0.5), rtol=1e-7)
+    np.testing.assert_allclose(tv[0], -3.0 * ((members @ b) ** 2)[:, None] * b, rtol=0,
+                               atol=1e-9)  # a second difference at h = 1e-3: rounding 1e-10
+    sets = [*GROUPS, GROUPS[0] + GROUPS[1]]
+    got = sk.query(sets, [TEST], estimator="third-order-groups").prediction[:, 0]
+    want = [pp.truth(TEST["x"], 0.5, np.isin(np.arange(pp.N), s)) for s in sets]
+    np.testing.assert_allclose(got, want, rtol=1e-8)
+    plain = sk.query(sets, [TEST], estimator="second-order-windowed").prediction[:, 0]
+    assert np.min(np.abs(plain - want)) > 100 * np.max(np.abs(got - want))
+
+
+def test_auto_takes_the_groups_for_a_set_concentrated_in_one(poly_sketch_copy, groups_file,
+                                                             monkeypatch):
+    """With group terms stored, a set far richer in a group than random sets of its size
+    are (the threshold lowered: 12 documents cannot reach 6) is answered from them."""
+    monkeypatch.setattr(gt, "CONCENTRATED", 3.0)  # group 2 whole: z 3.3
+    sk = rt.open_sketch(poly_sketch_copy, program=PROGRAM)
+    sk.second_order([TEST], diagonal="windowed", window=1, sample=pp.N)
+    sk.metagradient([TEST])
+    sets = [[4, 5, 6, 10, 11], [1, 2, 7, 4], [0, 1, 2, 4, 8]]  # the others: < 4 inside one
+    picks = sk.query(sets, [TEST], estimator="auto").estimator[:, 0]
+    assert list(picks) == ["first-order"] * 3  # no group terms stored
+    sk.group_terms([TEST], doc_groups=str(groups_file))
+    picks = sk.query(sets, [TEST], estimator="auto").estimator[:, 0]
+    assert list(picks) == ["third-order-groups", "first-order", "first-order"]
+
+
+def test_groups_are_read_and_refused_by_name(tmp_path):
+    g = gt.letter_groups(["ab", "b", "ca", "ab"])
+    assert g.names == ["holding 'a'", "holding 'b'", "holding 'c'"]
+    np.testing.assert_array_equal(g.members, [[1, 0, 1, 1], [1, 1, 0, 1], [0, 0, 1, 0]])
+    assert gt.letter_groups(["ab", "ab"]).names == ["holding 'a'"]  # 'b': the same group
+    with pytest.raises(ValueError, match=r"--doc-groups letters needs text documents"):
+        gt.read_groups("letters", object(), 4)
+    bad = tmp_path / "g.jsonl"
+    bad.write_text('{"delete": [7]}\n')
+    with pytest.raises(ValueError, match=r"--doc-groups .*g.jsonl.* line 1"):
+        gt.read_groups(str(bad), object(), 4)
