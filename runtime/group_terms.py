@@ -24,6 +24,7 @@ are a task for a worker (stored as it arrives, so an interrupted call resumes).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Callable, Sequence
@@ -121,11 +122,15 @@ class GroupTerms:
         a, b = _set_sums(w, index), _set_sums(y, index)  # A = y w' + w y' - w m w'
         return 2.0 * np.einsum("sk,sk->s", b, a) - np.einsum("sk,kl,sl->s", a, m, a)
 
+    @functools.cached_property
+    def tensor(self) -> np.ndarray:
+        """b (N, K) of the tensor nearest to zero (``nearest_tensor``), solved once."""
+        return nearest_tensor(self.members.T, self.tv.T)
+
     def cubic(self, index: np.ndarray) -> np.ndarray:
         """T(1_D, 1_D, 1_D) of the tensor nearest to zero (module docstring), per set."""
-        v = self.members.T  # (N, K)
-        b = nearest_tensor(v, self.tv.T)
-        return np.einsum("sk,sk->s", _set_sums(v, index) ** 2, _set_sums(b, index))
+        inside = _set_sums(self.members.T, index)  # (S, K): 1_Gk . 1_D
+        return np.einsum("sk,sk->s", inside**2, _set_sums(self.tensor, index))
 
 
 def _set_sums(x: np.ndarray, index: np.ndarray) -> np.ndarray:

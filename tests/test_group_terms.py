@@ -163,3 +163,41 @@ def test_groups_are_read_and_refused_by_name(tmp_path):
     bad.write_text('{"delete": [7]}\n')
     with pytest.raises(ValueError, match=r"--doc-groups .*g.jsonl.* line 1"):
         gt.read_groups(str(bad), object(), 4)
+
+
+def test_an_interrupted_call_resumes_at_the_groups_left(poly_sketch_copy, groups_file,
+                                                        monkeypatch):
+    """Each group's metagradients are stored as they arrive: a call stopped after the first
+    group computes only the others when run again, with the same data as one call."""
+    sk = rt.open_sketch(poly_sketch_copy, program=PROGRAM)
+    whole = sk.group_terms([TEST], doc_groups=str(groups_file))
+    for f in (poly_sketch_copy / gt.STORE_DIR).glob("*"):
+        f.unlink()
+    job, ran = gt.group_job, []
+
+    def stop_after_one(j):
+        if ran:
+            raise KeyboardInterrupt
+        ran.append(j.group)
+        return job(j)
+
+    monkeypatch.setattr(gt, "group_job", stop_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        sk.group_terms([TEST], doc_groups=str(groups_file))
+    ran.clear()
+    monkeypatch.setattr(gt, "group_job", lambda j: ran.append(j.group) or job(j))
+    again = sk.group_terms([TEST], doc_groups=str(groups_file))
+    assert ran == [1, 2]  # group 0 was stored
+    assert all(np.array_equal(a, b) for a, b in zip(again, whole, strict=True))
+    assert not list((poly_sketch_copy / gt.TASKS_DIR).glob("*.npy"))  # removed when done
+
+
+def test_the_cli_computes_the_groups_and_refuses_letters_without_text(poly_sketch_copy,
+                                                                     groups_file, capsys):
+    from tests.cli_helpers import one_line_error, run_json
+
+    args = ["hessian", poly_sketch_copy, "--program", PROGRAM, "--test-index", 0,
+            "--diagonal", "windowed", "--workers", 1]
+    err = one_line_error(capsys, *args, "--doc-groups", "letters")
+    assert err.startswith("error: --doc-groups letters needs text documents"), err
+    assert run_json(capsys, *args, "--doc-groups", groups_file)["groups"]["count"] == 3
