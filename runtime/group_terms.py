@@ -240,7 +240,7 @@ def _compute(sketch, todo: list, groups: Groups | None, store, warn, workers: in
     """Each group's metagradients a task, stored as it arrives; then each input's data."""
     from runtime import parallel
     from runtime.metagrad import Metagradient, run_results
-    from runtime.second_order import _train_seconds
+    from runtime.second_order import time_one_run
     from runtime.sources import sketch_source
     from runtime.spec import compiled
 
@@ -282,7 +282,7 @@ def _compute(sketch, todo: list, groups: Groups | None, store, warn, workers: in
         group_job, jobs, arrived, workers=workers, scheduler=scheduler,
         prepare=(lambda: compiled(source, 0)) if parallel.forks() else None,
     )  # fmt: skip
-    train = _train_seconds(real)
+    train = time_one_run(real)
     out = {}
     for i, t in enumerate(todo):
         arr = np.stack([groups.members, hv[i], tv[i]])

@@ -68,7 +68,7 @@ class SecondOrder:
         return self.seconds / self.train_seconds
 
 
-def _train_seconds(real) -> float:
+def time_one_run(real) -> float:
     """One plain training run of the real-mode CompiledProgram `real`: the unit of cost."""
     real.train(stop=1)
     t0 = time.perf_counter()
@@ -170,7 +170,7 @@ def _compute(sketch, todo: list, store, warn, workers: int, scheduler: str | Non
 
     source = sketch_source(sketch, full=True)
     real = compiled(source, 0)  # one, shared by the timing, the diagonal, the sweep
-    train = _train_seconds(real)
+    train = time_one_run(real)
     program, values = real.program, [t.value for t in todo]
     extra: dict[str, Any] = {}
     if windowed is None:
