@@ -130,7 +130,7 @@ def read_results(
             r = json.loads(line)
             s, doc, loss = int(r["set"]), str(r["doc"]), float(r["loss"])
             rec_run, set_key = r["run"], r["set_key"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: too deep
             raise ValueError(f"{name} line {lineno} is not a retrain result record") from None
         if rec_run != run:
             raise ValueError(

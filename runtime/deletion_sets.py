@@ -182,6 +182,8 @@ def parse_sets(text: str, num_docs: int, name: str) -> DeletionSets:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+        except RecursionError:  # as read_manifest: too deep for the decoder is not valid here
+            raise ValueError(f"{where}: not valid JSON (nested too deeply)") from None
         if not isinstance(obj, dict):
             raise ValueError(f'{where}: expected an object like {{"delete": [3, 17], "weight": 1}}')
         unknown = sorted(set(obj) - set(KEYS))

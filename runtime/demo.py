@@ -138,7 +138,7 @@ def run(
     m = directions or DEFAULTS["directions"]
     k = degree or DEFAULTS["degree"]
     letter = DEFAULTS["letter"] if letter is None else letter
-    test = test or DEFAULTS["test"]
+    test = DEFAULTS["test"] if test is None else test  # "" is refused below, not the default
     workers = workers or DEFAULTS["workers"]
     if not test.strip():
         raise ValueError("--test: empty test name")

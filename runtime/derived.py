@@ -126,7 +126,7 @@ class Derived:
                 entry = json.loads(side.read_text(encoding="utf-8"))
                 if not isinstance(entry, dict):
                     raise ValueError("not a JSON object")
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, RecursionError) as e:  # RecursionError: too deep
                 self.warn(f"{name}: its sidecar {side.name} is unreadable ({e}); recomputing it")
                 entry = None
         if entry is None:

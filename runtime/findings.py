@@ -78,7 +78,7 @@ def read_findings(sketch: Sketch) -> dict[str, Any] | None:
             raise ValueError("not a findings file")
         body = obj["body"]
         ok = obj.get("sha256") == _digest(body)
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:  # too deep JSON
         raise SketchError(f"evaluation findings {str(p)!r} are unreadable ({e}): {fix}") from None
     if obj.get("version") != VERSION:
         raise SketchError(

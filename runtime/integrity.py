@@ -184,7 +184,7 @@ class Stamps:
     def _read(self) -> dict[str, list[Any]]:
         try:
             data = json.loads((self.root / STAMPS).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested too deeply
             return {}
         return data if isinstance(data, dict) else {}
 

@@ -354,23 +354,32 @@ def sketch_metagradients(
     """key -> g of each test input for the sketch's training run, computed once and stored.
 
     A stored g is read (and checked); the others are computed when `compute`
-    (else None) and written to ``SKETCH/metagrad``.  `recompute` ignores and
-    overwrites what is stored.
+    (else None) and written to ``SKETCH/metagrad``.  A stored g refused with a warning
+    (damaged, or of another state of the sketch) is computed again even without
+    `compute`, as docs/integrity.md says of derived results: the caller had one stored
+    and must not get another estimator silently.  `recompute` ignores and overwrites
+    what is stored.
     """
     from runtime.query import check_tests
     from runtime.sources import sketch_source
     from runtime.spec import build_program
 
     items = {t.key: t for t in check_tests(sketch, tests)}
+    store = metagradient_store(sketch, warn)
     out: dict[str, MetagradResult | None] = {}
+    refused: set[str] = set()  # a stored g was there: a plain miss is not warned about
     for k, t in items.items():
-        out[k] = None if recompute else stored_metagradient(sketch, t, warn)
-    todo = [t for k, t in items.items() if out[k] is None]
-    if not todo or not compute:
+        said: list[str] = []
+        out[k] = None if recompute else stored_metagradient(sketch, t, said.append)
+        for message in said:
+            store.warn(message)
+        if out[k] is None and said:
+            refused.add(k)
+    todo = [t for k, t in items.items() if out[k] is None and (compute or k in refused)]
+    if not todo:
         return out
     source = sketch_source(sketch, full=True)
     program = build_program(source)
-    store = metagradient_store(sketch, warn)
     results = compute_metagradients(
         program, todo, reference_params=sketch.params0(), options=options, announce=announce
     )

@@ -247,11 +247,33 @@ def helper_process() -> Iterator[Any]:
         yield ex
 
 
+def _check_address(address: str) -> None:
+    """Refuse a malformed address before Client(): one that fails there on it is left
+    half-built, and its ``__del__`` waits 30 s and prints a traceback."""
+    from distributed.comm import get_address_host_port, parse_address
+
+    try:
+        if parse_address(address)[0] == "inproc":  # a cluster in this process: no host, port
+            return
+        host, port = get_address_host_port(address)
+    except ValueError as e:
+        reason = str(e)
+    else:
+        if host and 0 < port < 65536:
+            return
+        reason = "expected a host and a port number 1..65535"
+    raise SchedulerError(
+        f"--scheduler {address!r} is not a Dask scheduler address like tcp://HOST:PORT "
+        f"({reason})"
+    )
+
+
 def _run_dask(fn, tasks, on_result, address: str) -> None:
     try:
         from distributed import Client, as_completed
     except ImportError:  # pragma: no cover - dask is a dependency
         raise SchedulerError("--scheduler needs dask[distributed] installed") from None
+    _check_address(address)
     try:
         client = Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as e:

@@ -20,6 +20,7 @@ input's ``key`` (a text's key is the text itself).
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -137,17 +138,22 @@ def check_memory(sketch: Sketch, tests: int) -> None:
 
 # ---------------------------------------------------------------- deletion sets
 def parse_indices(text: str, n: int, what: str = "--delete-indices") -> list[int]:
-    """'3,5,10-12' -> [3, 5, 10, 11, 12]; each index must be in 0..n-1."""
+    """'3,5,10-12' -> [3, 5, 10, 11, 12]; each index must be in 0..n-1 and given once.
+
+    Strict, as --sets is: int() alone would take '1_0', '+1', ' 1' and non-ASCII digits,
+    and a repeated index would silently delete one document.
+    """
+    if not text.strip():
+        raise ValueError(f"{what}: no index given")
     out: list[int] = []
-    for part in (p.strip() for p in text.split(",")):
+    for part in text.split(","):
         if not part:
-            continue
+            raise ValueError(f"{what}: an empty item in {text!r} (separate indices by commas)")
         lo, dash, hi = part.partition("-")
-        try:
-            a = int(lo)
-            b = int(hi) if dash else a
-        except ValueError:
-            raise ValueError(f"{what}: {part!r} is not an index or a range like 10-12") from None
+        if not _ascii_digits(lo) or (dash and not _ascii_digits(hi)):
+            raise ValueError(f"{what}: {part!r} is not an index or a range like 10-12")
+        a = int(lo)
+        b = int(hi) if dash else a
         if b < a:
             raise ValueError(f"{what}: empty range {part!r}")
         for i in (a, b):
@@ -157,9 +163,15 @@ def parse_indices(text: str, n: int, what: str = "--delete-indices") -> list[int
                     f"(indices 0..{n - 1})"
                 )
         out.extend(range(a, b + 1))
-    if not out:
-        raise ValueError(f"{what}: no index given")
-    return sorted(set(out))
+    out.sort()
+    dup = next((i for i, j in itertools.pairwise(out) if i == j), None)
+    if dup is not None:
+        raise ValueError(f"{what}: index {dup} appears more than once")
+    return out
+
+
+def _ascii_digits(s: str) -> bool:
+    return s.isascii() and s.isdigit()
 
 
 def deletion_weights(

@@ -174,6 +174,31 @@ def test_bad_settings_are_one_line_errors(capsys, docs_file, extra, message):
     assert re.search(message, err), err
 
 
+@pytest.mark.parametrize("option", ["--lr", "--weight-decay", "--momentum", "--clip-norm"])
+@pytest.mark.parametrize("command", ["compile", "retrain", "metagrad", "demo"])
+def test_an_infinite_rate_is_refused_before_anything_is_made(capsys, docs_file, tmp_path,
+                                                             command, option):
+    """inf passed the checks and failed only when the manifest was written."""
+    out = tmp_path / "out"
+    rest = {
+        "compile": ["--docs", docs_file, "--degree", 1, "--directions", 2, "--out", out],
+        "retrain": ["--docs", docs_file, "--doc", "ava", "--delete-indices", 0, "--out", out],
+        "metagrad": ["--docs", docs_file, "--doc", "ava", "--out", out],
+        "demo": ["--num-docs", 20, "--directions", 2, "--out", out],
+    }[command]
+    err = one_line_error(capsys, command, "--optimizer", "sgd", option, "inf", *rest)
+    assert f"argument {option}: expected a finite number" in err and "got inf" in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("key", ["lr", "weight_decay", "momentum", "clip_norm"])
+def test_api_training_settings_refuse_infinity(key):
+    from runtime.sources.microgpt_settings import normalized_train
+
+    with pytest.raises(ValueError, match=f"--{key.replace('_', '-')} must be a finite number"):
+        normalized_train({"optimizer": "sgd", key: float("inf")})
+
+
 def test_a_user_program_refuses_microgpt_settings(capsys):
     err = one_line_error(capsys, "retrain", "--program", "examples/softmax_regression.py:build",
                          "--batch-size", 4, "--test-index", 0, "--delete-indices", 0)

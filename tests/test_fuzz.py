@@ -180,7 +180,12 @@ def test_index_lists_and_ranges(n, data):
         )
     )
     text = ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in parts)
-    want = sorted({i for a, b in parts for i in range(a, b + 1)})
+    every = sorted(i for a, b in parts for i in range(a, b + 1))
+    want = sorted(set(every))
+    if every != want:  # an index given twice is refused, as --sets refuses it
+        with pytest.raises(ValueError, match="appears more than once"):
+            parse_indices(text, n)
+        return
     assert parse_indices(text, n) == want
     w, sel, _ = deletion_weights(["d"] * n, indices=text, weight=0.5)
     assert sel == want and np.flatnonzero(w).tolist() == want and set(w[want]) == {0.5}

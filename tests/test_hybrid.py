@@ -289,20 +289,24 @@ def test_unknown_character_in_a_test_document(capsys, sketch):
 def test_mismatched_or_corrupt_stored_metagradient_is_dropped(capsys, files, sketch):
     """A stored g of another training run (here: another sketch's, copied over) or with a
     flipped byte is a derived result whose inputs no longer match (issue 21): it is
-    dropped with a warning, never used; the commands that compute g compute it again."""
+    dropped with a warning, never used, and computed again (also by the default query: it
+    had a stored g, so it does not switch to the sketch estimator silently)."""
     run_json(capsys, "metagrad", sketch, "--doc", TEST)
     other = compile_sketch(files, "other_sketch", K, 8, seed=ct.INIT_SEED + 1, capsys=capsys)
 
     def copy_over() -> None:
         shutil.copytree(sketch / METAGRAD_DIR, other / METAGRAD_DIR, dirs_exist_ok=True)
 
-    copy_over()  # the default reads stored g only: it falls back to the sketch estimator
+    copy_over()  # the default reads stored g only; one refused is dropped and recomputed
+    keys = sorted(p.name for p in (other / METAGRAD_DIR).glob("*.json"))
     rc, out, err = run(capsys, "query", other, "--doc", TEST, "--delete-indices", "1", "--json")
-    assert rc == 0 and json.loads(out)["estimator"] == "sketch"
+    assert rc == 0 and json.loads(out)["estimator"] == "hybrid"
     assert "stored metagradient for 'olivia' was computed from another configuration" in err
-    kept = [json.loads(p.read_text())["key"] for p in (other / METAGRAD_DIR).glob("*.json")]
-    assert TEST not in kept  # dropped (another test input's, not asked for, is untouched)
+    assert sorted(p.name for p in (other / METAGRAD_DIR).glob("*.json")) == keys  # rewritten
+    rc, _, err = run(capsys, "query", other, "--doc", TEST, "--delete-indices", "1")
+    assert rc == 0 and err == ""  # this sketch's own g now
     for argv in (
+        ["query", other, "--doc", TEST, "--delete-indices", "1"],
         ["query", other, "--doc", TEST, "--delete-indices", "1", "--hybrid"],
         ["influence", other, "--doc", TEST, "--exact-first-order"],
         ["metagrad", other, "--doc", TEST],
@@ -316,7 +320,8 @@ def test_mismatched_or_corrupt_stored_metagradient_is_dropped(capsys, files, ske
     assert run_json(capsys, "metagrad", other, "--doc", TEST, "--recompute")["computed"]
     q = run_json(capsys, "query", other, "--doc", TEST, "--delete-indices", "1")
     assert q["estimator"] == "hybrid"
-    # a flipped byte fails the checksum: dropped with a warning
+    # a flipped byte fails the checksum: dropped with a warning and recomputed, as it says
+    # (not a silent switch to the sketch estimator)
     (npy,) = [
         p
         for p in (other / METAGRAD_DIR).glob("*.npy")
@@ -326,8 +331,10 @@ def test_mismatched_or_corrupt_stored_metagradient_is_dropped(capsys, files, ske
     data[-1] ^= 1
     npy.write_bytes(bytes(data))
     rc, out, err = run(capsys, "query", other, "--doc", TEST, "--delete-indices", "1", "--json")
-    assert rc == 0 and json.loads(out)["estimator"] == "sketch"
+    assert rc == 0 and json.loads(out)["estimator"] == "hybrid"
+    assert json.loads(out)["prediction"] == q["prediction"]
     assert "corrupt" in err and "recomputing" in err
+    assert run_json(capsys, "metagrad", other, "--doc", TEST)["computed"] is False  # stored
 
 
 def test_option_errors(capsys, files, sketch):

@@ -193,6 +193,36 @@ def test_corrupt_or_misshapen_result_is_recomputed(sk):
     assert "expected" in warnings[-1]
 
 
+DEEP = "[" * 100_000 + "]" * 100_000  # json.loads raises RecursionError, not a decode error
+
+
+def test_json_nested_too_deeply_is_a_bad_file_not_a_traceback(sk, tmp_path):
+    """Every reader of a JSON file treats RecursionError as read_manifest does: unreadable."""
+    from runtime.batch_retrain import read_results
+    from runtime.deletion_sets import parse_sets
+    from runtime.findings import findings_path, read_findings
+
+    with pytest.raises(ValueError, match="line 1: not valid JSON"):
+        parse_sets('{"delete": ' + DEEP + "}", 5, "--sets 'f.jsonl'")
+    out = tmp_path / "results.jsonl"
+    out.write_text(DEEP + "\n")
+    sets = parse_sets('{"delete": [1]}', 5, "--sets 'f.jsonl'")
+    with pytest.raises(ValueError, match="line 1 is not a retrain result record"):
+        read_results(out, sets, "run", print)
+    sketch = Sketch.open(sk)
+    findings_path(sketch).parent.mkdir()
+    findings_path(sketch).write_text(DEEP)
+    with pytest.raises(SketchError, match="are unreadable"):
+        read_findings(sketch)
+    (sk / STAMPS).write_text(DEEP)
+    Sketch.open(sk).verify_all()  # the stamps are only a cache: verified afresh
+    warnings = []
+    d = Sketch.open(sk).derived("thing", warn=warnings.append)
+    npy = d.put("k", np.ones(3))
+    npy.with_suffix(".json").write_text(DEEP)
+    assert d.get("k") is None and "is unreadable" in warnings[0]
+
+
 def test_read_only_sketch_answers_without_storing(sk, monkeypatch):
     import runtime.derived as derived_mod
 

@@ -179,3 +179,23 @@ def test_load_params_other_defects(tmp_path):
     junk.write_bytes(b"not a zip file")
     with pytest.raises(ValueError, match=r"not a readable \.npz"):
         microgpt.load_params(junk)
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b"PK\x03\x04garbage", "not a zip file"),  # zipfile.BadZipFile
+        (b"", "No data left"),  # EOFError
+        (None, r"one array \(\.npy\)"),  # np.load gives an ndarray: TypeError in `with`
+    ],
+)
+def test_load_params_broken_archive_is_a_value_error(tmp_path, content, reason):
+    """A broken --init file is a ValueError (one CLI line), never another exception."""
+    f = tmp_path / "init.npz"
+    if content is None:
+        with open(f, "wb") as out:
+            np.save(out, np.zeros(3))
+    else:
+        f.write_bytes(content)
+    with pytest.raises(ValueError, match=rf"not a readable \.npz: .*{reason}"):
+        microgpt.load_params(f)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -191,6 +193,19 @@ def test_row6_unreachable_scheduler_leaves_nothing_behind(capsys, files, tmp_pat
     assert not out.exists()
 
 
+@pytest.mark.parametrize("address", ["tcp://127.0.0.1", "not a url", "tcp://127.0.0.1:abc"])
+def test_row6_malformed_scheduler_address_fails_at_once(files, tmp_path, address):
+    """A real process: a half-built Dask client would hang 30 s at exit and print a traceback."""
+    out = tmp_path / "sk"
+    argv = compile_argv(files["docs"], out, "--scheduler", address, "--no-progress")
+    res = subprocess.run([sys.executable, "-m", "circuitsketch", *argv], cwd=ROOT,
+                         capture_output=True, text=True, timeout=20)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1, res.stderr
+    assert f"--scheduler {address!r} is not a Dask scheduler address" in res.stderr
+    assert not out.exists()
+
+
 def test_row6_demo_names_its_own_options(capsys):
     err = one_line_error(capsys, "demo", "--letter", "1", "--num-docs", 20)
     assert "--letter '1'" in err and "--delete-contains" not in err
@@ -229,3 +244,48 @@ def test_row3_a_metagradient_too_big_for_memory_is_refused(capsys, files):
     )  # fmt: skip
     assert "the metagradient (--steps 300000: 1 kept states and a buffer of 300000" in err
     assert "of memory, and this machine has" in err and "smaller --memory-budget" in err
+
+
+# ---------------------------------------------------------------- later fuzzing
+@pytest.mark.parametrize("command", ["influence", "stability"])
+def test_a_second_doc_is_refused_where_one_is_taken(capsys, sk1, command):
+    """The second --doc used to replace the first silently."""
+    err = one_line_error(capsys, command, sk1, "--doc", TEST, "--doc", "zoe")
+    assert "this command takes one test input (one --doc)" in err
+
+
+def test_demo_refuses_an_empty_test_name(capsys, tmp_path):
+    """'' was taken for "not given" and the default name 'fiona' predicted."""
+    err = one_line_error(capsys, "demo", "--test", "", "--num-docs", 20, "--out", tmp_path / "d")
+    assert "--test: empty test name" in err
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize(
+    "text, named",
+    [
+        ("1_0", "'1_0' is not an index"),  # int() reads 10
+        ("+1", "'+1' is not an index"),
+        ("\uff11", "'\uff11' is not an index"),  # full-width 1
+        ("\u0661", "'\u0661' is not an index"),  # Arabic-Indic 1
+        ("1,", "an empty item in '1,'"),
+        ("1, 2", "' 2' is not an index"),
+        ("1,1", "index 1 appears more than once"),  # silently one document
+        ("1-3,2", "index 2 appears more than once"),
+    ],
+)
+def test_delete_indices_are_ascii_digits_given_once(capsys, sk1, text, named):
+    err = one_line_error(capsys, "query", sk1, "--doc", TEST, "--delete-indices", text)
+    assert f"--delete-indices: {named}" in err
+
+
+def test_a_test_document_longer_than_the_context_is_warned_about(capsys, sk1):
+    """Cut to the context as a training document is: the same loss, said once."""
+    long, cut = "abcdefghijklmnopqrstuvwxyz", "abcdefghijklmnop"
+    rc, out, err = run(capsys, "query", sk1, "--doc", long, "--delete-indices", 1, "--json")
+    assert rc == 0 and err.count("\n") == 1, err
+    assert f"test document {long!r} has 26 characters: microgpt's context is 16 positions" in err
+    rc, out2, err = run(capsys, "query", sk1, "--doc", cut, "--delete-indices", 1, "--json")
+    assert json.loads(out2)["c0"] == json.loads(out)["c0"] and "has 16 characters" in err
+    rc, _, err = run(capsys, "query", sk1, "--doc", cut[:15], "--delete-indices", 1)
+    assert rc == 0 and "context" not in err  # 15 characters and the end: 16 predictions

@@ -394,3 +394,25 @@ def test_input_errors(capsys, sketch, files):
         capsys, "retrain", "--program", ref, "--delete-file", lines, "--test-index", 0
     )
     assert "'some text'" in err
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_non_finite_test_npz_is_refused(capsys, files, bad):
+    """NaN in gave NaN out, exit status 0."""
+    f = files["dir"] / "nonfinite.npz"
+    np.savez(f, x=np.array([0.0, bad, 0.0, 0.0]), label=np.array(0))
+    err = one_line_error(
+        capsys, "retrain", "--program", build_ref(files), "--delete-indices", 0, "--test-npz", f
+    )
+    assert "array 'x' holds a non-finite value (NaN or infinity) at index (1,)" in err
+
+
+def test_a_program_file_that_exits_is_an_error(capsys, files, tmp_path):
+    """sys.exit(0) while importing the file ended the CLI with status 0 and no output."""
+    f = tmp_path / "exits.py"
+    for code in ("0", "3"):
+        f.write_text(f"import sys\n\nsys.exit({code})\n")
+        err = one_line_error(capsys, "compile", "--program", f"{f}:build", "--degree", 1,
+                             "--directions", 2, "--out", tmp_path / "never")
+        assert f"exited while loading (SystemExit {code}) (at {f}:3)" in err, err
+    assert not (tmp_path / "never").exists()

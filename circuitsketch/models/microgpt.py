@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Sequence
 from importlib import resources
@@ -120,10 +122,13 @@ def load_params(path: str | Path, vocab_size: int = 27, config: Config = DEFAULT
                 ) -> dict[str, np.ndarray]:
     """Parameters from an .npz whose keys are the spec's names; checks every key and shape."""
     shapes = param_shapes(vocab_size, config)
-    try:
-        with np.load(path, allow_pickle=False) as f:
+    try:  # a damaged, empty or .npy file fails in np.load or zipfile in many ways
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError("it holds one array (.npy), not named arrays")
+        with loaded as f:
             arrays = {k: np.asarray(f[k]) for k in f.files}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise ValueError(f"init file {str(path)!r} is not a readable .npz: {e}") from None
     for name, shape in shapes.items():
         if name not in arrays:

@@ -208,7 +208,7 @@ def add_test_inputs(p: argparse.ArgumentParser, many: bool = True) -> None:
     )
     g.add_argument(
         "--doc",
-        action="append" if many else "store",
+        action="append",  # also when one is taken: a second is refused, not dropped
         metavar="TEXT",
         help="microgpt test document" + rep,
     )
@@ -233,5 +233,4 @@ def add_test_inputs(p: argparse.ArgumentParser, many: bool = True) -> None:
 
 def requested_tests(args: argparse.Namespace, many: bool = True) -> TestRequest:
     """The test inputs `add_test_inputs`'s options give, for the source to read."""
-    docs = args.doc if isinstance(args.doc, list) else ([] if args.doc is None else [args.doc])
-    return TestRequest(tuple(docs), tuple(args.test_arrays or ()), many)
+    return TestRequest(tuple(args.doc or ()), tuple(args.test_arrays or ()), many)

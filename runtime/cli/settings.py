@@ -9,6 +9,7 @@ value that differs from the sketch's model is refused, naming the setting.
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,8 @@ __all__ = [
 
 
 def _float_at_least(low: float, strict: bool) -> Callable[[str], float]:
+    """A finite float > (`strict`) or >= `low`: nan and inf would only fail after the run
+    has started (a manifest cannot hold them)."""
     what = f"a number {'>' if strict else '>='} {low:g}"
 
     def parse(text: str) -> float:
@@ -35,7 +38,9 @@ def _float_at_least(low: float, strict: bool) -> Callable[[str], float]:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not (value > low if strict else value >= low) or value != value:
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite {what[2:]}, got {value:g}")
+        if not (value > low if strict else value >= low):
             raise argparse.ArgumentTypeError(f"expected {what}, got {value:g}")
         return value
 

@@ -73,4 +73,11 @@ def load_npz(path: str) -> dict[str, np.ndarray]:
         raise ValueError(f"--test-npz {path!r} is not a readable .npz file: {e}") from None
     if not arrays:
         raise ValueError(f"--test-npz {path!r} holds no arrays")
+    for name, a in arrays.items():  # NaN in, NaN out: a test input must be a number
+        if np.issubdtype(a.dtype, np.inexact) and not np.all(np.isfinite(a)):
+            at = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
+            raise ValueError(
+                f"--test-npz {path!r}: array {name!r} holds a non-finite value (NaN or "
+                f"infinity){f' at index {at}' if at else ''}"
+            )
     return arrays

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -30,7 +30,7 @@ from runtime.sources.base import (
     num_params,
     optimizer_settings,
 )
-from runtime.sources.documents import read_document_lines, read_documents
+from runtime.sources.documents import _warn, read_document_lines, read_documents
 from runtime.sources.inputs import TestInput, as_test_input
 from runtime.sources.microgpt_settings import (
     build_keywords,
@@ -88,6 +88,19 @@ def check_test_docs(docs: Sequence[str]) -> None:
         if not d.strip():
             raise ValueError("--doc: empty test document")
         tok.encode(d)
+
+
+def warn_cut_test_docs(docs: Sequence[str], block_size: int,
+                       warn: Callable[[str], None] | None = None) -> None:
+    """Warn of test documents longer than the context: the model cuts them as it cuts
+    training documents (n = min(block_size, len(tokens) - 1) predictions), silently."""
+    for d in docs:
+        if len(d) + 1 > block_size:  # its characters and the closing BOS are predicted
+            (warn or _warn)(
+                f"test document {d!r} has {len(d)} characters: microgpt's context is "
+                f"{block_size} positions, so its loss covers only its first {block_size} "
+                "predicted tokens (the rest is cut, as in training documents)"
+            )
 
 
 def load_init(path: str | Path, model_config: dict[str, Any] | None = None
@@ -339,8 +352,9 @@ class MicrogptSource(ProgramSource):
     def for_training(
         cls, ref: str | None, options: TrainingOptions, request: TestRequest
     ) -> tuple[MicrogptSource, list[TestInput]]:
-        tests = cls.check_tests(cls.test_inputs(request))  # a mistyped --doc before any file
-        return cls.from_options(ref, options), tests
+        cls.check_tests(cls._texts(request))  # a mistyped --doc before any file
+        source = cls.from_options(ref, options)
+        return source, source.test_inputs(request)
 
     @classmethod
     def inspect_circuit(
@@ -389,9 +403,17 @@ class MicrogptSource(ProgramSource):
         what = f"{cls.kind} {circuit} circuit, length bucket {length}{of}, {len(docs)} docs"
         return prog, key, what
 
-    # ---- test inputs: texts, the same whatever the documents (so no instance is needed)
+    # ---- test inputs: texts, the same whatever the documents
+    def test_inputs(self, request: TestRequest) -> list[TestInput]:
+        """The --doc texts; one longer than the model's context is warned about."""
+        from circuitsketch.models.microgpt_config import Config
+
+        items = self._texts(request)
+        warn_cut_test_docs([t.value for t in items], Config(**self.model_config).block_size)
+        return items
+
     @classmethod
-    def test_inputs(cls, request: TestRequest) -> list[TestInput]:
+    def _texts(cls, request: TestRequest) -> list[TestInput]:
         if request.arrays:
             raise ValueError(
                 "--test-npz and --test-index give a user program's test input; microgpt's "
@@ -399,6 +421,8 @@ class MicrogptSource(ProgramSource):
             )
         if not request.texts:
             raise ValueError("give a test document with --doc")
+        if not request.many and len(request.texts) > 1:
+            raise ValueError("this command takes one test input (one --doc)")
         return [as_test_input(t) for t in request.texts]
 
     @classmethod

@@ -11,6 +11,7 @@ takes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -79,9 +80,11 @@ def normalized_train(config: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(f"{_flag(sgd_only[0])} applies to --optimizer sgd")
     for key, low, strict in (("lr", 0.0, True), ("weight_decay", 0.0, False),
                              ("momentum", 0.0, False), ("clip_norm", 0.0, True)):
-        if key in given and not (given[key] > low if strict else given[key] >= low):
+        value = given.get(key, 1.0)  # nan and inf: not in a manifest, not a training run
+        if not (value > low if strict else value >= low) or not math.isfinite(value):
             raise ValueError(
-                f"{_flag(key)} must be {'>' if strict else '>='} {low:g}, got {given[key]!r}"
+                f"{_flag(key)} must be a finite number {'>' if strict else '>='} {low:g}, "
+                f"got {value!r}"
             )
     if given.get("nesterov") and given.get("momentum", 0.9) == 0.0:
         raise ValueError("--nesterov needs a --momentum > 0")

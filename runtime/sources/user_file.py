@@ -104,6 +104,11 @@ def load_user_program(
                 f"cannot import program file {str(p)!r}: {type(e).__name__}: {e}"
                 f"{_user_line(e, str(p))}"
             ) from None
+        except SystemExit as e:  # else the CLI would exit with its code, silently
+            raise ProgramError(
+                f"the program file {str(p)!r} exited while loading (SystemExit {e.code})"
+                f"{_user_line(e, str(p))}"
+            ) from None
         fn = getattr(module, function, None)
         if not callable(fn):
             raise ProgramError(f"program file {str(p)!r} has no function {function!r}")
@@ -113,6 +118,10 @@ def load_user_program(
             what = "tracing" if type(e).__name__ == "TracingError" else "building"
             raise ProgramError(
                 f"{what} the program {ref} failed: {type(e).__name__}: {e}{_user_line(e, str(p))}"
+            ) from None
+        except SystemExit as e:
+            raise ProgramError(
+                f"building the program {ref} exited (SystemExit {e.code}){_user_line(e, str(p))}"
             ) from None
     finally:
         with contextlib.suppress(ValueError):
