@@ -3,9 +3,10 @@
 What the ``second-order`` estimator reads (``runtime.second_order``): the
 exact diagonal of H = d^2F/dw dw and its row sums H 1 (with ``--diagonal
 windowed``, what ``second-order-windowed`` reads: the cheaper windowed diagonal,
-``runtime.windowed_diagonal``).  ``query`` and ``evaluate`` compute them when an
-estimator needs them; this command computes them ahead, the diagonal's series
-passes on worker processes, and says what they cost.
+``runtime.windowed_diagonal``), and with ``--doc-groups`` the groups' terms that
+``third-order-groups`` reads (``runtime.group_terms``).  ``query`` and ``evaluate``
+compute them when an estimator needs them; this command computes them ahead, on worker
+processes, and says what they cost.
 """
 
 from __future__ import annotations
