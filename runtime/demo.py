@@ -148,6 +148,8 @@ def run(
         raise ValueError(f"--test {test!r}: {e}") from None
     if len(letter) != 1:
         raise ValueError(f"--letter must be a single character, got {letter!r}")
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"--out {out!r} is a file, not a directory")
     if plot and (not Path(plot).parent.is_dir() or Path(plot).is_dir()):
         raise ValueError(f"--plot {plot!r}: no such directory, or a directory (give a "
                          "file name in an existing directory)")

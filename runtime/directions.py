@@ -48,7 +48,8 @@ def load_directions_file(path: str | Path, n: int) -> np.ndarray:
     """The (M, n) complex128 rows of a .npy file, exactly as stored (not normalised).
 
     Refuses (DirectionsError, naming the file) anything but a finite complex128
-    array of shape (M, n) with M >= 1; pickled object arrays are never loaded.
+    array of shape (M, n) with M >= 1 and no all-zero row; pickled object arrays are
+    never loaded.
     """
     p = Path(path)
     if not p.is_file():
@@ -77,5 +78,11 @@ def load_directions_file(path: str | Path, n: int) -> np.ndarray:
         bad = np.argwhere(~np.isfinite(arr))[0]
         raise DirectionsError(
             f"directions file {str(p)!r} holds a non-finite value at row {bad[0]}, column {bad[1]}"
+        )
+    zero = np.flatnonzero(~arr.any(axis=1))
+    if zero.size:  # its terms would be exactly 0 ± 0: a sure-looking answer from nothing
+        raise DirectionsError(
+            f"directions file {str(p)!r}: row {zero[0]} is all zeros (a direction carrying "
+            "no information)"
         )
     return np.ascontiguousarray(arr)

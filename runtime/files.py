@@ -29,6 +29,7 @@ __all__ = [
     "atomic_write_json",
     "canonical_json",
     "check_file",
+    "check_finite",
     "file_lock",
     "load_verified",
     "map_verified",
@@ -141,6 +142,22 @@ def _check_layout(arr: np.ndarray, entry: dict[str, Any], label: str) -> None:
             f"{label}: holds {arr.dtype.str} {tuple(arr.shape)}, the manifest says "
             f"{entry['dtype']} {tuple(entry['shape'])}"
         )
+
+
+def check_finite(arr: np.ndarray, label: str) -> None:
+    """Refuse a NaN or infinity in a float or complex array, naming its first position: it
+    would turn every result computed from it into NaN, silently.  Read in blocks of rows,
+    so a memory-mapped file is never held in memory whole."""
+    if arr.dtype.kind not in "fc" or arr.size == 0:
+        return
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    rows = max(1, (1 << 20) // arr[0].size)
+    for start in range(0, arr.shape[0], rows):
+        bad = np.argwhere(~np.isfinite(arr[start : start + rows]))
+        if bad.size:
+            at = (start + int(bad[0][0]), *(int(i) for i in bad[0][1:]))
+            raise SketchError(f"{label}: holds a non-finite value (NaN or infinity) at index {at}")
 
 
 def load_verified(path: str | Path, entry: dict[str, Any], label: str) -> np.ndarray:

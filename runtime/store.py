@@ -28,8 +28,9 @@ recomputed on resume.
 
 What is checked when (``docs/integrity.md``): opening a sketch checks the
 manifest's seal (an edited value is named), its file names (none outside the
-folder) and every listed file's size; reading an array memory-maps it and checks
-its sha256 (unless its stamp shows it verified since its last change);
+folder), every listed file's size and that the configuration agrees with the
+recorded shapes; reading an array memory-maps it and checks its sha256 and finite
+values (unless its stamp shows it verified since its last change);
 a result derived from the sketch (``Sketch.derived``, ``runtime.derived``)
 checks the files it was computed from, by their stamps or by hashing them;
 ``Sketch.verify_all()`` hashes every file.
@@ -54,6 +55,7 @@ from runtime.files import (
     atomic_write_json,
     canonical_json,
     check_file,
+    check_finite,
     load_verified,
     lock_is_held,
     map_verified,
@@ -215,6 +217,7 @@ class Sketch:
                     f"sketch {str(p)!r}: file {name} is truncated or altered "
                     f"({size} bytes, the manifest says {entry['bytes']})"
                 )
+        sk.check_shapes()
         if require_complete and not sk.complete:
             done = f"{len(sk.done_chunks())} of {sk.num_chunks} chunks"
             if lock_is_held(p / LOCK):
@@ -227,6 +230,28 @@ class Sketch:
                 "to finish it"
             )
         return sk
+
+    def check_shapes(self) -> None:
+        """Refuse a configuration that contradicts the arrays' recorded shapes (a resealed
+        hand edit): N, M and T are read from it, so a wrong one gives wrong numbers.
+
+        The shapes are the manifest's (each file's is checked against it when read).
+        """
+        files = self.manifest["files"]
+        for name, ndim, axis, key, what in _SHAPES:
+            if name not in files:
+                continue
+            shape = tuple(files[name]["shape"])
+            if (len(shape) != ndim) if ndim else (len(shape) <= axis):
+                want = f"{ndim}-D" if ndim else f"at least {axis + 1}-D"
+                raise SketchError(
+                    f"sketch {str(self.path)!r}: {name} has shape {shape}, expected a {want} array"
+                )
+            if shape[axis] != self.config[key]:
+                raise SketchError(
+                    f"sketch {str(self.path)!r}: config.{key} is {self.config[key]} but "
+                    f"{name} holds {what.format(shape[axis])}"
+                )
 
     # ---- configuration
     @property
@@ -294,9 +319,10 @@ class Sketch:
                     name, entry["sha256"], stamp
                 )
 
-            arr, stamp, hashed = map_verified(
-                self.path / name, entry, f"sketch {str(self.path)!r}: file {name}", trusted
-            )
+            label = f"sketch {str(self.path)!r}: file {name}"
+            arr, stamp, hashed = map_verified(self.path / name, entry, label, trusted)
+            if hashed:  # read in full: its values too (a stamp vouches for both)
+                check_finite(arr, label)
             self._arrays[name] = arr
             self._verified[name] = stamp
             if hashed:
@@ -305,7 +331,8 @@ class Sketch:
         return self._arrays[name]
 
     def ensure_verified(self, names: Iterable[str], force: bool = False) -> None:
-        """Check that files `names` hold what the manifest says, without keeping them.
+        """Check that files `names` hold what the manifest says (and finite numbers),
+        without keeping them.
 
         A file verified earlier (in this process, or by any process since its
         last change: ``runtime.integrity.Stamps``) is not read again unless
@@ -322,7 +349,11 @@ class Sketch:
             ):
                 self._verified[name] = stamp
                 continue
-            check_file(path, entry, f"sketch {str(self.path)!r}: file {name}")
+            label = f"sketch {str(self.path)!r}: file {name}"
+            check_file(path, entry, label)
+            arr, _, _ = map_verified(path, entry, label, lambda _stamp: True)  # hashed above
+            check_finite(arr, label)
+            del arr
             self._verified[name] = stamp
             self.stamps.record(name, entry["sha256"], stamp)
         self.stamps.flush()
@@ -382,6 +413,16 @@ class Sketch:
 
 
 _ENTRY_TYPES = {"sha256": str, "bytes": int, "shape": list, "dtype": str}
+# (file, its number of axes (None: any), an axis, the configuration key it counts, what it holds)
+_SHAPES = (
+    ("docs.npy", 1, 0, "num_docs", "{} documents"),
+    ("directions.npy", 2, 0, "num_directions", "{} directions"),
+    ("directions.npy", 2, 1, "num_docs", "directions over {} documents"),
+    ("losses.npy", None, 0, "steps", "the losses of {} steps"),
+)
+# the lowest value of each configuration integer (a 0 chunk size would divide by zero)
+_MINIMUM = {"degree": 1, "num_directions": 1, "num_docs": 1, "steps": 1, "seed": 0,
+            "chunk_size": 1}
 
 
 def read_manifest(p: Path) -> dict[str, Any]:
@@ -403,11 +444,13 @@ def read_manifest(p: Path) -> dict[str, Any]:
         )
     check_seal(manifest, label)
     config, files = manifest.get("config"), manifest.get("files")
-    required = ("degree", "num_directions", "num_docs", "steps", "seed", "chunk_size")
     if not isinstance(config, dict) or any(
-        not isinstance(config.get(k), int) or isinstance(config.get(k), bool) for k in required
+        not isinstance(config.get(k), int) or isinstance(config.get(k), bool) for k in _MINIMUM
     ):
         raise SketchError(f"{label} has a missing or malformed configuration")
+    for key, low in _MINIMUM.items():
+        if config[key] < low:
+            raise SketchError(f"{label}: config.{key} is {config[key]}, expected >= {low}")
     if not isinstance(files, dict) or any(
         not isinstance(e, dict) or any(not isinstance(e.get(k), t) for k, t in _ENTRY_TYPES.items())
         for e in files.values()

@@ -211,3 +211,10 @@ def test_inspect_shows_a_batched_step(capsys):
     assert out["source"].startswith("microgpt step circuit, length bucket 8, batches of 4")
     # one circuit for the batch: as many matrix products as for one document, not 4 times
     assert out["ops"]["matmul"] == one["ops"]["matmul"]
+
+
+def test_inspect_names_a_batch_size_larger_than_the_documents(capsys):
+    """It blamed a --length never given, listing no bucket ("have )")."""
+    err = one_line_error(capsys, "inspect", "--batch-size", 21)  # 20 documents by default
+    assert "--batch-size 21: there are only 20 training documents" in err
+    assert "--length" not in err

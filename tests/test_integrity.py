@@ -84,6 +84,48 @@ def test_a_resealed_manifest_is_trusted(sk):
     assert Sketch.open(sk).manifest["info"]["note"] == "mine"
 
 
+def put(sk, name, arr):
+    """Replace array file `name` and reseal its entry (a writer's legitimate-looking state)."""
+    entry = files_mod.atomic_save(sk / name, arr)
+    edit(sk, lambda m: m["files"].__setitem__(name, entry), reseal=True)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda sk: edit(sk, lambda m: m["config"].__setitem__("num_docs", 4), reseal=True),
+         "config.num_docs is 4 but docs.npy holds 3 documents"),
+        (lambda sk: edit(sk, lambda m: m["config"].__setitem__("steps", 99), reseal=True),
+         "config.steps is 99 but losses.npy holds the losses of 3 steps"),
+        (lambda sk: edit(sk, lambda m: m["config"].__setitem__("chunk_size", 0), reseal=True),
+         "manifest.json: config.chunk_size is 0, expected >= 1"),
+        (lambda sk: put(sk, "losses.npy", np.zeros(2)),
+         "config.steps is 3 but losses.npy holds the losses of 2 steps"),
+        (lambda sk: put(sk, "directions.npy", np.ones((4, 3), np.complex128)),
+         "config.num_directions is 5 but directions.npy holds 4 directions"),
+    ],
+    ids=["num_docs", "steps", "chunk_size", "losses.npy", "directions.npy"],
+)
+def test_a_resealed_configuration_must_agree_with_the_arrays(sk, change, message):
+    """N, M, T and the chunk size are read from the configuration: a resealed edit that
+    contradicts the arrays' shapes is refused at open, naming the field and the file."""
+    change(sk)
+    with pytest.raises(SketchError, match=message) as e:
+        Sketch.open(sk)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["params0.npy", chunk_name(1)])
+def test_a_resealed_non_finite_array_is_refused_when_read(sk, name):
+    """A NaN would make every result NaN, with exit status 0."""
+    arr = np.load(sk / name).copy()
+    arr.flat[1] = np.nan
+    put(sk, name, arr)
+    for read in (lambda s: s.load(name), lambda s: s.verify_all()):
+        with pytest.raises(SketchError, match=f"file {name}: holds a non-finite value"):
+            read(Sketch.open(sk))
+
+
 @pytest.mark.parametrize(
     "name", ["../x.npy", "/etc/passwd", "chunks/../../x.npy", ".hidden.npy", "a\\b.npy", ""]
 )
@@ -344,8 +386,8 @@ def test_a_query_too_big_for_memory_is_refused_before_reading(tmp_path):
     from runtime.query import coefficients
 
     config = {**CONFIG, "num_directions": 10**9, "chunk_size": 10**9}
-    _write_sketch(tmp_path / "sk", config=config, chunks=(), finish=False)
-    with SketchWriter(tmp_path / "sk", config) as w:
+    with SketchWriter(tmp_path / "sk", config) as w:  # no directions.npy: 10^9 rows
+        w.ensure("docs.npy", np.array(["ava", "bo", "cy"]))
         w.add_chunk(0, np.zeros((1, 2, 6), np.complex128), np.zeros(6), np.zeros(3))
         w.finish()
     with pytest.raises(resources.ResourceError) as e:

@@ -261,6 +261,14 @@ def test_demo_refuses_an_empty_test_name(capsys, tmp_path):
     assert not (tmp_path / "d").exists()
 
 
+def test_demo_refuses_a_file_as_its_out_directory(capsys, tmp_path):
+    """It failed later, naming an internal temporary file inside it."""
+    (tmp_path / "f.txt").write_text("mine\n")
+    err = one_line_error(capsys, "demo", "--num-docs", 20, "--out", tmp_path / "f.txt")
+    assert f"--out '{tmp_path / 'f.txt'}' is a file, not a directory" in err
+    assert (tmp_path / "f.txt").read_text() == "mine\n"
+
+
 @pytest.mark.parametrize(
     "text, named",
     [

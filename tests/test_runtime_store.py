@@ -97,6 +97,7 @@ def test_directions_file_used_exactly_as_given(tmp_path):
         (lambda: np.ones((2, 3)), "dtype float64, expected complex128"),
         (lambda: np.ones((2, 3), np.complex64), "dtype complex64"),
         (lambda: np.array([[1, np.nan, 0]], np.complex128), "non-finite value at row 0, column 1"),
+        (lambda: np.array([[1, 1, 1], [0, 0, 0]], np.complex128), "row 1 is all zeros"),
     ],
 )
 def test_bad_directions_files(tmp_path, make, message):

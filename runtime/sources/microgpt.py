@@ -392,11 +392,19 @@ class MicrogptSource(ProgramSource):
         if circuit == "step" and batch > 1:  # (documents, bucket, packed rows)
             key = microgpt.busiest_packed_key(prog.steps, batch, length)
         if key not in table:
+            if batch > len(docs):  # the one batch per epoch is smaller: none is inspected
+                raise ValueError(
+                    f"--batch-size {batch}: there are only {len(docs)} training documents, so "
+                    f"no full batch of {batch} trains and there is no step circuit for one "
+                    f"(inspect shows full batches: use --batch-size {len(docs)} or less)"
+                )
             have = ", ".join(str(b) for b in sorted({k[1] if batch > 1 else k for k in table
                                                      if batch == 1 or k[0] == batch}))
+            what = f"full training batch of {batch}" if batch > 1 else "training document"
+            smaller = "; smaller last batches are left out" if batch > 1 else ""
             raise ValueError(
-                f"--length {length}: no training {'batch' if batch > 1 else 'document'} "
-                f"falls in that bucket, so there is no step circuit for it (have {have})"
+                f"--length {length}: no {what} falls in that bucket, so there is "
+                f"no step circuit for it (buckets with one: {have}{smaller})"
             )
         of = (f", batches of {batch} packed in {key[2]} rows"
               if circuit == "step" and batch > 1 else "")
