@@ -35,8 +35,9 @@ import numpy as np
 
 from runtime.hessian import FD_STEP
 
-__all__ = ["CONCENTRATED", "LETTERS", "MIN_INSIDE", "GroupTerms", "Groups", "concentration",
-           "group_terms_data", "letter_groups", "read_groups"]
+__all__ = ["CONCENTRATED", "LETTERS", "MIN_INSIDE", "STORE_DIR", "TASKS_DIR", "GroupJob",
+           "GroupTerms", "Groups", "concentration", "group_job", "group_terms_data",
+           "letter_groups", "nearest_tensor", "read_groups"]
 
 LETTERS = "letters"  # microgpt's groups: the documents holding each character
 STORE_DIR = "group_terms"

@@ -40,8 +40,10 @@ if TYPE_CHECKING:
     from compiler.compiled import CompiledProgram
     from runtime.sweep import SweepPoint
 
-__all__ = ["DEFAULT_SAMPLE", "DEFAULT_WINDOW", "WindowJob", "WindowPass", "check_first_order",
-           "corrected", "missed", "parts", "run_windows", "sample_docs", "trained_docs",
+__all__ = ["CHECKPOINT_SECONDS", "DEFAULT_SAMPLE", "DEFAULT_WINDOW", "SAVE_SHARE", "STORE_DIR",
+           "Checkpoints", "WindowJob", "WindowPass", "WindowState", "check_first_order",
+           "corrected", "discard_checkpoints", "missed", "parts", "run_windows", "sample_docs",
+           "task_parts", "trained_docs",
            "window_job", "window_passes", "window_terms", "windowed_diagonal"]
 
 DEFAULT_WINDOW = 8  # steps each pass runs past its documents' last step
