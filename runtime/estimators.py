@@ -47,8 +47,9 @@ To add an estimator, register it::
 
 ``needs`` names the data it reads (``NEEDS``): the query engine loads or
 computes exactly that, and ``evaluate`` charges its cost (in training runs)
-to the estimator.  A new kind of stored data is a new ``needs`` name, loaded
-in ``runtime.batch_query.load_test_data`` and costed in ``runtime.evaluate``.
+to the estimator.  A new kind of stored data is a new ``needs`` name and an entry
+of ``runtime.second_order.DATA`` (loaded by ``second_order_data``, for
+``runtime.batch_query`` and ``runtime.evaluate``, which prices it).
 """
 
 from __future__ import annotations
