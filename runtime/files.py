@@ -180,7 +180,8 @@ def map_verified(
     label: str,
     trusted: Callable[[list[int]], bool],
 ) -> tuple[np.ndarray, list[int], bool]:
-    """Memory-map an array file (read-only), hashing it first unless `trusted(stamp)`.
+    """Memory-map an array file (read-only), hashing it and checking its values are finite
+    first unless `trusted(stamp)` (a stamp vouches for both).
 
     Returns (array, stamp, hashed).  The stamp, the hash and the map all come from one
     open file, so a file replaced meanwhile (every circuitsketch write is a rename) is
@@ -203,6 +204,8 @@ def map_verified(
             _check_sha256(digest, entry, label)
         arr = _map_npy(f, label)
     _check_layout(arr, entry, label)
+    if hashed:
+        check_finite(arr, label)
     return arr, stamp, hashed
 
 
