@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from runtime.hessian import FD_STEP
+from runtime.second_order import Priced
 
 __all__ = ["CONCENTRATED", "LETTERS", "MIN_INSIDE", "STORE_DIR", "TASKS_DIR", "GroupJob",
            "GroupTerms", "Groups", "concentration", "group_job", "group_terms_data",
@@ -95,21 +96,15 @@ def read_groups(spec: str, source: Any, num_docs: int) -> Groups:
 
 # ---------------------------------------------------------------- the estimator's terms
 @dataclass
-class GroupTerms:
+class GroupTerms(Priced):
     """One test input's group data: indicators (K, N), H 1_Gk and T(1_Gk, 1_Gk, .) (K, N)
-    each, and what they cost (as ``second_order.SecondOrder``)."""
+    each, and what they cost (``second_order.Priced``)."""
 
     members: np.ndarray
     hv: np.ndarray
     tv: np.ndarray
     seconds: float | None = None
     train_seconds: float | None = None
-
-    @property
-    def cost(self) -> float | None:
-        if not self.seconds or not self.train_seconds:
-            return None
-        return self.seconds / self.train_seconds
 
     def pairs(self, diag: np.ndarray, rows: np.ndarray, index: np.ndarray) -> np.ndarray:
         """1_D^T A 1_D for each row of `index` (S, L) (padding: N), A the symmetric matrix
@@ -241,7 +236,7 @@ def _compute(sketch, todo: list, groups: Groups | None, store, warn, workers: in
     """Each group's metagradients a task, stored as it arrives; then each input's data."""
     from runtime import parallel
     from runtime.metagrad import Metagradient, run_results
-    from runtime.second_order import time_one_run
+    from runtime.second_order import tests_key, time_one_run
     from runtime.sources import sketch_source
     from runtime.spec import compiled
 
@@ -249,7 +244,7 @@ def _compute(sketch, todo: list, groups: Groups | None, store, warn, workers: in
     groups = groups or read_groups(LETTERS, source, sketch.num_docs)
     real = compiled(source, 0)
     values = [t.value for t in todo]
-    tests_key = hashlib.sha256("\n".join(t.key for t in todo).encode()).hexdigest()[:16]
+    key_of_tests = tests_key(todo)
     tasks = run_results(sketch, TASKS_DIR, "group task's result", warn)
     t0 = time.perf_counter()
     g0 = Metagradient(real.program, forward=real).many(values)
@@ -259,7 +254,7 @@ def _compute(sketch, todo: list, groups: Groups | None, store, warn, workers: in
 
     def key(k: int) -> str:
         digest = hashlib.sha256(groups.members[k].tobytes()).hexdigest()[:16]
-        return f"group {digest} for test inputs {tests_key}"
+        return f"group {digest} for test inputs {key_of_tests}"
 
     def take(k: int, arr: np.ndarray) -> None:
         hv[:, k], tv[:, k] = arr[0], arr[1]

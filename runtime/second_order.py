@@ -50,13 +50,10 @@ class Windowed:
         return {"window": self.window, "sample": self.sample, "seed": self.seed}
 
 
-@dataclass
-class SecondOrder:
-    """One test input's second-order data and what it cost (seconds, and the time of one
-    training run it is priced in)."""
+class Priced:
+    """Stored data that record what they cost: `seconds`, and the time of one training run
+    they are priced in (`train_seconds`)."""
 
-    diag: np.ndarray  # (N,) H_ii
-    rows: np.ndarray  # (N,) (H 1)_i
     seconds: float | None
     train_seconds: float | None
 
@@ -66,6 +63,22 @@ class SecondOrder:
         if not self.seconds or not self.train_seconds:
             return None
         return self.seconds / self.train_seconds
+
+
+@dataclass
+class SecondOrder(Priced):
+    """One test input's second-order data and what it cost (``Priced``)."""
+
+    diag: np.ndarray  # (N,) H_ii
+    rows: np.ndarray  # (N,) (H 1)_i
+    seconds: float | None
+    train_seconds: float | None
+
+
+def tests_key(todo: Sequence[Any]) -> str:
+    """A short digest of the test inputs `todo` (TestInputs), for the keys of work stored
+    while their data are computed."""
+    return hashlib.sha256("\n".join(t.key for t in todo).encode()).hexdigest()[:16]
 
 
 def time_one_run(real) -> float:
@@ -181,8 +194,7 @@ def _compute(sketch, todo: list, store, warn, workers: int, scheduler: str | Non
         sample = sample_docs(program, windowed.sample, windowed.seed)
         exact, _, seconds = stored_diagonal(sketch, source, values, warn, workers, scheduler,
                                             progress, subset=sample)
-        tests_key = hashlib.sha256("\n".join(t.key for t in todo).encode()).hexdigest()[:16]
-        checkpoints = Checkpoints(str(sketch.path), tests_key)
+        checkpoints = Checkpoints(str(sketch.path), tests_key(todo))
         win, grad, window_seconds = run_windows(source, values, windowed.window, workers,
                                                 scheduler, checkpoints)
         seconds += window_seconds
