@@ -60,6 +60,7 @@ class SketchWriter:
         self.stamps = Stamps(self.path)
         self.created = False  # this writer started the sketch (there was no manifest)
         self._made_dir = False  # ... in a directory it created
+        self._writing: set[str] = set()  # files put, listed in the manifest or about to be
         self._p0: np.ndarray | None = None
         self._losses: np.ndarray | None = None
 
@@ -147,7 +148,8 @@ class SketchWriter:
         if not self.created or self.done_chunks() or self._lock_fd is None:
             return False
         p = self.path
-        names = [*self.manifest.get("files", {}), MANIFEST, STAMPS, ".verified.lock"]
+        names = [*self.manifest.get("files", {}), *self._writing, MANIFEST, STAMPS,
+                 ".verified.lock"]
         # and the temporary files of writes an interrupt cut short (``atomic_write_bytes``)
         strays = [f for d in (p, p / CHUNK_DIR) if d.is_dir() for f in d.glob(".*.tmp")]
         for f in [*(p / name for name in names), *strays]:
@@ -221,6 +223,7 @@ class SketchWriter:
     def put(self, name: str, arr: np.ndarray) -> None:
         """Write one array file atomically and record it in the manifest."""
         check_file_name(name, self.path, f"sketch {str(self.path)!r}")
+        self._writing.add(name)  # an interrupt between its write and the manifest's: discarded
         entry = atomic_save(self.path / name, arr)
         self.stamps.record(name, entry["sha256"], stamp_of(self.path / name))
         self.manifest["files"][name] = entry

@@ -309,6 +309,19 @@ def test_an_interrupted_write_leaves_nothing_behind(tmp_path, monkeypatch):
     assert not out.exists()
 
 
+def test_an_array_written_before_the_manifest_lists_it_is_discarded(tmp_path, monkeypatch):
+    """Ctrl-C after an array's file is in place but before the manifest names it (what
+    .ci/run once caught with directions.npy): discarding the empty start removes it."""
+    out = tmp_path / "new"
+    with SketchWriter(out, CONFIG) as w:
+        monkeypatch.setattr(w.stamps, "record", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            w.put("directions.npy", np.ones((2, 3), np.complex128))
+        assert (out / "directions.npy").is_file()
+        assert w.discard()
+    assert not out.exists()
+
+
 def test_failed_resume_keeps_finished_chunks(tmp_path):
     _write_sketch(tmp_path / "sk", chunks=(0,), finish=False)
     with pytest.raises(RuntimeError), SketchWriter(tmp_path / "sk", CONFIG) as w, w.discarding():
