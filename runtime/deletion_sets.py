@@ -215,13 +215,22 @@ def parse_sets(text: str, num_docs: int, name: str) -> DeletionSets:
 
 
 def read_sets(path: str | Path, num_docs: int, what: str = "--sets") -> DeletionSets:
-    """The sets of a JSONL file (ValueError naming the file and the line)."""
+    """The sets of a JSONL file (ValueError naming the file and the line).
+
+    The file is read once, so a named pipe (``--sets <(jq ...)``) is read as a file is.
+    """
     p = Path(path)
     name = f"{what} {str(p)!r}"
-    if not p.is_file():
-        raise ValueError(f"{name} does not exist (or is not a file)")
+    if p.is_dir():
+        raise ValueError(f"{name} is a directory")
     try:
-        text = p.read_text(encoding="utf-8")
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"{name} does not exist") from None
+    except OSError as e:
+        raise ValueError(f"{name}: cannot read it: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ValueError(f"{name} is not UTF-8 text: {e.reason}") from None
     return parse_sets(text, num_docs, name)

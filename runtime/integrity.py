@@ -18,7 +18,10 @@ much as reading it.  A file whose sha256 was checked is recorded in
 inode]; while the manifest still lists that sha256 and the stamp still
 matches, the file counts as verified without being read again.  A write to
 the file, a copy of the sketch or a replaced file changes the stamp, and the
-file is hashed again.
+file is hashed again.  A stamp vouches for the file's values being finite too
+(they are checked whenever it is hashed); the file records ``STAMPS_VERSION``,
+so stamps of an earlier version, which vouch for less, are not trusted: their
+files are verified once more and stamped anew.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from runtime.files import (
 
 __all__ = [
     "STAMPS",
+    "STAMPS_VERSION",
     "Stamps",
     "check_file_name",
     "check_seal",
@@ -50,6 +54,9 @@ CHECKSUM = "checksum"
 FIELDS = "field_checksums"
 STAMPS = ".verified.json"
 STAMPS_LOCK = ".verified.lock"
+STAMPS_VERSION = 2
+"""Bumped whenever a stamp comes to vouch for more: 2, the sha256 and finite values (the
+stamps of 1, a plain {name: record} object, were written before values were checked)."""
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*")
 
@@ -174,7 +181,8 @@ def check_file_name(name: Any, root: Path, label: str) -> None:
 
 # ---------------------------------------------------------------- stamps
 class Stamps:
-    """The record of files verified earlier: {name: [sha256, size, mtime, ctime, inode]}."""
+    """The record of files verified earlier: {name: [sha256, size, mtime, ctime, inode]},
+    stored as {"version": STAMPS_VERSION, "stamps": {...}}."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -186,7 +194,10 @@ class Stamps:
             data = json.loads((self.root / STAMPS).read_text(encoding="utf-8"))
         except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested too deeply
             return {}
-        return data if isinstance(data, dict) else {}
+        if not isinstance(data, dict) or data.get("version") != STAMPS_VERSION:
+            return {}  # none, or of an earlier version: every file is verified afresh
+        stamps = data.get("stamps")
+        return stamps if isinstance(stamps, dict) else {}
 
     def valid(self, name: str, sha256: str, stamp: list[int] | None = None) -> bool:
         """Whether `name` was verified to hold `sha256` and is unchanged since (`stamp`:
@@ -213,7 +224,7 @@ class Stamps:
                     return
                 known = self._read()
                 known.update(self._new)
-                atomic_write_json(self.root / STAMPS, known)
+                atomic_write_json(self.root / STAMPS, {"version": STAMPS_VERSION, "stamps": known})
                 self._known, self._new = known, {}
         except OSError:  # a read-only sketch: verify again next time
             pass

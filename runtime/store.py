@@ -29,7 +29,7 @@ recomputed on resume.
 What is checked when (``docs/integrity.md``): opening a sketch checks the
 manifest's seal (an edited value is named), its file names (none outside the
 folder), every listed file's size and that the configuration agrees with the
-recorded shapes; reading an array memory-maps it and checks its sha256 and finite
+recorded shapes and dtypes; reading an array memory-maps it and checks its sha256 and finite
 values (unless its stamp shows it verified since its last change);
 a result derived from the sketch (``Sketch.derived``, ``runtime.derived``)
 checks the files it was computed from, by their stamps or by hashing them;
@@ -75,6 +75,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "circuit_differences",
+    "dtype_problem",
     "load_verified",
     "npy_bytes",
     "write_manifest",
@@ -235,9 +236,15 @@ class Sketch:
         """Refuse a configuration that contradicts the arrays' recorded shapes (a resealed
         hand edit): N, M and T are read from it, so a wrong one gives wrong numbers.
 
-        The shapes are the manifest's (each file's is checked against it when read).
+        Likewise each array's dtype (a real ``directions.npy`` or chunk, resealed, would
+        otherwise be read as complex with zero imaginary parts).  The shapes and dtypes
+        are the manifest's (each file's is checked against it when read).
         """
         files = self.manifest["files"]
+        for name, entry in files.items():
+            problem = dtype_problem(name, entry["dtype"])
+            if problem:
+                raise SketchError(f"sketch {str(self.path)!r}: file {name} {problem}")
         for name, ndim, axis, key, what in _SHAPES:
             if name not in files:
                 continue
@@ -418,6 +425,25 @@ _SHAPES = (
     ("directions.npy", 2, 1, "num_docs", "directions over {} documents"),
     ("losses.npy", None, 0, "steps", "the losses of {} steps"),
 )
+# the dtype of each array file a sketch holds (what the writer stores); chunks: complex128
+_DTYPES = {"directions.npy": "complex128", "params0.npy": "float64", "losses.npy": "float64",
+           "init.npy": "float64", "schedule.npy": "int64", "docs.npy": "str"}
+
+
+def dtype_problem(name: str, dtype: str) -> str | None:
+    """What is wrong with file `name` of a sketch recording `dtype` (None: nothing, or a
+    file of no fixed dtype)."""
+    want = "complex128" if name.startswith(CHUNK_DIR + "/") else _DTYPES.get(name)
+    if want is None:
+        return None
+    try:
+        got = np.dtype(dtype)
+    except (TypeError, ValueError, OverflowError):  # not a dtype at all
+        return f"has dtype {dtype!r}, expected {want}"
+    ok = got.kind == "U" if want == "str" else got.str == np.dtype(want).str
+    return None if ok else f"has dtype {got}, expected {want}"
+
+
 # the lowest value of each configuration integer (a 0 chunk size would divide by zero)
 _MINIMUM = {"degree": 1, "num_directions": 1, "num_docs": 1, "steps": 1, "seed": 0,
             "chunk_size": 1}

@@ -18,7 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from runtime.files import SketchError, atomic_save, check_file, load_verified, npy_bytes, stamp_of
+from runtime.files import (
+    SketchError,
+    atomic_save,
+    check_finite,
+    load_verified,
+    map_verified,
+    npy_bytes,
+    stamp_of,
+)
 from runtime.integrity import STAMPS, Stamps, check_file_name
 from runtime.spec import sha256_bytes
 from runtime.store import (
@@ -29,6 +37,7 @@ from runtime.store import (
     VERSION,
     chunk_name,
     describe_mismatch,
+    dtype_problem,
     num_chunks,
     read_manifest,
     write_manifest,
@@ -182,15 +191,21 @@ class SketchWriter:
         self._lock_fd = fd
 
     def _check_existing(self) -> None:
-        """Drop (and later recompute) any listed file that fails verification."""
+        """Drop (and later recompute) any listed file that fails verification: its dtype,
+        sha256 and values, since the stamp recorded here vouches for them to every reader."""
         files = self.manifest["files"]
         for name in sorted(files):
+            label = f"file {name}"
             try:
+                problem = dtype_problem(name, files[name]["dtype"])
+                if problem:
+                    raise SketchError(f"{label} {problem}")
                 stamp = stamp_of(self.path / name)
                 if name in ("params0.npy", "losses.npy"):
-                    arr = load_verified(self.path / name, files[name], f"file {name}")
+                    arr = load_verified(self.path / name, files[name], label)
+                    check_finite(arr, label)
                 elif not self.stamps.valid(name, files[name]["sha256"]):
-                    check_file(self.path / name, files[name], f"file {name}")
+                    map_verified(self.path / name, files[name], label, lambda _stamp: False)
                 self.stamps.record(name, files[name]["sha256"], stamp)
             except SketchError as e:
                 self.warn(f"sketch {str(self.path)!r}: {e}; it will be recomputed")

@@ -8,7 +8,10 @@ lists must give the same sets; sampling must be reproducible from the seed.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import threading
 
 import numpy as np
 import pytest
@@ -86,6 +89,43 @@ def test_missing_and_unreadable_files(tmp_path):
         read_sets(bad, N)
 
 
+@pytest.fixture
+def fifo(tmp_path):
+    """feed(text): a named pipe a thread writes `text` into (freed at the end if unread)."""
+    path = tmp_path / "sets.fifo"
+    os.mkfifo(path)
+    threads = []
+
+    def feed(text: str):
+        def write():
+            with contextlib.suppress(OSError), open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+
+        threads.append(threading.Thread(target=write, daemon=True))
+        threads[-1].start()
+        return path
+
+    yield feed
+    for t in threads:
+        if t.is_alive():  # nobody opened the pipe: open it, so the writer ends
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            t.join(5)
+            os.close(fd)
+
+
+def test_a_named_pipe_is_read_like_a_file(tmp_path, fifo):
+    """--sets <(jq ...) or a FIFO was refused as "not a file": the file is read once, so a
+    pipe is read as it is; a directory is named as one."""
+    text = '{"delete": [3, 1]}\n\n{"delete": [7], "weight": 0.5}\n'
+    plain = tmp_path / "sets.jsonl"
+    plain.write_text(text)
+    got, want = read_sets(fifo(text), N), read_sets(plain, N)
+    assert got.lines() == want.lines() == ['{"delete": [1, 3], "weight": 1.0}',
+                                           '{"delete": [7], "weight": 0.5}']
+    with pytest.raises(ValueError, match=f"^--sets '{tmp_path}' is a directory$"):
+        read_sets(tmp_path, N)
+
+
 def test_matrix_lists_and_files_are_the_same_sets(tmp_path):
     idx = np.array([[0, 5, 9], [3, 2, 1]])
     a = DeletionSets.from_matrix(idx, N, 0.5)
@@ -152,6 +192,13 @@ def test_cli_errors_are_one_line_before_any_training(capsys, tmp_path, docs_file
     argv = ["retrain", "--docs", docs_file, "--sets", f, "--doc", "olivia", "--workers", 1]
     err = one_line_error(capsys, *argv)
     assert message in err and str(f) in err
+
+
+def test_cli_reads_sets_from_a_named_pipe(capsys, docs_file, fifo):
+    f = fifo('{"delete": [0]}\n{"delete": [20]}\n')
+    err = one_line_error(capsys, "retrain", "--docs", docs_file, "--sets", f, "--doc", "olivia")
+    assert err == (f"error: --sets '{f}' line 2: index 20 is out of range: there are 20 "
+                   "training documents (indices 0..19)\n")
 
 
 def test_cli_option_clashes(capsys, tmp_path, docs_file):

@@ -221,6 +221,25 @@ def test_cli_docs_file(tmp_path, capsys):
     assert "not in the vocabulary" in capsys.readouterr().err
 
 
+def test_cli_docs_file_is_read_as_compile_reads_it(tmp_path, capsys):
+    """inspect skipped a blank line that compile refuses (and named an unknown character
+    without its line): both read --docs with one reader, so they give one message."""
+    from tests.cli_helpers import one_line_error, run
+
+    compile_argv = ["compile", "--degree", 1, "--directions", 1, "--out", tmp_path / "o"]
+    blank = tmp_path / "blank.txt"
+    blank.write_text("ava\n\nemma\nleo\n")
+    bad = tmp_path / "bad.txt"
+    bad.write_text("ok\nNOT-LOWER\n")
+    for f, needle in ((blank, "line 2: blank line"), (bad, "line 2, document 1: document")):
+        err = one_line_error(capsys, "inspect", "--docs", f)
+        assert err == one_line_error(capsys, *compile_argv, "--docs", f), err
+        assert err.startswith(f"error: documents file '{f}', {needle}"), err
+    assert not (tmp_path / "o").exists()
+    rc, out, err = run(capsys, "inspect", "--docs", blank, "--skip-blank-lines")
+    assert rc == 0 and "3 docs" in out and "skipped 1 blank line(s) (line 2)" in err
+
+
 def test_cli_exports(tmp_path, capsys, step_circuit):
     files = {k: tmp_path / f"c.{k}" for k in ("graphml", "dot", "png")}
     argv = [

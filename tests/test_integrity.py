@@ -127,6 +127,54 @@ def test_a_resealed_non_finite_array_is_refused_when_read(sk, name):
 
 
 @pytest.mark.parametrize(
+    "name, change, want",
+    [
+        ("directions.npy", lambda a: a.real.copy(), "complex128"),
+        (chunk_name(1), lambda a: a.real.copy(), "complex128"),
+        ("params0.npy", lambda a: a.astype(np.complex128), "float64"),
+        ("docs.npy", lambda a: np.arange(3), "str"),
+    ],
+    ids=["directions", "chunk", "params0", "docs"],
+)
+def test_a_resealed_array_of_another_dtype_is_refused_at_open(sk, capsys, name, change, want):
+    """A real directions.npy or chunk (the imaginary parts dropped, the manifest resealed)
+    passed every check and gave other numbers, with exit status 0: the configuration
+    decides each file's dtype, as it decides N, M and T."""
+    from tests.cli_helpers import one_line_error
+
+    arr = change(np.load(sk / name))
+    put(sk, name, arr)
+    message = f"sketch '{sk}': file {name} has dtype {arr.dtype}, expected {want}"
+    with pytest.raises(SketchError) as e:
+        Sketch.open(sk)
+    assert str(e.value) == message
+    assert one_line_error(capsys, "verify", sk) == f"error: {message}\n"
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (lambda a: np.where(np.arange(a.size).reshape(a.shape) == 1, np.nan, a),
+         "holds a non-finite value (NaN or infinity) at index (0, 0, 1)"),
+        (lambda a: a.real.copy(), "has dtype float64, expected complex128"),
+    ],
+    ids=["nan", "real"],
+)
+def test_a_resume_recomputes_a_chunk_it_cannot_vouch_for(sk, change, named):
+    """A compile resuming a sketch hashed a listed chunk and stamped it, so a NaN in it
+    (or a real chunk) was trusted by every later read: it is dropped and recomputed."""
+    name = chunk_name(1)
+    put(sk, name, change(np.load(sk / name)))
+    warnings = []
+    with SketchWriter(sk, CONFIG, warn=warnings.append) as w:
+        assert w.done_chunks() == {0, 2}
+    assert len(warnings) == 1 and f"file {name}" in warnings[0] and named in warnings[0]
+    assert "it will be recomputed" in warnings[0]
+    with pytest.raises(SketchError, match=r"incomplete \(2 of 3 chunks\)"):
+        Sketch.open(sk)
+
+
+@pytest.mark.parametrize(
     "name", ["../x.npy", "/etc/passwd", "chunks/../../x.npy", ".hidden.npy", "a\\b.npy", ""]
 )
 def test_file_names_outside_the_folder_are_refused(sk, name):
@@ -168,6 +216,29 @@ def test_a_verified_file_is_not_hashed_again_until_it_changes(sk, monkeypatch):
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
     with pytest.raises(SketchError, match="corrupt"):
         Sketch.open(sk).ensure_verified(names)
+
+
+def test_stamps_of_the_old_format_are_verified_again(sk, monkeypatch):
+    """Stamps written before a hash also checked the values vouch for no finiteness: a file
+    they cover is hashed (and its values checked) once more, then stamped anew."""
+    from runtime.files import stamp_of
+
+    arr = np.load(sk / "params0.npy").copy()
+    arr[1] = np.nan
+    put(sk, "params0.npy", arr)
+    entries = json.loads((sk / MANIFEST).read_text())["files"]
+    old = {n: [e["sha256"], *stamp_of(sk / n)] for n, e in entries.items()}  # the old format
+    (sk / STAMPS).write_text(json.dumps(old))
+    for read in (lambda s: s.load("params0.npy"), lambda s: s.ensure_verified(["params0.npy"])):
+        with pytest.raises(SketchError, match=r"file params0\.npy: holds a non-finite value"):
+            read(Sketch.open(sk))
+    hashed = []
+    real = files_mod.sha256_of
+    monkeypatch.setattr(files_mod, "sha256_of", lambda f: (hashed.append(1), real(f))[1])
+    name = chunk_name(0)
+    Sketch.open(sk).load(name)  # a finite file under an old stamp: hashed once
+    Sketch.open(sk).load(name)  # ... then trusted on its new stamp
+    assert hashed == [1]
 
 
 def test_a_copy_is_verified_afresh(sk, tmp_path):

@@ -25,6 +25,7 @@ from runtime.cli.settings import (
     given,
 )
 from runtime.sources import TrainingOptions, source_class
+from runtime.sources.documents import SKIP_BLANK_OPTION
 
 __all__ = ["INSPECT", "generated_source", "load_function", "parse_inputs", "parse_shape"]
 
@@ -120,7 +121,14 @@ def configure_inspect(p: argparse.ArgumentParser) -> None:
         "--docs",
         metavar="FILE",
         default=None,
-        help="training documents, one per line (default: first 20 names of the shipped corpus)",
+        help="training documents, one per line, read as compile reads them (default: first "
+        "20 names of the shipped corpus)",
+    )
+    src.add_argument(
+        SKIP_BLANK_OPTION,
+        action="store_true",
+        help="skip blank lines in --docs with a warning (default: a blank line is an error, "
+        "as in compile)",
     )
     src.add_argument(
         "--function",
@@ -237,6 +245,7 @@ def run_inspect(args: argparse.Namespace) -> int:
         ]
         clash += [s.flag for s in (*MODEL_OPTIONS, *TRAIN_OPTIONS)
                   if getattr(args, s.key) is not None]
+        clash += [SKIP_BLANK_OPTION] if args.skip_blank_lines else []
         if clash:
             raise CLIError(f"{', '.join(clash)} cannot be combined with --function")
         c, source = function_circuit(args.function, args.input)
@@ -246,7 +255,8 @@ def run_inspect(args: argparse.Namespace) -> int:
             raise CLIError("--input only applies to --function")
         kind = args.circuit or "step"
         with user_errors():
-            options = TrainingOptions(model_config=given(args, MODEL_OPTIONS),
+            options = TrainingOptions(skip_blank_lines=args.skip_blank_lines,
+                                      model_config=given(args, MODEL_OPTIONS),
                                       train_config=given(args, TRAIN_OPTIONS))
             program, key, source = source_class(args.program).inspect_circuit(
                 args.program, kind, args.length, args.docs, options

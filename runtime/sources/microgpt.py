@@ -30,7 +30,7 @@ from runtime.sources.base import (
     num_params,
     optimizer_settings,
 )
-from runtime.sources.documents import _warn, read_document_lines, read_documents
+from runtime.sources.documents import _warn, read_document_lines
 from runtime.sources.inputs import TestInput, as_test_input
 from runtime.sources.microgpt_settings import (
     build_keywords,
@@ -373,7 +373,8 @@ class MicrogptSource(ProgramSource):
             if docs_file is None:
                 docs = microgpt.read_docs(microgpt.corpus_path())[:INSPECTED_DOCS]
             else:
-                docs = read_documents(docs_file, "--docs", blank_ok=True)
+                # compile's reader, so inspect refuses (or skips) what compile does
+                docs, _ = read_training_docs(docs_file, options.skip_blank_lines)
             source = cls(tuple(docs), len(docs), model_config=options.model_config,
                          train_config=options.train_config)
             prog = source.program()
