@@ -290,18 +290,21 @@ class Sketch:
         compute: bool = True,
         workers: int = 1,
         scheduler: str | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(members (K, N), H 1_Gk (D, K, N), T(1_Gk, 1_Gk, .) (D, K, N)): the terms of the
-        groups `doc_groups` ("letters" or a JSONL file of index sets) that
-        ``third-order-groups`` reads (``hessian --doc-groups``), stored beside the sketch."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(members (K, N), H 1_Gk (D, K, N), T(1_Gk, 1_Gk, .) (D, K, N), the test outputs
+        retrained without each group (D, K)): the terms of the groups `doc_groups`
+        ("letters" or a JSONL file of index sets) that ``third-order-groups`` reads
+        (``hessian --doc-groups``), stored beside the sketch."""
         from runtime.group_terms import group_terms_data, read_groups
 
         items = self.tests(tests)
         groups = read_groups(doc_groups, self.source, self.num_docs)
         got = group_terms_data(self.store, items, groups, compute, self.warn, workers, scheduler)
         found = _all_stored(got, items, "group terms")
+        anchors = [np.full(len(r.members), np.nan) if r.anchors is None else r.anchors
+                   for r in found]  # none: stored before anchors existed, not computed
         return (found[0].members, np.stack([r.hv for r in found]),
-                np.stack([r.tv for r in found]))
+                np.stack([r.tv for r in found]), np.stack(anchors))
 
     def query(
         self,

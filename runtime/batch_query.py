@@ -255,6 +255,8 @@ def query_sets(
                     members = terms.members  # the test inputs share their groups, as a rule
                     near = concentration(members, sets) >= CONCENTRATED
                 picks[near, d] = GROUPS
+                if terms.anchors is not None:  # its stderr for such sets is its own, not
+                    auto_size[near, d] = NO_SIZE  # one calibrated on random sets
     else:
         E.get(estimator)
         picks = np.full((s_total, len(items)), estimator, dtype=object)

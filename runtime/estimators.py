@@ -34,7 +34,9 @@ applied to rows instead of columns:
   documents as well as the row sums, plus a third order from the groups
   (``runtime.group_terms``): exact for a deleted group, right near one; stderr: the
   size of its second-order term, as second-order's (the third order it adds is exact
-  only along the groups).
+  only along the groups).  With the groups' retrainings stored (the anchors), a set
+  concentrated in a group also gets the group's orders above 3, scaled as a fourth
+  order by its share of the group; its stderr is then how far it is from the group.
 * ``auto`` is not a function: the query engine (``runtime.batch_query``)
   picks one of the others per query (``runtime.findings``).
 
@@ -160,14 +162,18 @@ class SetBlock:
 
     def dot(self, g: np.ndarray) -> np.ndarray:
         """(S,) <g, w_s> for a vector g (N,)."""
-        gp = np.append(np.asarray(g, np.float64), 0.0)
-        return gp[self.index].sum(axis=1) * self.weights
+        return set_dot(g, self.index, self.weights)
 
     def dense(self) -> np.ndarray:
         """The sets as a dense (S, N) weight matrix."""
         w = np.zeros((len(self), self.n + 1))
         np.put_along_axis(w, self.index, self.weights[:, None], axis=1)
         return w[:, : self.n]
+
+
+def set_dot(g: np.ndarray, index: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(S,) <g, w_s> of the sets `index` (S, L) (padding: N) at `weights` (S,)."""
+    return np.append(np.asarray(g, np.float64), 0.0)[index].sum(axis=1) * weights
 
 
 Fn = Callable[[TestData, SetBlock, Options], Answer]
@@ -344,20 +350,44 @@ def second_order_windowed(test: TestData, sets: SetBlock, options: Options) -> A
     "third-order-groups",
     ("first_order", "second_order_windowed", "group_terms"),
     "second-order-windowed with pairs and a third order from groups of documents (microgpt: "
-    "those holding each character): right for sets near a group; stderr: the size of its "
-    "second-order term (its third order is exact only along the groups)",
+    "those holding each character), and for a set concentrated in a group the orders above "
+    "3 from that group's retraining: right for sets near a group; stderr: the size of its "
+    "second-order term (its third order is exact only along the groups), for a set "
+    "concentrated in a group how far it is from the group",
     default=False,
 )
 def third_order_groups(test: TestData, sets: SetBlock, options: Options) -> Answer:
+    gt = test.group_terms
+    assert test.first_order is not None and gt is not None
+    first, quad, third = _to_third_order(test, sets.index, sets.weights)
+    value, se = test.c0 + first + quad + third, np.abs(quad)
+    if gt.anchors is not None:  # (terms stored before anchors existed have none)
+        own = _to_third_order(test, gt.index(), np.ones(len(gt.members)))  # each group's
+        remainders = gt.anchors - test.c0 - sum(own)  # its orders above 3, retrained
+        near, t = gt.concentrated(sets.index, sets.weights)  # (K, S)
+        value += (near * t**4 * remainders[:, None]).sum(axis=0)
+        # stderr of a set concentrated in groups: how far it is from them, the part of
+        # their remainders it does not hold, the orders 2-3 it adds to theirs, and the
+        # second order of its documents outside them
+        rest = _to_third_order(test, gt.outside(sets.index, near), sets.weights)[1]
+        grown = quad + third - (near * (own[1] + own[2])[:, None]).sum(axis=0)
+        spread = (near * (1.0 - t**4) * np.abs(remainders)[:, None]).sum(axis=0)
+        se = np.where(near.any(axis=0), spread + np.abs(grown) + np.abs(rest), se)
+    return Answer(value, se, {"first_order": first})
+
+
+def _to_third_order(test: TestData, index: np.ndarray, weights: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """third-order-groups' orders 1, 2 and 3 of the sets `index` (S, L) at `weights`."""
     from runtime.hessian import quadratic_terms
 
     so, gt = test.second_order_windowed, test.group_terms
-    assert test.first_order is not None and so is not None and gt is not None
-    first = sets.dot(test.first_order)
-    diag = quadratic_terms(so.diag, None, sets.index)  # without row sums: the diagonal's part
-    quad = 0.5 * sets.weights**2 * (diag + gt.pairs(so.diag, so.rows, sets.index))
-    third = sets.weights**3 * gt.cubic(sets.index) / 6.0
-    return Answer(test.c0 + first + quad + third, np.abs(quad), {"first_order": first})
+    assert so is not None and gt is not None
+    first = set_dot(test.first_order, index, weights)
+    diag = quadratic_terms(so.diag, None, index)  # without row sums: the diagonal's part
+    quad = 0.5 * weights**2 * (diag + gt.pairs(so.diag, so.rows, index))
+    third = weights**3 * gt.cubic(index) / 6.0
+    return first, quad, third
 
 
 def _quadratic(test: TestData, sets: SetBlock, so: Any) -> Answer:

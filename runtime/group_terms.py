@@ -17,9 +17,18 @@ order, exactly.  From K groups a set D gets
   group, right to first order near one, and for one group of all documents the mean-field
   term of ``examples/third_order_mean_field.py``.
 
+Orders 1-3 are not all there is when a set deletes most of a group that alone trains
+something: at 4,000 names the x-names change the loss of "max" by 0.806, orders 1-3 say
+0.625, and the Taylor coefficients along t 1_G decay slowly (examples/RESULTS.md).  So each
+group is also retrained without it once (its *anchor*: every test output after that run),
+and a set concentrated in a group (``z_scores``) gets the group's remainder, its retrained
+change less its orders 1-3, times t^4, t the set's share of the group: exact for the group,
+the remainder scaled as its leading order for part of it.
+
 Groups: for microgpt, the documents holding each character (``letters``); for any
-program, a JSONL file of index sets (the ``--sets`` format).  The metagradients of a group
-are a task for a worker (stored as it arrives, so an interrupted call resumes).
+program, a JSONL file of index sets (the ``--sets`` format).  The metagradients of a group,
+and its retraining, are tasks for a worker (stored as they arrive, so an interrupted call
+resumes).
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ from runtime.second_order import Priced
 
 __all__ = ["CONCENTRATED", "LETTERS", "MIN_INSIDE", "STORE_DIR", "TASKS_DIR", "GroupJob",
            "GroupTerms", "Groups", "concentration", "group_job", "group_terms_data",
-           "letter_groups", "nearest_tensor", "read_groups"]
+           "letter_groups", "nearest_tensor", "read_groups", "z_scores"]
 
 LETTERS = "letters"  # microgpt's groups: the documents holding each character
 STORE_DIR = "group_terms"
@@ -54,7 +63,12 @@ class Groups:
 
     @property
     def key(self) -> str:
-        return hashlib.sha256(np.ascontiguousarray(self.members, np.float64)).hexdigest()[:16]
+        return members_key(self.members)
+
+
+def members_key(members: np.ndarray) -> str:
+    """16 hex digits naming groups by their indicators."""
+    return hashlib.sha256(np.ascontiguousarray(members, np.float64)).hexdigest()[:16]
 
 
 def _distinct(names: list[str], rows: list[np.ndarray], n: int) -> Groups:
@@ -105,6 +119,33 @@ class GroupTerms(Priced):
     tv: np.ndarray
     seconds: float | None = None
     train_seconds: float | None = None
+    anchors: np.ndarray | None = None  # (K,) the test output retrained without each group
+
+    def index(self) -> np.ndarray:
+        """(K, L) the groups as padded index rows (padding: N), the sets' layout."""
+        n = self.members.shape[1]
+        rows = [np.flatnonzero(m) for m in self.members]
+        out = np.full((len(rows), max(len(r) for r in rows)), n, np.int64)
+        for k, r in enumerate(rows):
+            out[k, : len(r)] = r
+        return out
+
+    def concentrated(self, index: np.ndarray, weights: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """(K, S) whether each set is concentrated in each group (``z_scores`` at least
+        CONCENTRATED), and t: its weight times its share of the group."""
+        inside = _set_sums(self.members.T, index).T
+        sizes = np.count_nonzero(index < self.members.shape[1], axis=1).astype(np.float64)
+        near = z_scores(self.members, inside, sizes) >= CONCENTRATED
+        return near, weights * inside / self.members.sum(axis=1, keepdims=True)
+
+    def outside(self, index: np.ndarray, near: np.ndarray) -> np.ndarray:
+        """`index` (S, L) less the documents of the groups each set is `near` (K, S)."""
+        n = self.members.shape[1]
+        held = np.zeros((len(index), n + 1), bool)
+        for k in np.flatnonzero(near.any(axis=1)):
+            held[near[k]] |= np.append(self.members[k] > 0, False)
+        return np.where(np.take_along_axis(held, index, axis=1), n, index)
 
     def pairs(self, diag: np.ndarray, rows: np.ndarray, index: np.ndarray) -> np.ndarray:
         """1_D^T A 1_D for each row of `index` (S, L) (padding: N), A the symmetric matrix
@@ -155,21 +196,26 @@ MIN_INSIDE = 4  # and documents of the group it must delete (one alone in a smal
 
 def concentration(members: np.ndarray, sets: Any) -> np.ndarray:
     """(S,) how far each set's share of some group is beyond a random set's: the largest
-    over groups of the hypergeometric z-score of |D n G| for |D| documents drawn at random,
-    among the groups it deletes at least MIN_INSIDE documents of (else 0).  auto takes
-    third-order-groups above CONCENTRATED: the evaluation's findings are for random sets,
-    and such a set is none of them, while the group terms are exact along G."""
-    n = members.shape[1]
+    over groups of ``z_scores``.  auto takes third-order-groups above CONCENTRATED: the
+    evaluation's findings are for random sets, and such a set is none of them, while the
+    group terms are exact along G."""
     sizes = np.diff(sets.indptr).astype(np.float64)
     if not len(members) or not len(sets.indices):
         return np.zeros(len(sizes))
     inside = np.add.reduceat(members[:, sets.indices], sets.indptr[:-1], axis=1)
     inside[:, sizes == 0] = 0.0  # reduceat repeats a value for an empty set
+    return z_scores(members, inside, sizes).max(axis=0)
+
+
+def z_scores(members: np.ndarray, inside: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """(K, S) the hypergeometric z-score of |D n G| = `inside` (K, S) for |D| = `sizes`
+    documents drawn at random, where the set deletes at least MIN_INSIDE documents of the
+    group (else 0)."""
+    n = members.shape[1]
     p = members.sum(axis=1, keepdims=True) / n
     var = sizes * p * (1 - p) * (n - sizes) / max(n - 1, 1)
     ok = (var > 0) & (inside >= MIN_INSIDE)
-    z = np.where(ok, (inside - sizes * p) / np.sqrt(np.where(ok, var, 1.0)), 0.0)
-    return z.max(axis=0)
+    return np.where(ok, (inside - sizes * p) / np.sqrt(np.where(ok, var, 1.0)), 0.0)
 
 
 # ---------------------------------------------------------------- computing them
@@ -224,12 +270,84 @@ def group_terms_data(
             m, hv, tv = hit.array
             out[t.key] = GroupTerms(m, hv, tv, hit.meta.get("seconds"),
                                     hit.meta.get("train_seconds"))  # fmt: skip
+            _stored_anchors(store, t, out[t.key], hit.meta.get("groups"))
         else:
             out[t.key] = None
     missing = [t for t in todo if out[t.key] is None]
     if missing and compute:
         out.update(_compute(sketch, missing, groups, store, warn, workers, scheduler))
+    unanchored = [t for t in todo if out[t.key] is not None and out[t.key].anchors is None]
+    if unanchored and compute:  # terms stored before anchors existed get them now
+        _compute_anchors(sketch, unanchored, out, store, warn, workers, scheduler)
     return out
+
+
+def _anchor_key(t: Any) -> str:
+    return f"{t.key} anchors"
+
+
+def _stored_anchors(store, t: Any, terms: GroupTerms, groups_key: str | None) -> None:
+    """Attach `t`'s stored anchors (and their cost) to `terms`, if stored for its groups."""
+    hit = store.get(_anchor_key(t), shape=(len(terms.members),), dtype=np.float64)
+    if hit is not None and hit.meta.get("groups") == groups_key:
+        terms.anchors = hit.array
+        if terms.seconds is not None:
+            terms.seconds += float(hit.meta.get("seconds", 0.0))
+
+
+def _compute_anchors(sketch, todo: list, terms: dict[str, GroupTerms | None], store, warn,
+                     workers: int, scheduler: str | None) -> None:
+    """Retrain without each group (one run a group, every test input of `todo` read after
+    it), each run a task stored as it arrives; then each input's anchors."""
+    from runtime import parallel
+    from runtime.batch_retrain import RetrainJob, retrain_job
+    from runtime.metagrad import run_results
+    from runtime.second_order import tests_key
+    from runtime.sources import sketch_source
+    from runtime.spec import compiled
+
+    source = sketch_source(sketch, full=True)
+    members = terms[todo[0].key].members
+    todo = [t for t in todo if np.array_equal(terms[t.key].members, members)]  # the rest:
+    # groups of their own (not made by this module's callers), left without anchors
+    key_of_tests = tests_key(todo)
+    tasks = run_results(sketch, TASKS_DIR, "group task's result", warn)
+    q, k = len(todo), len(members)
+    losses, seconds = np.zeros((q, k)), 0.0
+
+    def key(g: int) -> str:
+        digest = hashlib.sha256(members[g].tobytes()).hexdigest()[:16]
+        return f"anchor {digest} for test inputs {key_of_tests}"
+
+    jobs = []
+    for g in range(k):
+        hit = tasks.get(key(g), shape=(q,), dtype=np.float64)
+        if hit is not None:
+            losses[:, g] = hit.array
+            seconds += float(hit.meta.get("seconds", 0.0))
+        else:
+            jobs.append(RetrainJob(source, list(todo), [g], [np.flatnonzero(members[g])], [1.0]))
+
+    def arrived(job: RetrainJob, result: list) -> None:
+        nonlocal seconds
+        for g, values, secs in result:
+            tasks.put(key(g), np.array(values), {"seconds": secs})
+            losses[:, g] = values
+            seconds += secs
+
+    parallel.run_tasks(
+        retrain_job, jobs, arrived, workers=workers, scheduler=scheduler,
+        prepare=(lambda: compiled(source, 0)) if parallel.forks() else None,
+    )  # fmt: skip
+    for i, t in enumerate(todo):
+        store.put(_anchor_key(t), losses[i], {"doc": t.key, "label": t.label,
+                                              "groups": members_key(members),
+                                              "seconds": seconds / q})
+        terms[t.key].anchors = losses[i]
+        if terms[t.key].seconds is not None:
+            terms[t.key].seconds += seconds / q
+    for g in range(k):
+        tasks.remove(key(g))
 
 
 def _compute(sketch, todo: list, groups: Groups | None, store, warn, workers: int,

@@ -39,22 +39,36 @@ def output(params, x, t):
     return e * e + 0.5 * e * e * e
 
 
+def output_quartic(params, x, t):
+    """``output`` plus e^4 / 4: F then has a fourth order (``build_quartic``)."""
+    e = (params["theta"] * x).sum() - t
+    return e * e + 0.5 * e * e * e + 0.25 * e * e * e * e
+
+
 def theta0() -> np.ndarray:
     return np.array([0.3, -0.2, 0.1])
 
 
-def build():
+def build(quartic: bool = False):
     x, t = data()
     docs = [{"x": x[i], "t": np.array(t[i])} for i in range(N)]
     return cs.training_program(
-        name="cubic12",
+        name="quartic12" if quartic else "cubic12",
         params={"theta": theta0()},
         loss=loss,
-        output=output,
+        output=output_quartic if quartic else output,
         docs=docs,
         optimizer=cs.SGD(lr=LR, momentum=0.0),
         steps=EPOCHS * N,
     )
+
+
+def build_quartic():
+    """The same training with the quartic output: F(w) = q(e) + e^4 / 4."""
+    return build(quartic=True)
+
+
+SPEC_QUARTIC = f"{Path(__file__).resolve()}:build_quartic"
 
 
 def q(e):

@@ -122,8 +122,9 @@ def test_a_deleted_group_is_predicted_exactly_on_the_cubic_program(poly_sketch_c
     closed form; second-order-windowed, without the third order, misses it."""
     sk = rt.open_sketch(poly_sketch_copy, program=PROGRAM)
     sk.second_order([TEST], diagonal="windowed", window=1, sample=pp.N)  # its exact diagonal
-    members, hv, tv = sk.group_terms([TEST], doc_groups=str(groups_file))
+    members, hv, tv, anchors = sk.group_terms([TEST], doc_groups=str(groups_file))
     assert members.shape == (3, pp.N)  # the repeated line is one group
+    np.testing.assert_allclose(anchors[0], pp.truth(TEST["x"], 0.5, members), rtol=1e-12)
     _, b = pp.closed_form(TEST["x"], 0.5)  # F = q(e* - <b, w>), third derivative of q: 3
     np.testing.assert_allclose(hv[0], members @ pp.hessian(TEST["x"], 0.5), rtol=1e-7)
     np.testing.assert_allclose(tv[0], -3.0 * ((members @ b) ** 2)[:, None] * b, rtol=0,
@@ -134,6 +135,49 @@ def test_a_deleted_group_is_predicted_exactly_on_the_cubic_program(poly_sketch_c
     np.testing.assert_allclose(got, want, rtol=1e-8)
     plain = sk.query(sets, [TEST], estimator="second-order-windowed").prediction[:, 0]
     assert np.min(np.abs(plain - want)) > 100 * np.max(np.abs(got - want))
+
+
+@pytest.fixture(scope="module")
+def quartic_sketch(tmp_path_factory):
+    out = tmp_path_factory.mktemp("quartic") / "sketch"
+    rt.precompute(rt.program(pp.SPEC_QUARTIC), out, degree=1, directions=4, seed=2)
+    return out
+
+
+def test_a_set_concentrated_in_a_group_gets_its_orders_above_three(quartic_sketch, tmp_path,
+                                                                   groups_file, monkeypatch):
+    """F(w) = q(e* - <b, w>) + (e* - <b, w>)^4 / 4 there: along t 1_G its fourth order is
+    s^4 / 4 t^4, s = <b, 1_G>, and orders 1-3 are exact for a group.  The group's retraining
+    makes a deleted group exact (stderr 0) where orders 1-3 miss s^4 / 4, and adds
+    (s^4 / 4) t^4 to a set holding a share t of it; a set not concentrated gets nothing."""
+    import shutil
+
+    test = {"x": X[1], "t": np.array(0.5)}  # s = -0.265 for group 2: s^4 / 4 = 1.2e-3
+    sk_path = tmp_path / "sk"
+    shutil.copytree(quartic_sketch, sk_path)
+    sk = rt.open_sketch(sk_path, program=pp.SPEC_QUARTIC)
+    sk.second_order([test], diagonal="windowed", window=1, sample=pp.N)
+    members, _, _, anchors = sk.group_terms([test], doc_groups=str(groups_file))
+    e, b = pp.closed_form(test["x"], 0.5)
+
+    def truth(w):
+        return pp.q(e - w @ b) + 0.25 * (e - w @ b) ** 4
+
+    np.testing.assert_allclose(anchors[0], truth(members), rtol=1e-12)
+    sets = [GROUPS[2], GROUPS[2][:4], [*GROUPS[2], 8], GROUPS[0]]
+    monkeypatch.setattr(gt, "CONCENTRATED", 1e9)  # no set concentrated: orders 1-3 only
+    plain = sk.query(sets, [test], estimator="third-order-groups")
+    monkeypatch.setattr(gt, "CONCENTRATED", 2.5)  # sets 0-2 (z 3.3, 2.8, 2.8), not 3 (< 4 in)
+    got = sk.query(sets, [test], estimator="third-order-groups")
+    s = members[2] @ b
+    want = truth(np.isin(np.arange(pp.N), GROUPS[2]).astype(float))
+    assert got.prediction[0, 0] == pytest.approx(want, rel=1e-12, abs=0)
+    assert got.stderr[0, 0] == pytest.approx(0.0, abs=1e-9)  # its own retraining
+    assert abs(plain.prediction[0, 0] - want) == pytest.approx(s**4 / 4, rel=1e-5)
+    added = got.prediction[:, 0] - plain.prediction[:, 0]
+    np.testing.assert_allclose(added[:3], s**4 / 4 * np.array([1.0, 0.8**4, 1.0]), rtol=1e-5)
+    assert added[3] == 0.0 and got.stderr[3, 0] == plain.stderr[3, 0]
+    assert got.stderr[1, 0] > 0.0 and got.stderr[2, 0] > 0.0
 
 
 def test_auto_takes_the_groups_for_a_set_concentrated_in_one(poly_sketch_copy, groups_file,
@@ -192,6 +236,38 @@ def test_an_interrupted_call_resumes_at_the_groups_left(poly_sketch_copy, groups
     assert not list((poly_sketch_copy / gt.TASKS_DIR).glob("*.npy"))  # removed when done
 
 
+def test_terms_stored_before_anchors_get_them_one_run_a_group_resumably(
+        poly_sketch_copy, groups_file, monkeypatch):
+    """Group terms stored without anchors (an earlier version) get them on the next call
+    that computes: one training run a group, each stored as it arrives, so a call stopped
+    after the first group's run does only the others when run again."""
+    from runtime import batch_retrain
+    from runtime.metagrad import run_results
+
+    sk = rt.open_sketch(poly_sketch_copy, program=PROGRAM)
+    whole = sk.group_terms([TEST], doc_groups=str(groups_file))
+    store = run_results(sk.store, gt.STORE_DIR, "stored group terms")
+    store.remove(f"{sk.tests([TEST])[0].key} anchors")
+    assert np.isnan(sk.group_terms([TEST], str(groups_file), compute=False)[3]).all()
+    job, ran = batch_retrain.retrain_job, []
+
+    def stop_after_one(j):
+        if ran:
+            raise KeyboardInterrupt
+        ran.append(j.rows[0])
+        return job(j)
+
+    monkeypatch.setattr(batch_retrain, "retrain_job", stop_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        sk.group_terms([TEST], doc_groups=str(groups_file))
+    ran.clear()
+    monkeypatch.setattr(batch_retrain, "retrain_job", lambda j: ran.append(j.rows[0]) or job(j))
+    again = sk.group_terms([TEST], doc_groups=str(groups_file))
+    assert ran == [1, 2]  # group 0's run was stored
+    assert all(np.array_equal(a, b) for a, b in zip(again, whole, strict=True))
+    assert not list((poly_sketch_copy / gt.TASKS_DIR).glob("*.npy"))
+
+
 def test_the_cli_computes_the_groups_and_refuses_letters_without_text(poly_sketch_copy,
                                                                      groups_file, capsys):
     from tests.cli_helpers import one_line_error, run_json
@@ -200,4 +276,5 @@ def test_the_cli_computes_the_groups_and_refuses_letters_without_text(poly_sketc
             "--diagonal", "windowed", "--workers", 1]
     err = one_line_error(capsys, *args, "--doc-groups", "letters")
     assert err.startswith("error: --doc-groups letters needs text documents"), err
-    assert run_json(capsys, *args, "--doc-groups", groups_file)["groups"]["count"] == 3
+    groups = run_json(capsys, *args, "--doc-groups", groups_file)["groups"]
+    assert groups["count"] == 3 and groups["retrained"] is True

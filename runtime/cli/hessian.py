@@ -44,7 +44,7 @@ def configure_hessian(p: argparse.ArgumentParser) -> None:
                    help="also the terms of groups of documents that third-order-groups reads: "
                    "'letters' (microgpt: the documents holding each character) or a JSONL "
                    "file of index sets, one group a line ({\"delete\": [...]}); two "
-                   "metagradients a group")
+                   "metagradients and one training run a group")
     r = p.add_argument_group("where to run")
     r.add_argument("--workers", type=positive_int, metavar="W",
                    help="local worker processes for the diagonal's series passes "
@@ -94,7 +94,8 @@ def run_hessian(args: argparse.Namespace) -> int:
         if terms:
             g = terms[t.key]
             out[-1]["groups"] = {"count": len(g.members), "seconds": g.seconds,
-                                 "cost_training_runs": g.cost}
+                                 "cost_training_runs": g.cost,
+                                 "retrained": g.anchors is not None}
     if args.json:
         print_json(out if len(out) > 1 else out[0])
         return 0
