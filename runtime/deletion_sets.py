@@ -219,16 +219,10 @@ def read_sets(path: str | Path, num_docs: int, what: str = "--sets") -> Deletion
 
     The file is read once, so a named pipe (``--sets <(jq ...)``) is read as a file is.
     """
-    p = Path(path)
-    name = f"{what} {str(p)!r}"
-    if p.is_dir():
-        raise ValueError(f"{name} is a directory")
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise ValueError(f"{name} does not exist") from None
-    except OSError as e:
-        raise ValueError(f"{name}: cannot read it: {e.strerror or e}") from None
+    from runtime.sources.documents import read_input
+
+    name = f"{what} {str(path)!r}"
+    data = read_input(path, what)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -16,13 +16,27 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["SKIP_BLANK_OPTION", "read_document_lines", "read_documents"]
+__all__ = ["SKIP_BLANK_OPTION", "read_document_lines", "read_documents", "read_input"]
 
 SKIP_BLANK_OPTION = "--skip-blank-lines"
 
 
 def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
+
+
+def read_input(path: str | Path, what: str) -> bytes:
+    """The bytes of an input file, read once (so a named pipe reads as a file does);
+    ValueError naming `what` and the path if it is a directory, missing or unreadable."""
+    name = f"{what} {str(path)!r}"
+    if Path(path).is_dir():
+        raise ValueError(f"{name} is a directory")
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"{name} does not exist") from None
+    except OSError as e:
+        raise ValueError(f"{name}: cannot read it: {e.strerror or e}") from None
 
 
 def read_document_lines(
@@ -40,14 +54,7 @@ def read_document_lines(
     meaning, such as a file of documents to delete).
     """
     p = Path(path)
-    if p.is_dir():
-        raise ValueError(f"{what} {str(p)!r} is a directory")
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise ValueError(f"{what} {str(p)!r} does not exist") from None
-    except OSError as e:
-        raise ValueError(f"{what} {str(p)!r}: cannot read it: {e.strerror or e}") from None
+    data = read_input(p, what)
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8) :]
     out: list[tuple[int, str]] = []
