@@ -277,9 +277,18 @@ def group_terms_data(
     if missing and compute:
         out.update(_compute(sketch, missing, groups, store, warn, workers, scheduler))
     unanchored = [t for t in todo if out[t.key] is not None and out[t.key].anchors is None]
-    if unanchored and compute:  # terms stored before anchors existed get them now
-        _compute_anchors(sketch, unanchored, out, store, warn, workers, scheduler)
+    while unanchored and compute:  # (terms stored before anchors existed get them now)
+        members = out[unanchored[0].key].members  # inputs of the same groups together
+        same = [t for t in unanchored if np.array_equal(out[t.key].members, members)]
+        _compute_anchors(sketch, same, out, store, warn, workers, scheduler)
+        unanchored = [t for t in unanchored if out[t.key].anchors is None]
     return out
+
+
+def _task_key(what: str, member: np.ndarray, key_of_tests: str) -> str:
+    """The stored task result of `what` for one group and the call's test inputs."""
+    return f"{what} {hashlib.sha256(member.tobytes()).hexdigest()[:16]} for test inputs " \
+           f"{key_of_tests}"
 
 
 def _anchor_key(t: Any) -> str:
@@ -297,8 +306,9 @@ def _stored_anchors(store, t: Any, terms: GroupTerms, groups_key: str | None) ->
 
 def _compute_anchors(sketch, todo: list, terms: dict[str, GroupTerms | None], store, warn,
                      workers: int, scheduler: str | None) -> None:
-    """Retrain without each group (one run a group, every test input of `todo` read after
-    it), each run a task stored as it arrives; then each input's anchors."""
+    """Retrain without each group (one run a group, every test input of `todo`, inputs of
+    the same groups, read after it), each run a task stored as it arrives; then each
+    input's anchors."""
     from runtime import parallel
     from runtime.batch_retrain import RetrainJob, retrain_job
     from runtime.metagrad import run_results
@@ -308,16 +318,13 @@ def _compute_anchors(sketch, todo: list, terms: dict[str, GroupTerms | None], st
 
     source = sketch_source(sketch, full=True)
     members = terms[todo[0].key].members
-    todo = [t for t in todo if np.array_equal(terms[t.key].members, members)]  # the rest:
-    # groups of their own (not made by this module's callers), left without anchors
     key_of_tests = tests_key(todo)
     tasks = run_results(sketch, TASKS_DIR, "group task's result", warn)
     q, k = len(todo), len(members)
     losses, seconds = np.zeros((q, k)), 0.0
 
     def key(g: int) -> str:
-        digest = hashlib.sha256(members[g].tobytes()).hexdigest()[:16]
-        return f"anchor {digest} for test inputs {key_of_tests}"
+        return _task_key("anchor", members[g], key_of_tests)
 
     jobs = []
     for g in range(k):
@@ -372,8 +379,7 @@ def _compute(sketch, todo: list, groups: Groups | None, store, warn, workers: in
     hv, tv = np.zeros((q, len(groups.names), n)), np.zeros((q, len(groups.names), n))
 
     def key(k: int) -> str:
-        digest = hashlib.sha256(groups.members[k].tobytes()).hexdigest()[:16]
-        return f"group {digest} for test inputs {key_of_tests}"
+        return _task_key("group", groups.members[k], key_of_tests)
 
     def take(k: int, arr: np.ndarray) -> None:
         hv[:, k], tv[:, k] = arr[0], arr[1]
