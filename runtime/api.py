@@ -301,7 +301,7 @@ class Sketch:
         groups = read_groups(doc_groups, self.source, self.num_docs)
         got = group_terms_data(self.store, items, groups, compute, self.warn, workers, scheduler)
         found = _all_stored(got, items, "group terms")
-        anchors = [np.full(len(r.members), np.nan) if r.anchors is None else r.anchors
+        anchors = [np.full((2, len(r.members)), np.nan) if r.anchors is None else r.anchors
                    for r in found]  # none: stored before anchors existed, not computed
         return (found[0].members, np.stack([r.hv for r in found]),
                 np.stack([r.tv for r in found]), np.stack(anchors))

@@ -34,9 +34,9 @@ applied to rows instead of columns:
   documents as well as the row sums, plus a third order from the groups
   (``runtime.group_terms``): exact for a deleted group, right near one; stderr: the
   size of its second-order term, as second-order's (the third order it adds is exact
-  only along the groups).  With the groups' retrainings stored (the anchors), a set
-  concentrated in a group also gets the group's orders above 3, scaled as a fourth
-  order by its share of the group; its stderr is then how far it is from the group.
+  only along the groups).  With the groups' retrainings stored (the anchors: each
+  group and a part of it), a set concentrated in a group also gets the group's orders
+  above 3 at its share of the group; its stderr is then how far it is from the group.
 * ``auto`` is not a function: the query engine (``runtime.batch_query``)
   picks one of the others per query (``runtime.findings``).
 
@@ -351,7 +351,7 @@ def second_order_windowed(test: TestData, sets: SetBlock, options: Options) -> A
     ("first_order", "second_order_windowed", "group_terms"),
     "second-order-windowed with pairs and a third order from groups of documents (microgpt: "
     "those holding each character), and for a set concentrated in a group the orders above "
-    "3 from that group's retraining: right for sets near a group; stderr: the size of its "
+    "3 from that group's retrainings: right for sets near a group; stderr: the size of its "
     "second-order term (its third order is exact only along the groups), for a set "
     "concentrated in a group how far it is from the group",
     default=False,
@@ -362,16 +362,21 @@ def third_order_groups(test: TestData, sets: SetBlock, options: Options) -> Answ
     first, quad, third = _to_third_order(test, sets.index, sets.weights)
     value, se = test.c0 + first + quad + third, np.abs(quad)
     if gt.anchors is not None:  # (terms stored before anchors existed have none)
-        own = _to_third_order(test, gt.index(), np.ones(len(gt.members)))  # each group's
-        remainders = gt.anchors - test.c0 - sum(own)  # its orders above 3, retrained
+        from runtime.group_terms import anchor_sets, index_rows, remainders_at
+
+        k, sets_of = len(gt.members), anchor_sets(gt.members)
+        own = _to_third_order(test, index_rows(sets_of), np.ones(2 * k))  # orders 1-3
+        rem = (gt.anchors.ravel() - test.c0 - sum(own)).reshape(2, k)  # orders above 3
         near, t = gt.concentrated(sets.index, sets.weights)  # (K, S)
-        value += (near * t**4 * remainders[:, None]).sum(axis=0)
+        share = sets_of[k:].sum(axis=1) / gt.members.sum(axis=1)
+        tail = np.where(near, remainders_at(rem[0], rem[1], share, t), 0.0)
+        value += tail.sum(axis=0)
         # stderr of a set concentrated in groups: how far it is from them, the part of
         # their remainders it does not hold, the orders 2-3 it adds to theirs, and the
         # second order of its documents outside them
         rest = _to_third_order(test, gt.outside(sets.index, near), sets.weights)[1]
-        grown = quad + third - (near * (own[1] + own[2])[:, None]).sum(axis=0)
-        spread = (near * (1.0 - t**4) * np.abs(remainders)[:, None]).sum(axis=0)
+        grown = quad + third - (near * (own[1][:k] + own[2][:k])[:, None]).sum(axis=0)
+        spread = np.abs(np.where(near, rem[0][:, None], 0.0) - tail).sum(axis=0)
         se = np.where(near.any(axis=0), spread + np.abs(grown) + np.abs(rest), se)
     return Answer(value, se, {"first_order": first})
 

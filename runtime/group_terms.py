@@ -20,10 +20,10 @@ order, exactly.  From K groups a set D gets
 Orders 1-3 are not all there is when a set deletes most of a group that alone trains
 something: at 4,000 names the x-names change the loss of "max" by 0.806, orders 1-3 say
 0.625, and the Taylor coefficients along t 1_G decay slowly (examples/RESULTS.md).  So each
-group is also retrained without it once (its *anchor*: every test output after that run),
-and a set concentrated in a group (``z_scores``) gets the group's remainder, its retrained
-change less its orders 1-3, times t^4, t the set's share of the group: exact for the group,
-the remainder scaled as its leading order for part of it.
+group is also retrained twice, without it and without a fixed part of it (its *anchors*:
+every test output after those runs), and a set concentrated in a group (``z_scores``)
+gets the group's remainder (retrained change less orders 1-3) at the set's share t of the
+group, interpolated between the two (``remainders_at``): exact for the group and its part.
 
 Groups: for microgpt, the documents holding each character (``letters``); for any
 program, a JSONL file of index sets (the ``--sets`` format).  The metagradients of a group,
@@ -45,9 +45,10 @@ import numpy as np
 from runtime.hessian import FD_STEP
 from runtime.second_order import Priced
 
-__all__ = ["CONCENTRATED", "LETTERS", "MIN_INSIDE", "STORE_DIR", "TASKS_DIR", "GroupJob",
-           "GroupTerms", "Groups", "concentration", "group_job", "group_terms_data",
-           "letter_groups", "nearest_tensor", "read_groups", "z_scores"]
+__all__ = ["ANCHOR_SHARE", "CONCENTRATED", "LETTERS", "MIN_INSIDE", "STORE_DIR", "TASKS_DIR",
+           "GroupJob", "GroupTerms", "Groups", "anchor_sets", "concentration", "group_job",
+           "group_terms_data", "index_rows", "letter_groups", "nearest_tensor", "read_groups",
+           "remainders_at", "z_scores"]
 
 LETTERS = "letters"  # microgpt's groups: the documents holding each character
 STORE_DIR = "group_terms"
@@ -119,16 +120,8 @@ class GroupTerms(Priced):
     tv: np.ndarray
     seconds: float | None = None
     train_seconds: float | None = None
-    anchors: np.ndarray | None = None  # (K,) the test output retrained without each group
-
-    def index(self) -> np.ndarray:
-        """(K, L) the groups as padded index rows (padding: N), the sets' layout."""
-        n = self.members.shape[1]
-        rows = [np.flatnonzero(m) for m in self.members]
-        out = np.full((len(rows), max(len(r) for r in rows)), n, np.int64)
-        for k, r in enumerate(rows):
-            out[k, : len(r)] = r
-        return out
+    anchors: np.ndarray | None = None  # (2, K) the test output retrained without each of
+    # ``anchor_sets``: each group, then its part ANCHOR_SHARE
 
     def concentrated(self, index: np.ndarray, weights: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray]:
@@ -168,6 +161,48 @@ class GroupTerms(Priced):
         """T(1_D, 1_D, 1_D) of the tensor nearest to zero (module docstring), per set."""
         inside = _set_sums(self.members.T, index)  # (S, K): 1_Gk . 1_D
         return np.einsum("sk,sk->s", inside**2, _set_sums(self.tensor, index))
+
+
+ANCHOR_SHARE = 0.8  # the part of a group retrained as its second anchor
+
+
+def anchor_sets(members: np.ndarray) -> np.ndarray:
+    """(2K, N): the groups, then for each a part of ANCHOR_SHARE of its documents drawn
+    once (seeded by the group's content): the sets retrained without as its anchors."""
+    part = np.zeros_like(members)
+    for k, m in enumerate(members):
+        inside = np.flatnonzero(m)
+        seed = int.from_bytes(hashlib.sha256(m.tobytes()).digest()[:8], "little")
+        keep = max(1, round(ANCHOR_SHARE * len(inside)))
+        part[k, np.random.default_rng(seed).choice(inside, keep, replace=False)] = 1.0
+    return np.vstack([members, part])
+
+
+def remainders_at(whole: np.ndarray, part: np.ndarray, share: np.ndarray,
+                  t: np.ndarray) -> np.ndarray:
+    """(K, S) a group's orders above 3 for sets holding a share `t` (K, S) of it, from its
+    two anchors: `whole` (K,) (the group's, retrained less orders 1-3) and `part` (K,) (its
+    part at `share` (K,)).  A power law whole t^p through both where one exists (the
+    remainder shrinking with the share); else whole - c + c t (times t^4): the polynomial
+    of orders 4 and 5 through both (a group of one document: whole t^4)."""
+    whole, part, share = whole[:, None], part[:, None], share[:, None]
+    ratio = np.divide(part, whole, out=np.zeros_like(part), where=whole != 0)
+    power = (ratio > 0) & (ratio < 1) & (share < 1)
+    p = np.log(np.where(power, ratio, 0.5)) / np.log(np.where(power, share, 0.5))
+    inner = share < 1
+    c = np.where(inner, part - whole * share**4, 0.0) / np.where(
+        inner, share**4 * (share - 1.0), 1.0)
+    return np.where(power, whole * t ** np.where(power, p, 4.0), (whole - c + c * t) * t**4)
+
+
+def index_rows(indicators: np.ndarray) -> np.ndarray:
+    """(K, L) 0/1 rows (K, N) as padded index rows (padding: N), the sets' layout."""
+    n = indicators.shape[1]
+    rows = [np.flatnonzero(m) for m in indicators]
+    out = np.full((len(rows), max(len(r) for r in rows)), n, np.int64)
+    for k, r in enumerate(rows):
+        out[k, : len(r)] = r
+    return out
 
 
 def _set_sums(x: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -297,7 +332,7 @@ def _anchor_key(t: Any) -> str:
 
 def _stored_anchors(store, t: Any, terms: GroupTerms, groups_key: str | None) -> None:
     """Attach `t`'s stored anchors (and their cost) to `terms`, if stored for its groups."""
-    hit = store.get(_anchor_key(t), shape=(len(terms.members),), dtype=np.float64)
+    hit = store.get(_anchor_key(t), shape=(2, len(terms.members)), dtype=np.float64)
     if hit is not None and hit.meta.get("groups") == groups_key:
         terms.anchors = hit.array
         if terms.seconds is not None:
@@ -306,9 +341,9 @@ def _stored_anchors(store, t: Any, terms: GroupTerms, groups_key: str | None) ->
 
 def _compute_anchors(sketch, todo: list, terms: dict[str, GroupTerms | None], store, warn,
                      workers: int, scheduler: str | None) -> None:
-    """Retrain without each group (one run a group, every test input of `todo`, inputs of
-    the same groups, read after it), each run a task stored as it arrives; then each
-    input's anchors."""
+    """Retrain without each of ``anchor_sets`` (two runs a group, every test input of
+    `todo`, inputs of the same groups, read after each), each run a task stored as it
+    arrives; then each input's anchors."""
     from runtime import parallel
     from runtime.batch_retrain import RetrainJob, retrain_job
     from runtime.metagrad import run_results
@@ -317,7 +352,7 @@ def _compute_anchors(sketch, todo: list, terms: dict[str, GroupTerms | None], st
     from runtime.spec import compiled
 
     source = sketch_source(sketch, full=True)
-    members = terms[todo[0].key].members
+    members = anchor_sets(terms[todo[0].key].members)
     key_of_tests = tests_key(todo)
     tasks = run_results(sketch, TASKS_DIR, "group task's result", warn)
     q, k = len(todo), len(members)
@@ -347,10 +382,11 @@ def _compute_anchors(sketch, todo: list, terms: dict[str, GroupTerms | None], st
         prepare=(lambda: compiled(source, 0)) if parallel.forks() else None,
     )  # fmt: skip
     for i, t in enumerate(todo):
-        store.put(_anchor_key(t), losses[i], {"doc": t.key, "label": t.label,
-                                              "groups": members_key(members),
-                                              "seconds": seconds / q})
-        terms[t.key].anchors = losses[i]
+        anchors = losses[i].reshape(2, -1)
+        store.put(_anchor_key(t), anchors, {"doc": t.key, "label": t.label,
+                                            "groups": members_key(members[: k // 2]),
+                                            "seconds": seconds / q})
+        terms[t.key].anchors = anchors
         if terms[t.key].seconds is not None:
             terms[t.key].seconds += seconds / q
     for g in range(k):

@@ -124,7 +124,8 @@ def test_a_deleted_group_is_predicted_exactly_on_the_cubic_program(poly_sketch_c
     sk.second_order([TEST], diagonal="windowed", window=1, sample=pp.N)  # its exact diagonal
     members, hv, tv, anchors = sk.group_terms([TEST], doc_groups=str(groups_file))
     assert members.shape == (3, pp.N)  # the repeated line is one group
-    np.testing.assert_allclose(anchors[0], pp.truth(TEST["x"], 0.5, members), rtol=1e-12)
+    np.testing.assert_allclose(anchors[0].ravel(),
+                               pp.truth(TEST["x"], 0.5, gt.anchor_sets(members)), rtol=1e-12)
     _, b = pp.closed_form(TEST["x"], 0.5)  # F = q(e* - <b, w>), third derivative of q: 3
     np.testing.assert_allclose(hv[0], members @ pp.hessian(TEST["x"], 0.5), rtol=1e-7)
     np.testing.assert_allclose(tv[0], -3.0 * ((members @ b) ** 2)[:, None] * b, rtol=0,
@@ -146,10 +147,11 @@ def quartic_sketch(tmp_path_factory):
 
 def test_a_set_concentrated_in_a_group_gets_its_orders_above_three(quartic_sketch, tmp_path,
                                                                    groups_file, monkeypatch):
-    """F(w) = q(e* - <b, w>) + (e* - <b, w>)^4 / 4 there: along t 1_G its fourth order is
-    s^4 / 4 t^4, s = <b, 1_G>, and orders 1-3 are exact for a group.  The group's retraining
-    makes a deleted group exact (stderr 0) where orders 1-3 miss s^4 / 4, and adds
-    (s^4 / 4) t^4 to a set holding a share t of it; a set not concentrated gets nothing."""
+    """F(w) = q(e* - <b, w>) + (e* - <b, w>)^4 / 4 there: along 1_G its fourth order is
+    s^4 / 4, s = <b, 1_G>, and orders 1-3 are exact for a group.  Its two retrainings (the
+    group, and a part of it) make both exact (stderr 0 for the group) where orders 1-3 miss
+    s^4 / 4; a set holding a share t of the group gets the group's remainder times t^p, p
+    from the part's; a set not concentrated gets nothing."""
     import shutil
 
     test = {"x": X[1], "t": np.array(0.5)}  # s = -0.265 for group 2: s^4 / 4 = 1.2e-3
@@ -163,21 +165,45 @@ def test_a_set_concentrated_in_a_group_gets_its_orders_above_three(quartic_sketc
     def truth(w):
         return pp.q(e - w @ b) + 0.25 * (e - w @ b) ** 4
 
-    np.testing.assert_allclose(anchors[0], truth(members), rtol=1e-12)
-    sets = [GROUPS[2], GROUPS[2][:4], [*GROUPS[2], 8], GROUPS[0]]
+    sets_of = gt.anchor_sets(members)
+    np.testing.assert_allclose(anchors[0].ravel(), truth(sets_of), rtol=1e-12)
+    part = np.flatnonzero(sets_of[3 + 2]).tolist()  # group 2's part: 4 of its 5 documents
+    three = [*sorted(set(GROUPS[2]) - set(part)), *part[:2]]  # 3 of them, not all the part's
+    sets = [GROUPS[2], part, three, [*GROUPS[2], 8], [0, 1, 4]]
+    monkeypatch.setattr(gt, "MIN_INSIDE", 1)
     monkeypatch.setattr(gt, "CONCENTRATED", 1e9)  # no set concentrated: orders 1-3 only
-    plain = sk.query(sets, [test], estimator="third-order-groups")
-    monkeypatch.setattr(gt, "CONCENTRATED", 2.5)  # sets 0-2 (z 3.3, 2.8, 2.8), not 3 (< 4 in)
+    plain = sk.query(sets, [test], estimator="third-order-groups").prediction[:, 0]
+    monkeypatch.setattr(gt, "CONCENTRATED", 2.0)  # sets 0-3 (z 3.3, 2.8, 2.3, 2.8), not 4
     got = sk.query(sets, [test], estimator="third-order-groups")
+    want = [truth(np.isin(np.arange(pp.N), d).astype(float)) for d in sets]
+    np.testing.assert_allclose(got.prediction[:2, 0], want[:2], rtol=1e-12)  # its anchors
+    assert got.stderr[0, 0] == pytest.approx(0.0, abs=1e-9)
     s = members[2] @ b
-    want = truth(np.isin(np.arange(pp.N), GROUPS[2]).astype(float))
-    assert got.prediction[0, 0] == pytest.approx(want, rel=1e-12, abs=0)
-    assert got.stderr[0, 0] == pytest.approx(0.0, abs=1e-9)  # its own retraining
-    assert abs(plain.prediction[0, 0] - want) == pytest.approx(s**4 / 4, rel=1e-5)
-    added = got.prediction[:, 0] - plain.prediction[:, 0]
-    np.testing.assert_allclose(added[:3], s**4 / 4 * np.array([1.0, 0.8**4, 1.0]), rtol=1e-5)
-    assert added[3] == 0.0 and got.stderr[3, 0] == plain.stderr[3, 0]
-    assert got.stderr[1, 0] > 0.0 and got.stderr[2, 0] > 0.0
+    assert want[0] - plain[0] == pytest.approx(s**4 / 4, rel=1e-5)  # what orders 1-3 miss
+    whole, at_part = want[0] - plain[0], want[1] - plain[1]
+    a, c = np.linalg.solve([[0.8**4, 0.8**5], [1.0, 1.0]], [at_part, whole])
+    if 0 < at_part / whole < 1:  # a power law through both
+        a, c = whole * 0.6 ** (np.log(at_part / whole) / np.log(0.8) - 4), 0.0
+    added = got.prediction[:, 0] - plain
+    np.testing.assert_allclose(added[2:4], [a * 0.6**4 + c * 0.6**5, whole], rtol=1e-9)
+    assert added[4] == 0.0 and (got.stderr[2:4, 0] > 0.0).all()
+
+
+def test_the_remainder_falls_off_as_the_part_shows():
+    """A power law through both anchors where the part's remainder is a smaller one of
+    the same sign, else orders 4 and 5 through both; nothing at a share of 0."""
+    whole, part = np.array([0.2, -0.3, 0.2, 0.2]), np.array([0.2 * 0.8**6, -0.3 * 0.8**2.5,
+                                                            -0.1, 0.3])  # fmt: skip
+    share, t = np.full(4, 0.8), np.array([[0.0, 0.5, 0.8, 1.0]] * 4)
+    got = gt.remainders_at(whole, part, share, t)
+    np.testing.assert_allclose(got[0], 0.2 * t[0] ** 6, rtol=1e-12)
+    np.testing.assert_allclose(got[1], -0.3 * t[0] ** 2.5, rtol=1e-12)
+    for k in (2, 3):  # a t^4 + c t^5 through (0.8, part) and (1, whole)
+        a, c = np.linalg.solve([[0.8**4, 0.8**5], [1.0, 1.0]], [part[k], whole[k]])
+        np.testing.assert_allclose(got[k], a * t[0] ** 4 + c * t[0] ** 5, rtol=1e-12,
+                                   atol=1e-15)  # fmt: skip
+    single = gt.remainders_at(np.array([0.2]), np.array([0.2]), np.array([1.0]), t[:1])
+    np.testing.assert_allclose(single[0], 0.2 * t[0] ** 4, rtol=1e-12)
 
 
 def test_auto_takes_the_groups_for_a_set_concentrated_in_one(poly_sketch_copy, groups_file,
@@ -239,8 +265,8 @@ def test_an_interrupted_call_resumes_at_the_groups_left(poly_sketch_copy, groups
 def test_terms_stored_before_anchors_get_them_one_run_a_group_resumably(
         poly_sketch_copy, groups_file, monkeypatch):
     """Group terms stored without anchors (an earlier version) get them on the next call
-    that computes: one training run a group, each stored as it arrives, so a call stopped
-    after the first group's run does only the others when run again."""
+    that computes: two training runs a group, each stored as it arrives, so a call stopped
+    after the first run does only the others when run again."""
     from runtime import batch_retrain
     from runtime.metagrad import run_results
 
@@ -263,7 +289,7 @@ def test_terms_stored_before_anchors_get_them_one_run_a_group_resumably(
     ran.clear()
     monkeypatch.setattr(batch_retrain, "retrain_job", lambda j: ran.append(j.rows[0]) or job(j))
     again = sk.group_terms([TEST], doc_groups=str(groups_file))
-    assert ran == [1, 2]  # group 0's run was stored
+    assert ran == [1, 2, 3, 4, 5]  # the first run (group 0) was stored
     assert all(np.array_equal(a, b) for a, b in zip(again, whole, strict=True))
     assert not list((poly_sketch_copy / gt.TASKS_DIR).glob("*.npy"))
 

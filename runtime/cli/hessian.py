@@ -44,7 +44,7 @@ def configure_hessian(p: argparse.ArgumentParser) -> None:
                    help="also the terms of groups of documents that third-order-groups reads: "
                    "'letters' (microgpt: the documents holding each character) or a JSONL "
                    "file of index sets, one group a line ({\"delete\": [...]}); two "
-                   "metagradients and one training run a group")
+                   "metagradients and two training runs a group")
     r = p.add_argument_group("where to run")
     r.add_argument("--workers", type=positive_int, metavar="W",
                    help="local worker processes for the diagonal's series passes "
