@@ -293,9 +293,8 @@ class Sketch:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(members (K, N), H 1_Gk (D, K, N), T(1_Gk, 1_Gk, .) (D, K, N), the test outputs
         retrained without each group and without its part (D, 2, K), ``anchor_sets``): the
-        terms of the groups `doc_groups`
-        ("letters" or a JSONL file of index sets) that ``third-order-groups`` reads
-        (``hessian --doc-groups``), stored beside the sketch."""
+        terms of the groups `doc_groups` ("letters" or a JSONL file of index sets) that
+        ``third-order-groups`` reads (``hessian --doc-groups``), stored beside the sketch."""
         from runtime.group_terms import group_terms_data, read_groups
 
         items = self.tests(tests)
