@@ -11,14 +11,25 @@ pure-Python oracle is slow, so its runs are computed once per session:
   a truncated series recurrence computes order r from orders <= r only, so
   truncating at K = 6 and then dropping orders > K is the degree-K run.
 
+Both oracle runs are computed in a process of their own, started as soon as the
+collected tests are known to need them (``pytest_collection_modifyitems``): they take
+~30 s of one core, which the suite's compiles (one core) leave free; the fixture reads
+the arrays that process wrote (the same arithmetic, so the same bits), or computes them
+here if it could not.
+
 Helpers (``rel_err``, ``assert_rel``) are imported by the test files as
 ``from tests.conftest import ...``.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
+import subprocess
+import sys
+import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +114,7 @@ def init_params() -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="session")
 def chars() -> list[str]:
-    return OM.vocab_from_corpus(microgpt.corpus_path().read_text(encoding="utf-8").splitlines())
+    return _chars()
 
 
 @pytest.fixture(scope="session")
@@ -126,16 +137,18 @@ def compiled(program):
     return get
 
 
-@pytest.fixture(scope="session")
-def oracle_real(init_params, chars):
+def _chars() -> list[str]:
+    return OM.vocab_from_corpus(microgpt.corpus_path().read_text(encoding="utf-8").splitlines())
+
+
+def _oracle_real(init_params, chars):
     """Oracle real training with WEIGHTS: final params (arrays), losses, Adam m and v."""
     toks = [OM.tokenize(d, chars) for d in DOCS]
     final, losses, m, v = OM.train(init_params, toks, T, list(WEIGHTS))
     return OM.to_array(final), np.array(losses, dtype=np.float64), OM.to_array(m), OM.to_array(v)
 
 
-@pytest.fixture(scope="session")
-def oracle_series(init_params, chars):
+def _oracle_series(init_params, chars):
     """Oracle degree-6 series training along direction()[0]: (final params, test-loss coeffs)."""
     toks = [OM.tokenize(d, chars) for d in DOCS]
     psi = directions()[0]
@@ -144,6 +157,101 @@ def oracle_series(init_params, chars):
     )
     coeffs = np.array(OM.test_loss(final, OM.tokenize(HELD_OUT, chars)).coeffs)
     return OM.to_array(final), coeffs
+
+
+ORACLE_RUNS = {"oracle_real": _oracle_real, "oracle_series": _oracle_series}
+
+
+def _pack(run: tuple) -> dict[str, np.ndarray]:
+    """An oracle run (arrays and dicts of arrays) as flat npz entries "i" or "i/name"."""
+    out = {}
+    for i, part in enumerate(run):
+        if isinstance(part, dict):
+            out |= {f"{i}/{name}": arr for name, arr in part.items()}
+        else:
+            out[str(i)] = part
+    return out
+
+
+def _unpack(entries) -> tuple:
+    parts: dict[int, object] = {}
+    for key in entries.files:
+        i, _, name = key.partition("/")
+        if name:
+            parts.setdefault(int(i), {})[name] = entries[key]
+        else:
+            parts[int(i)] = entries[key]
+    return tuple(parts[i] for i in range(len(parts)))
+
+
+def save_oracle_run(name: str, path: str) -> None:
+    """Compute the oracle run `name` and write it to `path` (the background process)."""
+    run = ORACLE_RUNS[name](microgpt.init_params(INIT_SEED), _chars())
+    np.savez(path, **_pack(run))
+
+
+_BACKGROUND = pytest.StashKey[dict]()
+
+
+@pytest.hookimpl(trylast=True)  # after -k / -m deselected what will not run
+def pytest_collection_modifyitems(session, config, items):
+    """Start the oracle runs the collected tests need, each in a process of its own."""
+    needed = {name for item in items for name in getattr(item, "fixturenames", ())}
+    wanted = sorted(needed & set(ORACLE_RUNS))
+    if config.option.collectonly or not wanted:
+        return
+    root = Path(__file__).resolve().parents[1]
+    tmp = Path(tempfile.mkdtemp(prefix="cs-oracle-"))
+    path = os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])])
+    code = "import sys; from tests.conftest import save_oracle_run as s; s(*sys.argv[1:])"
+    jobs = {}
+    for name in wanted:
+        out, log = tmp / f"{name}.npz", tmp / f"{name}.log"
+        with open(log, "wb") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", code, name, str(out)],
+                cwd=root,
+                env={**os.environ, "PYTHONPATH": path},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        jobs[name] = (proc, out, log)
+    config.stash[_BACKGROUND] = jobs
+
+    def cleanup() -> None:
+        for proc, _, _ in jobs.values():
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    config.add_cleanup(cleanup)
+
+
+def _oracle_run(config: pytest.Config, name: str, init_params, chars) -> tuple:
+    """The background process's run `name`, or (none started, or it failed) computed here."""
+    job = config.stash.get(_BACKGROUND, {}).get(name)
+    if job is not None:
+        proc, out, log = job
+        if proc.wait() == 0:
+            with np.load(out) as entries:
+                return _unpack(entries)
+        err = log.read_text(errors="replace")[-2000:]
+        warnings.warn(f"the background {name} run failed, computed here: {err}", stacklevel=1)
+    return ORACLE_RUNS[name](init_params, chars)
+
+
+@pytest.fixture(scope="session")
+def oracle_real(request, init_params, chars):
+    """Oracle real training with WEIGHTS: final params (arrays), losses, Adam m and v."""
+    return _oracle_run(request.config, "oracle_real", init_params, chars)
+
+
+@pytest.fixture(scope="session")
+def oracle_series(request, init_params, chars):
+    """Oracle degree-6 series training along direction()[0]: (final params, test-loss coeffs)."""
+    return _oracle_run(request.config, "oracle_series", init_params, chars)
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,8 @@ def sketch(docs_file):
     from runtime.cli import main
 
     out = docs_file.parent / "sk"
-    rc = main([str(a) for a in ["compile", "--docs", docs_file, *MODEL, *TRAIN, "--degree", 1,
+    # degree 2: the degree of hessian's unit series, which then reuse this compile's code
+    rc = main([str(a) for a in ["compile", "--docs", docs_file, *MODEL, *TRAIN, "--degree", 2,
                                 "--directions", 2, "--workers", 1, "--out", out,
                                 "--no-progress"]])
     assert rc == 0
@@ -83,11 +84,11 @@ def test_a_query_names_the_setting_that_differs(capsys, sketch):
 
 def test_compiling_other_settings_into_it_is_refused(capsys, sketch, docs_file):
     err = one_line_error(capsys, "compile", "--docs", docs_file, *MODEL, *TRAIN[:-2],
-                         "--batch-size", 3, "--degree", 1, "--directions", 2, "--out", sketch)
+                         "--batch-size", 3, "--degree", 2, "--directions", 2, "--out", sketch)
     assert "batch_size: sketch has 4, asked for 3" in err
     assert "clip_norm: sketch has 1.0, asked for the default" in err
     err = one_line_error(capsys, "compile", "--docs", docs_file, *MODEL[:-2], *TRAIN,
-                         "--degree", 1, "--directions", 2, "--out", sketch)
+                         "--degree", 2, "--directions", 2, "--out", sketch)
     assert "another model configuration (block_size: sketch has 8, asked for the default)" in err
 
 

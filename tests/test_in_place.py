@@ -192,9 +192,14 @@ def test_a_weight_read_through_a_transposed_view_is_read_where_its_product_runs(
     assert np.array_equal(got_losses, losses) and np.array_equal(got, state["p"].ravel())
 
 
+# The two-buffer builds below are compiled for these tests alone: with the five short
+# names (one length bucket) a batch size of 1 has one step circuit to compile, not two.
+SHORT = DOCS[:5]
+
+
 @pytest.mark.parametrize("batch_size", [1, 3])
 def test_in_place_training_gives_the_bits_of_two_buffers(batch_size, monkeypatch):
-    prog = m.build(DOCS[:12], batch_size=batch_size)
+    prog = m.build(SHORT, batch_size=batch_size)
     cp = CompiledProgram(prog, 0)
     assert cp.build.in_place
     state, losses = cp.train()
@@ -212,7 +217,7 @@ def test_in_place_training_gives_the_bits_of_two_buffers(batch_size, monkeypatch
 
 @pytest.mark.parametrize("batch_size", [1, 3])
 def test_series_in_place_gives_the_bits_of_two_buffers(batch_size, monkeypatch):
-    prog = m.build(DOCS[:12], batch_size=batch_size)
+    prog = m.build(SHORT, batch_size=batch_size)
     psi = np.random.default_rng(0).normal(size=(3, prog.num_docs)) + 0.5j
     cp = CompiledProgram(prog, 2)
     assert cp.build.in_place

@@ -3,7 +3,8 @@
 Each check runs in a fresh process on an empty cache, so what Numba compiles is
 counted from scratch: after the process beside has run, building and running
 the real-mode program (and the series steps, when it was given a degree) in the
-parent compiles nothing; without it, it compiles.
+parent compiles nothing; without it, it compiles.  The two probes of a check run at
+the same time: each is its own process tree on a cache of its own.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from runtime.real_beside import ENV
@@ -60,17 +62,23 @@ def _probe(tmp_path: Path, mode: str, degree: int = 0) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _probes(tmp_path: Path, degree: int = 0) -> tuple[dict, dict]:
+    """The "beside" probe and the "alone" one, run at once."""
+    with ThreadPoolExecutor(2) as pool:
+        beside, alone = pool.map(lambda mode: _probe(tmp_path, mode, degree), ("beside", "alone"))
+    return beside, alone
+
+
 def test_the_real_mode_code_is_compiled_beside_and_found_in_the_cache(tmp_path):
-    beside = _probe(tmp_path, "beside")
+    beside, alone = _probes(tmp_path)
     assert beside == {"exitcode": 0, "hint": True, "started_again": False, "compiled": 0}
-    alone = _probe(tmp_path, "alone")  # the control: the same build compiles on its own
+    # the control: the same build compiles on its own
     assert alone["compiled"] > 0 and alone["started_again"]
 
 
 def test_given_a_degree_it_compiles_the_series_steps_too(tmp_path):
-    beside = _probe(tmp_path, "beside", degree=2)
+    beside, alone = _probes(tmp_path, degree=2)
     assert beside == {"exitcode": 0, "hint": True, "started_again": False, "compiled": 0}
-    alone = _probe(tmp_path, "alone", degree=2)
     assert alone["compiled"] > 0
 
 
