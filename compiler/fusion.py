@@ -49,6 +49,7 @@ class Group:
     outputs: list[int]  # members read after the group (or circuit outputs)
     needs0: list[int] = field(default_factory=list)  # order 0 read only by the hi loop
     series: bool = False  # some member has higher orders: the group runs a hi loop too
+    width: int = 0  # members read broadcasts of this stride (``stride``): a loop over rows
 
     @property
     def end(self) -> int:
@@ -63,16 +64,21 @@ class Fusion:
     has_hi: Sequence[bool] = ()
     degree: int = 0  # K unrolled into series groups (0: none)
 
-    def scalar(self, c: Circuit, j: int) -> bool:
-        """Whether fused members read node j as its source scalar."""
-        return _scalar_broadcast(c, j) and not (self.has_hi and self.has_hi[j])
+    def through(self, c: Circuit, j: int, g: Group) -> bool:
+        """Whether the members of g read node j, a broadcast, as its source: a scalar, or
+        a vector repeated with g's stride (``stride``)."""
+        if self.has_hi and self.has_hi[j]:
+            return False
+        return _scalar_broadcast(c, j) or (g.width > 0 and stride(c, j)[1] == g.width)
 
     def reads(self, c: Circuit, i: int) -> list[int]:
-        """The nodes equation i reads.  A fused member reads a scalar broadcast's source
-        (as ``fused_call`` does, absorbed or not); nothing else reads an absorbed one."""
-        member = i in self.group_of
+        """The nodes equation i reads.  A fused member reads a broadcast's source where
+        ``through`` says so (as ``fused_call`` does, absorbed or not); nothing else reads
+        an absorbed one."""
+        g = self.group_of.get(i)
         return [
-            c.nodes[j].inputs[0] if member and self.scalar(c, j) else j for j in c.nodes[i].inputs
+            c.nodes[j].inputs[0] if g is not None and self.through(c, j, g) else j
+            for j in c.nodes[i].inputs
         ]
 
     def at(self, i: int) -> int:
@@ -87,6 +93,28 @@ NO_FUSION = Fusion([], {}, set())
 def _scalar_broadcast(c: Circuit, j: int) -> bool:
     node = c.nodes[j]
     return node.op is Op.BROADCAST and c.nodes[node.inputs[0]].size == 1
+
+
+def stride(c: Circuit, j: int) -> tuple[str, int]:
+    """How broadcast j repeats a vector along the flat index: ("row", w) when element i
+    is source element i // w (trailing axes added: a norm's or a softmax's value per
+    row), ("col", w) when it is source element i % w (leading axes added: a bias);
+    ("", 0) for anything else.  Fused members read such a source where it lies, in a
+    loop over rows of w elements, and the broadcast is never written out."""
+    node = c.nodes[j]
+    if node.op is not Op.BROADCAST:
+        return "", 0
+    src = c.nodes[node.inputs[0]]
+    if src.size in (1, node.size):
+        return "", 0
+    full = tuple(node.attrs[0])
+    s = (1,) * (len(full) - len(src.shape)) + tuple(src.shape)
+    for k in range(len(full) + 1):
+        if s == full[:k] + (1,) * (len(full) - k):
+            return "row", node.size // src.size
+        if s == (1,) * k + full[k:]:
+            return "col", src.size
+    return "", 0
 
 
 def _scalar_of_sources(c: Circuit, j: int) -> bool:
@@ -108,6 +136,17 @@ def uniform_const(c: Circuit, j: int) -> float | None:
 
 
 MIN_SERIES_MEMBERS = 8
+ROW_LANES = 8  # a loop over rows fuses rows of at least two multiples of this many elements
+
+
+def vector_rows(width: int) -> bool:
+    """Whether a loop over rows of `width` elements runs as fast as a loop over all of
+    them.  LLVM vectorises a row's loop 8 lanes at a time, 2 vectors interleaved, on
+    this AVX-512 machine, and runs what is left one element at a time: rows of 8, 10
+    or 20 (a softmax over 10 positions) ran 2.5x slower than the broadcast written
+    out and one flat loop; rows of 16, 24, 32 or 64 ran as fast as a flat loop
+    (bench/RESULTS.md)."""
+    return width >= 2 * ROW_LANES and width % ROW_LANES == 0
 
 
 def fuse(c: Circuit, has_hi: Sequence[bool], degree: int = 0) -> Fusion:
@@ -118,11 +157,20 @@ def fuse(c: Circuit, has_hi: Sequence[bool], degree: int = 0) -> Fusion:
     degree 1..MAX_DEGREE (their higher orders are unrolled), and only in chains of at
     least MIN_SERIES_MEMBERS equations: a series loop is slow to compile, which only
     long chains (Adam's update, 14 equations) repay in run time (the cold compile
-    times of each choice are in bench/RESULTS.md)."""
+    times of each choice are in bench/RESULTS.md).
+
+    Where no value has higher orders, broadcasts along rows or columns (``stride``)
+    do not break a run either, as long as the run's broadcasts share one stride: a
+    softmax's or a norm's elementwise work is then one loop over the rows instead of
+    a kernel call and a pass over memory per equation."""
     users = c.users()
     outputs = set(c.outputs.values())
     if not 0 <= degree <= MAX_DEGREE:
         degree = 0
+    rows_ok = not any(has_hi)
+
+    def widths(node: Node) -> set[int]:
+        return {w for j in node.inputs if rows_ok and vector_rows(w := stride(c, j)[1])}
 
     def chains(series_ok) -> list[list[int]]:
         def fusible(i: int, node: Node) -> bool:
@@ -134,26 +182,33 @@ def fuse(c: Circuit, has_hi: Sequence[bool], degree: int = 0) -> Fusion:
                     c.nodes[j].size == node.size or (_scalar_broadcast(c, j) and not has_hi[j])
                     for j in node.inputs
                 )
+                and len(widths(node)) <= 1
             )
 
         runs: list[list[int]] = []
         run: list[int] = []
+        width = 0  # the stride of the run's broadcasts (0: none yet)
         for i, node in c:
             if fusible(i, node):
-                if run and c.nodes[run[-1]].size != node.size:
+                w = max(widths(node), default=0)
+                if run and (c.nodes[run[-1]].size != node.size or (width and w and w != width)):
                     runs.append(run)
-                    run = []
+                    run, width = [], 0
                 run.append(i)
+                width = width or w
             elif node.op in (Op.INPUT, Op.CONST) or (
                 (_scalar_broadcast(c, i) or _scalar_of_sources(c, i)) and not has_hi[i]
-            ):
+            ) or (rows_ok and stride(c, i)[1]):
                 continue
             elif run:
                 runs.append(run)
-                run = []
+                run, width = [], 0
         if run:
             runs.append(run)
-        return [m for run in runs for m in _components(c, run) if len(m) >= 2]
+        # one equation reading a row's or a column's value is a loop too: the
+        # broadcast is then not written out
+        return [m for run in runs for m in _components(c, run)
+                if len(m) >= 2 or any(widths(c.nodes[i]) for i in m)]  # fmt: skip
 
     found = chains(lambda i: degree > 0)
     while True:  # series values of short chains break runs once excluded: repeat
@@ -175,19 +230,20 @@ def fuse(c: Circuit, has_hi: Sequence[bool], degree: int = 0) -> Fusion:
             need.update(node.inputs[q] for q in ops if node.inputs[q] in inside)
             if own:
                 need.add(m)
-        g = Group(members, outs, sorted(need - set(outs)), series)
+        width = max((w for m in members for w in widths(c.nodes[m])), default=0)
+        g = Group(members, outs, sorted(need - set(outs)), series, width)
         groups.append(g)
         group_of.update({m: g for m in members})
-    absorbed = {
+    fusion = Fusion(groups, group_of, set(), has_hi, degree)
+    fusion.absorbed = {
         j
         for j, node in c
-        if _scalar_broadcast(c, j)
-        and not has_hi[j]
+        if node.op is Op.BROADCAST
         and j not in outputs
         and users[j]
-        and all(u in group_of for u in users[j])
+        and all(u in group_of and fusion.through(c, j, group_of[u]) for u in users[j])
     }
-    return Fusion(groups, group_of, absorbed, has_hi, degree)
+    return fusion
 
 
 def _components(c: Circuit, run: list[int]) -> list[list[int]]:
@@ -245,6 +301,7 @@ def fused_call(
     written = g.outputs + g.needs0  # order-0 values the first loop stores
     vec: dict[int, str] = {}
     sca: dict[int, str] = {}
+    strided: dict[tuple[int, str], str] = {}  # (source, "row" / "col") -> its view
     order0: dict[int, str] = {}  # node -> its order-0 expression at element i
     lines: list[str] = []
     for m in g.members:
@@ -258,6 +315,10 @@ def fused_call(
                 # depend on a model's sizes (1 / n_embd), and one compiled loop serves all
                 sca.setdefault(j, f"s{len(sca)}")
                 args.append(sca[j])
+            elif src != j and c.nodes[src].size > 1:  # a row's or a column's value
+                kind = stride(c, j)[0]
+                strided.setdefault((src, kind), f"u{len(strided)}")
+                args.append(f"{strided[src, kind]}[{kind}]")
             elif src != j:  # a scalar broadcast: its source, once (what liveness assumes)
                 sca.setdefault(src, f"s{len(sca)}")
                 args.append(sca[src])
@@ -276,7 +337,7 @@ def fused_call(
 
     def operand(name: str, j: int, fmt: str) -> None:
         arr, off = slot(j)
-        if arr not in arrays:
+        if arr not in arrays and arr != "tab":  # the int table is always a parameter
             arrays.append(arr)
         offsets.append(off)
         head.append(fmt.format(name=name, arr=arr, k=len(offsets) - 1))
@@ -285,19 +346,26 @@ def fused_call(
         operand(name, j, "{name} = {arr}[t[{k}] :][:n]")
     for j, name in sca.items():
         operand(name, j, "{name} = {arr}[t[{k}]]")
+    if strided:  # the rows' width: like n, read from the table
+        offsets.append(g.width)
+        head.append(f"w = t[{len(offsets) - 1}]")
+    for (j, kind), name in strided.items():
+        size = "n // w" if kind == "row" else "w"  # a row's values, or a column's
+        operand(name, j, "{name} = {arr}[t[{k}] :][:" + size + "]")
     read_at = {slot(j): name for j, name in vec.items()}
     for k, o in enumerate(written):
         if slot(o) in read_at:
             head.append(f"o{k} = {read_at[slot(o)]}")
         else:
             operand(f"o{k}", o, "{name} = {arr}[t[{k}] :][:n]")
-    body = [
-        f"n = code[r, {N}]",
-        f"t = tab[code[r, {E0}] :]",
-        *head,
-        "for i in range(n):",
-        *("    " + line for line in lines),
-    ]
+    if strided:  # a loop over rows of w elements
+        loop = ["for row in range(n // w):", "    for col in range(w):",
+                "        i = row * w + col"]  # fmt: skip
+        lines = ["    " + line for line in lines]
+    else:
+        loop = ["for i in range(n):"]
+    body = [f"n = code[r, {N}]", f"t = tab[code[r, {E0}] :]", *head, *loop,
+            *("    " + line for line in lines)]  # fmt: skip
     call = FusedCall("", arrays, offsets)
     if g.series:
         if hslot is None or fusion.degree < 1:

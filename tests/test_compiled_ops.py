@@ -333,6 +333,44 @@ def test_fused_loops_give_the_same_bits(series):
         check_real(c, fused, x, "fused")
 
 
+def _rows_and_columns(width: int):
+    """A bias added along columns, a masked softmax and a norm along rows, a ReLU: the
+    broadcasts that fuse as a row's or a column's value, and `where`."""
+    mask = np.tril(np.ones((6, width), dtype=bool))
+
+    def f(x, b):
+        y = x + b
+        shift = cs.shift_max(cs.where(mask, y, -np.inf), axis=-1)
+        e = cs.where(mask, cs.exp(cs.where(mask, y - shift, 0.0)), 0.0)
+        soft = e / e.sum(axis=-1, keepdims=True)
+        norm = y * ((y * y).sum(axis=-1, keepdims=True) * 0.2 + 1e-5) ** -0.5
+        return {"soft": soft, "norm": norm, "out": cs.relu(soft - norm)}
+
+    return cs.trace(f, x=cs.Input((6, width)), b=cs.Input((width,)))
+
+
+@pytest.mark.parametrize("width", [16, 10])
+def test_broadcasts_along_rows_and_columns_fuse_with_the_same_bits(width):
+    """A broadcast of a row's value (x[i // w]) or a column's (x[i % w]) is read where
+    its source lies by the fused loop over rows of 16 (the shape is not square, so
+    reading one as the other fails); rows of 10, which that loop runs slowly
+    (``fusion.vector_rows``), are written out and read by a flat loop.  `where` fuses
+    in both."""
+    c = _rows_and_columns(width)
+    rng = np.random.default_rng(4)
+    x = {"x": rng.normal(size=(6, width)), "b": rng.normal(size=width)}
+    fused, apart = CompiledCircuit(c, 0, ()), CompiledCircuit(c, 0, (), fused=False)
+    assert "k.take" in apart.source and "k.where" in apart.source
+    assert "k.where" not in fused.source
+    rows = width == 16
+    assert ("k.take" in fused.source) is not rows
+    assert ("for row in range(n // w)" in fused.source) is rows
+    got, want = fused(x), apart(x)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    check_real(c, fused, x, "rows and columns")
+
+
 def _every_series_rule(p, g, m, v, lr, bias1, bias2):
     out = _adam_and_more(p, g, m, v, lr, bias1, bias2)
     s = g * 0.5 + m  # a series

@@ -48,7 +48,7 @@ register(OpDef(
         T.where(ins[0], g, zeros_like(g)),
         T.where(ins[0], zeros_like(g), g),
     ],
-    None, Code("where", None, "where"),
+    None, Code("where", "({1} if {0} else {2})", "where"),
 ))
 
 
