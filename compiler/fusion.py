@@ -14,7 +14,10 @@ change to either fails it).  In series mode at a fixed degree K <=
 ``series_fusion.MAX_DEGREE``, series values fuse too: the group's function
 then runs a second loop over the higher orders (``compiler/series_fusion.py``),
 reading the order-0 values its rules need from the first loop's results;
-otherwise only values without higher orders fuse.
+otherwise only values without higher orders fuse.  In a circuit without series
+values, a broadcast of each row's value (a norm's scale, a softmax's maximum) or
+of a column's (a bias) is read where its source lies by a loop over rows, instead
+of being written out by a kernel of its own.
 """
 
 from __future__ import annotations
@@ -270,7 +273,8 @@ def _components(c: Circuit, run: list[int]) -> list[list[int]]:
 @dataclass
 class FusedCall:
     """What emit needs to call a group's generated loop: its source, the arrays it
-    takes and the offsets (vectors, scalars, outputs, in that order) for the int table;
+    takes and the offsets (vectors, scalars, then for a loop over rows their width and
+    the rows' or columns' values, then outputs) for the int table;
     for a series group also the hi arrays and hi offsets (operands, then outputs)."""
 
     body: str  # the function without its name line, the key for sharing one function

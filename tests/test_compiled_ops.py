@@ -333,6 +333,25 @@ def test_fused_loops_give_the_same_bits(series):
         check_real(c, fused, x, "fused")
 
 
+@pytest.mark.parametrize("axis", [1, 0])
+def test_reductions_add_in_order_four_rows_at_a_time(axis):
+    """A sum or max over rows that lie in one piece runs four rows at once
+    (``movement._reduce``); every output is still its elements added left to right, the
+    bits of a plain loop: 9 rows (two groups of four and one left), and a sum along
+    the other axis through the reduction map."""
+    c = cs.trace(lambda x: {"s": x.sum(axis=axis), "m": cs.shift_max(x, axis=axis)},
+                 x=cs.Input((9, 33)))
+    x = np.random.default_rng(5).normal(size=(9, 33)) * np.logspace(0, 12, 33)
+    got = CompiledCircuit(c, 0, ())({"x": x})
+    rows = np.moveaxis(x, axis, 0).T
+    want = [0.0] * len(rows)
+    for i, row in enumerate(rows):
+        for v in row:
+            want[i] += v
+    np.testing.assert_array_equal(got["s"], want)
+    np.testing.assert_array_equal(got["m"].ravel(), rows.max(axis=1))
+
+
 def _rows_and_columns(width: int):
     """A bias added along columns, a masked softmax and a norm along rows, a ReLU: the
     broadcasts that fuse as a row's or a column's value, and `where`."""

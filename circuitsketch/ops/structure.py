@@ -43,9 +43,11 @@ def reduce_map(node: Node, in_shape: Shape) -> np.ndarray:
 
 
 def reduce_params(node: Node, shapes: list[Shape]) -> tuple:
-    """E0 = the reduction map, E1 = elements per output, E2 = operand size."""
+    """E0 = the reduction map, E1 = elements per output, E2 = operand size, E3 = 1 when
+    each output reduces a row that lies in one piece (the map is 0, 1, 2, ...)."""
     m = reduce_map(node, shapes[0])
-    return m, m.shape[1], int(np.prod(shapes[0], dtype=np.int64))
+    rows = int(np.array_equal(m.ravel(), np.arange(m.size)))
+    return m, m.shape[1], int(np.prod(shapes[0], dtype=np.int64)), rows
 
 
 def _check_index(idx: np.ndarray, rows: int, op: str) -> np.ndarray:
