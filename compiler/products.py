@@ -41,9 +41,8 @@ def matmul(X, Y, Z, code, r):
         _matmul_transposed(x, lda, astep, Y[code[r, BB] :][: P * Nn * Kd], z, P, M, Kd, Nn)
         return
     y = Y[code[r, BB] :][: P * Kd * Nn]
-    for p in range(P):
-        gemm(REAL, z, p * M * Nn, Nn, x, p * M * Kd, lda, y, p * Kd * Nn, Nn, M, Nn, Kd, 1, 0, 0,
-             astep)  # fmt: skip
+    gemm(REAL, z, 0, Nn, x, 0, lda, y, 0, Nn, M, Nn, Kd, 1, 0, 0, astep, P, M * Nn, M * Kd,
+         Kd * Nn)  # fmt: skip
 
 
 @jit

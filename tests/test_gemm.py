@@ -38,7 +38,9 @@ def _reference(kind, start, A, a0, lda, Bm, b0, ldb, m, n, kd, nseg, aseg, bseg)
     return out
 
 
-WIDTHS = (2, LANES - 2, LANES, 2 * LANES, 2 * LANES + 6, 4 * LANES + 6, 5 * LANES)
+# LANES + 2 and 3 LANES + 6 end in a tile of a vector and a masked one (9 to 15 doubles)
+WIDTHS = (2, LANES - 2, LANES, LANES + 2, 2 * LANES, 2 * LANES + 6, 3 * LANES + 6, 4 * LANES + 6,
+          5 * LANES)
 SHAPES = [
     (kind, m, n, kd)
     for kind in (REAL, PAIR, COMPLEX)
@@ -128,3 +130,32 @@ def test_gemm_rejects_bad_blocks():
         gemm(COMPLEX, C, 0, 8, A, 0, 4, Bm, 8, 8, 2, 8, 2, 2, 4, -16)  # second segment at -8
     with pytest.raises(IndexError, match="C or A"):
         gemm(REAL, C, -1, 8, A, 0, 2, Bm, 0, 8, 2, 8, 2)
+
+
+@pytest.mark.parametrize("kind", [REAL, PAIR, COMPLEX])
+def test_a_batch_of_products_is_each_product(kind):
+    """gemm(..., batches, cb, ab, bb) is one call per product at the moved offsets, bit for
+    bit; the bounds are those of the last product."""
+    rng = np.random.default_rng(kind)
+    P, m, n, kd, nseg = 5, ROWS + 3, LANES + 2, 3, 2 if kind == COMPLEX else 1
+    step = 1 if kind == REAL else 2
+    lda, ldb, ldc = kd * step, n, n
+    aseg, bseg = m * lda, kd * ldb
+    ab, bb, cb = nseg * aseg + 1, nseg * bseg + 3, m * ldc + 2  # gaps between products
+    A, Bm = rng.standard_normal(P * ab), rng.standard_normal(P * bb)
+    C = rng.standard_normal(P * cb)
+    one_by_one = C.copy()
+    for p in range(P):
+        gemm(kind, one_by_one, p * cb, ldc, A, p * ab, lda, Bm, p * bb, ldb, m, n, kd, nseg,
+             aseg, bseg)  # fmt: skip
+    gemm(kind, C, 0, ldc, A, 0, lda, Bm, 0, ldb, m, n, kd, nseg, aseg, bseg, 1, P, cb, ab, bb)
+    assert np.array_equal(C, one_by_one)
+    with pytest.raises(IndexError, match="C or A"):
+        gemm(kind, C, 0, ldc, A, 0, lda, Bm, 0, ldb, m, n, kd, nseg, aseg, bseg, 1, P, cb + 1,
+             ab, bb)  # fmt: skip
+    with pytest.raises(IndexError, match="Bm"):
+        gemm(kind, C, 0, ldc, A, 0, lda, Bm, 0, ldb, m, n, kd, nseg, aseg, bseg, 1, P, cb, ab,
+             bb + 1)  # fmt: skip
+    with pytest.raises(ValueError, match="batch step"):
+        gemm(kind, C, 0, ldc, A, 0, lda, Bm, 0, ldb, m, n, kd, nseg, aseg, bseg, 1, P, -cb, ab,
+             bb)  # fmt: skip
