@@ -64,10 +64,10 @@ def microgpt(
     """microgpt trained on `docs` (a list of names, or a file with one per line) for `steps`
     steps or `epochs` epochs (default: one epoch), from initial parameters drawn from
     `seed` or read from an `init` .npz (as ``--docs``, ``--steps``, ``--epochs``,
-    ``--seed``, ``--init``).  `model`: its size, keys n_layer, n_embd, n_head, block_size;
-    `training`: how it is trained, keys batch_size, shuffle_seed, optimizer, lr,
-    lr_schedule, warmup, weight_decay, momentum, nesterov, clip_norm (the options of the
-    same names, docs/microgpt.md)."""
+    ``--seed``, ``--init``).  `model`: its size and MLP, keys n_layer, n_embd, n_head,
+    block_size, activation ("gelu" or "relu"); `training`: how it is trained, keys
+    batch_size, shuffle_seed, optimizer, lr, lr_schedule, warmup, weight_decay, momentum,
+    nesterov, clip_norm (the options of the same names, docs/microgpt.md)."""
     if isinstance(docs, (str, Path)):
         opts = TrainingOptions(
             docs=str(docs), init=None if init is None else str(init), steps=steps, seed=seed,

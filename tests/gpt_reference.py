@@ -1,10 +1,10 @@
 """An independent numpy reference of microgpt of any size, and of the optimizers' updates.
 
 Written from docs/microgpt.md (generalised to n_layer layers of n_head heads
-of n_embd / n_head dimensions, an MLP 4 x n_embd wide, context block_size),
-with whole-array numpy and a loop over heads, sharing no code with
-``circuitsketch``: the traced model reshapes and transposes its heads instead.
-The optimizer updates are the formulas of ``docs/api.md`` written out.
+of n_embd / n_head dimensions, an MLP 4 x n_embd wide of GELUs or ReLUs,
+context block_size), with whole-array numpy and a loop over heads, sharing no
+code with ``circuitsketch``: the traced model reshapes and transposes its heads
+instead.  The optimizer updates are the formulas of ``docs/api.md`` written out.
 """
 
 from __future__ import annotations
@@ -24,9 +24,14 @@ def _gelu(x: np.ndarray) -> np.ndarray:
     return x * 0.5 * (1.0 + _erf(x / math.sqrt(2.0)))
 
 
-def doc_loss(params: dict, tokens: list[int], n_layer: int, n_head: int, block_size: int
-             ) -> float:
+def _relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0.0)
+
+
+def doc_loss(params: dict, tokens: list[int], n_layer: int, n_head: int, block_size: int,
+             activation: str = "gelu") -> float:
     """Mean over the document's n = min(block_size, len - 1) positions of -log p(next)."""
+    act = {"gelu": _gelu, "relu": _relu}[activation]
     n = min(block_size, len(tokens) - 1)
     E = params["wte"].shape[1]
     D = E // n_head
@@ -44,7 +49,7 @@ def doc_loss(params: dict, tokens: list[int], n_layer: int, n_head: int, block_s
             a = np.exp(s - s.max(axis=1, keepdims=True))
             out[:, cols] = (a / a.sum(axis=1, keepdims=True)) @ v[:, cols]
         x = out @ P["attn_wo"].T + r
-        x = _gelu(_rmsnorm(x) @ P["mlp_fc1"].T) @ P["mlp_fc2"].T + x
+        x = act(_rmsnorm(x) @ P["mlp_fc1"].T) @ P["mlp_fc2"].T + x
     logits = x @ params["lm_head"].T
     top = logits.max(axis=1, keepdims=True)
     logp = logits - top - np.log(np.exp(logits - top).sum(axis=1, keepdims=True))

@@ -7,13 +7,14 @@ the extra positions carry token BOS and target -1 (a zero one-hot row), and
 causality keeps them invisible to the real ones, so the loss and its gradient
 equal the unpadded ones up to summation order (exact zeros are added).
 
-The model's size is a ``Config`` (layers, width, heads, context; the default
-is the spec's model, traced exactly as before).  A minibatch step runs its
-documents together (``batched_loss``): their real positions packed one after
-another into the rows of every linear layer (a padded layout spends products on
-padding: bench/RESULTS.md, run 12), and only attention, which needs each
-document's positions side by side, gathers them into a (document, position)
-layout padded to the bucket of the longest, and back.
+The model's size is a ``Config`` (layers, width, heads, context, and the MLP's
+GELU or ReLU; the default is the spec's model, traced exactly as before).  A
+minibatch step runs its documents together (``batched_loss``): their real
+positions packed one after another into the rows of every linear layer (a
+padded layout spends products on padding: bench/RESULTS.md, run 12), and only
+attention, which needs each document's positions side by side, gathers them
+into a (document, position) layout padded to the bucket of the longest, and
+back.
 """
 
 from __future__ import annotations
@@ -154,6 +155,7 @@ def rmsnorm(x: Traced) -> Traced:
 
 
 gelu = nn.gelu
+NONLINEARITIES = {"gelu": gelu, "relu": nn.relu}  # Config.activation -> its function
 
 
 def linear(x: Traced, w: Traced) -> Traced:
@@ -204,7 +206,7 @@ def _blocks(P: dict[str, Traced], x: Traced, length: int, config: Config,
             with c.scope("attention"):
                 x = attention(P, rmsnorm(x), length, config, i, batch, packing) + x
             with c.scope("mlp"):
-                h = gelu(linear(rmsnorm(x), P[f"layer{i}.mlp_fc1"]))
+                h = NONLINEARITIES[config.activation](linear(rmsnorm(x), P[f"layer{i}.mlp_fc1"]))
                 x = linear(h, P[f"layer{i}.mlp_fc2"]) + x
     with c.scope("head"):
         return linear(x, P["lm_head"])
@@ -367,19 +369,21 @@ def build(
     n_embd: int = N_EMBD,
     n_head: int = N_HEAD,
     block_size: int = BLOCK_SIZE,
+    activation: str = "gelu",
     batch_size: int = 1,
     epochs: int | None = None,
     shuffle_seed: int | None = None,
     optimizer: Any = None,
 ) -> Program:
-    """microgpt of the given size trained on `docs` with `optimizer` (default: the spec's Adam).
+    """microgpt of the given size and MLP `activation` ("gelu", the spec's, or "relu")
+    trained on `docs` with `optimizer` (default: the spec's Adam).
 
     The steps follow ``circuitsketch.batches.minibatches`` (`steps` or `epochs`, not
     both; neither: one epoch); by default step s trains on document s mod N.  A batch
     size of 1 traces the spec's one-document step (a scalar weight).
     """
     tok = tokenizer or Tokenizer.from_corpus()
-    cfg = Config(n_layer, n_embd, n_head, block_size)
+    cfg = Config(n_layer, n_embd, n_head, block_size, activation)
     if not docs:
         raise ValueError("no training documents")
     if steps is not None and int(steps) < 1:

@@ -1,4 +1,4 @@
-"""microgpt's model and training options (--n-layer ..., --batch-size ..., --optimizer ...).
+"""microgpt's model and training options (--n-layer ..., --activation, --batch-size ...).
 
 The training commands read them into ``TrainingOptions.model_config`` /
 ``train_config`` (only the options given; the source keeps those that differ
@@ -69,6 +69,8 @@ MODEL_OPTIONS = (
             {"type": positive_int, "metavar": "H"}),
     Setting("block_size", "context: positions a document trains on (default 16)",
             {"type": positive_int, "metavar": "C"}),
+    Setting("activation", "the MLP's nonlinearity: gelu (the spec's, default) or relu",
+            {"choices": ["gelu", "relu"]}),  # Config.activation's
 )
 TRAIN_OPTIONS = (
     Setting("batch_size", "documents per step; the loss is the mean of their weighted "
@@ -96,10 +98,11 @@ TRAIN_OPTIONS = (
 
 
 def add_model_options(p: argparse.ArgumentParser, check: bool = False) -> None:
-    """--n-layer ... : the model to build, or (`check`) the model the SKETCH must have."""
+    """--n-layer ... --activation: the model to build, or (`check`) the model the SKETCH
+    must have."""
     title = (
-        "microgpt's size (given with SKETCH: must be the sketch's)" if check
-        else "microgpt's size (default: the spec's one-layer model)"
+        "microgpt's size and MLP (given with SKETCH: must be the sketch's)" if check
+        else "microgpt's size and MLP (default: the spec's one-layer GELU model)"
     )
     g = p.add_argument_group(title)
     for s in MODEL_OPTIONS:

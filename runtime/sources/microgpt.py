@@ -33,6 +33,7 @@ from runtime.sources.base import (
 from runtime.sources.documents import _warn, read_document_lines
 from runtime.sources.inputs import TestInput, as_test_input
 from runtime.sources.microgpt_settings import (
+    MODEL_DEFAULTS,
     build_keywords,
     normalized_model,
     normalized_train,
@@ -220,7 +221,7 @@ class MicrogptSource(ProgramSource):
         from circuitsketch.models.microgpt_config import Config
 
         cfg = Config(**self.model_config)
-        return {
+        settings: dict[str, Any] = {
             "n_layer": cfg.n_layer,
             "n_embd": cfg.n_embd,
             "n_head": cfg.n_head,
@@ -230,6 +231,9 @@ class MicrogptSource(ProgramSource):
             "init_std": microgpt.INIT_STD,
             "rms_eps": microgpt.RMS_EPS,
         }
+        if cfg.activation != MODEL_DEFAULTS["activation"]:  # the spec's keeps its manifest
+            settings["activation"] = cfg.activation
+        return settings
 
     def manifest_config(
         self, program: Program, docs_sha256: str | None = None, init_sha256: str | None = None
@@ -315,7 +319,9 @@ class MicrogptSource(ProgramSource):
 
     @classmethod
     def check_model(cls, sketch: Sketch, asked: dict[str, Any]) -> None:
-        model = sketch.config.get("hyperparameters", {})
+        # a setting recorded only when changed (activation) is the default when absent
+        model = {"activation": MODEL_DEFAULTS["activation"],
+                 **sketch.config.get("hyperparameters", {})}
         for key, value in asked.items():
             if model.get(key) != value:
                 raise ValueError(

@@ -1,9 +1,9 @@
 """microgpt's settings beyond the documents: the model's size and how it is trained.
 
 Both are plain dicts of the settings that differ from the spec's (``model_config``:
-n_layer, n_embd, n_head, block_size; ``train_config``: minibatches, shuffling,
-optimizer, rate schedule), so the spec's run has empty ones and keeps the key
-and manifest it always had.  ``normalized_*`` check values (a ValueError names
+n_layer, n_embd, n_head, block_size, activation; ``train_config``: minibatches,
+shuffling, optimizer, rate schedule), so the spec's run has empty ones and keeps
+the key and manifest it always had.  ``normalized_*`` check values (a ValueError names
 the command-line option) and drop the defaults; ``make_optimizer`` and
 ``build_keywords`` turn them into what ``circuitsketch.models.microgpt.build``
 takes.
@@ -26,7 +26,8 @@ __all__ = [
     "schedule_array",
 ]
 
-MODEL_DEFAULTS: dict[str, int] = {"n_layer": 1, "n_embd": 16, "n_head": 4, "block_size": 16}
+MODEL_DEFAULTS: dict[str, int | str] = {"n_layer": 1, "n_embd": 16, "n_head": 4, "block_size": 16,
+                                        "activation": "gelu"}
 TRAIN_DEFAULTS: dict[str, Any] = {
     "batch_size": 1,
     "shuffle_seed": None,
@@ -47,7 +48,7 @@ def _flag(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
-def normalized_model(config: Mapping[str, Any]) -> dict[str, int]:
+def normalized_model(config: Mapping[str, Any]) -> dict[str, int | str]:
     """The model settings that differ from the spec's, checked (ValueError naming the option)."""
     from circuitsketch.models.microgpt_config import Config
 
