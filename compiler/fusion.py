@@ -142,6 +142,14 @@ MIN_SERIES_MEMBERS = 8
 ROW_LANES = 8  # a loop over rows fuses rows of at least two multiples of this many elements
 
 
+MIN_NEW_LOOP = 1536
+"""Elements a value needs before `where` or a row's or a column's value joins a loop.
+Each such loop is a function of its own to compile (about 0.25 s cold: the spec's
+model's real program went from 15.5 to 19.4 s of CPU with them), which the spec's
+short steps (25 us) never repay; its values have at most 1,024 elements, a minibatch
+step of 2 x 32 has 1,792 and more (bench/RESULTS.md, run 13)."""
+
+
 def vector_rows(width: int) -> bool:
     """Whether a loop over rows of `width` elements runs as fast as a loop over all of
     them.  LLVM vectorises a row's loop 8 lanes at a time, 2 vectors interleaved, on
@@ -173,7 +181,9 @@ def fuse(c: Circuit, has_hi: Sequence[bool], degree: int = 0) -> Fusion:
     rows_ok = not any(has_hi)
 
     def widths(node: Node) -> set[int]:
-        return {w for j in node.inputs if rows_ok and vector_rows(w := stride(c, j)[1])}
+        if not rows_ok or node.size < MIN_NEW_LOOP:
+            return set()
+        return {w for j in node.inputs if vector_rows(w := stride(c, j)[1])}
 
     def chains(series_ok) -> list[list[int]]:
         def fusible(i: int, node: Node) -> bool:
@@ -186,6 +196,7 @@ def fuse(c: Circuit, has_hi: Sequence[bool], degree: int = 0) -> Fusion:
                     for j in node.inputs
                 )
                 and len(widths(node)) <= 1
+                and (node.op is not Op.WHERE or node.size >= MIN_NEW_LOOP)
             )
 
         runs: list[list[int]] = []

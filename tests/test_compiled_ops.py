@@ -352,10 +352,10 @@ def test_reductions_add_in_order_four_rows_at_a_time(axis):
     np.testing.assert_array_equal(got["m"].ravel(), rows.max(axis=1))
 
 
-def _rows_and_columns(width: int):
+def _rows_and_columns(rows: int, width: int):
     """A bias added along columns, a masked softmax and a norm along rows, a ReLU: the
     broadcasts that fuse as a row's or a column's value, and `where`."""
-    mask = np.tril(np.ones((6, width), dtype=bool))
+    mask = np.arange(width) <= (np.arange(rows) % width)[:, None]  # causal, row by row
 
     def f(x, b):
         y = x + b
@@ -365,25 +365,27 @@ def _rows_and_columns(width: int):
         norm = y * ((y * y).sum(axis=-1, keepdims=True) * 0.2 + 1e-5) ** -0.5
         return {"soft": soft, "norm": norm, "out": cs.relu(soft - norm)}
 
-    return cs.trace(f, x=cs.Input((6, width)), b=cs.Input((width,)))
+    return cs.trace(f, x=cs.Input((rows, width)), b=cs.Input((width,)))
 
 
-@pytest.mark.parametrize("width", [16, 10])
-def test_broadcasts_along_rows_and_columns_fuse_with_the_same_bits(width):
+@pytest.mark.parametrize(("rows", "width"), [(96, 16), (160, 10), (6, 16)])
+def test_broadcasts_along_rows_and_columns_fuse_with_the_same_bits(rows, width):
     """A broadcast of a row's value (x[i // w]) or a column's (x[i % w]) is read where
     its source lies by the fused loop over rows of 16 (the shape is not square, so
     reading one as the other fails); rows of 10, which that loop runs slowly
     (``fusion.vector_rows``), are written out and read by a flat loop.  `where` fuses
-    in both."""
-    c = _rows_and_columns(width)
+    in both.  Values below ``fusion.MIN_NEW_LOOP`` elements keep the kernels (a loop of
+    their own is a compile that short steps do not repay)."""
+    c = _rows_and_columns(rows, width)
     rng = np.random.default_rng(4)
-    x = {"x": rng.normal(size=(6, width)), "b": rng.normal(size=width)}
+    x = {"x": rng.normal(size=(rows, width)), "b": rng.normal(size=width)}
     fused, apart = CompiledCircuit(c, 0, ()), CompiledCircuit(c, 0, (), fused=False)
     assert "k.take" in apart.source and "k.where" in apart.source
-    assert "k.where" not in fused.source
-    rows = width == 16
-    assert ("k.take" in fused.source) is not rows
-    assert ("for row in range(n // w)" in fused.source) is rows
+    big = rows * width >= 1536
+    assert ("k.where" in fused.source) is not big
+    by_rows = big and width == 16
+    assert ("k.take" in fused.source) is not by_rows
+    assert ("for row in range(n // w)" in fused.source) is by_rows
     got, want = fused(x), apart(x)
     for name in want:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
