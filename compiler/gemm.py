@@ -213,43 +213,67 @@ def _span(first, nseg, stride, extent):
     return min(first, last), max(first, last) + extent
 
 
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _check(kind, C, c0, ldc, A, a0, lda, Bm, b0, ldb, m, n, kd, nseg, aseg, bseg, astep,
+           cmore, amore, bmore):  # fmt: skip
+    """The blocks lie inside their arrays (with cmore, amore, bmore more doubles past
+    them: the other products of a batch); returns A's entry step."""
+    if kind not in (REAL, PAIR, COMPLEX) or kd < 0 or nseg < 1 or (kind != REAL and n % 2):
+        raise ValueError("gemm: bad kind, inner size, segment count or odd complex width")
+    if min(ldc, lda, ldb, astep, cmore, amore, bmore) < 0:  # bounds assume forward steps
+        raise ValueError("gemm: a negative row stride, entry step or batch step")
+    entry = 1 if kind == REAL else 2  # doubles of one entry of A
+    step = astep if kind == REAL else entry
+    lo, hi = _span(a0, nseg, aseg, (m - 1) * lda + max(kd - 1, 0) * step + entry)
+    if c0 < 0 or c0 + cmore + (m - 1) * ldc + n > C.size or lo < 0 or hi + amore > A.size:
+        raise IndexError("gemm: a block of C or A lies outside its array")
+    lo, hi = _span(b0, nseg, bseg, max(kd - 1, 0) * ldb + n)
+    if kd > 0 and (lo < 0 or hi + bmore > Bm.size):
+        raise IndexError("gemm: a block of Bm lies outside its array")
+    return step
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _tiles(kind, C, c0, ldc, A, a0, lda, Bm, b0, ldb, m, n, kd, nseg, aseg, bseg, step):
+    i = 0
+    while i < m:
+        rows = ROWS if i + ROWS <= m else 1
+        j = 0
+        while j < n:
+            wide = 4 if n - j >= 4 * LANES else 2 if n - j >= 2 * LANES else 1
+            width = min(wide * LANES, n - j)
+            _tile_at(
+                kind, rows, width, C, c0 + i * ldc + j, ldc, A, a0 + i * lda, lda, step, Bm,
+                b0 + j, ldb, kd, nseg, aseg, bseg,
+            )  # fmt: skip
+            j += width
+        i += rows
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
-def gemm(kind, C, c0, ldc, A, a0, lda, Bm, b0, ldb, m, n, kd, nseg=1, aseg=0, bseg=0, astep=1,
-         batches=1, cb=0, ab=0, bb=0):  # fmt: skip
+def gemm(kind, C, c0, ldc, A, a0, lda, Bm, b0, ldb, m, n, kd, nseg=1, aseg=0, bseg=0, astep=1):
     """Rows i < m, doubles j < n of C from c0 (row stride ldc): for REAL set to, for
     PAIR and COMPLEX increased by, sum_{s < nseg, q < kd} A(s, i, q) * Bm[b0 + s*bseg +
     q*ldb + j], with A(s, i, q) the entry at a0 + s*aseg + i*lda + q*step (step `astep`
     for REAL: lda = 1 and astep = m read A where it lies transposed; 2 for a complex
-    pair).  For PAIR and COMPLEX, n is even (whole pairs).  `batches` products in one
-    call, the p-th with c0, a0, b0 moved by p cb, p ab, p bb: the bounds are checked
-    once (a call per product of attention's small ones cost as much as its tiles)."""
+    pair).  For PAIR and COMPLEX, n is even (whole pairs)."""
+    if m <= 0 or n <= 0:
+        return
+    step = _check(kind, C, c0, ldc, A, a0, lda, Bm, b0, ldb, m, n, kd, nseg, aseg, bseg, astep,
+                  0, 0, 0)  # fmt: skip
+    _tiles(kind, C, c0, ldc, A, a0, lda, Bm, b0, ldb, m, n, kd, nseg, aseg, bseg, step)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def gemm_batch(kind, C, c0, ldc, A, a0, lda, Bm, b0, ldb, m, n, kd, astep, batches, cb, ab, bb):
+    """`batches` products of gemm's (one segment), the p-th with c0, a0, b0 moved by p cb,
+    p ab, p bb, the bounds checked once: a call and its checks per product cost as much as
+    the tiles of attention's small products."""
     if m <= 0 or n <= 0 or batches <= 0:
         return
-    if kind not in (REAL, PAIR, COMPLEX) or kd < 0 or nseg < 1 or (kind != REAL and n % 2):
-        raise ValueError("gemm: bad kind, inner size, segment count or odd complex width")
-    if min(ldc, lda, ldb, astep, cb, ab, bb) < 0:  # the bounds below assume forward steps
-        raise ValueError("gemm: a negative row stride, entry step or batch step")
-    entry = 1 if kind == REAL else 2  # doubles of one entry of A
-    step = astep if kind == REAL else entry
     last = batches - 1
-    lo, hi = _span(a0, nseg, aseg, (m - 1) * lda + max(kd - 1, 0) * step + entry)
-    if c0 < 0 or c0 + last * cb + (m - 1) * ldc + n > C.size or lo < 0 or hi + last * ab > A.size:
-        raise IndexError("gemm: a block of C or A lies outside its array")
-    lo, hi = _span(b0, nseg, bseg, max(kd - 1, 0) * ldb + n)
-    if kd > 0 and (lo < 0 or hi + last * bb > Bm.size):
-        raise IndexError("gemm: a block of Bm lies outside its array")
+    step = _check(kind, C, c0, ldc, A, a0, lda, Bm, b0, ldb, m, n, kd, 1, 0, 0, astep,
+                  last * cb, last * ab, last * bb)  # fmt: skip
     for p in range(batches):
-        cp, ap, bp = c0 + p * cb, a0 + p * ab, b0 + p * bb
-        i = 0
-        while i < m:
-            rows = ROWS if i + ROWS <= m else 1
-            j = 0
-            while j < n:
-                wide = 4 if n - j >= 4 * LANES else 2 if n - j >= 2 * LANES else 1
-                width = min(wide * LANES, n - j)
-                _tile_at(
-                    kind, rows, width, C, cp + i * ldc + j, ldc, A, ap + i * lda, lda, step, Bm,
-                    bp + j, ldb, kd, nseg, aseg, bseg,
-                )  # fmt: skip
-                j += width
-            i += rows
+        _tiles(kind, C, c0 + p * cb, ldc, A, a0 + p * ab, lda, Bm, b0 + p * bb, ldb, m, n, kd,
+               1, 0, 0, step)  # fmt: skip

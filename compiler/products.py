@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.gemm import COMPLEX, LANES, PAIR, REAL, gemm
+from compiler.gemm import COMPLEX, LANES, PAIR, REAL, gemm, gemm_batch
 from compiler.layout import BB, E0, E1, E2, E3, HA, HB, HO, OUT, A, C
 from compiler.views import hflat, jit
 
@@ -41,8 +41,7 @@ def matmul(X, Y, Z, code, r):
         _matmul_transposed(x, lda, astep, Y[code[r, BB] :][: P * Nn * Kd], z, P, M, Kd, Nn)
         return
     y = Y[code[r, BB] :][: P * Kd * Nn]
-    gemm(REAL, z, 0, Nn, x, 0, lda, y, 0, Nn, M, Nn, Kd, 1, 0, 0, astep, P, M * Nn, M * Kd,
-         Kd * Nn)  # fmt: skip
+    gemm_batch(REAL, z, 0, Nn, x, 0, lda, y, 0, Nn, M, Nn, Kd, astep, P, M * Nn, M * Kd, Kd * Nn)
 
 
 @jit

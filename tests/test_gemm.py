@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compiler.gemm import COMPLEX, LANES, PAIR, REAL, ROWS, gemm
+from compiler.gemm import COMPLEX, LANES, PAIR, REAL, ROWS, gemm, gemm_batch
 
 
 def _block(arr, off, ld, rows, cols):
@@ -134,28 +134,23 @@ def test_gemm_rejects_bad_blocks():
 
 @pytest.mark.parametrize("kind", [REAL, PAIR, COMPLEX])
 def test_a_batch_of_products_is_each_product(kind):
-    """gemm(..., batches, cb, ab, bb) is one call per product at the moved offsets, bit for
-    bit; the bounds are those of the last product."""
+    """gemm_batch(..., batches, cb, ab, bb) is one gemm per product at the moved offsets,
+    bit for bit; the bounds are those of the last product."""
     rng = np.random.default_rng(kind)
-    P, m, n, kd, nseg = 5, ROWS + 3, LANES + 2, 3, 2 if kind == COMPLEX else 1
+    P, m, n, kd = 5, ROWS + 3, LANES + 2, 3
     step = 1 if kind == REAL else 2
     lda, ldb, ldc = kd * step, n, n
-    aseg, bseg = m * lda, kd * ldb
-    ab, bb, cb = nseg * aseg + 1, nseg * bseg + 3, m * ldc + 2  # gaps between products
+    ab, bb, cb = m * lda + 1, kd * ldb + 3, m * ldc + 2  # gaps between products
     A, Bm = rng.standard_normal(P * ab), rng.standard_normal(P * bb)
     C = rng.standard_normal(P * cb)
     one_by_one = C.copy()
     for p in range(P):
-        gemm(kind, one_by_one, p * cb, ldc, A, p * ab, lda, Bm, p * bb, ldb, m, n, kd, nseg,
-             aseg, bseg)  # fmt: skip
-    gemm(kind, C, 0, ldc, A, 0, lda, Bm, 0, ldb, m, n, kd, nseg, aseg, bseg, 1, P, cb, ab, bb)
+        gemm(kind, one_by_one, p * cb, ldc, A, p * ab, lda, Bm, p * bb, ldb, m, n, kd)
+    gemm_batch(kind, C, 0, ldc, A, 0, lda, Bm, 0, ldb, m, n, kd, 1, P, cb, ab, bb)
     assert np.array_equal(C, one_by_one)
     with pytest.raises(IndexError, match="C or A"):
-        gemm(kind, C, 0, ldc, A, 0, lda, Bm, 0, ldb, m, n, kd, nseg, aseg, bseg, 1, P, cb + 1,
-             ab, bb)  # fmt: skip
+        gemm_batch(kind, C, 0, ldc, A, 0, lda, Bm, 0, ldb, m, n, kd, 1, P, cb + 1, ab, bb)
     with pytest.raises(IndexError, match="Bm"):
-        gemm(kind, C, 0, ldc, A, 0, lda, Bm, 0, ldb, m, n, kd, nseg, aseg, bseg, 1, P, cb, ab,
-             bb + 1)  # fmt: skip
+        gemm_batch(kind, C, 0, ldc, A, 0, lda, Bm, 0, ldb, m, n, kd, 1, P, cb, ab, bb + 1)
     with pytest.raises(ValueError, match="batch step"):
-        gemm(kind, C, 0, ldc, A, 0, lda, Bm, 0, ldb, m, n, kd, nseg, aseg, bseg, 1, P, -cb, ab,
-             bb)  # fmt: skip
+        gemm_batch(kind, C, 0, ldc, A, 0, lda, Bm, 0, ldb, m, n, kd, 1, P, -cb, ab, bb)
