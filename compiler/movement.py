@@ -33,7 +33,7 @@ def _reduce(X, Z, code, r, tab, start, is_max):
     n, w = code[r, N], code[r, E1]
     x, z, m = X[code[r, A] :][: code[r, E2]], Z[code[r, OUT] :][:n], tab[code[r, E0] :][: n * w]
     first = 0
-    if code[r, E3]:
+    if code[r, E3] == 1:  # (-1: a row that does not say)
         for i in range(0, n - 3, 4):
             r0, r1 = x[i * w :][:w], x[(i + 1) * w :][:w]
             r2, r3 = x[(i + 2) * w :][:w], x[(i + 3) * w :][:w]
