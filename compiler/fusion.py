@@ -180,10 +180,12 @@ def fuse(c: Circuit, has_hi: Sequence[bool], degree: int = 0) -> Fusion:
         degree = 0
     rows_ok = not any(has_hi)
 
-    def widths(node: Node) -> set[int]:
-        if not rows_ok or node.size < MIN_NEW_LOOP:
-            return set()
-        return {w for j in node.inputs if vector_rows(w := stride(c, j)[1])}
+    # each equation's strides of the broadcasts it can read as a row's or a column's value
+    widths = [
+        {w for j in node.inputs if vector_rows(w := stride(c, j)[1])}
+        if rows_ok and node.size >= MIN_NEW_LOOP else set()
+        for _, node in c
+    ]
 
     def chains(series_ok) -> list[list[int]]:
         def fusible(i: int, node: Node) -> bool:
@@ -195,7 +197,7 @@ def fuse(c: Circuit, has_hi: Sequence[bool], degree: int = 0) -> Fusion:
                     c.nodes[j].size == node.size or (_scalar_broadcast(c, j) and not has_hi[j])
                     for j in node.inputs
                 )
-                and len(widths(node)) <= 1
+                and len(widths[i]) <= 1
                 and (node.op is not Op.WHERE or node.size >= MIN_NEW_LOOP)
             )
 
@@ -204,7 +206,7 @@ def fuse(c: Circuit, has_hi: Sequence[bool], degree: int = 0) -> Fusion:
         width = 0  # the stride of the run's broadcasts (0: none yet)
         for i, node in c:
             if fusible(i, node):
-                w = max(widths(node), default=0)
+                w = max(widths[i], default=0)
                 if run and (c.nodes[run[-1]].size != node.size or (width and w and w != width)):
                     runs.append(run)
                     run, width = [], 0
@@ -222,7 +224,7 @@ def fuse(c: Circuit, has_hi: Sequence[bool], degree: int = 0) -> Fusion:
         # one equation reading a row's or a column's value is a loop too: the
         # broadcast is then not written out
         return [m for run in runs for m in _components(c, run)
-                if len(m) >= 2 or any(widths(c.nodes[i]) for i in m)]  # fmt: skip
+                if len(m) >= 2 or any(widths[i] for i in m)]  # fmt: skip
 
     found = chains(lambda i: degree > 0)
     while True:  # series values of short chains break runs once excluded: repeat
@@ -244,7 +246,7 @@ def fuse(c: Circuit, has_hi: Sequence[bool], degree: int = 0) -> Fusion:
             need.update(node.inputs[q] for q in ops if node.inputs[q] in inside)
             if own:
                 need.add(m)
-        width = max((w for m in members for w in widths(c.nodes[m])), default=0)
+        width = max((w for m in members for w in widths[m]), default=0)
         g = Group(members, outs, sorted(need - set(outs)), series, width)
         groups.append(g)
         group_of.update({m: g for m in members})
