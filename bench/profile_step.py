@@ -58,6 +58,7 @@ def main() -> None:
     from circuitsketch.models import microgpt as m
     from compiler import kernels as k
     from compiler.compiled import CompiledProgram
+    from compiler.slots import workspace
 
     docs = m.read_docs(m.corpus_path())
     docs = [docs[i] for i in np.random.default_rng(0).permutation(len(docs))[:1000]]
@@ -80,7 +81,7 @@ def main() -> None:
     if key not in cp.step_keys:
         raise SystemExit(f"no step of bucket {args.bucket}: try another")
     key = cp.step_keys.index(key)
-    env: dict = {"ws": np.zeros(cp.ws_size), "tab": cp.tab, "cst": cp.cst, "code": cp.instr}
+    env: dict = {"ws": workspace(cp.ws_size), "tab": cp.tab, "cst": cp.cst, "code": cp.instr}
     warm = min(50, cp.program.num_steps // 2)  # steps run before the profiled one
     if K == 0:
         s0, _ = cp.train(state=state, stop=warm)
@@ -93,7 +94,7 @@ def main() -> None:
                 "h_out": np.empty_like(h0),
                 "B": B,
                 "K": K,
-                "wh": np.zeros(B * K * cp.wh_size, complex),
+                "wh": workspace(B * K * cp.wh_size, np.complex128),
                 "resh": np.zeros(B * K, complex),
             }
         )

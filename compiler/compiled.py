@@ -29,7 +29,7 @@ from compiler.emit import signature
 from compiler.layout import hi_block
 from compiler.pipeline import Build, Unit, run
 from compiler.series_fusion import MAX_DEGREE
-from compiler.slots import Interface
+from compiler.slots import Interface, workspace
 
 
 def _data_layout(c: Circuit, exclude: set[str]):
@@ -269,7 +269,7 @@ class CompiledProgram:
         sa = self.initial_state() if state is None else np.array(state, np.float64)
         if sa.shape != (self.state_size,):
             raise ValueError(f"state: shape {sa.shape}, expected ({self.state_size},)")
-        ws = np.empty(max(self.ws_size, 1))
+        ws = workspace(self.ws_size)
         T, width = self.program.num_steps, self.loss_width
         losses = np.zeros(T) if width == 1 else np.zeros((T, width))
         # res0: the loss (one entry per document if width > 1), and last what the fused
@@ -399,7 +399,7 @@ class CompiledProgram:
         stop, w, sa, sb, ws, losses, res0 = self._buffers(weights, state, start, stop)
         ha = initial_hi()
         hb = ha if self.build.in_place else np.empty_like(ha)
-        wh = np.empty(max(B * K * self.wh_size, 1), np.complex128)
+        wh = workspace(B * K * self.wh_size, np.complex128)
         resh = np.zeros(B * K, np.complex128)
         tab, cst, code, II, FF = self.tab, self.cst, self.instr, self.II, self.FF
         d = self.docs[start, : self.ndocs[start]] if start < stop else []
@@ -481,7 +481,7 @@ class CompiledProgram:
         cp = self.outs_c[key]
         ii = pack(inputs, cp.iface.ints, sum(n for _, n in cp.iface.ints.values()), np.int64)
         ff = pack(inputs, cp.iface.floats, sum(n for _, n in cp.iface.floats.values()), np.float64)
-        ws = np.empty(max(self.ws_size, 1))
+        ws = workspace(self.ws_size)
         res0 = np.zeros(2)
         state = np.ascontiguousarray(state, np.float64)
         if not self.series:
@@ -495,7 +495,7 @@ class CompiledProgram:
         B = hi.size // (K * self.state_size)
         if B * K * self.state_size != hi.size or B < 1:
             raise ValueError(f"hi: {hi.size} coefficients do not fit B x {K} x {self.state_size}")
-        wh = np.empty(max(B * K * self.wh_size, 1), np.complex128)
+        wh = workspace(B * K * self.wh_size, np.complex128)
         resh = np.zeros(B * K, np.complex128)
         self.tables.call(f"output_{i}", state, state, hi, hi, ws, wh, self.tab, self.cst, ii,
                          ff, 0.0, np.zeros(B, np.complex128), res0, resh, self.instr, B, K)

@@ -17,7 +17,7 @@ from compiler.diagnose import NonFiniteError, locate_nonfinite
 from compiler.layout import hi_block
 from compiler.pipeline import Build, Unit, run
 from compiler.pointers import AddressTables
-from compiler.slots import Interface
+from compiler.slots import Interface, workspace
 
 
 def circuit_build(
@@ -92,10 +92,12 @@ class CompiledCircuit:
                 s_in[off : off + n] = v.ravel()
         s_out = s_in.copy()
         h_out = h_in.copy()
-        ws = np.zeros(max(self.module.f_WS, 1))
+        ws = workspace(self.module.f_WS)
+        ws[:] = 0.0
         res0 = np.zeros(2)  # the output "loss", and what fused loops return (emit.py)
         if K:
-            wh = np.zeros(max(B * K * self.module.f_WH, 1), np.complex128)
+            wh = workspace(B * K * self.module.f_WH, np.complex128)
+            wh[:] = 0.0
             ok = self.tables.call("f", s_in, s_out, h_in, h_out, ws, wh, self.tab, self.cst,
                                   ii, np.zeros(1), 0.0, np.zeros(B, np.complex128), res0,
                                   np.zeros(B * K, np.complex128), self.instr, B, K)  # fmt: skip

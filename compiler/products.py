@@ -46,14 +46,19 @@ def matmul(X, Y, Z, code, r):
 
 @jit
 def _matmul_transposed(x, lda, astep, yt, z, P, M, Kd, Nn):
-    panel = np.empty(Kd * PANEL)
+    room = np.empty(Kd * PANEL + LANES)  # the panel from a cache line's start: its vector
+    panel = room[(-(room.ctypes.data // 8)) % LANES :]  # loads then never straddle two
     for p in range(P):
         for j0 in range(0, Nn, PANEL):
             w = min(PANEL, Nn - j0)
-            for j in range(w):  # panel[q, j] = yt[p, j0 + j, q]: rows of yt read in order
-                row = yt[p * Nn * Kd + (j0 + j) * Kd :][:Kd]
-                for q in range(Kd):
-                    panel[q * PANEL + j] = row[q]
+            rows = yt[p * Nn * Kd + j0 * Kd :][: w * Kd]
+            # panel[q, j] = yt[p, j0 + j, q], written in order: the w rows of yt read a
+            # column at a time stay in L1; a panel written a column at a time (Kd lines
+            # apart) did not, and cost up to a third of the product (bench/RESULTS.md)
+            for q in range(Kd):
+                line = panel[q * PANEL :][:w]
+                for j in range(w):
+                    line[j] = rows[j * Kd + q]
             gemm(REAL, z, p * M * Nn + j0, Nn, x, p * M * Kd, lda, panel, 0, PANEL, M, w, Kd, 1,
                  0, 0, astep)  # fmt: skip
 

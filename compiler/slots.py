@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
+import numpy as np
+
 from circuitsketch.ir import Circuit, IRError, Op, opdef
 from compiler.fusion import NO_FUSION, Fusion
 from compiler.passes import Activity
@@ -59,11 +61,26 @@ class Slots:
     wh_size: int
 
 
+ALIGN = 8
+"""Values of at least ALIGN entries start ALIGN entries apart (a 64-byte cache line of
+doubles, from a workspace that starts on one: ``workspace``), so a product's vector
+loads never straddle two lines, which cost gemm up to 15% (bench/RESULTS.md, run 14)."""
+
+
+def workspace(n: int, dtype: type = np.float64) -> np.ndarray:
+    """An empty array of max(n, 1) entries starting on a 64-byte boundary."""
+    item = np.dtype(dtype).itemsize
+    room = np.empty(max(n, 1) + 64 // item, dtype)
+    skip = (-room.ctypes.data % 64) // item
+    return room[skip : skip + max(n, 1)]
+
+
 class SlotPool:
     """Offsets in one workspace; a dead value's slot is reused by a later value of its size.
 
     Reuse keeps the workspace small enough to stay in cache (without it the
-    microgpt step's series workspace is 47 MB at B=8, K=3).
+    microgpt step's series workspace is 47 MB at B=8, K=3).  A value of ALIGN entries
+    or more takes a whole number of ALIGN from a multiple of ALIGN.
     """
 
     def __init__(self) -> None:
@@ -71,13 +88,19 @@ class SlotPool:
         self.free: dict[int, list[int]] = {}
 
     def take(self, n: int) -> int:
+        if n >= ALIGN:
+            n = -(-n // ALIGN) * ALIGN
         spare = self.free.get(n)
         if spare:
             return spare.pop()
+        if n >= ALIGN:
+            self.size = -(-self.size // ALIGN) * ALIGN
         self.size += n
         return self.size - n
 
     def give(self, n: int, off: int) -> None:
+        if n >= ALIGN:
+            n = -(-n // ALIGN) * ALIGN
         self.free.setdefault(n, []).append(off)
 
 

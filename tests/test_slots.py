@@ -147,3 +147,21 @@ def test_check_catches_a_slot_given_back_too_early(monkeypatch):
 
     monkeypatch.setattr(slots, "last_uses", early)
     assert clobbered(c, iface, False, state_outputs)[0], "freeing one equation early went unnoticed"
+
+
+@pytest.mark.parametrize("series", [False, True], ids=["real", "series"])
+def test_a_value_of_a_cache_line_or_more_starts_on_one(series):
+    """A workspace value of ALIGN entries or more starts at a multiple of ALIGN (ws, and wh
+    in units of B*K), and a workspace on a 64-byte boundary: a product's vector loads then
+    never straddle two lines."""
+    for _name, c, iface, state_outputs in CIRCUITS:
+        errors, s = clobbered(c, iface, series, state_outputs)
+        assert errors == []
+        for i, node in c:
+            for arr, off in ((s.r_arr[i], s.r_off[i]), (s.h_arr[i], s.h_off[i])):
+                if arr in ("ws", "wh") and node.size >= slots.ALIGN:
+                    assert off % slots.ALIGN == 0, (_name, i, arr, off, node.size)
+    for n in range(1, 40):  # numpy's own arrays start 16 bytes apart: some of these would not
+        for dtype in (np.float64, np.complex128):
+            a = slots.workspace(n, dtype)
+            assert a.ctypes.data % 64 == 0 and a.shape == (n,) and a.dtype == dtype
