@@ -154,16 +154,22 @@ def test_a_sketch_without_the_setting_is_of_gelus():
 
 @pytest.fixture(scope="module")
 def relu_sketch(tmp_path_factory, relu_compiled):
-    """A relu sketch from the command line (the same circuits as `relu_compiled`: cached code)."""
+    """A relu sketch from the command line (the same circuits as `relu_compiled`: cached code).
+    No second process compiling the real-mode code beside it (``runtime.real_beside``,
+    tested in tests/test_real_beside.py): `relu_compiled` compiles that code in this one,
+    and the process would only start, trace the program again and load it (~2 s of CPU)."""
     from runtime.cli import main
+    from runtime.real_beside import ENV
 
     docs = tmp_path_factory.mktemp("relu") / "docs.txt"
     docs.write_text("".join(d + "\n" for d in DOCS))
     out = docs.parent / "sk"
     size = [a for k, v in SIZE.items() for a in (f"--{k.replace('_', '-')}", v)]
-    rc = main([str(a) for a in ["compile", "--docs", docs, *size, "--activation", "relu",
-                                "--steps", STEPS, "--degree", K, "--directions", 2,
-                                "--workers", 1, "--out", out, "--no-progress"]])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(ENV, "0")
+        rc = main([str(a) for a in ["compile", "--docs", docs, *size, "--activation", "relu",
+                                    "--steps", STEPS, "--degree", K, "--directions", 2,
+                                    "--workers", 1, "--out", out, "--no-progress"]])
     assert rc == 0
     return out
 
