@@ -64,7 +64,7 @@ class Slots:
 ALIGN = 8
 """Values of at least ALIGN entries start ALIGN entries apart (a 64-byte cache line of
 doubles, from a workspace that starts on one: ``workspace``), so a product's vector
-loads never straddle two lines, which cost gemm up to 15% (bench/RESULTS.md, run 14)."""
+loads never straddle two lines, which cost gemm up to 17% (bench/RESULTS.md, run 14)."""
 
 
 def workspace(n: int, dtype: type = np.float64) -> np.ndarray:
@@ -88,20 +88,26 @@ class SlotPool:
         self.free: dict[int, list[int]] = {}
 
     def take(self, n: int) -> int:
-        if n >= ALIGN:
-            n = -(-n // ALIGN) * ALIGN
+        n = _lines(n)
         spare = self.free.get(n)
         if spare:
             return spare.pop()
         if n >= ALIGN:
-            self.size = -(-self.size // ALIGN) * ALIGN
+            self.size = _round_up(self.size)
         self.size += n
         return self.size - n
 
     def give(self, n: int, off: int) -> None:
-        if n >= ALIGN:
-            n = -(-n // ALIGN) * ALIGN
-        self.free.setdefault(n, []).append(off)
+        self.free.setdefault(_lines(n), []).append(off)
+
+
+def _round_up(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+def _lines(n: int) -> int:
+    """A value's slot size: n below ALIGN, else whole lines of ALIGN."""
+    return n if n < ALIGN else _round_up(n)
 
 
 def last_uses(
