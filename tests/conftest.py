@@ -12,10 +12,12 @@ pure-Python oracle is slow, so its runs are computed once per session:
   truncating at K = 6 and then dropping orders > K is the degree-K run.
 
 Both oracle runs are computed in a process of their own, started as soon as the
-collected tests are known to need them (``pytest_collection_modifyitems``): they take
-~30 s of one core, which the suite's compiles (one core) leave free; the fixture reads
-the arrays that process wrote (the same arithmetic, so the same bits), or computes them
-here if it could not.
+collected tests are known to need them (``pytest_collection_modifyitems``), and the
+fixture reads the arrays that process wrote (the same arithmetic, so the same bits), or
+computes them here if it could not.  They take ~30 s of one core.  Under pytest-xdist
+(the suite's default, two workers) each worker collects every test and so starts both
+runs: ~30 s of CPU twice, in a cold run of ~400 s on two cores; sharing one run between
+workers would need a file they both wait on, not worth it at that size.
 
 Helpers (``rel_err``, ``assert_rel``) are imported by the test files as
 ``from tests.conftest import ...``.
