@@ -140,6 +140,21 @@ def test_config_checks_and_records_the_activation():
     assert normalized_model({"activation": "gelu", "n_layer": 1}) == {}
 
 
+def test_the_names_of_the_activations_agree_where_they_are_written():
+    """The config's names, the model's functions, the CLI's choices (it may not import the
+    model: tests/test_layering.py) and the sources' defaults are four copies: one list."""
+    from dataclasses import asdict
+
+    from circuitsketch.models.microgpt_config import ACTIVATIONS
+    from runtime.cli.settings import MODEL_OPTIONS
+    from runtime.sources.microgpt_settings import MODEL_DEFAULTS
+
+    choices = next(s.kwargs["choices"] for s in MODEL_OPTIONS if s.key == "activation")
+    assert tuple(choices) == ACTIVATIONS
+    assert tuple(m.NONLINEARITIES) == ACTIVATIONS
+    assert asdict(Config()) == MODEL_DEFAULTS
+
+
 def test_a_sketch_without_the_setting_is_of_gelus():
     """The spec's manifest records no activation (byte for byte as before): it means gelu."""
     source = MicrogptSource(DOCS, STEPS)
