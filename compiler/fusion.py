@@ -144,19 +144,17 @@ ROW_LANES = 8  # a loop over rows fuses rows of at least two multiples of this m
 
 MIN_NEW_LOOP = 1536
 """Elements a value needs before `where` or a row's or a column's value joins a loop.
-Each such loop is a function of its own to compile (about 0.25 s cold: the spec's
-model's real program went from 15.5 to 19.4 s of CPU with them), which the spec's
-short steps (25 us) never repay; its values have at most 1,024 elements, a minibatch
-step of 2 x 32 has 1,792 and more (bench/RESULTS.md, run 13)."""
+Each such loop is a function of its own to compile, which the spec's short steps never
+repay; its values have at most 1,024 elements, a minibatch step of 2 x 32 has 1,792
+and more (the compile and run times: bench/RESULTS.md, run 13)."""
 
 
 def vector_rows(width: int) -> bool:
     """Whether a loop over rows of `width` elements runs as fast as a loop over all of
-    them.  LLVM vectorises a row's loop 8 lanes at a time, 2 vectors interleaved, on
-    this AVX-512 machine, and runs what is left one element at a time: rows of 8, 10
-    or 20 (a softmax over 10 positions) ran 2.5x slower than the broadcast written
-    out and one flat loop; rows of 16, 24, 32 or 64 ran as fast as a flat loop
-    (bench/RESULTS.md)."""
+    them.  LLVM vectorises a row's loop 8 lanes at a time, 2 vectors interleaved, and
+    runs what is left one element at a time: rows of 8, 10 or 20 (a softmax over 10
+    positions) ran slower than the broadcast written out and one flat loop; rows of 16,
+    24, 32 or 64 as fast as a flat loop (bench/RESULTS.md, run 13)."""
     return width >= 2 * ROW_LANES and width % ROW_LANES == 0
 
 

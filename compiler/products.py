@@ -54,7 +54,7 @@ def _matmul_transposed(x, lda, astep, yt, z, P, M, Kd, Nn):
             rows = yt[p * Nn * Kd + j0 * Kd :][: w * Kd]
             # panel[q, j] = yt[p, j0 + j, q], written in order: the w rows of yt read a
             # column at a time stay in L1; a panel written a column at a time (Kd lines
-            # apart) did not, and cost up to a third of the product (bench/RESULTS.md)
+            # apart) did not (bench/RESULTS.md, run 14)
             for q in range(Kd):
                 line = panel[q * PANEL :][:w]
                 for j in range(w):

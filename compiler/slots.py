@@ -64,7 +64,7 @@ class Slots:
 ALIGN = 8
 """Values of at least ALIGN entries start ALIGN entries apart (a 64-byte cache line of
 doubles, from a workspace that starts on one: ``workspace``), so a product's vector
-loads never straddle two lines, which cost gemm up to 17% (bench/RESULTS.md, run 14)."""
+loads never straddle two lines, which slows gemm (bench/RESULTS.md, run 14)."""
 
 
 def workspace(n: int, dtype: type = np.float64) -> np.ndarray:
