@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -144,9 +143,12 @@ def main() -> None:
             print(f"round {r + 1}/{args.rounds}: {k} {figures}", file=sys.stderr, flush=True)
     for d in warm.values():
         shutil.rmtree(d, ignore_errors=True)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench.machine import describe
+
     report: dict = {
         "date": str(date.today()),
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.python_version()}",
+        "machine": describe(),
         "checkouts": {k: str(v) for k, v in sides.items()},
         "rounds": args.rounds,
         "figures": {},

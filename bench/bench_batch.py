@@ -62,8 +62,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="200 names, real mode only")
     args = ap.parse_args()
     from bench.bench_scale import names  # the same shuffled names as bench_scale's models
+    from bench.machine import describe
 
-    out = {"date": str(date.today()), "machine": platform.processor() or platform.machine(),
+    out = {"date": str(date.today()), "machine": describe(),
            "python": platform.python_version(), "sizes": {}}
     for text in args.sizes:
         size = tuple(int(x) for x in text.split("x"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -70,10 +69,11 @@ def main() -> None:
     n_docs = 1000
     docs = setting(n_docs)
     prog = m.build(docs)
+    from bench.machine import describe
+
     res: dict = {
         "date": str(date.today()),
-        "machine": f"{platform.machine()} "
-        f"{platform.processor() or ''} {os.cpu_count()} cores, {platform.python_version()}",
+        "machine": describe(),
         "setting": "first 1000 names of default_rng(0).permutation(corpus), T = 1000",
     }
     lens = [min(16, len(d) + 1) for d in docs]

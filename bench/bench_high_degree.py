@@ -13,7 +13,6 @@ falling 2^-1.09 per order and random complex signs:
 from __future__ import annotations
 
 import json
-import platform
 import sys
 import time
 from datetime import date
@@ -56,11 +55,13 @@ def exact(a: np.ndarray, b: np.ndarray, m: int) -> np.ndarray:
 
 
 def main() -> None:
+    from bench.machine import describe
+
     rng = np.random.default_rng(0)
     n = 4096
     out: dict = {
         "date": str(date.today()),
-        "machine": f"{platform.machine()} {platform.processor()}",
+        "machine": describe(),
         "n_series": n,
         "bits_per_order": 1.09,
         "rows": [],

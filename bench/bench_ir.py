@@ -6,7 +6,6 @@ Run from the repository root:  python bench/bench_ir.py
 from __future__ import annotations
 
 import json
-import platform
 import sys
 import time
 from datetime import date
@@ -19,6 +18,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def main(steps: int = 20) -> None:
+    from bench.machine import describe
     from circuitsketch.models import microgpt as m
     from circuitsketch.program import train
     from tests.oracle import microgpt as OM
@@ -40,7 +40,7 @@ def main(steps: int = 20) -> None:
         json.dumps(
             {
                 "date": str(date.today()),
-                "machine": f"{platform.machine()}, {platform.python_version()}",
+                "machine": describe(),
                 "steps": steps,
                 "ir_interpreter_ms_per_step": ir_ms,
                 "oracle_ms_per_step": oracle_ms,

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -63,6 +62,9 @@ def probe(root: Path, cache: Path, layers: int, width: int, degree: int) -> dict
 
 
 def main() -> None:
+    sys.path.insert(0, str(ROOT))  # this process only reads the machine (bench.machine)
+    from bench.machine import describe
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--width", type=int, default=24)
@@ -93,7 +95,7 @@ def main() -> None:
         print(json.dumps({"new": args.new, **new}), file=sys.stderr, flush=True)
     print(json.dumps({
         "date": datetime.now(timezone.utc).isoformat(timespec="minutes"),
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.python_version()}",
+        "machine": describe(),
         "checkout": str(root),
         "width": args.width,
         "rows": rows,

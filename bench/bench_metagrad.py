@@ -18,7 +18,6 @@ import argparse
 import inspect
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -117,7 +116,9 @@ def main() -> None:
     if args.one:
         print(json.dumps(one(args)))
         return
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+    from bench.machine import describe
+
+    print(f"# {describe()}, "
           f"load {os.getloadavg()}, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")  # fmt: skip
     for schedule in args.schedule:
         for threads in args.threads if schedule != "full" else [1]:

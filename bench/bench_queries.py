@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -44,6 +43,8 @@ def setting(n_docs: int) -> list[str]:
 
 
 def main() -> None:
+    from bench.machine import describe
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="N = 100, T = 20, M = 32, 1000 sets")
     ap.add_argument("--steps", type=int, default=None, help="training steps (default 1000)")
@@ -77,7 +78,7 @@ def main() -> None:
     sets = sk.sets(index)
     res: dict = {
         "date": str(date.today()),
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.python_version()}, "
+        "machine": f"{describe()}, "
         f"numpy {np.__version__}",
         "load_average": os.getloadavg()[0],
         "setting": {

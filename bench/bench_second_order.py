@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -49,6 +48,8 @@ def timed(fn):
 
 
 def main() -> None:
+    from bench.machine import describe
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="N = 100, T = 100")
     ap.add_argument("--out", default=None, help="where the sketch goes (default: a temp dir)")
@@ -89,7 +90,7 @@ def main() -> None:
         stored = sum(f.stat().st_size for f in (path / "unit_series").glob("*.npy"))
     res = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.python_version()}, "
+        "machine": f"{describe()}, "
         f"numpy {np.__version__}",
         "load_average": os.getloadavg()[0],
         "setting": {"N": n, "T": steps, "tests_per_call": len(FIRST), "workers": args.workers},

@@ -14,6 +14,10 @@ from the repository root:
 --reverse profiles the metagradient's reverse step instead (the transposed step
 circuit, compiled as ``runtime.sweep`` compiles it), from a random cotangent;
 --top N also lists the N slowest calls with their operands' array sizes.
+--in-sequence times each call once in the step's order instead (the caches as
+the step before it leaves them, median of 20 passes): its sum is close to a
+real step's time, where the warm sum leaves out what the step's movement
+between kernels costs.
 """
 
 from __future__ import annotations
@@ -40,6 +44,31 @@ def _repeat(fn):
     return loop
 
 
+def _repeated(loop, vals, reps: int) -> float:
+    """Seconds per call of one kernel call re-run `reps` times (warm caches)."""
+    t = time.perf_counter()
+    loop(reps, *vals)
+    return (time.perf_counter() - t) / reps
+
+
+def _in_sequence(seq: list, passes: int = 20) -> list[float]:
+    """Seconds of each call run once in the step's order, median over passes, less the
+    cost of calling an empty loop (zero repeats) with the same operands."""
+    runs = np.empty((passes, len(seq)))
+    for p in range(passes):
+        for i, (loop, vals, _, _) in enumerate(seq):
+            t = time.perf_counter()
+            loop(1, *vals)
+            runs[p, i] = time.perf_counter() - t
+    empty = np.empty((passes, len(seq)))
+    for p in range(passes):
+        for i, (loop, vals, _, _) in enumerate(seq):
+            t = time.perf_counter()
+            loop(0, *vals)
+            empty[p, i] = time.perf_counter() - t
+    return list(np.median(runs, axis=0) - np.median(empty, axis=0))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--degree", type=int, default=0)
@@ -52,6 +81,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--reverse", action="store_true", help="the metagradient's reverse step")
     ap.add_argument("--top", type=int, default=0, help="list the N slowest calls")
+    ap.add_argument("--in-sequence", action="store_true",
+                    help="time each call once, in the step's order (caches as a real step "
+                         "leaves them), median of 20 passes, less an empty call's cost")
     args = ap.parse_args()
     if args.reverse and args.degree:
         raise SystemExit("--reverse runs in real mode only (degree 0)")
@@ -125,6 +157,7 @@ def main() -> None:
     cost: collections.Counter = collections.Counter()
     count: collections.Counter = collections.Counter()
     calls: list[tuple[float, str, list]] = []  # (seconds, call, operand array sizes)
+    seq: list = []  # (loop, operands, label, call) in the step's order
     comment = ""
     for line in (x.strip() for x in body.splitlines()):
         if line.startswith("#"):
@@ -144,15 +177,14 @@ def main() -> None:
             if name not in loops:
                 loops[name] = _repeat(getattr(cp.module, name) if fused else getattr(k, name))
             loops[name](1, *vals)
-            t = time.perf_counter()
-            loops[name](reps, *vals)
-            dt = (time.perf_counter() - t) / reps
-            name = "fused" if fused else name
-            cost[f"{name}/{part}"] += dt
-            count[f"{name}/{part}"] += 1
-            calls.append((dt, call[: call.index("(")], [v.size for v in vals
-                                                        if isinstance(v, np.ndarray)]))
+            label = f"{'fused' if fused else name}/{part}"
+            seq.append((loops[name], vals, label, call[: call.index("(")]))
         r += 1
+    times = _in_sequence(seq) if args.in_sequence else [_repeated(f, v, reps) for f, v, _, _ in seq]
+    for dt, (_, vals, label, call) in zip(times, seq, strict=True):
+        cost[label] += dt
+        count[label] += 1
+        calls.append((dt, call, [v.size for v in vals if isinstance(v, np.ndarray)]))
     total = sum(cost.values())
     per = f", {total * 1e6 / B:.1f} us per direction" if K else ""
     print(f"bucket {args.bucket}, K={K}: sum of kernel times {total * 1e6:.1f} us per step{per}")

@@ -388,11 +388,44 @@ def fused_call(
         body += _hi_loop(c, g, fusion, order0, hslot, call, check)
     else:
         call.checks = [o for o in g.outputs if check(o)]
-        finite = [f"k.all_finite(o{written.index(o)})" for o in call.checks]
-        if finite:
+        if call.checks and not strided:  # the loop in chunks, each checked while in L1
+            body = [*body[:2], *_checked_chunks(head, lines, call.checks, written)]
+        elif call.checks:
+            finite = [f"k.all_finite(o{written.index(o)})" for o in call.checks]
             body.append(f"return 0.0 if {' and '.join(finite)} else math.nan")
     call.body = "\n".join(body)
     return call
+
+
+CHUNK = 1024  # elements of a checked loop's chunk: its outputs still in L1 when checked
+
+
+def _checked_chunks(head: list[str], lines: list[str], checks: list[int],
+                    written: list[int]) -> list[str]:
+    """A loop whose outputs must be finite (Adam's update: a step fails where the state
+    stops being finite), as chunks of CHUNK elements, each chunk's outputs checked right
+    after it.  Checking once after the whole loop read the outputs back from the outer
+    caches when they outgrow L2 (a 4 x 128 model's state: bench/RESULTS.md, run 15).
+    Each chunk is the whole loop over views of its elements, the form LLVM vectorises
+    (indexing the whole arrays from c0 it did not): the same values, in the same order."""
+    def view(line: str) -> bool:  # an array's n elements, or an output written in place
+        return line.endswith("[:n]") or (line.startswith("o") and not line.endswith("]"))
+
+    inside = [ln.replace(" :][:n]", " + c0 :][:m]") for ln in head if view(ln)]
+    outside = [ln for ln in head if not view(ln)]
+    outs = [f"o{written.index(o)}" for o in checks]
+    finite = " and ".join(f"k.all_finite({o})" for o in outs)
+    return [
+        *outside,
+        "finite = True",
+        f"for c0 in range(0, n, {CHUNK}):",
+        f"    m = min({CHUNK}, n - c0)",
+        *("    " + ln for ln in inside),
+        "    for i in range(m):",
+        *("        " + line for line in lines),
+        f"    finite = finite and {finite}",
+        "return 0.0 if finite else math.nan",
+    ]
 
 
 def _hi_loop(

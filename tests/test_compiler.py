@@ -305,6 +305,41 @@ def test_nonfinite_series_training_names_step_and_node():
     assert "= exp " in str(info.value), f"the exp equation is not named: {info.value}"
 
 
+def test_nonfinite_adam_update_is_found_in_its_last_chunk():
+    """Adam's fused update checks its outputs a chunk at a time (``fusion.CHUNK``): one
+    overflowing g * g in the last element of a parameter several chunks long still stops
+    training at that step, and the chunks before it are checked too (first element)."""
+    from circuitsketch.optim import Adam
+    from compiler.fusion import CHUNK
+
+    n = 3 * CHUNK + 5
+    opt = Adam(lr=0.01, decay=False)
+
+    def loss_fn(params, x):
+        return (params["p"] * x).sum()
+
+    shapes, spec = {"p": (n,)}, {"x": cs.Input((n,))}
+    for where in (n - 1, 0):
+        x = np.ones(n)
+        x[where] = 1e300  # the gradient: g * g overflows in Adam's second moment
+        data = {"x": x}
+        prog = Program(
+            name="adam_chunks",
+            init_state={"p": np.zeros(n), "adam_m.p": np.zeros(n), "adam_v.p": np.zeros(n)},
+            params=("p",),
+            step_circuits={0: build_step_circuit(loss_fn, shapes, spec, opt)},
+            output_circuits={0: build_output_circuit(loss_fn, shapes, spec)},
+            steps=[Step(0, 0, data) for _ in range(2)],
+            num_docs=1,
+            optimizer=opt,
+            encode_test=lambda doc, data=data: (0, data),
+        )
+        cp = CompiledProgram(prog, 0)
+        assert "for c0 in range(0, n, " in cp.source, "Adam's update is not checked in chunks"
+        with pytest.raises(NonFiniteError, match=r"training step 0\b"):
+            cp.train()
+
+
 def test_nonfinite_series_state_outside_fused_loops():
     """SGD's short update is not fused, so the caller checks the state's higher orders
     (``step_0_UNCHECKED_HI``).  A direction of 1e300 gives finite order-1 values at
