@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from datetime import date
@@ -64,8 +63,7 @@ def main() -> None:
     from bench.bench_scale import names  # the same shuffled names as bench_scale's models
     from bench.machine import describe
 
-    out = {"date": str(date.today()), "machine": describe(),
-           "python": platform.python_version(), "sizes": {}}
+    out = {"date": str(date.today()), "machine": describe(), "sizes": {}}
     for text in args.sizes:
         size = tuple(int(x) for x in text.split("x"))
         row: dict = {}

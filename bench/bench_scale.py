@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -329,8 +328,7 @@ def main() -> None:
     from bench.machine import describe
 
     out = {"date": datetime.now(timezone.utc).isoformat(timespec="minutes"),
-           "machine": describe(), "cores": os.cpu_count(),
-           "python": platform.python_version(), "load_start": os.getloadavg()[0], "runs": {}}
+           "machine": describe(), "load_start": os.getloadavg()[0], "runs": {}}
     for text in args.sizes:
         size = tuple(int(x) for x in text.split("x"))
         for b in args.batches:

@@ -15,9 +15,9 @@ from the repository root:
 circuit, compiled as ``runtime.sweep`` compiles it), from a random cotangent;
 --top N also lists the N slowest calls with their operands' array sizes.
 --in-sequence times each call once in the step's order instead (the caches as
-the step before it leaves them, median of 20 passes): its sum is close to a
-real step's time, where the warm sum leaves out what the step's movement
-between kernels costs.
+the step before it leaves them, median of 20 passes): for the larger models its
+sum is close to a real step's time, where the warm sum leaves out what moving
+operands between kernels costs; for the smallest, the timer's cost per call shows.
 """
 
 from __future__ import annotations
@@ -54,19 +54,17 @@ def _repeated(loop, vals, reps: int) -> float:
 def _in_sequence(seq: list, passes: int = 20) -> list[float]:
     """Seconds of each call run once in the step's order, median over passes, less the
     cost of calling an empty loop (zero repeats) with the same operands."""
-    runs = np.empty((passes, len(seq)))
-    for p in range(passes):
-        for i, (loop, vals, _, _) in enumerate(seq):
-            t = time.perf_counter()
-            loop(1, *vals)
-            runs[p, i] = time.perf_counter() - t
-    empty = np.empty((passes, len(seq)))
-    for p in range(passes):
-        for i, (loop, vals, _, _) in enumerate(seq):
-            t = time.perf_counter()
-            loop(0, *vals)
-            empty[p, i] = time.perf_counter() - t
-    return list(np.median(runs, axis=0) - np.median(empty, axis=0))
+
+    def medians(repeats: int) -> np.ndarray:
+        runs = np.empty((passes, len(seq)))
+        for p in range(passes):
+            for i, (loop, vals, _, _) in enumerate(seq):
+                t = time.perf_counter()
+                loop(repeats, *vals)
+                runs[p, i] = time.perf_counter() - t
+        return np.median(runs, axis=0)
+
+    return list(medians(1) - medians(0))
 
 
 def main() -> None:
