@@ -408,6 +408,7 @@ def _checked_chunks(head: list[str], lines: list[str], checks: list[int],
     caches when they outgrow L2 (a 4 x 128 model's state: bench/RESULTS.md, run 15).
     Each chunk is the whole loop over views of its elements, the form LLVM vectorises
     (indexing the whole arrays from c0 it did not): the same values, in the same order."""
+
     def view(line: str) -> bool:  # an array's n elements, or an output written in place
         return line.endswith("[:n]") or (line.startswith("o") and not line.endswith("]"))
 
