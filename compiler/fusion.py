@@ -349,6 +349,7 @@ def fused_call(
     arrays: list[str] = []
     offsets: list[int] = []
     head: list[str] = []
+    views: list[str] = []  # the lines of head that name n elements (a checked loop's chunks)
 
     def operand(name: str, j: int, fmt: str) -> None:
         arr, off = slot(j)
@@ -359,6 +360,7 @@ def fused_call(
 
     for j, name in vec.items():
         operand(name, j, "{name} = {arr}[t[{k}] :][:n]")
+        views.append(head[-1])
     for j, name in sca.items():
         operand(name, j, "{name} = {arr}[t[{k}]]")
     if strided:  # the rows' width: like n, read from the table
@@ -373,14 +375,15 @@ def fused_call(
             head.append(f"o{k} = {read_at[slot(o)]}")
         else:
             operand(f"o{k}", o, "{name} = {arr}[t[{k}] :][:n]")
+        views.append(head[-1])
     if strided:  # a loop over rows of w elements
         loop = ["for row in range(n // w):", "    for col in range(w):",
                 "        i = row * w + col"]  # fmt: skip
         lines = ["    " + line for line in lines]
     else:
         loop = ["for i in range(n):"]
-    body = [f"n = code[r, {N}]", f"t = tab[code[r, {E0}] :]", *head, *loop,
-            *("    " + line for line in lines)]  # fmt: skip
+    prologue = [f"n = code[r, {N}]", f"t = tab[code[r, {E0}] :]"]
+    body = [*prologue, *head, *loop, *("    " + line for line in lines)]
     call = FusedCall("", arrays, offsets)
     if g.series:
         if hslot is None or fusion.degree < 1:
@@ -389,7 +392,7 @@ def fused_call(
     else:
         call.checks = [o for o in g.outputs if check(o)]
         if call.checks and not strided:  # the loop in chunks, each checked while in L1
-            body = [*body[:2], *_checked_chunks(head, lines, call.checks, written)]
+            body = [*prologue, *_checked_chunks(head, views, lines, call.checks, written)]
         elif call.checks:
             finite = [f"k.all_finite(o{written.index(o)})" for o in call.checks]
             body.append(f"return 0.0 if {' and '.join(finite)} else math.nan")
@@ -400,20 +403,17 @@ def fused_call(
 CHUNK = 1024  # elements of a checked loop's chunk: its outputs still in L1 when checked
 
 
-def _checked_chunks(head: list[str], lines: list[str], checks: list[int],
+def _checked_chunks(head: list[str], views: list[str], lines: list[str], checks: list[int],
                     written: list[int]) -> list[str]:
     """A loop whose outputs must be finite (Adam's update: a step fails where the state
     stops being finite), as chunks of CHUNK elements, each chunk's outputs checked right
     after it.  Checking once after the whole loop read the outputs back from the outer
     caches when they outgrow L2 (a 4 x 128 model's state: bench/RESULTS.md, run 15).
     Each chunk is the whole loop over views of its elements, the form LLVM vectorises
-    (indexing the whole arrays from c0 it did not): the same values, in the same order."""
-
-    def view(line: str) -> bool:  # an array's n elements, or an output written in place
-        return line.endswith("[:n]") or (line.startswith("o") and not line.endswith("]"))
-
-    inside = [ln.replace(" :][:n]", " + c0 :][:m]") for ln in head if view(ln)]
-    outside = [ln for ln in head if not view(ln)]
+    (indexing the whole arrays from c0 it did not): the same values, in the same order.
+    `views` are the lines of `head` that name n elements; the rest are scalars."""
+    inside = [ln.replace(" :][:n]", " + c0 :][:m]") for ln in views]
+    outside = [ln for ln in head if ln not in views]
     outs = [f"o{written.index(o)}" for o in checks]
     finite = " and ".join(f"k.all_finite({o})" for o in outs)
     return [
