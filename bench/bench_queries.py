@@ -78,8 +78,7 @@ def main() -> None:
     sets = sk.sets(index)
     res: dict = {
         "date": str(date.today()),
-        "machine": f"{describe()}, "
-        f"numpy {np.__version__}",
+        "machine": f"{describe()}, numpy {np.__version__}",
         "load_average": os.getloadavg()[0],
         "setting": {
             "N": n,

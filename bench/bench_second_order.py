@@ -90,8 +90,7 @@ def main() -> None:
         stored = sum(f.stat().st_size for f in (path / "unit_series").glob("*.npy"))
     res = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{describe()}, "
-        f"numpy {np.__version__}",
+        "machine": f"{describe()}, numpy {np.__version__}",
         "load_average": os.getloadavg()[0],
         "setting": {"N": n, "T": steps, "tests_per_call": len(FIRST), "workers": args.workers},
         "training_run_seconds": run,
