@@ -14,6 +14,8 @@
 - ``scalar_reciprocals``: x / s for a run-time scalar s broadcast (Adam's bias
   corrections) becomes x * (1 / s): one division per step instead of one per
   element.
+- ``shared_reciprocals``: a value that divides several others is inverted once and
+  multiplied by (only where asked: the metagradient's reverse steps).
 - ``activity``: which nodes are series (depend on a series input) and which of
   those need their higher-order coefficients at all.
 """
@@ -204,6 +206,65 @@ def scalar_reciprocals(c: Circuit) -> Circuit:
         one = out.add_const(np.ones(out.nodes[s].shape))
         inv = out.add(Op.BROADCAST, [out.add(Op.DIV, [one, s])], b.attrs)
         return out.add(Op.MUL, [ins[0], inv])
+
+    return rebuild(c, rewrite=rewrite)
+
+
+def _is_one(c: Circuit, j: int) -> bool:
+    """Is node j the constant 1 (or its broadcast)?"""
+    node = c.nodes[j]
+    if node.op is Op.BROADCAST:
+        return _is_one(c, node.inputs[0])
+    return node.op is Op.CONST and bool(np.all(c.consts[j] == 1.0))
+
+
+def shared_reciprocals(c: Circuit) -> Circuit:
+    """a / b, c / b -> r = 1 / b, a * r, c * r wherever b divides two or more values (or is
+    a broadcast: its source is inverted, then broadcast); power(x, -0.5) counts as 1 / b
+    where b = sqrt(x) is computed too, and becomes r.  The transpose of Adam's update
+    divides by sqrt(v_hat + eps) three times per parameter and takes 1 / sqrt of the same
+    value once: at the divider's throughput that was the largest part of a metagradient's
+    reverse step.  Like ``scalar_reciprocals`` it rounds twice (a * (1/b) may differ from
+    a / b in the last bit), and unlike it it is not part of ``simplify``: training keeps
+    its bits; ``runtime.sweep`` applies it to the reverse steps, whose metagradient no
+    test pins to the bit (the sweep and the full-trajectory method share the circuits)."""
+    sqrt_of = {n.inputs[0]: i for i, n in c if n.op is Op.POW and n.attrs[0] == 0.5}
+
+    def divisor(node: Node) -> int | None:
+        if node.op is Op.DIV:
+            return node.inputs[1]
+        if node.op is Op.POW and node.attrs[0] == -0.5:
+            return sqrt_of.get(node.inputs[0])
+        return None
+
+    counts: dict[int, int] = {}
+    for _, node in c:
+        b = divisor(node)
+        if b is not None:
+            counts[b] = counts.get(b, 0) + 1
+    shared = {b for b, k in counts.items() if k >= 2 or c.nodes[b].op is Op.BROADCAST}
+    inverse: dict[int, int] = {}  # new id of b -> new id of 1 / b
+
+    def ones(out: Circuit, shape: tuple[int, ...]) -> int:
+        one = out.add_const(np.asarray(1.0))
+        return one if shape == () else out.add(Op.BROADCAST, [one], (shape,))
+
+    def reciprocal(out: Circuit, b: int) -> int:
+        if b not in inverse:
+            node = out.nodes[b]
+            if node.op is Op.BROADCAST:
+                inverse[b] = out.add(Op.BROADCAST, [reciprocal(out, node.inputs[0])], node.attrs)
+            else:
+                inverse[b] = out.add(Op.DIV, [ones(out, node.shape), b])
+        return inverse[b]
+
+    def rewrite(out: Circuit, i: int, node: Node, ins: list[int]) -> int | None:
+        if divisor(node) not in shared:
+            return None
+        if node.op is Op.POW:  # 1 / sqrt(x): the reciprocal of sqrt(x), interned as it is
+            return reciprocal(out, out.add(Op.POW, [ins[0]], (0.5,)))
+        r = reciprocal(out, ins[1])
+        return r if _is_one(out, ins[0]) else out.add(Op.MUL, [ins[0], r])
 
     return rebuild(c, rewrite=rewrite)
 

@@ -29,6 +29,7 @@ import numpy as np
 from circuitsketch.grad import reverse_step
 from circuitsketch.program import WEIGHT, Program, Step
 from compiler.compiled import CompiledProgram, NonFiniteError
+from compiler.passes import shared_reciprocals
 from runtime.checkpoints import MemoryModel, Plan
 
 FWD = "fwd."
@@ -46,9 +47,11 @@ class _NoSchedule:
 
 
 def reverse_circuits(program: Program) -> dict:
-    """key -> the transposed step circuit (``grad.reverse_step``) of each step circuit."""
+    """key -> the transposed step circuit (``grad.reverse_step``) of each step circuit, each
+    divisor inverted once (``compiler.passes.shared_reciprocals``)."""
     names = list(program.init_state)
-    return {k: reverse_step(c, names, WEIGHT, FWD) for k, c in program.step_circuits.items()}
+    return {k: shared_reciprocals(reverse_step(c, names, WEIGHT, FWD))
+            for k, c in program.step_circuits.items()}
 
 
 def reverse_shell(program: Program, steps: list[Step], circuits: dict | None = None) -> Program:

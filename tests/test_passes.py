@@ -17,6 +17,7 @@ from compiler.passes import (
     lower_concat,
     merge_transposes,
     scalar_reciprocals,
+    shared_reciprocals,
     simplify,
     sink_elementwise,
     transpose_narrow_operands,
@@ -349,6 +350,59 @@ def test_scalar_reciprocals_on_adam(program):
     assert by_scalar == [] and after.op_counts()["div"] <= before.op_counts()["div"] - 14
     _, inputs = program.step_inputs(0)
     _same_values(before, after, {**program.init_state, **inputs, "w": WEIGHTS[1]}, tol=1e-14)
+
+
+# ---------------------------------------------------------------- shared_reciprocals
+def test_shared_reciprocals_invert_each_divisor_once():
+    """Two divisions by y, x / sqrt(v) beside v ** -0.5, and a division by a broadcast row
+    sum become one reciprocal each and products (1 / sqrt(v) is that reciprocal); a value
+    that divides once stays a division with its bits; every value within two roundings."""
+
+    def f(x, y, v):
+        root = cs.sqrt(v)
+        rows = x.sum(axis=1, keepdims=True)
+        return {"a": x / y, "b": (x * x) / y, "s": x / root, "t": cs.rsqrt(v) * y,
+                "r": y / rows, "once": x / v}  # fmt: skip
+
+    mat = cs.Input((4, 3))
+    c = cs.trace(f, x=mat, y=mat, v=mat)
+    r = dce(shared_reciprocals(c))
+    r.verify()
+    divs = [n for n in r.nodes if n.op is Op.DIV]
+    assert len(divs) == 4, r.op_counts()  # 1 / y, 1 / sqrt(v), 1 / rows (4 x 1), x / v
+    assert sorted(n.size for n in divs) == [4, 12, 12, 12]
+    assert len({n.inputs[1] for n in divs}) == 4, "a divisor inverted twice"
+    assert not [n for n in r.nodes if n.op is Op.POW and n.attrs[0] == -0.5]
+    rng = np.random.default_rng(4)
+    inputs = {"x": rng.normal(size=(4, 3)), "y": rng.normal(size=(4, 3)),
+              "v": rng.random((4, 3)) + 0.5}  # fmt: skip
+    want, got = evaluate(c, inputs), evaluate(r, inputs)
+    np.testing.assert_array_equal(got["once"], want["once"])
+    for name in want:  # a * (1 / b) against a / b: at most 1.5 units in the last place
+        np.testing.assert_allclose(got[name], want[name], rtol=3.4e-16, atol=0, err_msg=name)
+
+
+def test_shared_reciprocals_on_the_reverse_step(program):
+    """The metagradient's reverse step divides by each divisor once: Adam's transpose had
+    three divisions by sqrt(v_hat + eps) and a 1 / sqrt per parameter; its outputs agree."""
+    from circuitsketch.grad import reverse_step
+    from circuitsketch.program import WEIGHT
+    from runtime.sweep import FWD, reverse_circuits
+
+    step = program.step_circuits[8]
+    names = list(program.init_state)
+    before = simplify(reverse_step(step, names, WEIGHT, FWD))
+    after = simplify(reverse_circuits(program)[8])
+    divisors = [n.inputs[1] for n in after.nodes if n.op is Op.DIV and n.size > 1]
+    assert len(divisors) == len(set(divisors))
+    n_params = len(program.params)
+    assert after.op_counts()["div"] <= before.op_counts()["div"] - 3 * n_params
+    rng = np.random.default_rng(6)
+    _, data = program.step_inputs(0)
+    inputs = {**{FWD + n: v for n, v in program.init_state.items()}, **data, WEIGHT: 0.3,
+              **{n: rng.normal(size=np.shape(v)) for n, v in program.init_state.items()}}
+    _same_values(before, after, inputs, tol=1e-14)  # up to 2e-15 seen (Adam's v: a product
+    # of five roundings, then a sum)
 
 
 # ---------------------------------------------------------------- activity
