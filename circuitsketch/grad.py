@@ -39,18 +39,25 @@ def vjp(c: Circuit, out_id: int, wrt: Sequence[int], seed: Traced | None = None)
     Records the backward pass into the same circuit, one reverse loop over the
     equations that lie on a path from `wrt` to `out_id`.
     """
+    one = seed if seed is not None else T.broadcast_to(T.lift(c, 1.0), c.nodes[out_id].shape)
+    return transpose(c, [(out_id, one)], wrt)
+
+
+def transpose(c: Circuit, seeds: Sequence[tuple[int, Traced]], wrt: Sequence[int]) -> list[Traced]:
+    """Cotangents of `wrt` nodes given the cotangent of several nodes (`seeds`: node, cotangent;
+    a node seeded twice gets the sum, the later seed first)."""
     nodes = c.nodes
+    last = max(n for n, _ in seeds)
     wanted = set(wrt)
-    on_path = [False] * (out_id + 1)
-    for i in range(out_id + 1):
+    on_path = [False] * (last + 1)
+    for i in range(last + 1):
         on_path[i] = i in wanted or (
             has_gradient(nodes[i].op) and any(on_path[j] for j in nodes[i].inputs)
         )
-    out = Traced(c, out_id)
-    cot: dict[int, Traced] = {
-        out_id: seed if seed is not None else T.broadcast_to(T.lift(c, 1.0), out.shape)
-    }
-    for i in range(out_id, -1, -1):
+    cot: dict[int, Traced] = {}
+    for n, ct in reversed(seeds):
+        cot[n] = ct if n not in cot else cot[n] + ct
+    for i in range(last, -1, -1):
         g = cot.get(i)
         node = nodes[i]
         if g is None or not on_path[i] or not has_gradient(node.op):
@@ -110,13 +117,9 @@ def reverse_step(c: Circuit, state: Sequence[str], weight: str, prefix: str = "f
     out = Circuit()
     remap = replay(c, out, rewrite=rename)
     out._scope_stack[:] = ["reverse"]
-    total = None
-    for name in state:
-        ct = Traced(out, out.add_input(name, c.nodes[c.outputs[name]].shape))
-        term = T.reduce_sum(ct * Traced(out, remap[c.outputs[name]]))
-        total = term if total is None else total + term
-    wrt = [remap[c.inputs[n]] for n in (*state, weight)]
-    grads = vjp(out, total.id, wrt)
+    seeds = [(remap[c.outputs[n]], Traced(out, out.add_input(n, c.nodes[c.outputs[n]].shape)))
+             for n in state]  # fmt: skip
+    grads = transpose(out, seeds, [remap[c.inputs[n]] for n in (*state, weight)])
     out._scope_stack.clear()
     for name, g in zip(state, grads, strict=False):
         out.set_output(name, g.id)

@@ -15,7 +15,9 @@ that reads the X the step was given (in series mode, its higher orders).  The
 equation that writes X may itself read X only element by element at the place it
 writes (a fused loop, whose element i reads its operands before it stores,
 through the same view: see ``fusion.fused_call``; in series mode its hi loop,
-which reads all orders of element i before it stores them).  A step whose order
+which reads all orders of element i before it stores them; in real mode also an
+add, sub or mul kernel, such as the metagradient's reverse step adding a product to
+the cotangent it was given for each weight).  A step whose order
 breaks this runs with two buffers (``state_in_place``), as before; either way the
 arithmetic and its order are the same, so are the results, to the bit.
 """
@@ -29,6 +31,10 @@ from compiler.fusion import Fusion
 from compiler.slots import Interface, last_uses, state_out_slots
 
 __all__ = ["state_in_place"]
+
+# real-mode kernels that read element i of each operand, then write element i
+# (``compiler/kernels.py``: add, sub, mul), so they may write over an operand
+_SAME_PLACE = (Op.ADD, Op.SUB, Op.MUL)
 
 
 def state_in_place(c: Circuit, iface: Interface, fusion: Fusion, views: Collection[int] = (),
@@ -73,8 +79,13 @@ def _elementwise_reads(
     """The group writing state output `name` (node nid) reads that entry's input only as
     whole vectors of its own size (element i at element i) or as a scalar."""
     group = fusion.group_of.get(nid)
-    if group is None or (series and not group.series):
-        return False  # a kernel writing what it reads
+    if group is None:  # a kernel writing what it reads: element i after reading element i?
+        node = c.nodes[nid]
+        return (not series and node.op in _SAME_PLACE
+                and all(c.nodes[j].size == node.size for j in node.inputs
+                        if input_of.get(owner[j]) == name))  # fmt: skip
+    if series and not group.series:
+        return False
     for m in group.members:
         for j in fusion.reads(c, m):
             if input_of.get(owner[j]) == name and c.nodes[j].size not in (1, c.nodes[nid].size):

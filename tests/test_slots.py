@@ -34,7 +34,8 @@ def clobbered(
     """Reads that do not find their value, and writes over an equation's own operands.
     in_place: the state outputs are written over the state inputs (``compiler/in_place``;
     in series mode their higher orders, h_in), which are then tagged too; a fused loop
-    may write exactly where it reads (element by element), nothing else may."""
+    or a real add, sub or mul kernel may write exactly where it reads (element by
+    element), nothing else may."""
     out_slot = state_out_slots(c, iface) if state_outputs else {}
     act = activity_of(c, iface)
     # series groups unrolled at K = 3: their hi loops read and write hi slots too
@@ -85,7 +86,9 @@ def clobbered(
                     continue
                 n = c.nodes[w].size
                 for ra, ro, rn, want in reads:
-                    elementwise = a == over and group is not None and (ro, rn) == (o, n)
+                    same_place = group is not None or (
+                        not series and node.op in (Op.ADD, Op.SUB, Op.MUL))
+                    elementwise = a == over and same_place and (ro, rn) == (o, n)
                     if ra == a and ro < o + n and o < ro + rn and not elementwise:
                         errors.append(f"%{w} writes over its operand %{want} in {a}")
                 mem[a][o : o + n] = w
