@@ -99,10 +99,11 @@ def main() -> None:
     state = None
     if args.reverse:  # its steps hold their forward states: a short run's are enough
         from runtime.metagrad import reverse_program, trajectory
+        from runtime.sweep import REVERSE
 
         short = m.build(docs[: 40 * args.batch_size], **size)
         fwd = CompiledProgram(short, 0)
-        cp = CompiledProgram(reverse_program(short, fwd, trajectory(fwd)), 0, sink=True)
+        cp = CompiledProgram(reverse_program(short, fwd, trajectory(fwd)), 0, **REVERSE)
         state = np.random.default_rng(1).normal(size=cp.state_size) * 0.01  # a cotangent
     # a key is the bucket, or for minibatches (batch size, bucket, packed rows): the one
     # of the bucket that most steps run

@@ -67,13 +67,14 @@ def _mode(degree: int) -> str:
 
 
 def program_build(
-    program: Program, degree: int, only: tuple[str, Hashable] | None = None, sink: bool = False
+    program: Program, degree: int, only: tuple[str, Hashable] | None = None, sink: bool = False,
+    fma: bool = False,
 ) -> Build:
     """The pipeline's units for a program at a degree: its step circuits (state and data
     weight as series), then its output circuits (the state as series).  only: one
     circuit, ("step" | "output", key), built alone as function ``circuit`` (inspect),
     in place as the whole program would be where its own order allows.
-    sink: ``Build.sink``."""
+    sink, fma: ``Build.sink``, ``Build.fma``."""
     layout = state_layout(program)
     names = set(layout)
     units = []
@@ -106,7 +107,7 @@ def program_build(
     if degree and width > 1:
         raise ValueError("a program whose steps output one loss per document runs in real "
                          "mode only")
-    return Build(units, degree, sink=sink, in_place=True,
+    return Build(units, degree, sink=sink, fma=fma, in_place=True,
                  title=f"Generated for program {program.name!r}, "
                  f"{_mode(degree)} mode.",
                  footer=None if degree else functools.partial(_run_loop, width=width))
@@ -176,10 +177,12 @@ design choices").  Results are bit for bit those of one pass."""
 class CompiledProgram:
     """Program -> generated Numba module at a fixed degree (0: real training)."""
 
-    def __init__(self, program: Program, degree: int = 0, sink: bool = False):
+    def __init__(self, program: Program, degree: int = 0, sink: bool = False,
+                 fma: bool = False):  # fmt: skip
         """`sink`: real mode's elementwise equations moved down to their readers before
         fusion (``Build.sink``): the reverse runs of ``runtime.sweep``, whose traced order
-        interleaves the chains of every parameter."""
+        interleaves the chains of every parameter.  `fma`: their products add each term
+        by a fused multiply-add (``Build.fma``)."""
         if degree < 0:
             raise ValueError(f"degree must be >= 0, got {degree}")
         self.program = program
@@ -189,7 +192,7 @@ class CompiledProgram:
         self.state_size = sum(n for _, n in self.state_layout.values())
         self.step_keys: list[Hashable] = sorted(program.step_circuits, key=repr)
         self.out_keys: list[Hashable] = sorted(program.output_circuits, key=repr)
-        self.build = run(program_build(program, degree, sink=sink))
+        self.build = run(program_build(program, degree, sink=sink, fma=fma))
         units = self.build.units
         self.steps_c = dict(zip(self.step_keys, units[: len(self.step_keys)], strict=True))
         self.outs_c = dict(zip(self.out_keys, units[len(self.step_keys) :], strict=True))

@@ -22,9 +22,12 @@ entries are:
   ``nseg`` segments whose operands lie at fixed strides apart (the Cauchy terms
   x_t y_{m-t}, t = 1..m-1, of one order in one call).
 
-Multiplies and adds stay separate instructions (no fused multiply-add), and
-every result element is summed over segments and the inner index in order, the
-same in every tile: a product does not depend on where its tile falls.  A row
+Multiplies and adds stay separate instructions, and every result element is
+summed over segments and the inner index in order, the same in every tile: a
+product does not depend on where its tile falls.  ``REAL_FMA`` is ``REAL`` with
+each term added by a fused multiply-add (one rounding per term, not two: other
+bits; a core with two FMA ports does twice the terms per cycle): the
+metagradient's reverse steps use it, whose bits no test pins.  A row
 whose length is not a multiple of LANES ends in a masked vector.
 """
 
@@ -37,7 +40,7 @@ from numba.core.extending import intrinsic
 
 LANES = 8  # doubles per vector
 ROWS = 4  # rows per tile
-REAL, PAIR, COMPLEX = 0, 1, 2
+REAL, PAIR, COMPLEX, REAL_FMA = 0, 1, 2, 4
 _I64 = ir.IntType(64)
 _I32 = ir.IntType(32)
 _VEC = ir.VectorType(ir.DoubleType(), LANES)
@@ -93,9 +96,15 @@ class _TileCode:
             self.b.store(value, self.at(ptr, off), align=8)
 
     def emit(self, kind, cp, c0, ldc, ap, a0, lda, astep, bp, b0, ldb, kd, nseg, aseg, bseg):
-        """REAL stores the sum (it is a result's first term); PAIR and COMPLEX add to C.
-        A's entries step by `astep` along the sum for REAL (a value), by 2 otherwise."""
+        """REAL and REAL_FMA store the sum (it is a result's first term); PAIR and COMPLEX
+        add to C.  A's entries step by `astep` along the sum for REAL and REAL_FMA (a
+        value), by 2 otherwise."""
         b, rows, vectors = self.b, self.rows, self.vectors
+        fused = kind == REAL_FMA
+        kind = REAL if fused else kind
+        if fused:
+            fma = cgutils.get_or_insert_function(
+                b.module, ir.FunctionType(_VEC, [_VEC, _VEC, _VEC]), f"llvm.fma.v{LANES}f64")
         step = astep if kind == REAL else _const(2)
         crow = [b.add(c0, b.mul(ldc, _const(i))) for i in range(rows)]
         cols = [_const(LANES * v) for v in range(vectors)]
@@ -131,7 +140,10 @@ class _TileCode:
                             terms.append((self.splat([im], [0] * LANES), bi))
                     for s, vs in terms:
                         for v in range(vectors):
-                            total = b.fadd(b.load(acc[i][v]), b.fmul(s, vs[v]))
+                            if fused:
+                                total = b.call(fma, [s, vs[v], b.load(acc[i][v])])
+                            else:
+                                total = b.fadd(b.load(acc[i][v]), b.fmul(s, vs[v]))
                             b.store(total, acc[i][v])
         for i in range(rows):
             for v, col in enumerate(cols):
@@ -167,7 +179,7 @@ def _tile(rows: int, vectors: int, masked: bool):
                 for n, v in ((1, c_arr), (4, a_arr), (8, b_arr))
             )
             code = _TileCode(builder, rows, vectors, masked, rem)
-            for k in (REAL, PAIR, COMPLEX):
+            for k in (REAL, PAIR, COMPLEX, REAL_FMA):
                 with builder.if_then(builder.icmp_signed("==", kind_, _const(k))):
                     code.emit(k, cp, c0, ldc, ap, a0, lda, astep, bp, b0, ldb, kd, nseg, aseg,
                               bseg)  # fmt: skip
@@ -218,12 +230,13 @@ def _check(kind, C, c0, ldc, A, a0, lda, Bm, b0, ldb, m, n, kd, nseg, aseg, bseg
            cmore, amore, bmore):  # fmt: skip
     """The blocks lie inside their arrays (with cmore, amore, bmore more doubles past
     them: the other products of a batch); returns A's entry step."""
-    if kind not in (REAL, PAIR, COMPLEX) or kd < 0 or nseg < 1 or (kind != REAL and n % 2):
+    if kind not in (REAL, PAIR, COMPLEX, REAL_FMA) or kd < 0 or nseg < 1 or (
+            kind in (PAIR, COMPLEX) and n % 2):
         raise ValueError("gemm: bad kind, inner size, segment count or odd complex width")
     if min(ldc, lda, ldb, astep, cmore, amore, bmore) < 0:  # bounds assume forward steps
         raise ValueError("gemm: a negative row stride, entry step or batch step")
-    entry = 1 if kind == REAL else 2  # doubles of one entry of A
-    step = astep if kind == REAL else entry
+    entry = 1 if kind in (REAL, REAL_FMA) else 2  # doubles of one entry of A
+    step = astep if entry == 1 else entry
     lo, hi = _span(a0, nseg, aseg, (m - 1) * lda + max(kd - 1, 0) * step + entry)
     if c0 < 0 or c0 + cmore + (m - 1) * ldc + n > C.size or lo < 0 or hi + amore > A.size:
         raise IndexError("gemm: a block of C or A lies outside its array")
@@ -252,8 +265,8 @@ def _tiles(kind, C, c0, ldc, A, a0, lda, Bm, b0, ldb, m, n, kd, nseg, aseg, bseg
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def gemm(kind, C, c0, ldc, A, a0, lda, Bm, b0, ldb, m, n, kd, nseg=1, aseg=0, bseg=0, astep=1):
-    """Rows i < m, doubles j < n of C from c0 (row stride ldc): for REAL set to, for
-    PAIR and COMPLEX increased by, sum_{s < nseg, q < kd} A(s, i, q) * Bm[b0 + s*bseg +
+    """Rows i < m, doubles j < n of C from c0 (row stride ldc): for REAL (and REAL_FMA)
+    set to, for PAIR and COMPLEX increased by, sum_{s < nseg, q < kd} A(s, i, q) * Bm[b0 + s*bseg +
     q*ldb + j], with A(s, i, q) the entry at a0 + s*aseg + i*lda + q*step (step `astep`
     for REAL: lda = 1 and astep = m read A where it lies transposed; 2 for a complex
     pair).  For PAIR and COMPLEX, n is even (whole pairs)."""

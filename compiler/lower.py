@@ -25,7 +25,7 @@ from compiler import kernels
 from compiler.fusion import NO_FUSION, Fusion, describe, fused_call, loop_args, loop_views
 from compiler.layout import BB, E0, E1, E2, E3, HA, HB, HC, HO, OUT, A, C, N
 from compiler.passes import Activity
-from compiler.products import LEFT_TRANSPOSED, TRANSPOSED
+from compiler.products import FUSED, LEFT_TRANSPOSED, TRANSPOSED
 from compiler.series_rules import HARGS, series_rule
 from compiler.slots import Interface, Slots, assign_slots, in_operand, state_out_slots
 from compiler.tables import Tables
@@ -179,6 +179,7 @@ def lower(
     fusion: Fusion = NO_FUSION,
     in_place: bool = False,
     views: Collection[int] = (),
+    fma: bool = False,
 ) -> Lowered:
     """Lower circuit c (its rows and constants go to `tables`).
 
@@ -187,7 +188,8 @@ def lower(
     transposes in `views` are read by their products where their operands lie
     (``transposed_views``); the output "loss" goes to res0[0] and resh (B*K).  A fused
     loop that writes the state checks it for infinities and NaNs (its higher orders in
-    series mode), adding to res0[-1].
+    series mode), adding to res0[-1].  `fma`: real products add each term by a fused
+    multiply-add (``products.FUSED``; other bits).
     """
     out_slot = state_out_slots(c, iface) if state_outputs else {}
     state = "s_in" if in_place and not series else "s_out"
@@ -263,8 +265,9 @@ def lower(
         row = _row(c, i, s, tables)
         if node.op is Op.MATMUL:
             left, right = (j in views for j in node.inputs)
-            if left or right:
-                row[C] = LEFT_TRANSPOSED * left | TRANSPOSED * right
+            fused = fma and not series
+            if left or right or fused:
+                row[C] = LEFT_TRANSPOSED * left | TRANSPOSED * right | FUSED * fused
         tables.add_row(row)
         lines.append([f"# {c.format_node(i)}", "; ".join(code)])
 

@@ -61,7 +61,8 @@ class Build:
 
     optimize: run the simplifying passes; fused: fuse elementwise chains (same bits
     either way); sink: in real mode, first move each elementwise equation down to its
-    first reader (``passes.sink_elementwise``; same bits; reverse runs, where it pays).
+    first reader (``passes.sink_elementwise``; same bits; reverse runs, where it pays);
+    fma: real products add each term by a fused multiply-add (other bits: reverse runs).
     in_place: the steps write the new state over the old one where that is sound for
     every step (``compiler/in_place.py``; decided when lowering, read by the training
     loop): in real mode the state, in series mode its higher orders (order 0 keeps two
@@ -82,6 +83,7 @@ class Build:
     optimize: bool = True
     fused: bool = True
     sink: bool = False
+    fma: bool = False
     in_place: bool = False
     title: str | None = None
     footer: Callable[[Build], str] | None = None
@@ -150,7 +152,7 @@ def _lower(b: Build) -> None:
     for u in b.units:
         u.lowered = lower(u.name, u.circuit, u.act, u.iface, b.tables, b.series,
                           u.state_outputs, u.fusion, b.in_place and u.state_outputs,
-                          views[u.name])  # fmt: skip
+                          views[u.name], b.fma)  # fmt: skip
 
 
 def _emit(b: Build) -> None:

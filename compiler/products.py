@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.gemm import COMPLEX, LANES, PAIR, REAL, gemm, gemm_batch
+from compiler.gemm import COMPLEX, LANES, PAIR, REAL, REAL_FMA, gemm, gemm_batch
 from compiler.layout import BB, E0, E1, E2, E3, HA, HB, HO, OUT, A, C
 from compiler.views import hflat, jit
 
@@ -17,6 +17,8 @@ TRANSPOSED = 1
 """Column C of a product's row, bit 0: its right operand lies transposed at BB (see matmul)."""
 LEFT_TRANSPOSED = 2
 """Column C of a product's row, bit 1: its left operand lies transposed at A (see matmul)."""
+FUSED = 4
+"""Column C of a product's row, bit 2: each term is added by a fused multiply-add."""
 
 PANEL = 4 * LANES  # columns of the right operand packed at a time (one widest tile)
 
@@ -31,21 +33,24 @@ def matmul(X, Y, Z, code, r):
     back.  C & LEFT_TRANSPOSED: the left operand is given as its transpose (P, Kd, M)
     (dW = dY.T @ x): the tiles read its entries one at a time anyway, so they read them
     where they lie, with no packing.  Each result is the same sum in the same order
-    either way, so the same bits."""
+    either way, so the same bits.  C & FUSED: each term is added by a fused
+    multiply-add (``gemm.REAL_FMA``)."""
     P, M, Kd, Nn = code[r, E0], code[r, E1], code[r, E2], code[r, E3]
     x = X[code[r, A] :][: P * M * Kd]
     flags = max(code[r, C], 0)  # -1: a plain product
+    kind = REAL_FMA if flags & FUSED else REAL
     lda, astep = (1, M) if flags & LEFT_TRANSPOSED else (Kd, 1)
     z = Z[code[r, OUT] :][: P * M * Nn]
     if flags & TRANSPOSED:
-        _matmul_transposed(x, lda, astep, Y[code[r, BB] :][: P * Nn * Kd], z, P, M, Kd, Nn)
+        _matmul_transposed(kind, x, lda, astep, Y[code[r, BB] :][: P * Nn * Kd], z, P, M, Kd,
+                           Nn)  # fmt: skip
         return
     y = Y[code[r, BB] :][: P * Kd * Nn]
-    gemm_batch(REAL, z, 0, Nn, x, 0, lda, y, 0, Nn, M, Nn, Kd, astep, P, M * Nn, M * Kd, Kd * Nn)
+    gemm_batch(kind, z, 0, Nn, x, 0, lda, y, 0, Nn, M, Nn, Kd, astep, P, M * Nn, M * Kd, Kd * Nn)
 
 
 @jit
-def _matmul_transposed(x, lda, astep, yt, z, P, M, Kd, Nn):
+def _matmul_transposed(kind, x, lda, astep, yt, z, P, M, Kd, Nn):
     room = np.empty(Kd * PANEL + LANES)  # the panel from a cache line's start: its vector
     panel = room[(-(room.ctypes.data // 8)) % LANES :]  # loads then never straddle two
     for p in range(P):
@@ -59,7 +64,7 @@ def _matmul_transposed(x, lda, astep, yt, z, P, M, Kd, Nn):
                 line = panel[q * PANEL :][:w]
                 for j in range(w):
                     line[j] = rows[j * Kd + q]
-            gemm(REAL, z, p * M * Nn + j0, Nn, x, p * M * Kd, lda, panel, 0, PANEL, M, w, Kd, 1,
+            gemm(kind, z, p * M * Nn + j0, Nn, x, p * M * Kd, lda, panel, 0, PANEL, M, w, Kd, 1,
                  0, 0, astep)  # fmt: skip
 
 

@@ -75,11 +75,11 @@ def reverse_program(program: Program, cp: CompiledProgram, traj: np.ndarray) -> 
 def full_trajectory_metagradient(program: Program, test, weights=None) -> np.ndarray:
     """dF/dw by the plain method: the whole trajectory stored, one reverse run over it."""
     from compiler.compiled import CompiledProgram
-    from runtime.sweep import accumulate
+    from runtime.sweep import REVERSE, accumulate
 
     cp = CompiledProgram(program, 0)
     traj = trajectory(cp, weights)
-    rev = CompiledProgram(reverse_program(program, cp, traj), 0, sink=True)
+    rev = CompiledProgram(reverse_program(program, cp, traj), 0, **REVERSE)
     _, per_step = rev.train(weights, state=output_cotangent(cp, traj[-1], test))
     g = np.zeros(program.num_docs)
     accumulate(g, rev.docs, rev.ndocs, per_step)

@@ -33,6 +33,9 @@ from compiler.passes import shared_reciprocals
 from runtime.checkpoints import MemoryModel, Plan
 
 FWD = "fwd."
+REVERSE = {"sink": True, "fma": True}
+"""How reverse runs are compiled (``CompiledProgram`` options): elementwise equations
+sunk to their readers (the same bits), products by fused multiply-adds (other bits)."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ class ReverseRows(CompiledProgram):
         self._placeholder = Step(next(iter(program.step_circuits)), 0, {})
         self.doc_width = max((len(st.docs) for st in program.steps), default=1)
         super().__init__(reverse_shell(program, [self._placeholder] * rows, circuits), 0,
-                         sink=True)
+                         **REVERSE)
         self.steps_of_rows = np.zeros(0, np.int64)
 
     def resize(self, rows: int) -> None:

@@ -3,7 +3,8 @@
 The tiles sum each result element over segments and the inner index in order,
 one multiply and one add per term, so numpy's elementwise arithmetic in the
 same order is an exact reference: any fused multiply-add, reordering, wrong
-mask or misplaced tile changes bits.  Blocks sit inside larger arrays with
+mask or misplaced tile changes bits.  REAL_FMA's reference is exact rational
+arithmetic rounded once per term.  Blocks sit inside larger arrays with
 wider rows, so writes outside them are caught too.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compiler.gemm import COMPLEX, LANES, PAIR, REAL, ROWS, gemm, gemm_batch
+from compiler.gemm import COMPLEX, LANES, PAIR, REAL, REAL_FMA, ROWS, gemm, gemm_batch
 
 
 def _block(arr, off, ld, rows, cols):
@@ -154,3 +155,36 @@ def test_a_batch_of_products_is_each_product(kind):
         gemm_batch(kind, C, 0, ldc, A, 0, lda, Bm, 0, ldb, m, n, kd, 1, P, cb, ab, bb + 1)
     with pytest.raises(ValueError, match="batch step"):
         gemm_batch(kind, C, 0, ldc, A, 0, lda, Bm, 0, ldb, m, n, kd, 1, P, -cb, ab, bb)
+
+
+@pytest.mark.parametrize(("m", "n", "kd"), [(ROWS + 1, 2 * LANES + 6, 9), (2, 4 * LANES + 3, 1)])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_fused_products_round_once_per_term(m, n, kd, transposed):
+    """REAL_FMA: each term a * b + acc rounded once, in order (exact fractions as the
+    reference), which differs from REAL's two roundings; blocks inside wider rows."""
+    from fractions import Fraction
+
+    rng = np.random.default_rng(m + n + kd)
+    ldc, ldb, c0, a0, b0 = n + 3, n + 5, 2, 1, 3
+    C = np.full(c0 + m * ldc + 4, 7.0)
+    lda, astep = (1, m) if transposed else (kd + 2, 1)  # A lying transposed: entry step m
+    A, Bm = rng.normal(size=a0 + m * kd + 2 * m + 8), rng.normal(size=b0 + kd * ldb + 4)
+    gemm(REAL_FMA, C, c0, ldc, A, a0, lda, Bm, b0, ldb, m, n, kd, 1, 0, 0, astep)
+    want = np.empty((m, n))
+    for i in range(m):
+        for j in range(n):
+            acc = 0.0
+            for q in range(kd):
+                a, b = A[a0 + i * lda + q * astep], Bm[b0 + q * ldb + j]
+                acc = float(Fraction(a) * Fraction(b) + Fraction(acc))
+            want[i, j] = acc
+    got = _block(C, c0, ldc, m, n)
+    np.testing.assert_array_equal(got, want)
+    outside = np.ones(C.size, bool)
+    for i in range(m):
+        outside[c0 + i * ldc : c0 + i * ldc + n] = False
+    assert np.all(C[outside] == 7.0), "a write outside the block"
+    plain = np.full_like(C, 7.0)
+    gemm(REAL, plain, c0, ldc, A, a0, lda, Bm, b0, ldb, m, n, kd, 1, 0, 0, astep)
+    if kd > 1:
+        assert not np.array_equal(_block(plain, c0, ldc, m, n), got)  # fused: other bits

@@ -313,7 +313,7 @@ def test_an_observer_sees_the_full_trajectorys_states_and_cotangents(program, th
 
     cp = CompiledProgram(program, 0)
     traj = trajectory(cp)
-    rev = CompiledProgram(reverse_program(program, cp, traj), 0, sink=True)
+    rev = CompiledProgram(reverse_program(program, cp, traj), 0, **sweep_mod.REVERSE)
     cot = []
     for t in TESTS:
         rows = np.empty((STEPS, cp.state_size))

@@ -298,6 +298,21 @@ def test_sunk_reverse_steps_give_the_same_metagradient(monkeypatch):
     np.testing.assert_array_equal(full_trajectory_metagradient(program, "emma"), g)
 
 
+def test_the_reverse_run_adds_its_products_by_fused_multiply_adds(monkeypatch):
+    """The reverse runs' products round once per term (``runtime.sweep.REVERSE``): other
+    bits than rounding twice, the same metagradient to a few units in the last place."""
+    from circuitsketch.models import microgpt
+    from runtime import sweep
+    from runtime.metagrad import full_trajectory_metagradient
+    from tests.conftest import DOCS
+
+    program = microgpt.build(list(DOCS[:5]), steps=12)
+    g = full_trajectory_metagradient(program, "emma")
+    monkeypatch.setitem(sweep.REVERSE, "fma", False)
+    plain = full_trajectory_metagradient(program, "emma")
+    assert not np.array_equal(g, plain)  # the option reaches the products
+    assert_rel(g, plain, 1e-14, "fused against separate multiply-adds")
+
 def test_narrow_operands_on_a_wide_model():
     """A 1-layer model 64 wide: every weight matrix's transpose is gone from the step (the
     forward pass reads each weight as W x^T); the default 16 wide model is unchanged."""
