@@ -9,7 +9,10 @@ names (one epoch of `--docs` names; the series runs its first steps):
   * parameters;
   * real training, ms per step, circuitsketch's compiled trainer against a
     `jax.jit` step of the same model (bench/jax_microgpt.py, written from the
-    spec), same initial parameters, data, weights and Adam;
+    spec), same initial parameters, data, weights and Adam; and the same
+    trainer with its products by fused multiply-adds (``fma=True``, other bits:
+    what training does not run, measured for the choice whether it may;
+    ``ratio_real_fma``);
   * K = 3 series training along 8 complex directions, ms per step per
     direction, against `jax.experimental.jet` of the same step vmapped over
     the directions: the time of a run of LEAD + n steps less that of a run of
@@ -262,6 +265,7 @@ def measure(size, batch, ndocs, rounds, series_steps) -> dict:
     series_steps = min(series_steps, prog.num_steps - LEAD)
     psi = directions(prog.num_docs)
     cp, cs = CompiledProgram(prog, 0), CompiledProgram(prog, K)
+    cf = CompiledProgram(prog, 0, fma=True)  # the same generated code, other table rows
     for s in first_steps(list(cs.keys)):  # series parts are compiled on first use
         cs.train_series(psi, start=s, stop=s + 1)
     jx = JaxRun(prog, size)
@@ -272,25 +276,30 @@ def measure(size, batch, ndocs, rounds, series_steps) -> dict:
     # equal before timed: 20 real steps, 3 series steps
     n_check = min(20, prog.num_steps)
     ours = cp.unpack_state(cp.train(stop=n_check)[0])
-    row["check_real"] = relative_error(ours, jx.train(stop=n_check))
+    theirs = jx.train(stop=n_check)
+    row["check_real"] = relative_error(ours, theirs)
+    row["check_real_fma"] = relative_error(cf.unpack_state(cf.train(stop=n_check)[0]), theirs)
     s0, hi, _ = cs.train_series(psi, stop=3)
     st, ser = jx.train_series(psi, stop=3)
     ours0, ours_hi = cs.unpack_state(s0), cs.unpack_hi(hi, DIRECTIONS)
     row["check_series"] = max(relative_error(ours0, st), relative_error(ours_hi, ser))
-    if max(row["check_real"], row["check_series"]) > TOL:
+    if max(row["check_real"], row["check_real_fma"], row["check_series"]) > TOL:
         raise SystemExit(f"{size} batch {batch}: JAX and circuitsketch differ: {row}")
     for _ in range(2):  # warm caches
         cp.train()
+        cf.train()
         jx.train()
-    runs = {k: [] for k in ("cs_real", "jax_real", "cs_k3", "jax_k3", "cs_lead", "jax_lead")}
+    runs = {k: [] for k in ("cs_real", "cs_real_fma", "jax_real", "cs_k3", "jax_k3", "cs_lead",
+                            "jax_lead")}  # fmt: skip
     for _ in range(rounds):
         runs["cs_real"].append(timed(cp.train))
+        runs["cs_real_fma"].append(timed(cf.train))
         runs["jax_real"].append(timed(jx.train))
         for peer, run in (("cs", cs), ("jax", jx)):
             runs[f"{peer}_lead"].append(timed(lambda run=run: run.train_series(psi, stop=LEAD)))
             runs[f"{peer}_k3"].append(
                 timed(lambda run=run: run.train_series(psi, stop=LEAD + series_steps)))
-    for name in ("cs_real", "jax_real"):  # whole epochs: medians
+    for name in ("cs_real", "cs_real_fma", "jax_real"):  # whole epochs: medians
         for i, kind in enumerate(("", "_cpu")):
             row[f"{name}{kind}_ms_per_step"] = (
                 1e3 * float(np.median([t[i] for t in runs[name]])) / prog.num_steps)
@@ -300,6 +309,7 @@ def measure(size, batch, ndocs, rounds, series_steps) -> dict:
             row[f"{peer}_k3{kind}_ms_per_step_dir"] = 1e3 * extra / (series_steps * DIRECTIONS)
     row["adam_floor_ms"] = adam_floor_ms(row["params"])
     row["ratio_real"] = row["cs_real_ms_per_step"] / row["jax_real_ms_per_step"]
+    row["ratio_real_fma"] = row["cs_real_fma_ms_per_step"] / row["jax_real_ms_per_step"]
     row["ratio_k3"] = row["cs_k3_user_ms_per_step_dir"] / row["jax_k3_user_ms_per_step_dir"]
     row["ratio_real_cpu"] = row["cs_real_cpu_ms_per_step"] / row["jax_real_cpu_ms_per_step"]
     row["ratio_k3_wall"] = row["cs_k3_ms_per_step_dir"] / row["jax_k3_ms_per_step_dir"]
