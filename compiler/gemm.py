@@ -265,11 +265,11 @@ def _tiles(kind, C, c0, ldc, A, a0, lda, Bm, b0, ldb, m, n, kd, nseg, aseg, bseg
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def gemm(kind, C, c0, ldc, A, a0, lda, Bm, b0, ldb, m, n, kd, nseg=1, aseg=0, bseg=0, astep=1):
-    """Rows i < m, doubles j < n of C from c0 (row stride ldc): for REAL (and REAL_FMA)
-    set to, for PAIR and COMPLEX increased by, sum_{s < nseg, q < kd} A(s, i, q) * Bm[b0 + s*bseg +
-    q*ldb + j], with A(s, i, q) the entry at a0 + s*aseg + i*lda + q*step (step `astep`
-    for REAL: lda = 1 and astep = m read A where it lies transposed; 2 for a complex
-    pair).  For PAIR and COMPLEX, n is even (whole pairs)."""
+    """Rows i < m, doubles j < n of C from c0 (row stride ldc): for REAL and REAL_FMA set
+    to, for PAIR and COMPLEX increased by, sum_{s < nseg, q < kd} A(s, i, q) * Bm[b0 +
+    s*bseg + q*ldb + j], with A(s, i, q) the entry at a0 + s*aseg + i*lda + q*step (step
+    `astep` for REAL and REAL_FMA: lda = 1 and astep = m read A where it lies transposed;
+    2 for a complex pair).  For PAIR and COMPLEX, n is even (whole pairs)."""
     if m <= 0 or n <= 0:
         return
     step = _check(kind, C, c0, ldc, A, a0, lda, Bm, b0, ldb, m, n, kd, nseg, aseg, bseg, astep,

@@ -66,18 +66,11 @@ def test_reverse_step_starts_from_the_cotangents_it_is_given(program):
     a product with one (there was one per entry, a pass over the whole state per step)."""
     from circuitsketch.ir import Op
     from circuitsketch.program import WEIGHT
-    from compiler.passes import simplify
+    from compiler.passes import _is_one, simplify
 
     names = list(program.init_state)
     r = simplify(reverse_step(program.step_circuits[8], names, WEIGHT))
-
-    def one(j: int) -> bool:
-        node = r.nodes[j]
-        while node.op is Op.BROADCAST:
-            j, node = node.inputs[0], r.nodes[node.inputs[0]]
-        return node.op is Op.CONST and bool(np.all(r.consts[j] == 1.0))
-
     seeds = {r.inputs[n] for n in names}
-    copies = [i for i, n in r if n.op is Op.MUL and any(map(one, n.inputs))
+    copies = [i for i, n in r if n.op is Op.MUL and any(_is_one(r, j) for j in n.inputs)
               and seeds & set(n.inputs)]  # fmt: skip
     assert copies == [] and all(r.users()[s] for s in seeds)
