@@ -295,16 +295,13 @@ def test_the_reverse_run_is_written_in_place_and_gives_the_bits_of_two_buffers(m
     add of the cotangent it was given (its seed) and a product's result, over that seed:
     element i after reading element i.  The slot replay finds no read of an overwritten
     value, and the metagradient is the one computed on two buffers, to the bit."""
-    from compiler.compiled import _data_layout
+    from compiler.compiled import _data_layout, state_layout
     from compiler.slots import Interface
     from runtime.metagrad import full_trajectory_metagradient
     from runtime.sweep import reverse_circuits
 
     prog = m.build(SHORT, steps=12)
-    state, off = {}, 0
-    for n, v in prog.init_state.items():
-        state[n] = (off, int(np.asarray(v).size))
-        off += state[n][1]
+    state = state_layout(prog)
     (c,) = (simplify(r) for r in reverse_circuits(prog).values())
     ints, floats = _data_layout(c, set(state) | {WEIGHT})
     iface = Interface(state, ints, floats, WEIGHT)
