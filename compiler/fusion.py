@@ -391,11 +391,11 @@ def fused_call(
         body += _hi_loop(c, g, fusion, order0, hslot, call, check)
     else:
         call.checks = [o for o in g.outputs if check(o)]
+        finite = " and ".join(f"k.all_finite(o{written.index(o)})" for o in call.checks)
         if call.checks and not strided:  # the loop in chunks, each checked while in L1
-            body = [*prologue, *_checked_chunks(head, views, lines, call.checks, written)]
+            body = [*prologue, *_checked_chunks(head, views, lines, finite)]
         elif call.checks:
-            finite = [f"k.all_finite(o{written.index(o)})" for o in call.checks]
-            body.append(f"return 0.0 if {' and '.join(finite)} else math.nan")
+            body.append(f"return 0.0 if {finite} else math.nan")
     call.body = "\n".join(body)
     return call
 
@@ -403,19 +403,17 @@ def fused_call(
 CHUNK = 1024  # elements of a checked loop's chunk: its outputs still in L1 when checked
 
 
-def _checked_chunks(head: list[str], views: list[str], lines: list[str], checks: list[int],
-                    written: list[int]) -> list[str]:
+def _checked_chunks(head: list[str], views: list[str], lines: list[str], finite: str) -> list[str]:
     """A loop whose outputs must be finite (Adam's update: a step fails where the state
     stops being finite), as chunks of CHUNK elements, each chunk's outputs checked right
     after it.  Checking once after the whole loop read the outputs back from the outer
     caches when they outgrow L2 (a 4 x 128 model's state: bench/RESULTS.md, run 15).
     Each chunk is the whole loop over views of its elements, the form LLVM vectorises
     (indexing the whole arrays from c0 it did not): the same values, in the same order.
-    `views` are the lines of `head` that name n elements; the rest are scalars."""
+    `views` are the lines of `head` that name n elements; the rest are scalars.  `finite`:
+    the check of a chunk's outputs (their views), one expression."""
     inside = [ln.replace(" :][:n]", " + c0 :][:m]") for ln in views]
     outside = [ln for ln in head if ln not in views]
-    outs = [f"o{written.index(o)}" for o in checks]
-    finite = " and ".join(f"k.all_finite({o})" for o in outs)
     return [
         *outside,
         "finite = True",
