@@ -101,7 +101,8 @@ def merge_transposes(c: Circuit) -> Circuit:
     products (it is dropped) or the operands' new transposes move fewer elements
     than the product's (an operand that is itself a transpose costs none): the
     reverse steps of a metagradient transpose a weight's product-shaped cotangent
-    X^T dY where X and dY are a few rows.  The same products: at order 0
+    X^T dY where X and dY are a few rows.  And transpose(p + q) of two such products read
+    only by their sum -> p' + q', each flipped.  The same products: at order 0
     the compiled kernels sum them in the same order (the same bits); higher orders
     add the same terms in another order (found by review: 1.6e-16 apart)."""
     users = c.users()
@@ -133,13 +134,33 @@ def merge_transposes(c: Circuit) -> Circuit:
 
     flip = {m for m in range(len(c.nodes)) if flippable(m) and (drops_left(m) or cheaper(m))}
 
+    def summed(s: int) -> bool:  # s = p + q of products read only by it, read by a transpose
+        node = c.nodes[s]
+        return (
+            node.op is Op.ADD
+            and len(users[s]) == 1
+            and c.nodes[users[s][0]].op is Op.TRANSPOSE
+            and _swaps_last_two(c.nodes[users[s][0]].attrs[0])
+            and len(set(node.inputs)) == 2
+            and all(c.nodes[m].op is Op.MATMUL and c.nodes[m].shape == node.shape
+                    and users[m] == [s] and cheaper(m) for m in node.inputs)
+        )  # fmt: skip
+
+    sums = {s for s in range(len(c.nodes)) if summed(s)}
+
+    def flipped(out: Circuit, m: int, perm: tuple[int, ...]) -> int:
+        a, b = out.nodes[m].inputs
+        return out.add(Op.MATMUL, [_transposed(out, b, perm), _transposed(out, a, perm)])
+
     def merge(out: Circuit, i: int, node: Node, ins: list[int]) -> int | None:
         if node.op is not Op.TRANSPOSE:
             return None
         perm = node.attrs[0]
         if node.inputs[0] in flip:
-            a, b = out.nodes[ins[0]].inputs
-            return out.add(Op.MATMUL, [_transposed(out, b, perm), _transposed(out, a, perm)])
+            return flipped(out, ins[0], perm)
+        if node.inputs[0] in sums:
+            p, q = out.nodes[ins[0]].inputs
+            return out.add(Op.ADD, [flipped(out, p, perm), flipped(out, q, perm)])
         return _transposed(out, ins[0], perm) if out.nodes[ins[0]].op is Op.TRANSPOSE else None
 
     return rebuild(c, rewrite=merge)  # leaves the replaced transposes for dce

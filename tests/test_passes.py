@@ -231,6 +231,51 @@ def test_a_products_transpose_moves_to_its_smaller_operands():
     _same_values(c, m, {k: rng.normal(size=s) for k, s in shapes.items()})
 
 
+def test_a_transposed_sum_of_products_moves_to_the_products():
+    """(x^T y + a^T b)^T, each product read only by the sum: y^T x + b^T a, the transposes
+    on the operands (x^T's cancel); kept where a product is read elsewhere too."""
+
+    def f(x, y, a, b):
+        read = y.T @ b  # also summed
+        return {"moved": (x.T @ y + a.T @ b).T * 2.0,
+                "kept": (read + x.T @ a).T + read.sum()}  # fmt: skip
+
+    shapes = {"x": (2, 6), "y": (2, 6), "a": (2, 6), "b": (2, 6)}
+    c = cs.trace(f, **{k: cs.Input(s) for k, s in shapes.items()})
+    m = dce(merge_transposes(cse(c)))
+    m.verify()
+
+    def sum_transposes(circ):
+        return sum(1 for n in circ.nodes if n.op is Op.TRANSPOSE
+                   and circ.nodes[n.inputs[0]].op is Op.ADD)  # fmt: skip
+
+    assert sum_transposes(cse(c)) == 2 and sum_transposes(m) == 1
+    assert m.op_counts()["matmul"] == cse(c).op_counts()["matmul"] == 4
+    rng = np.random.default_rng(0)
+    _same_values(c, m, {k: rng.normal(size=s) for k, s in shapes.items()})
+
+
+def test_the_reverse_step_moves_its_transposes_twice(program):
+    """A flipped product leaves transposes of sums of products, which reverse_circuits'
+    round before the pipeline's moves onto the products' operands: fewer copies, the same
+    products, the same values."""
+    from circuitsketch.grad import reverse_step
+    from circuitsketch.program import WEIGHT
+    from runtime.sweep import FWD, reverse_circuits
+
+    names = list(program.init_state)
+    before = simplify(shared_reciprocals(reverse_step(program.step_circuits[8], names, WEIGHT,
+                                                      FWD)))  # fmt: skip
+    after = simplify(reverse_circuits(program)[8])
+    counts = [(x.op_counts()["transpose"], x.op_counts()["matmul"]) for x in (before, after)]
+    assert counts == [(65, 81), (53, 81)], counts
+    rng = np.random.default_rng(7)
+    _, data = program.step_inputs(0)
+    inputs = {**{FWD + n: v for n, v in program.init_state.items()}, **data, WEIGHT: 0.3,
+              **{n: rng.normal(size=np.shape(v)) for n, v in program.init_state.items()}}
+    _same_values(before, after, inputs, tol=1e-14)  # numpy's BLAS may block differently
+
+
 # ---------------------------------------------------------------- transpose_narrow_operands
 def test_narrow_operands_are_transposed_instead_of_the_weight():
     """x W^T with x two rows and W 16 x 8: (W x^T)^T, W's transpose gone; a weight whose
