@@ -54,7 +54,7 @@ def reverse_circuits(program: Program) -> dict:
     divisor inverted once (``compiler.passes.shared_reciprocals``), its transposes moved
     onto products' operands in one round more than the pipeline's: a product flipped
     there leaves transposes of sums of products that the next round moves too (the same
-    bits in real mode, where reverse runs run; 2 x 32: 95 transposes copied a step, 78)."""
+    bits in real mode, where reverse runs run; bench/RESULTS.md, run 17)."""
     names = list(program.init_state)
 
     def transposed(c):
