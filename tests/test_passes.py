@@ -203,6 +203,21 @@ def test_merge_transposes_on_microgpt_backward(program):
     _same_values(before, after, {**program.init_state, **inputs, "w": WEIGHTS[1]}, tol=1e-14)
 
 
+def _merged(f, shapes: dict) -> tuple[Circuit, Circuit]:
+    """f traced over inputs of these shapes (after cse), and merge_transposes of it; their
+    values checked equal on random inputs."""
+    c = cse(cs.trace(f, **{k: cs.Input(s) for k, s in shapes.items()}))
+    m = dce(merge_transposes(c))
+    m.verify()
+    rng = np.random.default_rng(0)
+    _same_values(c, m, {k: rng.normal(size=s) for k, s in shapes.items()})
+    return c, m
+
+
+def _transposes_of(c: Circuit, op: Op) -> int:
+    return sum(1 for n in c.nodes if n.op is Op.TRANSPOSE and c.nodes[n.inputs[0]].op is op)
+
+
 def test_a_products_transpose_moves_to_its_smaller_operands():
     """(x^T y)^T with x^T read elsewhere too (so not dropped): y^T x, since transposing y,
     2 x 6, moves less than the 6 x 6 product; kept where the operands are the larger (a
@@ -217,18 +232,8 @@ def test_a_products_transpose_moves_to_its_smaller_operands():
             "read": p.T * 3.0 + p.sum(),
         }
 
-    shapes = {"x": (2, 6), "y": (2, 6), "w": (2, 6), "a": (2, 6), "b": (6, 2)}
-    c = cs.trace(f, **{k: cs.Input(s) for k, s in shapes.items()})
-    m = dce(merge_transposes(cse(c)))
-    m.verify()
-
-    def product_transposes(circ):
-        return sum(1 for n in circ.nodes if n.op is Op.TRANSPOSE
-                   and circ.nodes[n.inputs[0]].op is Op.MATMUL)  # fmt: skip
-
-    assert product_transposes(cse(c)) == 3 and product_transposes(m) == 2
-    rng = np.random.default_rng(0)
-    _same_values(c, m, {k: rng.normal(size=s) for k, s in shapes.items()})
+    c, m = _merged(f, {"x": (2, 6), "y": (2, 6), "w": (2, 6), "a": (2, 6), "b": (6, 2)})
+    assert _transposes_of(c, Op.MATMUL) == 3 and _transposes_of(m, Op.MATMUL) == 2
 
 
 def test_a_transposed_sum_of_products_moves_to_the_products():
@@ -240,19 +245,9 @@ def test_a_transposed_sum_of_products_moves_to_the_products():
         return {"moved": (x.T @ y + a.T @ b).T * 2.0,
                 "kept": (read + x.T @ a).T + read.sum()}  # fmt: skip
 
-    shapes = {"x": (2, 6), "y": (2, 6), "a": (2, 6), "b": (2, 6)}
-    c = cs.trace(f, **{k: cs.Input(s) for k, s in shapes.items()})
-    m = dce(merge_transposes(cse(c)))
-    m.verify()
-
-    def sum_transposes(circ):
-        return sum(1 for n in circ.nodes if n.op is Op.TRANSPOSE
-                   and circ.nodes[n.inputs[0]].op is Op.ADD)  # fmt: skip
-
-    assert sum_transposes(cse(c)) == 2 and sum_transposes(m) == 1
-    assert m.op_counts()["matmul"] == cse(c).op_counts()["matmul"] == 4
-    rng = np.random.default_rng(0)
-    _same_values(c, m, {k: rng.normal(size=s) for k, s in shapes.items()})
+    c, m = _merged(f, {"x": (2, 6), "y": (2, 6), "a": (2, 6), "b": (2, 6)})
+    assert _transposes_of(c, Op.ADD) == 2 and _transposes_of(m, Op.ADD) == 1
+    assert m.op_counts()["matmul"] == c.op_counts()["matmul"] == 4
 
 
 def test_the_reverse_step_moves_its_transposes_twice(program):
