@@ -7,7 +7,7 @@
 - ``merge_transposes``: a transpose of a transpose is one transpose (or none):
   the backward pass transposes the forward pass's transposed weights back; and
   (a^T b)^T = b^T a, so a weight gradient comes out in the weight's layout
-  without transposing twice.
+  without transposing twice (and (p + q)^T of two such products, p^T + q^T).
 - ``transpose_narrow_operands``: x W^T with x a few rows and W a large matrix
   (a linear layer's weight) is computed as (W x^T)^T: each step transposes the
   few rows and the product instead of the whole weight matrix.
