@@ -250,6 +250,18 @@ def test_a_transposed_sum_of_products_moves_to_the_products():
     assert m.op_counts()["matmul"] == c.op_counts()["matmul"] == 4
 
 
+def _reverse_inputs(program, seed: int) -> dict:
+    """Inputs of a reverse step of step 0: the initial state as its forward state, random
+    cotangents, and a data weight of 0.3."""
+    from circuitsketch.program import WEIGHT
+    from runtime.sweep import FWD
+
+    rng = np.random.default_rng(seed)
+    _, data = program.step_inputs(0)
+    return {**{FWD + n: v for n, v in program.init_state.items()}, **data, WEIGHT: 0.3,
+            **{n: rng.normal(size=np.shape(v)) for n, v in program.init_state.items()}}
+
+
 def test_the_reverse_step_moves_its_transposes_twice(program):
     """A flipped product leaves transposes of sums of products, which reverse_circuits'
     round before the pipeline's moves onto the products' operands: fewer copies, the same
@@ -264,11 +276,8 @@ def test_the_reverse_step_moves_its_transposes_twice(program):
     after = simplify(reverse_circuits(program)[8])
     counts = [(x.op_counts()["transpose"], x.op_counts()["matmul"]) for x in (before, after)]
     assert counts == [(65, 81), (53, 81)], counts
-    rng = np.random.default_rng(7)
-    _, data = program.step_inputs(0)
-    inputs = {**{FWD + n: v for n, v in program.init_state.items()}, **data, WEIGHT: 0.3,
-              **{n: rng.normal(size=np.shape(v)) for n, v in program.init_state.items()}}
-    _same_values(before, after, inputs, tol=1e-14)  # numpy's BLAS may block differently
+    # numpy's BLAS may block differently
+    _same_values(before, after, _reverse_inputs(program, 7), tol=1e-14)
 
 
 # ---------------------------------------------------------------- transpose_narrow_operands
@@ -452,12 +461,8 @@ def test_shared_reciprocals_on_the_reverse_step(program):
     assert len(divisors) == len(set(divisors))
     n_params = len(program.params)
     assert after.op_counts()["div"] <= before.op_counts()["div"] - 3 * n_params
-    rng = np.random.default_rng(6)
-    _, data = program.step_inputs(0)
-    inputs = {**{FWD + n: v for n, v in program.init_state.items()}, **data, WEIGHT: 0.3,
-              **{n: rng.normal(size=np.shape(v)) for n, v in program.init_state.items()}}
-    _same_values(before, after, inputs, tol=1e-14)  # up to 2e-15 seen (Adam's v: a product
-    # of five roundings, then a sum)
+    # up to 2e-15 seen (Adam's v: a product of five roundings, then a sum)
+    _same_values(before, after, _reverse_inputs(program, 6), tol=1e-14)
 
 
 # ---------------------------------------------------------------- activity
