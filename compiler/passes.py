@@ -7,7 +7,8 @@
 - ``merge_transposes``: a transpose of a transpose is one transpose (or none):
   the backward pass transposes the forward pass's transposed weights back; and
   (a^T b)^T = b^T a, so a weight gradient comes out in the weight's layout
-  without transposing twice (and (p + q)^T of two such products, p^T + q^T).
+  without transposing twice (and (p + q)^T of two such products, p^T + q^T); in
+  rounds, until one moves nothing.
 - ``transpose_narrow_operands``: x W^T with x a few rows and W a large matrix
   (a linear layer's weight) is computed as (W x^T)^T: each step transposes the
   few rows and the product instead of the whole weight matrix.
@@ -94,17 +95,33 @@ def _transposed(out: Circuit, j: int, perm: tuple[int, ...]) -> int:
     return out.add(Op.TRANSPOSE, [j], (perm,))
 
 
+ROUNDS = 8  # of merge_transposes; every circuit seen is done after two
+
+
 def merge_transposes(c: Circuit) -> Circuit:
-    """transpose(transpose(x, p), q) -> transpose(x, p o q), or x when that is the
-    identity; transpose(matmul(a, b)) -> matmul(transpose(b), transpose(a)) when no
-    other value reads the product and either a is a transpose read only by such
-    products (it is dropped) or the operands' new transposes move fewer elements
-    than the product's (an operand that is itself a transpose costs none): the
-    reverse steps of a metagradient transpose a weight's product-shaped cotangent
-    X^T dY where X and dY are a few rows.  And transpose(p + q) of two such products read
-    only by their sum -> p' + q', each flipped.  The same products: at order 0
-    the compiled kernels sum them in the same order (the same bits); higher orders
-    add the same terms in another order (found by review: 1.6e-16 apart)."""
+    """Rounds of ``_merge_round`` (each then dce) until one finds nothing to rewrite, at most
+    ROUNDS (each keeps the values, so stopping early is only less tidy): a product flipped
+    in a round leaves new transposes on its operands, which that round does not visit (a
+    metagradient's reverse step: transposes of sums of products)."""
+    for _ in range(ROUNDS):
+        merged = _merge_round(c)
+        if merged is c:
+            break
+        c = dce(merged)
+    return c
+
+
+def _merge_round(c: Circuit) -> Circuit:
+    """c itself if it has nothing to rewrite, else: transpose(transpose(x, p), q) ->
+    transpose(x, p o q), or x when that is the identity; transpose(matmul(a, b)) ->
+    matmul(transpose(b), transpose(a)) when no other value reads the product and either
+    a is a transpose read only by such products (it is dropped) or the operands' new
+    transposes move fewer elements than the product's (an operand that is itself a
+    transpose costs none): the reverse steps of a metagradient transpose a weight's
+    product-shaped cotangent X^T dY where X and dY are a few rows.  And transpose(p + q)
+    of two such products read only by their sum -> p' + q', each flipped.  The same
+    products: at order 0 the compiled kernels sum them in the same order (the same bits);
+    higher orders add the same terms in another order (found by review: 1.6e-16 apart)."""
     users = c.users()
 
     def flippable(m: int) -> bool:  # matmul m is read once, by a transpose of its last two axes
@@ -147,6 +164,9 @@ def merge_transposes(c: Circuit) -> Circuit:
         )  # fmt: skip
 
     sums = {s for s in range(len(c.nodes)) if summed(s)}
+    if not flip and not sums and not any(
+            n.op is Op.TRANSPOSE and c.nodes[n.inputs[0]].op is Op.TRANSPOSE for n in c.nodes):
+        return c  # nothing to rewrite  # fmt: skip
 
     def flipped(out: Circuit, m: int, perm: tuple[int, ...]) -> int:
         a, b = out.nodes[m].inputs

@@ -29,7 +29,7 @@ import numpy as np
 from circuitsketch.grad import reverse_step
 from circuitsketch.program import WEIGHT, Program, Step
 from compiler.compiled import CompiledProgram, NonFiniteError
-from compiler.passes import cse, dce, merge_transposes, shared_reciprocals
+from compiler.passes import shared_reciprocals
 from runtime.checkpoints import MemoryModel, Plan
 
 FWD = "fwd."
@@ -51,16 +51,10 @@ class _NoSchedule:
 
 def reverse_circuits(program: Program) -> dict:
     """key -> the transposed step circuit (``grad.reverse_step``) of each step circuit, each
-    divisor inverted once (``compiler.passes.shared_reciprocals``), its transposes moved
-    onto products' operands in one round more than the pipeline's: a product flipped
-    there leaves transposes of sums of products that the next round moves too (the same
-    bits in real mode, where reverse runs run; bench/RESULTS.md, run 17)."""
+    divisor inverted once (``compiler.passes.shared_reciprocals``)."""
     names = list(program.init_state)
-
-    def transposed(c):
-        return shared_reciprocals(dce(merge_transposes(cse(reverse_step(c, names, WEIGHT, FWD)))))
-
-    return {k: transposed(c) for k, c in program.step_circuits.items()}
+    return {k: shared_reciprocals(reverse_step(c, names, WEIGHT, FWD))
+            for k, c in program.step_circuits.items()}
 
 
 def reverse_shell(program: Program, steps: list[Step], circuits: dict | None = None) -> Program:

@@ -10,6 +10,7 @@ import circuitsketch as cs
 from circuitsketch.interpret import evaluate, evaluate_series
 from circuitsketch.ir import Circuit, Node, Op
 from compiler.passes import (
+    _merge_round,
     activity,
     cse,
     dce,
@@ -262,22 +263,19 @@ def _reverse_inputs(program, seed: int) -> dict:
             **{n: rng.normal(size=np.shape(v)) for n, v in program.init_state.items()}}
 
 
-def test_the_reverse_step_moves_its_transposes_twice(program):
-    """A flipped product leaves transposes of sums of products, which reverse_circuits'
-    round before the pipeline's moves onto the products' operands: fewer copies, the same
-    products, the same values."""
-    from circuitsketch.grad import reverse_step
-    from circuitsketch.program import WEIGHT
-    from runtime.sweep import FWD, reverse_circuits
+def test_merge_transposes_rounds_until_nothing_moves(program):
+    """In the metagradient's reverse step a flipped product leaves transposes of sums of
+    products, which its round does not visit and the next moves onto the products'
+    operands: fewer copies, the same products, the same values, and then a fixed point."""
+    from runtime.sweep import reverse_circuits
 
-    names = list(program.init_state)
-    before = simplify(shared_reciprocals(reverse_step(program.step_circuits[8], names, WEIGHT,
-                                                      FWD)))  # fmt: skip
-    after = simplify(reverse_circuits(program)[8])
-    counts = [(x.op_counts()["transpose"], x.op_counts()["matmul"]) for x in (before, after)]
+    r = cse(reverse_circuits(program)[8])
+    one, rounds = dce(_merge_round(r)), merge_transposes(r)
+    counts = [(x.op_counts()["transpose"], x.op_counts()["matmul"]) for x in (one, rounds)]
     assert counts == [(65, 81), (53, 81)], counts
+    assert merge_transposes(rounds).fingerprint() == rounds.fingerprint()
     # numpy's BLAS may block differently
-    _same_values(before, after, _reverse_inputs(program, 7), tol=1e-14)
+    _same_values(one, rounds, _reverse_inputs(program, 7), tol=1e-14)
 
 
 # ---------------------------------------------------------------- transpose_narrow_operands
